@@ -1,0 +1,42 @@
+"""The evaluation protocol: mean and 95% confidence interval over a fixed set of episodes.
+
+Following Finn et al. (2017) and Snell et al. (2017), a learner is scored by its mean metric over
+a fixed set of test episodes, reported with the half-width of a normal 95% confidence interval,
+``1.96 * std / sqrt(n)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """A mean with the half-width of its 95% confidence interval over ``n`` episodes."""
+
+    mean: float
+    ci95: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f} +- {self.ci95:.4f} (n={self.n})"
+
+
+def mean_ci95(values: Tensor) -> MeanCI:
+    """Mean and 95% CI half-width ``1.96 * std / sqrt(n)`` of per-episode values ``[n]``.
+
+    The standard deviation is the sample one (``n - 1``); a single episode has CI ``nan``.
+    """
+    values = values.detach().double().flatten()
+    n = int(values.numel())
+    if n == 0:
+        raise ValueError("mean_ci95 needs at least one episode value, got an empty tensor")
+    if not torch.isfinite(values).all():
+        raise ValueError(f"mean_ci95 got {int((~torch.isfinite(values)).sum())} non-finite episode values")
+    mean = float(values.mean())
+    ci = 1.96 * float(values.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
+    return MeanCI(mean=mean, ci95=ci, n=n)

@@ -1,0 +1,321 @@
+"""The learner contract: one call for every meta-learner, and the Lightning steps they share.
+
+Every learner in rnnmeta is a function from a support set and query inputs to query predictions::
+
+    preds = learner(support_x, support_y, query_x)
+    # support_x [B, S, *x_shape]   support_y [B, S] int64 (classification) or [B, S, d_y] float
+    # query_x   [B, M, *x_shape]   preds     [B, M, n_way] logits, or [B, M, d_y]
+
+:class:`MetaLearner` owns everything the learners share: the loss for the task kind, accuracy,
+logging (synchronised across ranks), the meta-optimiser and its schedule, gradient clipping,
+numerical-fault checks, and the evaluation protocol (mean and 95% CI over a fixed set of test
+episodes, gathered from every rank). A subclass implements :meth:`MetaLearner.forward` (and,
+where it can do better than re-reading the support set, :meth:`MetaLearner.adapt`) and nothing
+of Lightning's plumbing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, Optional, Protocol
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnmeta.episode import CLASSIFICATION, REGRESSION, TASK_KINDS, Episode
+from rnnmeta.evaluation import mean_ci95
+
+
+class Predictor(Protocol):
+    """What :meth:`MetaLearner.adapt` returns: answers queries ``[B, M, *x_shape]`` for the adapted tasks."""
+
+    def __call__(self, query_x: Tensor) -> Tensor: ...
+
+
+class _SupportPredictor:
+    """Default predictor: keeps the support set and calls the learner on each new query batch."""
+
+    def __init__(self, learner: "MetaLearner", support_x: Tensor, support_y: Tensor) -> None:
+        self.learner, self.support_x, self.support_y = learner, support_x, support_y
+
+    def __call__(self, query_x: Tensor) -> Tensor:
+        return self.learner(self.support_x, self.support_y, query_x)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training loss or gradient becomes NaN or infinite."""
+
+
+class MetaLearner(pl.LightningModule):
+    """Base class of every rnnmeta learner (a LightningModule).
+
+    Args:
+        kind: ``"classification"`` (cross-entropy, accuracy) or ``"regression"`` (MSE).
+        n_way: classes per task; the width of the logits (classification only).
+        target_dim: size ``d_y`` of a regression target (regression only).
+        lr: meta-learning rate of Adam.
+        weight_decay: decoupled weight decay (AdamW) of the meta-optimiser; 0 gives plain Adam.
+        lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at ``trainer.max_steps``) or ``"step"``
+            (multiply by ``lr_gamma`` every ``lr_step_size`` steps).
+        lr_warmup_steps: linear warm-up of the meta learning rate over this many steps.
+        lr_step_size: period of the ``"step"`` schedule, in meta-iterations.
+        lr_gamma: factor of the ``"step"`` schedule.
+        grad_clip_norm: clip the meta-gradient to this global L2 norm; 0 disables.
+    """
+
+    #: Learners whose forward needs autograd at evaluation time (an inner loop) set this to True;
+    #: their validation and test steps then run with gradients enabled outside inference mode.
+    needs_grad_at_eval: bool = False
+
+    def __init__(
+        self,
+        kind: Literal["classification", "regression"] = "classification",
+        n_way: int = 5,
+        target_dim: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
+        lr_warmup_steps: int = 0,
+        lr_step_size: int = 10_000,
+        lr_gamma: float = 0.5,
+        grad_clip_norm: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if kind not in TASK_KINDS:
+            raise ValueError(f"kind must be one of {TASK_KINDS}, got {kind!r}")
+        if kind == CLASSIFICATION and n_way < 2:
+            raise ValueError(f"n_way must be >= 2 for classification, got {n_way}")
+        if kind == REGRESSION and target_dim < 1:
+            raise ValueError(f"target_dim must be >= 1 for regression, got {target_dim}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if weight_decay < 0 or lr_warmup_steps < 0 or lr_step_size < 1 or grad_clip_norm < 0:
+            raise ValueError(
+                "weight_decay, lr_warmup_steps and grad_clip_norm must be >= 0 and lr_step_size >= 1, got "
+                f"{weight_decay}, {lr_warmup_steps}, {grad_clip_norm}, {lr_step_size}"
+            )
+        self.kind = kind
+        self.n_way = n_way
+        self.target_dim = target_dim
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.lr_warmup_steps = lr_warmup_steps
+        self.lr_step_size = lr_step_size
+        self.lr_gamma = lr_gamma
+        self.grad_clip_norm = grad_clip_norm
+        self._eval_values: dict[str, list[Tensor]] = {}
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def output_dim(self) -> int:
+        """Width of a prediction: ``n_way`` logits, or ``target_dim`` regression outputs."""
+        return self.n_way if self.kind == CLASSIFICATION else self.target_dim
+
+    @property
+    def metric_name(self) -> str:
+        """The per-episode score: ``"acc"`` for classification, ``"mse"`` for regression."""
+        return "acc" if self.kind == CLASSIFICATION else "mse"
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:  # noqa: D401
+        """Predict the queries of each task from its support set.
+
+        Args:
+            support_x: ``[B, S, *x_shape]``.
+            support_y: ``[B, S]`` int64 labels in ``0..n_way-1``, or ``[B, S, d_y]`` float targets.
+            query_x: ``[B, M, *x_shape]``.
+
+        Returns:
+            ``[B, M, n_way]`` logits, or ``[B, M, d_y]`` predictions.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(support_x, support_y, query_x)")
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Predictor:
+        """Read the support set once and return a predictor ``query_x [B, M, *x] -> preds``.
+
+        The default keeps the support set and re-runs :meth:`forward`; learners that can hold an
+        adapted state (encoded support, fine-tuned weights) override it.
+        """
+        self.check_inputs(support_x, support_y)
+        return _SupportPredictor(self, support_x, support_y)
+
+    def check_inputs(self, support_x: Tensor, support_y: Tensor, query_x: Optional[Tensor] = None) -> None:
+        """Validate tensors passed by a user with a message that names the wrong one."""
+        if query_x is None:
+            query_x = support_x[:, :0]
+        if self.kind == CLASSIFICATION and support_y.dtype != torch.int64:
+            raise TypeError(f"support_y must be int64 class labels for a classification learner, got {support_y.dtype}")
+        # Episode performs the shape, dtype and label-range checks of the contract.
+        Episode(
+            support_x,
+            support_y,
+            query_x,
+            support_y[:, :0],
+            kind=self.kind,
+            n_way=self.n_way if self.kind == CLASSIFICATION else 0,
+        )
+
+    # ------------------------------------------------------------ loss & metrics
+    def task_losses(self, preds: Tensor, query_y: Tensor) -> Tensor:
+        """Per-task mean loss ``[B]``: cross-entropy over the logits, or squared error."""
+        if self.kind == CLASSIFICATION:
+            per_query = F.cross_entropy(preds.flatten(0, 1), query_y.flatten(), reduction="none")
+            return per_query.view(query_y.shape).mean(1)
+        return (preds - query_y).pow(2).flatten(1).mean(1)
+
+    def task_metrics(self, preds: Tensor, query_y: Tensor) -> Tensor:
+        """Per-task score ``[B]``: accuracy, or MSE."""
+        with torch.no_grad():
+            if self.kind == CLASSIFICATION:
+                return (preds.argmax(-1) == query_y).float().mean(1)
+            return (preds - query_y).pow(2).flatten(1).mean(1)
+
+    def _check_episode(self, batch: Episode) -> None:
+        if batch.kind != self.kind:
+            raise ValueError(f"{type(self).__name__} was built for {self.kind} but the data gives {batch.kind} episodes")
+        if self.kind == CLASSIFICATION and batch.n_way != self.n_way:
+            raise ValueError(
+                f"{type(self).__name__} was built for n_way={self.n_way} but the data gives {batch.n_way}-way episodes; "
+                "set the learner's n_way to the data module's n_way"
+            )
+
+    def episode_step(self, batch: Episode) -> tuple[Tensor, Tensor]:
+        """Run the learner on an episode batch: (mean loss, per-task metric ``[B]``)."""
+        self._check_episode(batch)
+        preds = self(batch.support_x, batch.support_y, batch.query_x)
+        losses = self.task_losses(preds, batch.query_y)
+        return losses.mean(), self.task_metrics(preds, batch.query_y)
+
+    # ------------------------------------------------------------- Lightning steps
+    def training_step(self, batch: Episode, batch_idx: int) -> Tensor:
+        loss, metric = self.episode_step(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: training loss is {loss.item()} at global step {self.global_step}; "
+                "lower the learning rate or enable grad_clip_norm"
+            )
+        bs = batch.batch_size
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log(f"train/{self.metric_name}", metric.mean(), prog_bar=True, batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: Episode, stage: str) -> None:
+        if self.needs_grad_at_eval:
+            # An inner loop needs autograd: leave inference mode, take the batch out of it, and
+            # make sure nothing of the graph outlives the step (metrics are detached).
+            with torch.inference_mode(False), torch.enable_grad():
+                batch = Episode(
+                    batch.support_x.clone(),
+                    batch.support_y.clone(),
+                    batch.query_x.clone(),
+                    batch.query_y.clone(),
+                    kind=batch.kind,
+                    n_way=batch.n_way,
+                )
+                loss, metric = self.episode_step(batch)
+                loss = loss.detach()
+        else:
+            loss, metric = self.episode_step(batch)
+        bs = batch.batch_size
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=bs)
+        self._eval_values.setdefault(stage, []).append(metric.detach().double())
+
+    def validation_step(self, batch: Episode, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Episode, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_values["val"] = []
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_values["test"] = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def gather_episode_values(self, values: Tensor) -> Tensor:
+        """Concatenate per-episode values from every rank; ranks may hold different counts."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return values
+        count = torch.tensor([values.numel()], device=self.device)
+        counts = self.all_gather(count).flatten()
+        longest = int(counts.max())
+        padded = torch.full((longest,), float("nan"), dtype=values.dtype, device=self.device)
+        padded[: values.numel()] = values.to(self.device)
+        gathered = self.all_gather(padded).reshape(-1, longest)
+        return torch.cat([gathered[r, : int(c)] for r, c in enumerate(counts.tolist())])
+
+    def _log_eval(self, stage: str) -> None:
+        local = self._eval_values.pop(stage, [])
+        values = torch.cat(local) if local else torch.zeros(0, dtype=torch.float64, device=self.device)
+        values = self.gather_episode_values(values.to(self.device))
+        if values.numel() == 0:
+            return
+        stats = mean_ci95(values)
+        name = f"{stage}/{self.metric_name}"
+        # Every rank holds the same gathered values, so the numbers are already global.
+        self.log(name, stats.mean, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        if stats.n > 1:
+            self.log(f"{name}_ci95", stats.ci95, sync_dist=False)
+        self.log(f"{stage}/episodes", float(stats.n), sync_dist=False)
+
+    # ------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.weight_decay > 0:
+            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(params, lr=self.lr)
+        schedule = self._lr_lambda()
+        if schedule is None:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _lr_lambda(self) -> Optional[Callable[[int], float]]:
+        warmup, kind = self.lr_warmup_steps, self.lr_schedule
+        if kind == "constant" and warmup == 0:
+            return None
+        total = None
+        if kind == "cosine":
+            total = self.trainer.max_steps if self.trainer is not None else -1
+            if total is None or total <= 0:
+                raise ValueError("lr_schedule='cosine' needs trainer.max_steps > 0 to know where the schedule ends")
+        step_size, gamma = self.lr_step_size, self.lr_gamma
+
+        def factor(step: int) -> float:
+            scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
+            if kind == "cosine":
+                scale *= 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            elif kind == "step":
+                scale *= gamma ** (step // step_size)
+            return scale
+
+        return factor
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if self.grad_clip_norm > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if not torch.isfinite(norm):
+                bad = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+                raise NonFiniteLossError(
+                    f"{type(self).__name__}: non-finite meta-gradient at global step {self.global_step} in {bad[:5]}"
+                )
+
+    def num_parameters(self) -> int:
+        """Number of meta-learned parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

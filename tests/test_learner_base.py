@@ -1,0 +1,177 @@
+"""The learner contract and the shared Lightning steps of MetaLearner."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from rnnmeta import Episode
+from rnnmeta.evaluation import mean_ci95
+from rnnmeta.learners import MetaLearner, NonFiniteLossError
+
+
+class CentroidLearner(MetaLearner):
+    """A minimal learner for testing the base: linear embedding, logits = -squared distance to class means."""
+
+    def __init__(self, n_way: int = 3, in_features: int = 4, lr: float = 1e-2, lr_schedule: str = "constant",
+                 lr_warmup_steps: int = 0, grad_clip_norm: float = 0.0) -> None:
+        super().__init__(kind="classification", n_way=n_way, lr=lr, lr_schedule=lr_schedule,
+                         lr_warmup_steps=lr_warmup_steps, grad_clip_norm=grad_clip_norm)
+        self.embed = nn.Linear(in_features, 8)
+
+    def forward(self, support_x, support_y, query_x):
+        s, q = self.embed(support_x), self.embed(query_x)
+        onehot = nn.functional.one_hot(support_y, self.n_way).to(s.dtype)  # [B, S, N]
+        centroids = onehot.transpose(1, 2) @ s / onehot.sum(1).unsqueeze(-1)  # [B, N, D]
+        return -torch.cdist(q, centroids).pow(2)
+
+
+def episode(batch=4, n_way=3, k=2, m=6, d=4, seed=0) -> Episode:
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(batch, n_way, d, generator=g) * 3
+    sy = torch.arange(n_way).repeat_interleave(k).expand(batch, -1).clone()
+    qy = torch.randint(0, n_way, (batch, m), generator=g)
+    sx = means.gather(1, sy.unsqueeze(-1).expand(-1, -1, d)) + 0.1 * torch.randn(batch, n_way * k, d, generator=g)
+    qx = means.gather(1, qy.unsqueeze(-1).expand(-1, -1, d)) + 0.1 * torch.randn(batch, m, d, generator=g)
+    return Episode(sx, sy, qx, qy, kind="classification", n_way=n_way)
+
+
+def test_mean_ci95_matches_formula():
+    values = torch.tensor([0.5, 0.7, 0.9, 1.0, 0.6])
+    stats = mean_ci95(values)
+    assert stats.n == 5
+    assert stats.mean == pytest.approx(0.74)
+    assert stats.ci95 == pytest.approx(1.96 * float(values.double().std()) / math.sqrt(5))
+    with pytest.raises(ValueError, match="empty"):
+        mean_ci95(torch.zeros(0))
+    with pytest.raises(ValueError, match="non-finite"):
+        mean_ci95(torch.tensor([1.0, float("nan")]))
+
+
+def test_task_losses_and_metrics_per_task():
+    learner = CentroidLearner()
+    ep = episode()
+    preds = learner(ep.support_x, ep.support_y, ep.query_x)
+    assert preds.shape == (4, 6, 3)
+    losses = learner.task_losses(preds, ep.query_y)
+    assert losses.shape == (4,)
+    expected = torch.stack([nn.functional.cross_entropy(preds[b], ep.query_y[b]) for b in range(4)])
+    torch.testing.assert_close(losses, expected)
+    acc = learner.task_metrics(preds, ep.query_y)
+    torch.testing.assert_close(acc, (preds.argmax(-1) == ep.query_y).float().mean(1))
+
+
+def test_regression_losses_are_mse():
+    learner = MetaLearner(kind="regression", target_dim=2)
+    preds, target = torch.randn(3, 5, 2), torch.randn(3, 5, 2)
+    torch.testing.assert_close(learner.task_losses(preds, target), (preds - target).pow(2).mean((1, 2)))
+    assert learner.metric_name == "mse" and learner.output_dim == 2
+
+
+def test_adapt_default_predictor_matches_forward():
+    learner = CentroidLearner()
+    ep = episode()
+    predictor = learner.adapt(ep.support_x, ep.support_y)
+    torch.testing.assert_close(predictor(ep.query_x), learner(ep.support_x, ep.support_y, ep.query_x))
+
+
+@pytest.mark.parametrize(
+    "mutate, error, match",
+    [
+        (lambda sx, sy: (sx, sy.float()), TypeError, "int64"),
+        (lambda sx, sy: (sx, sy + 5), ValueError, "0..2"),
+        (lambda sx, sy: (sx[0], sy), ValueError, "support_x"),
+        (lambda sx, sy: (sx, sy[:, :-1]), ValueError, "support_y"),
+    ],
+)
+def test_adapt_rejects_bad_tensors(mutate, error, match):
+    learner = CentroidLearner()
+    ep = episode()
+    sx, sy = mutate(ep.support_x, ep.support_y)
+    with pytest.raises(error, match=match):
+        learner.adapt(sx, sy)
+
+
+def test_episode_of_other_n_way_is_refused():
+    learner = CentroidLearner(n_way=5)
+    with pytest.raises(ValueError, match="n_way=5.*3-way"):
+        learner.episode_step(episode(n_way=3))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"kind": "ranking"}, "kind"), ({"n_way": 1}, "n_way"), ({"lr": 0.0}, "lr"), ({"grad_clip_norm": -1.0}, "grad_clip_norm")],
+)
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MetaLearner(**kwargs)
+
+
+def test_lr_schedule_warmup_and_cosine():
+    learner = CentroidLearner(lr=1.0, lr_schedule="cosine", lr_warmup_steps=10)
+    trainer = pl.Trainer(max_steps=100, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    learner.trainer = trainer
+    factor = learner._lr_lambda()
+    assert factor(0) == pytest.approx(0.1 * 1.0)
+    assert factor(9) == pytest.approx(0.5 * (1 + math.cos(math.pi * 9 / 100)))
+    assert factor(50) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0, abs=1e-12)
+
+
+class _FixedEpisodes(torch.utils.data.IterableDataset):
+    def __init__(self, n, seed):
+        self.n, self.seed = n, seed
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield episode(seed=self.seed + i)
+
+
+def _loader(n, seed):
+    return torch.utils.data.DataLoader(_FixedEpisodes(n, seed), batch_size=None)
+
+
+def test_fit_and_test_log_mean_and_ci_over_all_episodes():
+    pl.seed_everything(0)
+    learner = CentroidLearner()
+    trainer = pl.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", val_check_interval=10, num_sanity_val_steps=0)
+    trainer.fit(learner, train_dataloaders=_loader(30, 0), val_dataloaders=_loader(3, 100))
+    assert "val/acc" in trainer.callback_metrics
+    (result,) = trainer.test(learner, dataloaders=_loader(5, 200), verbose=False)
+    # recompute from first principles: 5 batches x 4 tasks = 20 episode accuracies
+    with torch.no_grad():
+        accs = torch.cat([learner.task_metrics(learner(e.support_x, e.support_y, e.query_x), e.query_y)
+                          for e in (episode(seed=200 + i) for i in range(5))])
+    stats = mean_ci95(accs)
+    assert result["test/episodes"] == 20
+    assert result["test/acc"] == pytest.approx(stats.mean, abs=1e-6)
+    assert result["test/acc_ci95"] == pytest.approx(stats.ci95, abs=1e-6)
+    assert stats.mean > 0.9  # separable clusters: the learner must solve them
+
+
+def test_non_finite_loss_stops_training_with_a_named_error():
+    class Exploding(CentroidLearner):
+        def forward(self, support_x, support_y, query_x):
+            return super().forward(support_x, support_y, query_x) * float("nan")
+
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(NonFiniteLossError, match="Exploding.*global step 0"):
+        trainer.fit(Exploding(), train_dataloaders=_loader(3, 0))
+
+
+def test_grad_clip_norm_bounds_the_update():
+    learner = CentroidLearner(grad_clip_norm=1e-3, lr=1.0)
+    opt = torch.optim.SGD(learner.parameters(), lr=1.0)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    learner.trainer = trainer
+    loss, _ = learner.episode_step(episode())
+    (loss * 1e3).backward()
+    learner.configure_gradient_clipping(opt)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in learner.parameters()]))
+    assert norm == pytest.approx(1e-3, rel=1e-3)
