@@ -1,5 +1,16 @@
-"""Meta-learners behind one contract: ``preds = learner(support_x, support_y, query_x)``."""
+"""Meta-learners behind one contract: ``preds = learner(support_x, support_y, query_x)``.
+
+* :class:`SNAIL` (Mishra et al. 2018): temporal convolutions and causal attention over the support set.
+* :class:`LSTMLearner` (Hochreiter et al. 2001) and :class:`MANN` (Santoro et al. 2016): recurrent memory.
+* :class:`LearnedOptimizer` (Andrychowicz et al. 2016; Ravi & Larochelle 2017): an LSTM that trains a base network.
+* :class:`MAML` (Finn et al. 2017): the gradient-based baseline, second or first order, optional Meta-SGD.
+"""
 
 from rnnmeta.learners.base import MetaLearner, NonFiniteLossError, Predictor
+from rnnmeta.learners.learned_optimizer import LearnedOptimizer
+from rnnmeta.learners.lstm import LSTMLearner
+from rnnmeta.learners.maml import MAML
+from rnnmeta.learners.mann import MANN
+from rnnmeta.learners.snail import SNAIL
 
-__all__ = ["MetaLearner", "NonFiniteLossError", "Predictor"]
+__all__ = ["LSTMLearner", "LearnedOptimizer", "MAML", "MANN", "MetaLearner", "NonFiniteLossError", "Predictor", "SNAIL"]
