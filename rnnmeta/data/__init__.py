@@ -1,0 +1,39 @@
+"""The episodic data layer: datasets -> task sources -> seeded, rank-aware Episode batches.
+
+* :class:`FewShotDataset` / :class:`TaskSource`: the two abstractions (``rnnmeta.data.base``).
+* :class:`Omniglot`, :class:`ImageFolder`, :class:`Sinusoid`: the datasets.
+* :class:`EpisodicDataModule`: the LightningDataModule every learner trains and evaluates on.
+"""
+
+from rnnmeta.data.archive import (
+    ArchiveError,
+    ChecksumError,
+    CorruptArchiveError,
+    DownloadError,
+    UnsafeArchiveError,
+)
+from rnnmeta.data.base import SPLITS, FewShotDataset, TaskSource
+from rnnmeta.data.image_folder import ImageFolder
+from rnnmeta.data.module import EpisodicDataModule
+from rnnmeta.data.omniglot import Omniglot
+from rnnmeta.data.sampling import ClassIndexSource, derive_seed, make_generator
+from rnnmeta.data.sinusoid import Sinusoid, SinusoidSource
+
+__all__ = [
+    "SPLITS",
+    "ArchiveError",
+    "ChecksumError",
+    "ClassIndexSource",
+    "CorruptArchiveError",
+    "DownloadError",
+    "EpisodicDataModule",
+    "FewShotDataset",
+    "ImageFolder",
+    "Omniglot",
+    "Sinusoid",
+    "SinusoidSource",
+    "TaskSource",
+    "UnsafeArchiveError",
+    "derive_seed",
+    "make_generator",
+]

@@ -1,0 +1,245 @@
+"""Few-shot tasks from your own images: ``root/<class>/<image>``.
+
+Every image is decoded once with Pillow (converted to grayscale or RGB, resized to a square
+``image_size`` with a Lanczos filter) into one uint8 tensor that is cached on disk, keyed by the
+folder's listing (names, sizes, modification times) and the decoding options; episodes are then
+drawn by tensor indexing like Omniglot's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from rnnmeta.data.archive import atomic_torch_save, default_cache_dir
+from rnnmeta.data.base import SPLITS, FewShotDataset, check_split_name
+from rnnmeta.data.sampling import ClassIndexSource
+from rnnmeta.episode import CLASSIFICATION
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+_CACHE_VERSION = 1
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder"]
+
+
+class ImageFolder(FewShotDataset):
+    """Few-shot classification over a folder of class sub-folders, ``root/<class>/<image>``.
+
+    Each sub-folder of ``root`` is a class; files with an image extension
+    (:data:`IMAGE_EXTENSIONS`, any case) inside it are its examples; hidden files and folders are
+    ignored. Classes are split into train / val / test either
+
+    * by fractions: the sorted class names are shuffled with ``random.Random(seed)`` and cut at
+      ``round(n * f_train)`` and ``round(n * (f_train + f_val))``, or
+    * by name lists: ``split_lists={"train": "train.txt", "val": "val.txt", "test": "test.txt"}``,
+      one class name a line (blank lines and ``#`` comments ignored); relative paths are read
+      relative to ``root``. A split without a list cannot be requested.
+
+    The splits are disjoint. Episodes carry float32 images ``[channels, image_size, image_size]``
+    in ``[0, 1]``.
+
+    Args:
+        root: the folder of class folders.
+        image_size: side of the square images after resizing (84 for miniImageNet).
+        channels: 1 (grayscale, Pillow mode ``L``) or 3 (RGB).
+        split_fractions: fractions of classes for train, val, test; non-negative, summing to 1.
+        split_lists: per split, a file listing its classes (overrides ``split_fractions``).
+        seed: seed of the class shuffle for ``split_fractions``.
+        cache_dir: where the decoded tensor is cached; default env ``RNNMETA_CACHE`` or ``~/.cache/rnnmeta``.
+
+    Raises:
+        FileNotFoundError: ``root`` or a split-list file is missing.
+        ValueError: no class folders, an empty class folder (named), an unreadable image (named),
+            a listed class that does not exist, a class in two lists, bad fractions or options.
+    """
+
+    kind = CLASSIFICATION
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 84,
+        channels: Literal[1, 3] = 3,
+        split_fractions: tuple[float, float, float] = (0.64, 0.16, 0.20),
+        split_lists: Optional[dict[str, str]] = None,
+        seed: int = 0,
+        cache_dir: Optional[str] = None,
+    ) -> None:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"ImageFolder image_size must be a positive integer, got {image_size!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"ImageFolder channels must be 1 or 3, got {channels!r}")
+        fractions = tuple(float(f) for f in split_fractions)
+        if len(fractions) != 3 or any(f < 0 or math.isnan(f) for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(
+                f"ImageFolder split_fractions must be three non-negative numbers summing to 1 (train, val, test), "
+                f"got {tuple(split_fractions)!r}"
+            )
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"ImageFolder root {self.root} does not exist or is not a folder")
+        self.image_size = image_size
+        self.channels = channels
+        self.split_fractions = fractions
+        self.seed = seed
+        self._cache_dir = cache_dir
+        self.x_shape = (channels, image_size, image_size)
+        self.files = self._scan()
+        self.classes = sorted(self.files)
+        self.class_splits = self._assign(split_lists)
+        self._data: Optional[dict[str, Any]] = None
+        self._sources: dict[str, ClassIndexSource] = {}
+
+    # ---------------------------------------------------------------- listing
+    def _scan(self) -> dict[str, list[Path]]:
+        files: dict[str, list[Path]] = {}
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            images = sorted(
+                p for p in folder.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not images:
+                raise ValueError(
+                    f"ImageFolder: class folder {folder} holds no images (expected files ending in {', '.join(IMAGE_EXTENSIONS)})"
+                )
+            files[folder.name] = images
+        if not files:
+            raise ValueError(f"ImageFolder: {self.root} holds no class folders; expected {self.root}/<class>/<image>")
+        return files
+
+    def _read_list(self, split: str, path_str: str) -> list[str]:
+        path = Path(path_str).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = self.root / path
+        if not path.is_file():
+            raise FileNotFoundError(f"ImageFolder: split list for {split!r} not found: {path_str} (also tried {path})")
+        names = []
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                names.append(line)
+        for name in names:
+            if name not in self.files:
+                raise ValueError(f"ImageFolder: class {name!r} listed in {path} is not a class folder of {self.root}")
+        return names
+
+    def _assign(self, split_lists: Optional[dict[str, str]]) -> dict[str, list[str]]:
+        if split_lists is not None:
+            unknown = [k for k in split_lists if k not in SPLITS]
+            if unknown:
+                raise ValueError(f"ImageFolder split_lists keys must be among {SPLITS}, got {unknown}")
+            out = {split: self._read_list(split, path) for split, path in split_lists.items()}
+            seen: dict[str, str] = {}
+            for split, names in out.items():
+                for name in names:
+                    if name in seen and seen[name] != split:
+                        raise ValueError(f"ImageFolder: class {name!r} is listed in both {seen[name]!r} and {split!r}")
+                    seen[name] = split
+            return {split: sorted(set(names)) for split, names in out.items()}
+        order = list(self.classes)
+        random.Random(self.seed).shuffle(order)
+        n = len(order)
+        cut1 = round(n * self.split_fractions[0])
+        cut2 = round(n * (self.split_fractions[0] + self.split_fractions[1]))
+        return {"train": sorted(order[:cut1]), "val": sorted(order[cut1:cut2]), "test": sorted(order[cut2:])}
+
+    # --------------------------------------------------------------- decoding
+    @property
+    def cache_dir(self) -> Path:
+        """Folder of the decoded-image cache."""
+        return Path(self._cache_dir).expanduser() if self._cache_dir else default_cache_dir()
+
+    def cache_path(self) -> Path:
+        """Cache file for the current listing and decoding options."""
+        h = hashlib.sha1(f"v{_CACHE_VERSION}|{self.root.resolve()}|{self.image_size}|{self.channels}".encode())
+        for name in self.classes:
+            for p in self.files[name]:
+                st = p.stat()
+                h.update(f"|{name}/{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return self.cache_dir / f"imagefolder_{self.root.name}_{self.image_size}_{self.channels}_{h.hexdigest()[:16]}.pt"
+
+    def _decode(self, path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if self.channels == 1 else "RGB")
+                if img.size != (self.image_size, self.image_size):
+                    img = img.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS)
+                arr = np.asarray(img, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise ValueError(f"ImageFolder: cannot read image {path}: {exc}") from exc
+        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+    def prepare(self) -> None:
+        """Decode the images and write the cache (if not there yet)."""
+        self._load()
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is not None:
+            return self._data
+        path = self.cache_path()
+        data = None
+        if path.is_file():
+            try:
+                data = torch.load(path, weights_only=True)
+                if data.get("version") != _CACHE_VERSION or data.get("classes") != self.classes:
+                    data = None
+            except Exception as exc:
+                log.warning("ignoring unreadable ImageFolder cache %s (%s); rebuilding it", path, exc)
+                data = None
+        if data is None:
+            total = sum(len(v) for v in self.files.values())
+            images = np.empty((total, *self.x_shape), dtype=np.uint8)
+            row = 0
+            for name in self.classes:
+                for p in self.files[name]:
+                    images[row] = self._decode(p)
+                    row += 1
+            data = {
+                "version": _CACHE_VERSION,
+                "classes": self.classes,
+                "counts": torch.tensor([len(self.files[n]) for n in self.classes], dtype=torch.int64),
+                "images": torch.from_numpy(images),
+            }
+            atomic_torch_save(data, path)
+        self._data = data
+        return data
+
+    # ------------------------------------------------------------------ splits
+    def split(self, name: str) -> ClassIndexSource:
+        """The :class:`~rnnmeta.data.sampling.ClassIndexSource` of split ``name``.
+
+        Raises:
+            ValueError: unknown split name, or the split has no classes (no list given / fraction 0).
+        """
+        check_split_name(name)
+        if name in self._sources:
+            return self._sources[name]
+        names = self.class_splits.get(name, [])
+        if not names:
+            raise ValueError(
+                f"ImageFolder split {name!r} has no classes (split_lists has no {name!r} entry or its fraction "
+                f"rounds to 0 of {len(self.classes)} classes)"
+            )
+        data = self._load()
+        counts: torch.Tensor = data["counts"]
+        offsets = torch.cumsum(counts, 0) - counts
+        index = {n: i for i, n in enumerate(data["classes"])}
+        chosen = [index[n] for n in names]
+        rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i] + counts[i])) for i in chosen])
+        source = ClassIndexSource(data["images"][rows].contiguous(), counts[chosen], names, name=name)
+        self._sources[name] = source
+        return source
+
+    def __repr__(self) -> str:
+        sizes = {k: len(v) for k, v in self.class_splits.items()}
+        return f"ImageFolder(root={str(self.root)!r}, classes={len(self.classes)}, splits={sizes}, x_shape={self.x_shape})"

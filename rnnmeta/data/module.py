@@ -1,0 +1,402 @@
+"""EpisodicDataModule: seeded, rank-aware episode streams for training and fixed episode sets for evaluation.
+
+Seeding (see :func:`~rnnmeta.data.sampling.derive_seed`):
+
+* training batch ``b`` on rank ``r`` is drawn with a generator seeded from ``(seed, "train", r, b)``
+  -- a pure function of those values, so ranks get distinct tasks and a resumed run continues the
+  stream at the batch where it stopped (:attr:`EpisodicDataModule.train_start_batch`);
+* evaluation episode ``i`` of split ``s`` is drawn from ``(seed, s, i)`` -- identical for every
+  learner, run and number of processes. Rank ``r`` of ``W`` evaluates the episodes ``i`` with
+  ``i % W == r`` (:meth:`EpisodicDataModule.eval_episode_indices`), so the shards are disjoint and
+  their union is the whole set.
+
+Loaders wrap :class:`torch.utils.data.IterableDataset` s that yield whole collated
+:class:`~rnnmeta.episode.Episode` batches (``DataLoader(batch_size=None)``), so Lightning does not
+inject a ``DistributedSampler``. With ``num_workers = w > 0``, worker ``j`` produces the batches at
+positions ``p`` (counted from the start of the stream) with ``p % w == j``; the DataLoader
+interleaves the workers round-robin, so the order is the same as with no workers.
+
+Note for distributed evaluation: when the number of episodes is not divisible by the world size,
+ranks hold one episode (hence possibly one batch) more or fewer; gather per-episode results by
+index rather than assuming equal shards.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Iterator, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from rnnmeta.data.base import FewShotDataset, TaskSource
+from rnnmeta.data.sampling import make_generator
+from rnnmeta.episode import Episode
+
+__all__ = ["EpisodicDataModule", "EvalEpisodeSet", "TrainEpisodeStream"]
+
+# Our streams split their work among DataLoader workers themselves (see the module docstring), so
+# their __len__ is exact with any number of workers; Lightning's generic caution does not apply.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+
+
+def _worker_slot() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class TrainEpisodeStream(IterableDataset):
+    """One epoch of training batches on one rank: batches ``start_batch .. start_batch + n_batches - 1``.
+
+    Batch ``b`` is a pure function of ``(seed, "train", rank, b)``; when ``k_shot_max > k_shot`` its
+    ``K`` is drawn uniformly from ``k_shot..k_shot_max`` with the same generator (one ``K`` per batch,
+    so the tasks stack).
+    """
+
+    def __init__(
+        self,
+        source: TaskSource,
+        seed: int,
+        rank: int,
+        world_size: int,
+        n_batches: int,
+        batch_size: int,
+        n_way: int,
+        k_shot: int,
+        k_shot_max: int,
+        q_queries: int,
+        start_batch: int = 0,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.n_batches = n_batches
+        self.batch_size = batch_size
+        self.n_way = n_way
+        self.k_shot = k_shot
+        self.k_shot_max = k_shot_max
+        self.q_queries = q_queries
+        self.start_batch = start_batch
+
+    def batch(self, index: int) -> Episode:
+        """Training batch ``index`` of this rank."""
+        generator = make_generator(self.seed, "train", self.rank, index)
+        k = self.k_shot
+        if self.k_shot_max > self.k_shot:
+            k += int(torch.randint(self.k_shot_max - self.k_shot + 1, (1,), generator=generator))
+        return self.source.sample(generator, self.batch_size, self.n_way, k, self.q_queries)
+
+    def __iter__(self) -> Iterator[Episode]:
+        worker, n_workers = _worker_slot()
+        start = self.start_batch
+        for position in range(self.n_batches):
+            if position % n_workers == worker:
+                yield self.batch(start + position)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+
+class EvalEpisodeSet(IterableDataset):
+    """This rank's shard of a fixed evaluation set, in batches of ``batch_size`` episodes.
+
+    Episode ``i`` is a pure function of ``(seed, split, i)``; this rank holds ``i % world_size == rank``.
+    """
+
+    def __init__(
+        self,
+        source: TaskSource,
+        seed: int,
+        split: str,
+        n_episodes: int,
+        rank: int,
+        world_size: int,
+        batch_size: int,
+        n_way: int,
+        k_shot: int,
+        q_queries: int,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.seed = seed
+        self.split = split
+        self.n_episodes = n_episodes
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = batch_size
+        self.n_way = n_way
+        self.k_shot = k_shot
+        self.q_queries = q_queries
+
+    @property
+    def indices(self) -> list[int]:
+        """Episode indices of this rank's shard, in order."""
+        return list(range(self.rank, self.n_episodes, self.world_size))
+
+    def batches(self) -> list[list[int]]:
+        """The shard's episode indices cut into batches."""
+        idx = self.indices
+        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+
+    def episode(self, index: int) -> Episode:
+        """Evaluation episode ``index`` (batch size 1)."""
+        generator = make_generator(self.seed, self.split, index)
+        return self.source.sample(generator, 1, self.n_way, self.k_shot, self.q_queries)
+
+    def __iter__(self) -> Iterator[Episode]:
+        worker, n_workers = _worker_slot()
+        for position, chunk in enumerate(self.batches()):
+            if position % n_workers == worker:
+                yield Episode.collate([self.episode(i) for i in chunk])
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+
+class _TrainLoader(DataLoader):
+    """A DataLoader that sets the stream's start batch each time an epoch's iterator is created."""
+
+    def __init__(self, dataset: TrainEpisodeStream, start_fn: Callable[[], int], num_workers: int = 0) -> None:
+        super().__init__(dataset, batch_size=None, num_workers=num_workers)
+        self.start_fn = start_fn
+
+    def __iter__(self) -> Any:
+        self.dataset.start_batch = int(self.start_fn())  # type: ignore[attr-defined]
+        return super().__iter__()
+
+
+def _check_int(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"EpisodicDataModule {name} must be an integer >= {least}, got {value!r} ({type(value).__name__})")
+    if value < least:
+        raise ValueError(f"EpisodicDataModule {name} must be >= {least}, got {value}")
+    return value
+
+
+class EpisodicDataModule(pl.LightningDataModule):
+    """Few-shot episodes for training, validation and test, from any :class:`~rnnmeta.data.base.FewShotDataset`.
+
+    Train, validation and test draw from the dataset's disjoint ``train``/``val``/``test`` splits.
+    See the module docstring for the seeding and sharding guarantees.
+
+    Args:
+        dataset: e.g. :class:`~rnnmeta.data.Omniglot`, :class:`~rnnmeta.data.Sinusoid`,
+            :class:`~rnnmeta.data.ImageFolder`.
+        n_way: classes per task (ignored by regression datasets).
+        k_shot: support examples per class during training (support points for regression).
+        k_shot_max: if set, each training meta-batch draws its ``K`` uniformly from
+            ``k_shot..k_shot_max`` (all tasks of a batch share it). SNAIL trains with 1..5.
+        eval_k_shot: ``K`` for validation and test (default ``k_shot``).
+        q_queries: queries per class (classification: ``M = N * Q``) or query points (regression).
+        meta_batch_size: tasks per training batch.
+        eval_batch_size: tasks per validation/test batch.
+        train_batches_per_epoch: training batches in one epoch.
+        val_episodes: size of the fixed validation set (MAML used 600).
+        test_episodes: size of the fixed test set (ProtoNets: 1000 on Omniglot).
+        seed: the one seed all episodes derive from.
+        num_workers: DataLoader worker processes (0: sample in the main process; sampling is cheap).
+
+    Raises:
+        TypeError: ``dataset`` is not a ``FewShotDataset``.
+        ValueError: a non-positive count, ``k_shot_max < k_shot``, a negative seed or worker count
+            (the message names the argument and the value). ``setup`` raises ``ValueError`` when
+            ``n_way`` or ``k_shot + q_queries`` exceed what a split holds.
+    """
+
+    def __init__(
+        self,
+        dataset: FewShotDataset,
+        n_way: int = 5,
+        k_shot: int = 1,
+        k_shot_max: Optional[int] = None,
+        eval_k_shot: Optional[int] = None,
+        q_queries: int = 15,
+        meta_batch_size: int = 32,
+        eval_batch_size: int = 16,
+        train_batches_per_epoch: int = 500,
+        val_episodes: int = 600,
+        test_episodes: int = 1000,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(dataset, FewShotDataset):
+            raise TypeError(f"EpisodicDataModule dataset must be a rnnmeta.data.FewShotDataset, got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.n_way = _check_int("n_way", n_way, 1)
+        self.k_shot = _check_int("k_shot", k_shot, 1)
+        if k_shot_max is not None:
+            _check_int("k_shot_max", k_shot_max, 1)
+            if k_shot_max < k_shot:
+                raise ValueError(f"EpisodicDataModule k_shot_max={k_shot_max} must be >= k_shot={k_shot}")
+        self.k_shot_max = k_shot if k_shot_max is None else k_shot_max
+        self.eval_k_shot = k_shot if eval_k_shot is None else _check_int("eval_k_shot", eval_k_shot, 1)
+        self.q_queries = _check_int("q_queries", q_queries, 1)
+        self.meta_batch_size = _check_int("meta_batch_size", meta_batch_size, 1)
+        self.eval_batch_size = _check_int("eval_batch_size", eval_batch_size, 1)
+        self.train_batches_per_epoch = _check_int("train_batches_per_epoch", train_batches_per_epoch, 1)
+        self.val_episodes = _check_int("val_episodes", val_episodes, 1)
+        self.test_episodes = _check_int("test_episodes", test_episodes, 1)
+        self.seed = _check_int("seed", seed, 0)
+        self.num_workers = _check_int("num_workers", num_workers, 0)
+        self._train_start_batch = 0
+        self._sources: dict[str, TaskSource] = {}
+
+    # ------------------------------------------------------------- properties
+    @property
+    def kind(self) -> str:
+        """``"classification"`` or ``"regression"`` (from the dataset)."""
+        return self.dataset.kind
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """Shape of one input (from the dataset)."""
+        return tuple(self.dataset.x_shape)
+
+    def _attached_trainer(self) -> Optional["pl.Trainer"]:
+        return getattr(self, "trainer", None)
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self._attached_trainer()
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    @property
+    def train_start_batch(self) -> int:
+        """Index of the first training batch of the next epoch's stream.
+
+        With a trainer attached: ``trainer.global_step * trainer.accumulate_grad_batches`` (the
+        batches consumed so far; equal to ``global_step`` without gradient accumulation), so a run
+        resumed from a checkpoint continues the stream where it stopped. Without a trainer: the
+        value set here or restored by :meth:`load_state_dict` (default 0).
+        """
+        trainer = self._attached_trainer()
+        if trainer is not None:
+            return int(trainer.global_step) * int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        return self._train_start_batch
+
+    @train_start_batch.setter
+    def train_start_batch(self, value: int) -> None:
+        self._train_start_batch = _check_int("train_start_batch", value, 0)
+
+    # -------------------------------------------------------------- lifecycle
+    def prepare_data(self) -> None:
+        """Download and cache the dataset (Lightning calls this on one process)."""
+        self.dataset.prepare()
+
+    def source(self, split: str) -> TaskSource:
+        """The dataset's task source for ``split`` (cached)."""
+        if split not in self._sources:
+            self._sources[split] = self.dataset.split(split)
+        return self._sources[split]
+
+    def _check_split(self, split: str, k_shot: int) -> None:
+        # a one-task dry run raises the source's ValueError (n_way or k_shot + q_queries too large)
+        self.source(split).sample(torch.Generator().manual_seed(0), 1, self.n_way, k_shot, self.q_queries)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Load the splits the stage needs and check that ``n_way``/``k_shot``/``q_queries`` fit them."""
+        if stage in (None, "fit"):
+            self._check_split("train", self.k_shot_max)
+        if stage in (None, "fit", "validate"):
+            self._check_split("val", self.eval_k_shot)
+        if stage in (None, "test", "predict"):
+            self._check_split("test", self.eval_k_shot)
+
+    # ---------------------------------------------------------------- streams
+    def train_stream(self, rank: int = 0, world_size: int = 1) -> TrainEpisodeStream:
+        """The training stream of ``rank`` (starting at :attr:`train_start_batch`)."""
+        return TrainEpisodeStream(
+            self.source("train"),
+            self.seed,
+            rank,
+            world_size,
+            self.train_batches_per_epoch,
+            self.meta_batch_size,
+            self.n_way,
+            self.k_shot,
+            self.k_shot_max,
+            self.q_queries,
+            start_batch=self.train_start_batch,
+        )
+
+    def train_batch(self, index: int, rank: int = 0) -> Episode:
+        """Training batch ``index`` of ``rank`` (a pure function of ``(seed, rank, index)``)."""
+        return self.train_stream(rank).batch(index)
+
+    def eval_set(self, split: str, rank: int = 0, world_size: int = 1) -> EvalEpisodeSet:
+        """Rank ``rank``'s shard of the fixed ``"val"`` or ``"test"`` episode set."""
+        indices_n = self._n_eval(split)
+        return EvalEpisodeSet(
+            self.source(split),
+            self.seed,
+            split,
+            indices_n,
+            rank,
+            world_size,
+            self.eval_batch_size,
+            self.n_way,
+            self.eval_k_shot,
+            self.q_queries,
+        )
+
+    def eval_episode(self, split: str, index: int) -> Episode:
+        """Evaluation episode ``index`` of ``split`` (batch size 1)."""
+        n = self._n_eval(split)
+        if not 0 <= index < n:
+            raise ValueError(f"episode index {index} is outside 0..{n - 1} of split {split!r}")
+        return self.eval_set(split).episode(index)
+
+    def _n_eval(self, split: str) -> int:
+        if split == "val":
+            return self.val_episodes
+        if split == "test":
+            return self.test_episodes
+        raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")
+
+    def eval_episode_indices(self, split: str, rank: int = 0, world_size: int = 1) -> list[int]:
+        """Indices of the ``split`` episodes that rank ``rank`` of ``world_size`` evaluates (``i % world_size == rank``)."""
+        n = self._n_eval(split)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        return list(range(rank, n, world_size))
+
+    # ---------------------------------------------------------------- loaders
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank_world()
+        stream = self.train_stream(rank, world)
+        return _TrainLoader(stream, lambda: self.train_start_batch, num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        rank, world = self._rank_world()
+        return DataLoader(self.eval_set(split, rank, world), batch_size=None, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to continue the same streams: the seed and the next training batch."""
+        return {"seed": self.seed, "train_start_batch": self.train_start_batch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the seed and the start of the training stream)."""
+        if "seed" in state_dict:
+            self.seed = _check_int("seed", state_dict["seed"], 0)
+        if "train_start_batch" in state_dict:
+            self._train_start_batch = _check_int("train_start_batch", state_dict["train_start_batch"], 0)
+
+    def __repr__(self) -> str:
+        k = f"{self.k_shot}..{self.k_shot_max}" if self.k_shot_max > self.k_shot else str(self.k_shot)
+        return (
+            f"EpisodicDataModule({self.dataset!r}, n_way={self.n_way}, k_shot={k}, eval_k_shot={self.eval_k_shot}, "
+            f"q_queries={self.q_queries}, meta_batch_size={self.meta_batch_size}, seed={self.seed})"
+        )

@@ -1,0 +1,418 @@
+"""Omniglot (Lake et al. 2015) for few-shot classification, with the Vinyals et al. (2016) split.
+
+Data flow: the two official archives (or their extracted folders) -> every PNG decoded once with
+Pillow (mode ``1`` -> ``L``, inverted so ink = 255, resized with a Lanczos filter) -> one uint8
+tensor cached on disk -> per split, a :class:`~rnnmeta.data.sampling.ClassIndexSource` (rotated
+copies materialised as extra classes) -> episodes by tensor indexing.
+
+The Vinyals split is carried here as a fact, by alphabet (it pools both archives):
+
+* test (423 characters): Gurmukhi characters 42-45 and the alphabets Kannada, Keble, Malayalam,
+  Manipuri, Mongolian, Old_Church_Slavonic_(Cyrillic), Oriya, Sylheti, Syriac_(Serto), Tengwar,
+  Tibetan, ULOG;
+* val (172 characters): Armenian, Bengali, Early_Aramaic, Hebrew, Mkhedruli_(Georgian);
+* train (1,028 characters): every other alphabet, and Gurmukhi characters 01-41.
+
+With the four rotations (0/90/180/270 degrees, counter-clockwise, as separate classes) that is
+4,112 / 688 / 1,692 classes of 20 images each. The lists distributed with
+jakesnell/prototypical-networks (``splits/vinyals/*.txt``) name the same classes; a test checks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from rnnmeta.data.archive import (
+    CorruptArchiveError,
+    DownloadError,
+    Opener,
+    atomic_torch_save,
+    default_cache_dir,
+    download_url,
+    open_zip,
+    read_member,
+)
+from rnnmeta.data.base import FewShotDataset, check_split_name
+from rnnmeta.data.sampling import ClassIndexSource
+from rnnmeta.episode import CLASSIFICATION
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Omniglot",
+    "OMNIGLOT_ARCHIVES",
+    "OMNIGLOT_MD5",
+    "OMNIGLOT_URLS",
+    "VINYALS_TEST_ALPHABETS",
+    "VINYALS_VAL_ALPHABETS",
+    "vinyals_split_of",
+]
+
+OMNIGLOT_ARCHIVES = ("images_background", "images_evaluation")
+OMNIGLOT_URLS = {
+    "images_background": "https://github.com/brendenlake/omniglot/raw/master/python/images_background.zip",
+    "images_evaluation": "https://github.com/brendenlake/omniglot/raw/master/python/images_evaluation.zip",
+}
+OMNIGLOT_MD5 = {
+    "images_background": "68d2efa1b9178cc56df9314c21c6e718",
+    "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
+}
+OMNIGLOT_HOME = "https://github.com/brendenlake/omniglot/tree/master/python"
+
+VINYALS_VAL_ALPHABETS = ("Armenian", "Bengali", "Early_Aramaic", "Hebrew", "Mkhedruli_(Georgian)")
+VINYALS_TEST_ALPHABETS = (
+    "Kannada",
+    "Keble",
+    "Malayalam",
+    "Manipuri",
+    "Mongolian",
+    "Old_Church_Slavonic_(Cyrillic)",
+    "Oriya",
+    "Sylheti",
+    "Syriac_(Serto)",
+    "Tengwar",
+    "Tibetan",
+    "ULOG",
+)
+#: Gurmukhi is split by character: 01-41 train, 42-45 test.
+VINYALS_GURMUKHI_FIRST_TEST = 42
+
+ROTATIONS = (0, 90, 180, 270)
+_CACHE_VERSION = 1
+
+
+def vinyals_split_of(alphabet: str, character: int) -> str:
+    """The Vinyals et al. (2016) split (``"train"``, ``"val"`` or ``"test"``) of ``<alphabet>/character<NN>``."""
+    if alphabet in VINYALS_VAL_ALPHABETS:
+        return "val"
+    if alphabet in VINYALS_TEST_ALPHABETS:
+        return "test"
+    if alphabet == "Gurmukhi":
+        return "test" if character >= VINYALS_GURMUKHI_FIRST_TEST else "train"
+    return "train"
+
+
+def _decode(data: bytes, image_size: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        gray = ImageOps.invert(img.convert("L"))  # ink = 255, background = 0
+        if gray.size != (image_size, image_size):
+            gray = gray.resize((image_size, image_size), Image.Resampling.LANCZOS)
+        return np.asarray(gray, dtype=np.uint8)
+
+
+def _progress(total: int, desc: str) -> Any:
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=1.0, leave=False)
+    except ImportError:  # pragma: no cover - tqdm ships with Lightning
+
+        class _Bar:
+            def __init__(self) -> None:
+                self.n = 0
+
+            def update(self, k: int) -> None:
+                self.n += k
+                if self.n % 5000 < k or self.n == total:
+                    print(f"\r{desc}: {self.n}/{total}", end="", file=sys.stderr, flush=True)
+
+            def close(self) -> None:
+                print(file=sys.stderr)
+
+        return _Bar()
+
+
+class Omniglot(FewShotDataset):
+    """Omniglot characters as few-shot classification tasks (Lake, Salakhutdinov & Tenenbaum 2015).
+
+    Reads ``images_background.zip`` and ``images_evaluation.zip`` (or their extracted folders
+    ``images_background/`` and ``images_evaluation/``) from ``root``, decodes every PNG once into
+    a uint8 tensor (ink = 255) and caches it at
+    ``<cache_dir>/omniglot_<image_size>_<hash of archive names and sizes>.pt`` (written atomically;
+    later runs load it in about a second). Episodes carry float32 images ``[1, S, S]`` in ``[0, 1]``
+    with ink = 1.0.
+
+    Splits:
+
+    * ``"vinyals"`` (Vinyals et al. 2016, "Matching Networks for One Shot Learning"): both
+      archives pooled; 1,028 / 172 / 423 characters for train / val / test, by alphabet (see the
+      module docstring); 4,112 / 688 / 1,692 classes with rotations.
+    * ``"background_evaluation"``: test = the 20 evaluation alphabets (659 characters);
+      val = the five background alphabets Armenian, Bengali, Early_Aramaic, Hebrew,
+      Mkhedruli_(Georgian) (172 characters; the same alphabets as the Vinyals validation set);
+      train = the other 25 background alphabets (792 characters). With rotations: 3,168 / 688 /
+      2,636 classes.
+
+    In both, train, val and test classes are disjoint (whole characters, with all their rotations,
+    belong to one split).
+
+    Args:
+        root: folder holding the archives or their extracted folders.
+        split: ``"vinyals"`` or ``"background_evaluation"``.
+        rotations: add each character rotated by 90, 180 and 270 degrees (counter-clockwise,
+            ``torch.rot90``) as three extra classes, named ``<Alphabet>/characterNN/rotDDD``.
+        image_size: side of the square images after resizing (the papers use 28).
+        download: fetch missing archives from the official repository and verify their md5.
+            Archives or folders already in ``root`` are used as they are (a re-encoded local copy
+            has a different md5 and is accepted).
+        cache_dir: where the decoded tensor is cached; default env ``RNNMETA_CACHE`` or
+            ``~/.cache/rnnmeta``.
+
+    Raises:
+        ValueError: unknown ``split``, bad ``image_size``.
+        FileNotFoundError: (with ``download=False``) ``root`` or an archive is missing; the message
+            names the path and the expected files.
+        CorruptArchiveError: a zip is corrupt or truncated (names the file), raised when the cache is built.
+        UnsafeArchiveError: a zip member's path would escape the target folder.
+        DownloadError: ``download=True`` without network; the message says which files to put where.
+
+    Example:
+        >>> ds = Omniglot("../shared/data/omniglot")            # doctest: +SKIP
+        >>> ep = ds.split("train").sample(torch.Generator().manual_seed(0), 32, 5, 1, 15)  # doctest: +SKIP
+    """
+
+    kind = CLASSIFICATION
+    urls: dict[str, str] = OMNIGLOT_URLS
+    md5: dict[str, str] = OMNIGLOT_MD5
+    #: ``opener(url, timeout=...)`` used by downloads; ``None`` means ``urllib.request.urlopen``.
+    opener: Optional[Opener] = None
+
+    def __init__(
+        self,
+        root: str = "data/omniglot",
+        split: Literal["vinyals", "background_evaluation"] = "vinyals",
+        rotations: bool = True,
+        image_size: int = 28,
+        download: bool = False,
+        cache_dir: Optional[str] = None,
+    ) -> None:
+        if split not in ("vinyals", "background_evaluation"):
+            raise ValueError(f"Omniglot split must be 'vinyals' or 'background_evaluation', got {split!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"Omniglot image_size must be a positive integer, got {image_size!r}")
+        self.root = Path(root).expanduser()
+        self.split_scheme = split
+        self.rotations = bool(rotations)
+        self.image_size = image_size
+        self.download = bool(download)
+        self._cache_dir = cache_dir
+        self.x_shape = (1, image_size, image_size)
+        self._data: Optional[dict[str, Any]] = None
+        self._sources: dict[str, ClassIndexSource] = {}
+        if not self.download:
+            self._locate()  # fail early, at configuration time, when files are missing
+
+    # ------------------------------------------------------------------ files
+    @property
+    def cache_dir(self) -> Path:
+        """Folder of the decoded-image cache."""
+        return Path(self._cache_dir).expanduser() if self._cache_dir else default_cache_dir()
+
+    def _missing_message(self, what: str) -> str:
+        return (
+            f"Omniglot: {what}. Expected in {self.root}: images_background.zip and images_evaluation.zip "
+            f"(from {OMNIGLOT_HOME}) or their extracted folders images_background/ and images_evaluation/. "
+            f"Pass download=True to fetch them."
+        )
+
+    def _locate(self) -> dict[str, Path]:
+        """Map each archive key to its zip file or extracted folder in ``root``."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(self._missing_message(f"root folder {self.root} does not exist"))
+        found: dict[str, Path] = {}
+        for key in OMNIGLOT_ARCHIVES:
+            zip_path, folder = self.root / f"{key}.zip", self.root / key
+            if zip_path.is_file():
+                found[key] = zip_path
+            elif folder.is_dir():
+                found[key] = folder
+            else:
+                raise FileNotFoundError(self._missing_message(f"neither {zip_path} nor {folder}/ exists"))
+        return found
+
+    def prepare(self) -> None:
+        """Download missing archives (if ``download=True``) and build the cache; idempotent."""
+        if self.download:
+            self._download()
+        self._load()
+
+    def _download(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for key in OMNIGLOT_ARCHIVES:
+            zip_path, folder = self.root / f"{key}.zip", self.root / key
+            if zip_path.is_file() or folder.is_dir():
+                continue  # a local copy is accepted as it is
+            url = self.urls[key]
+            log.info("downloading %s to %s", url, zip_path)
+            try:
+                download_url(url, zip_path, md5=self.md5.get(key), opener=self.opener)
+            except DownloadError as exc:
+                raise DownloadError(
+                    f"{exc}. Without network, download images_background.zip and images_evaluation.zip "
+                    f"from {OMNIGLOT_HOME} by hand and put them in {self.root}"
+                ) from exc
+
+    def _fingerprint(self, files: dict[str, Path]) -> str:
+        h = hashlib.sha1(f"v{_CACHE_VERSION}".encode())
+        for key in OMNIGLOT_ARCHIVES:
+            path = files[key]
+            if path.is_file():
+                h.update(f"|{path.name}:{path.stat().st_size}".encode())
+            else:
+                n, size = 0, 0
+                for p in sorted(path.rglob("*.png")):
+                    n += 1
+                    size += p.stat().st_size
+                h.update(f"|{path.name}/:{n}:{size}".encode())
+        return h.hexdigest()[:16]
+
+    def cache_path(self) -> Path:
+        """Path of the decoded-image cache for the files now in ``root``."""
+        return self.cache_dir / f"omniglot_{self.image_size}_{self._fingerprint(self._locate())}.pt"
+
+    # ---------------------------------------------------------------- decoding
+    @staticmethod
+    def _members(path: Path, key: str) -> list[tuple[str, str, str]]:
+        """``(alphabet, character, member)`` for every PNG; ``member`` is a zip name or a file path."""
+        out = []
+        if path.is_file():
+            with open_zip(path) as zf:
+                names = zf.namelist()
+        else:
+            names = [p.relative_to(path).as_posix() for p in path.rglob("*.png")]
+        for name in names:
+            parts = [p for p in name.split("/") if p]
+            if not name.lower().endswith(".png") or len(parts) < 3 or any(p.startswith((".", "__MACOSX")) for p in parts):
+                continue
+            alphabet, character = parts[-3], parts[-2]
+            out.append((alphabet, character, name))
+        if not out:
+            raise CorruptArchiveError(
+                f"{path} holds no PNG images laid out as {key}/<Alphabet>/characterNN/<file>.png"
+            )
+        return sorted(out)
+
+    def _build(self, files: dict[str, Path]) -> dict[str, Any]:
+        start = time.perf_counter()
+        listed = {key: self._members(path, key) for key, path in files.items()}
+        total = sum(len(v) for v in listed.values())
+        images = np.empty((total, self.image_size, self.image_size), dtype=np.uint8)
+        names: list[str] = []
+        counts: list[int] = []
+        archive_of: list[int] = []
+        bar = _progress(total, f"Decoding Omniglot ({total} PNGs, once)")
+        row = 0
+        try:
+            for a, key in enumerate(OMNIGLOT_ARCHIVES):
+                path = files[key]
+                with contextlib.ExitStack() as stack:
+                    zf = stack.enter_context(open_zip(path)) if path.is_file() else None
+                    for alphabet, character, member in listed[key]:
+                        name = f"{alphabet}/{character}"
+                        if not names or names[-1] != name:
+                            names.append(name)
+                            counts.append(0)
+                            archive_of.append(a)
+                        if zf is not None:
+                            data = read_member(zf, member, path)
+                            where = f"member {member!r} of {path}"
+                        else:
+                            data = (path / member).read_bytes()
+                            where = f"file {path / member}"
+                        try:
+                            images[row] = _decode(data, self.image_size)
+                        except (UnidentifiedImageError, OSError, ValueError) as exc:
+                            raise CorruptArchiveError(f"cannot decode {where}: {exc}") from exc
+                        counts[-1] += 1
+                        row += 1
+                        bar.update(1)
+        finally:
+            bar.close()
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})[:3]
+            raise CorruptArchiveError(f"Omniglot characters appear in both archives: {dup}")
+        log.info("decoded %d Omniglot images in %.1f s", total, time.perf_counter() - start)
+        return {
+            "version": _CACHE_VERSION,
+            "image_size": self.image_size,
+            "images": torch.from_numpy(images).unsqueeze(1),  # [n_images, 1, S, S]
+            "names": names,
+            "counts": torch.tensor(counts, dtype=torch.int64),
+            "archive": torch.tensor(archive_of, dtype=torch.int64),
+        }
+
+    def _load(self) -> dict[str, Any]:
+        if self._data is not None:
+            return self._data
+        files = self._locate()
+        path = self.cache_dir / f"omniglot_{self.image_size}_{self._fingerprint(files)}.pt"
+        data = None
+        if path.is_file():
+            try:
+                data = torch.load(path, weights_only=True)
+                if data.get("version") != _CACHE_VERSION or data.get("image_size") != self.image_size:
+                    data = None
+            except Exception as exc:  # a cache from an older version or a damaged disk: rebuild it
+                log.warning("ignoring unreadable Omniglot cache %s (%s); rebuilding it", path, exc)
+                data = None
+        if data is None:
+            data = self._build(files)
+            atomic_torch_save(data, path)
+        self._data = data
+        return data
+
+    # ------------------------------------------------------------------ splits
+    def split_of_character(self, name: str, archive: int) -> str:
+        """Split (``"train"``/``"val"``/``"test"``) of character ``<Alphabet>/characterNN`` from archive index ``archive``."""
+        alphabet, character = name.split("/")
+        if self.split_scheme == "vinyals":
+            return vinyals_split_of(alphabet, int(character.replace("character", "")))
+        if archive == 1:
+            return "test"
+        return "val" if alphabet in VINYALS_VAL_ALPHABETS else "train"
+
+    def split(self, name: str) -> ClassIndexSource:
+        """The :class:`~rnnmeta.data.sampling.ClassIndexSource` of split ``name`` (``"train"``, ``"val"``, ``"test"``).
+
+        Builds or loads the cache on first use.
+        """
+        check_split_name(name)
+        if name in self._sources:
+            return self._sources[name]
+        data = self._load()
+        counts: torch.Tensor = data["counts"]
+        offsets = torch.cumsum(counts, 0) - counts
+        chosen = [
+            i for i, (char, arch) in enumerate(zip(data["names"], data["archive"].tolist()))
+            if self.split_of_character(char, arch) == name
+        ]
+        if not chosen:
+            raise ValueError(f"Omniglot split {name!r} of scheme {self.split_scheme!r} has no characters")
+        rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i] + counts[i])) for i in chosen])
+        base = data["images"][rows]
+        base_counts = counts[chosen]
+        base_names = [data["names"][i] for i in chosen]
+        rotations = ROTATIONS if self.rotations else (0,)
+        images = torch.cat([torch.rot90(base, k=deg // 90, dims=(-2, -1)) for deg in rotations])
+        class_counts = base_counts.repeat(len(rotations))
+        class_names = [f"{n}/rot{deg:03d}" for deg in rotations for n in base_names]
+        source = ClassIndexSource(images.contiguous(), class_counts, class_names, name=name)
+        self._sources[name] = source
+        return source
+
+    def __repr__(self) -> str:
+        return (
+            f"Omniglot(root={str(self.root)!r}, split={self.split_scheme!r}, rotations={self.rotations}, "
+            f"image_size={self.image_size})"
+        )

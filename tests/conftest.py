@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated environment for every test, and the real Omniglot data.
+
+* Every test runs with ``WANDB_MODE=offline`` and W&B's folders (``WANDB_DIR``,
+  ``WANDB_CACHE_DIR``, ``WANDB_CONFIG_DIR``) inside a temporary folder of the session, and
+  ``RNNMETA_CACHE`` pointing at one session-wide cache folder, so the Omniglot cache is decoded
+  once per test session and nothing is written under ``~``. Set ``RNNMETA_TEST_CACHE`` to a
+  folder to keep that cache between sessions.
+* ``omniglot_root``: ``<repo>/../shared/data/omniglot``; tests that need it skip (with how to
+  provide the data) when it is absent, and fail instead when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+OMNIGLOT_DIR = REPO.parent / "shared" / "data" / "omniglot"
+OMNIGLOT_FILES = ("images_background.zip", "images_evaluation.zip")
+
+
+@pytest.fixture(scope="session")
+def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's ``RNNMETA_CACHE`` (or ``$RNNMETA_TEST_CACHE`` to reuse a cache across sessions)."""
+    keep = os.environ.get("RNNMETA_TEST_CACHE")
+    if keep:
+        path = Path(keep).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("rnnmeta_cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, session_cache_dir: Path) -> Iterator[None]:
+    """W&B offline with its folders in a temp dir; ``RNNMETA_CACHE`` at the session cache."""
+    wandb_root = tmp_path_factory.mktemp("wandb")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("WANDB_SILENT", "true")
+        for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+            folder = wandb_root / name.lower()
+            folder.mkdir()
+            mp.setenv(name, str(folder))
+        mp.setenv("RNNMETA_CACHE", str(session_cache_dir))
+        yield
+
+
+def _omniglot_missing_message() -> str:
+    return (
+        f"Omniglot data not found at {OMNIGLOT_DIR}: put images_background.zip and images_evaluation.zip "
+        "(https://github.com/brendenlake/omniglot/tree/master/python) or their extracted folders there, "
+        "or fetch them once with rnnmeta.data.Omniglot(root=..., download=True)"
+    )
+
+
+@pytest.fixture(scope="session")
+def omniglot_root() -> Path:
+    """``<repo>/../shared/data/omniglot``; skip when absent (fail when ``CI=true``)."""
+    present = all((OMNIGLOT_DIR / f).is_file() or (OMNIGLOT_DIR / f[: -len(".zip")]).is_dir() for f in OMNIGLOT_FILES)
+    if not present:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(_omniglot_missing_message())
+        pytest.skip(_omniglot_missing_message())
+    return OMNIGLOT_DIR
+
+
+@pytest.fixture(scope="session")
+def omniglot(omniglot_root: Path, session_cache_dir: Path):
+    """The Vinyals-split Omniglot (28x28, rotations), its cache built once per session."""
+    from rnnmeta.data import Omniglot
+
+    return Omniglot(root=str(omniglot_root), cache_dir=str(session_cache_dir))
