@@ -43,6 +43,19 @@ RESULT_FILE = "result.json"
 
 
 # ---------------------------------------------------------------------------- callbacks
+def resident_bytes() -> int:
+    """Current resident memory of this process (``/proc/self/statm``; peak RSS where /proc is absent)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
 class RunMonitor(Callback):
     """Records what a comparison reports: training time, validation curve, peak memory, test-episode fingerprint."""
 
@@ -63,11 +76,8 @@ class RunMonitor(Callback):
 
     # peak memory: sample the process RSS in a thread (CPU), or read the CUDA allocator's peak
     def _sample_rss(self) -> None:
-        import psutil
-
-        proc = psutil.Process()
         while not self._stop.is_set():
-            self.peak_rss_bytes = max(self.peak_rss_bytes, proc.memory_info().rss)
+            self.peak_rss_bytes = max(self.peak_rss_bytes, resident_bytes())
             self._stop.wait(self.sample_seconds)
 
     def start_memory_sampling(self) -> None:
@@ -222,14 +232,18 @@ def _run_one(
         def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
             monitor_file.write_text(json.dumps(monitor.state_dict()))
 
+    callbacks: list[Callback] = [monitor, checkpoint, SaveMonitor()]
+    if trainer_cfg.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(process_position=position))
     kwargs = dict(
         accelerator="auto",
         devices=1,
         logger=loggers,
-        callbacks=[monitor, checkpoint, SaveMonitor(), TQDMProgressBar(process_position=position)],
+        callbacks=callbacks,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         max_epochs=-1,
+        log_every_n_steps=10,
     )
     kwargs.update(trainer_cfg)
     if max_steps is not None:

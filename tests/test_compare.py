@@ -38,7 +38,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _run(tmp_path: Path, **overrides):
     kwargs = dict(name="tiny", data=DATA, learners=LEARNERS, seeds=[0], max_steps=8,
-                  trainer={"enable_progress_bar": False}, target=100.0, output_dir=str(tmp_path / "results"))
+                  trainer={"enable_progress_bar": False, "log_every_n_steps": 1}, target=100.0, output_dir=str(tmp_path / "results"))
     kwargs.update(overrides)
     return compare(**kwargs)
 
@@ -50,6 +50,7 @@ def test_tiny_comparison_writes_results_and_skips_finished_runs(tmp_path, capsys
     for row in rows:
         assert row["metric"] == "mse" and row["mean"] > 0 and row["ci95"] > 0
         assert row["parameters"] > 0 and row["train_seconds"] > 0 and row["episodes_per_second"] > 0
+        assert 10 < row["peak_memory_mb"] < 24_000
         assert row["test_episodes"] == 30
     with open(out / "results.csv") as f:
         assert [r["learner"] for r in csv.DictReader(f)] == ["maml", "lstm"]

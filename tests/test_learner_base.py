@@ -175,3 +175,13 @@ def test_grad_clip_norm_bounds_the_update():
     learner.configure_gradient_clipping(opt)
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in learner.parameters()]))
     assert norm == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_check_inputs_accepts_queries_and_names_a_mismatched_one():
+    learner = CentroidLearner()
+    ep = episode()
+    learner.check_inputs(ep.support_x, ep.support_y, ep.query_x)
+    with pytest.raises(ValueError, match="query_x"):
+        learner.check_inputs(ep.support_x, ep.support_y, ep.query_x[:2])
+    with pytest.raises(ValueError, match="query_x"):
+        learner.check_inputs(ep.support_x, ep.support_y, ep.query_x[..., :3])

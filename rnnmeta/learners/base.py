@@ -147,12 +147,17 @@ class MetaLearner(pl.LightningModule):
             query_x = support_x[:, :0]
         if self.kind == CLASSIFICATION and support_y.dtype != torch.int64:
             raise TypeError(f"support_y must be int64 class labels for a classification learner, got {support_y.dtype}")
-        # Episode performs the shape, dtype and label-range checks of the contract.
+        # Episode performs the shape, dtype and label-range checks of the contract; the query
+        # labels are placeholders of the right shape (a learner never sees them).
+        if query_x.dim() >= 2 and support_y.dim() >= 1:
+            placeholder = support_y.new_zeros((query_x.shape[0], query_x.shape[1], *support_y.shape[2:]))
+        else:
+            placeholder = support_y
         Episode(
             support_x,
             support_y,
             query_x,
-            support_y[:, :0],
+            placeholder,
             kind=self.kind,
             n_way=self.n_way if self.kind == CLASSIFICATION else 0,
         )

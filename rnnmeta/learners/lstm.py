@@ -1,0 +1,217 @@
+"""The black-box LSTM meta-learner (Hochreiter et al. 2001; Santoro et al. 2016).
+
+An LSTM reads the support set of a task as a sequence, one labelled example per step, and answers
+each query from the state it holds after the last support example:
+
+* support step ``t``: input ``[embed(x_t), label(y_t)]``: the one-hot label (classification), or
+  the target followed by a ``1`` flag marking it as given (regression);
+* query step: input ``[embed(q), 0]``: the label slot is zero (and the regression flag is ``0``,
+  so a zero target and a missing one differ).
+
+Queries are answered independently and in one batched pass: the support sequence runs once, its
+final ``(h, c)`` is expanded over the ``M`` queries, and one LSTM step is taken for all ``B * M``
+queries at once, followed by a linear head to ``output_dim``. No query's input reaches another's
+state, and no query label is ever read (``forward`` is not given any).
+
+References:
+    S. Hochreiter, A. S. Younger, P. R. Conwell. "Learning to learn using gradient descent". ICANN 2001.
+    A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap. "Meta-learning with
+    memory-augmented neural networks". ICML 2016.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnmeta.episode import CLASSIFICATION
+from rnnmeta.learners.base import MetaLearner
+from rnnmeta.nets import MLP, Conv4
+
+__all__ = ["LSTMLearner", "LSTMPredictor", "default_backbone", "backbone_features", "encode_labels", "label_width", "check_query"]
+
+
+# --------------------------------------------------------------------------- shared helpers
+def default_backbone(kind: str) -> nn.Module:
+    """The embedding used when none is given.
+
+    Classification: :class:`~rnnmeta.nets.Conv4` on 28x28 single-channel images, with batch norm
+    keeping running statistics, so that in ``eval()`` mode every example is embedded on its own
+    (queries stay independent at test time). In training mode batch norm normalises with the
+    statistics of the images passed in one call (the support sets, or the queries, of the meta-batch).
+    Regression: the sinusoid MLP of Finn et al. (2017), ``1 -> 40 -> 40`` ReLU.
+    """
+    if kind == CLASSIFICATION:
+        return Conv4(in_channels=1, hidden=64, image_size=28, batch_norm=True, track_running_stats=True)
+    return MLP(in_features=1, hidden=[40, 40], out_features=0)
+
+
+def backbone_features(backbone: nn.Module, embedding_dim: int = 0) -> int:
+    """The embedding width: ``backbone.out_features``, else ``embedding_dim``; a clear error if neither is set."""
+    if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 0:
+        raise ValueError(f"embedding_dim must be an int >= 0 (0: use backbone.out_features), got {embedding_dim!r}")
+    width = getattr(backbone, "out_features", None)
+    if isinstance(width, int) and width >= 1:
+        if embedding_dim and embedding_dim != width:
+            raise ValueError(f"embedding_dim={embedding_dim} disagrees with {type(backbone).__name__}.out_features={width}")
+        return width
+    if embedding_dim >= 1:
+        return embedding_dim
+    raise ValueError(
+        f"the embedding size is unknown: backbone {type(backbone).__name__} has no out_features, so pass embedding_dim >= 1"
+    )
+
+
+def label_width(kind: str, n_way: int, target_dim: int) -> int:
+    """Width of the label slot of a step: ``n_way`` one-hot, or ``target_dim`` targets plus a given-flag."""
+    return n_way if kind == CLASSIFICATION else target_dim + 1
+
+
+def encode_labels(y: Tensor, kind: str, n_way: int) -> Tensor:
+    """Label slot of support steps.
+
+    Args:
+        y: ``[B, S]`` int64 labels (classification) or ``[B, S, d_y]`` float targets.
+
+    Returns:
+        ``[B, S, n_way]`` one-hot, or ``[B, S, d_y + 1]`` targets with a trailing ``1`` flag.
+    """
+    if kind == CLASSIFICATION:
+        return F.one_hot(y, n_way).float()
+    return torch.cat([y, torch.ones_like(y[..., :1])], dim=-1)
+
+
+def embed(backbone: nn.Module, x: Tensor, n_lead: int = 2) -> Tensor:
+    """Embed ``x [*lead, *x_shape]`` (``n_lead`` leading dims) to ``[*lead, E]`` in one backbone call."""
+    lead = x.shape[:n_lead]
+    e = backbone(x.reshape(-1, *x.shape[n_lead:]))
+    return e.reshape(*lead, e.shape[-1])
+
+
+def check_query(support_x: Tensor, query_x: Tensor) -> None:
+    """Raise ``ValueError`` unless ``query_x`` is ``[B, M, *x_shape]`` matching ``support_x [B, S, *x_shape]``."""
+    if not isinstance(query_x, Tensor):
+        raise TypeError(f"query_x must be a torch.Tensor, got {type(query_x).__name__}")
+    if query_x.dim() != support_x.dim() or query_x.shape[0] != support_x.shape[0] or query_x.shape[2:] != support_x.shape[2:]:
+        raise ValueError(
+            f"query_x must be [B, M, *x_shape] matching support_x {list(support_x.shape)} in B and x_shape, "
+            f"got {list(query_x.shape)}"
+        )
+
+
+def check_positive(**values: int) -> None:
+    """Raise ``ValueError`` naming every argument that is not a positive integer."""
+    for name, v in values.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+# --------------------------------------------------------------------------- the learner
+class LSTMPredictor:
+    """The state of an :class:`LSTMLearner` after a support set: answers ``query_x [B, M, *x]``."""
+
+    def __init__(self, learner: "LSTMLearner", h: Tensor, c: Tensor, support_x: Tensor) -> None:
+        self.learner, self.h, self.c = learner, h, c
+        self.support_x = support_x[:, :0]  # shape reference for checking queries; holds no data
+
+    def __call__(self, query_x: Tensor) -> Tensor:
+        check_query(self.support_x, query_x)
+        return self.learner.answer(self.h, self.c, query_x)
+
+
+class LSTMLearner(MetaLearner):
+    """An LSTM over the support set; each query answered from the state after it (see module docstring).
+
+    Args:
+        backbone: embedding of one input ``[*x_shape] -> [E]`` with an ``out_features`` attribute;
+            ``None`` gives :func:`default_backbone` of ``kind`` (Conv4 or the sinusoid MLP).
+        hidden_size: LSTM units per layer.
+        num_layers: stacked LSTM layers.
+        embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
+        kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
+        lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.base.MetaLearner`.
+
+    Shapes:
+        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
+        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+
+    Example:
+        >>> learner = LSTMLearner(n_way=5)
+        >>> predict = learner.adapt(support_x, support_y)   # reads the support set once
+        >>> logits = predict(query_x)
+    """
+
+    def __init__(
+        self,
+        backbone: Optional[nn.Module] = None,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        embedding_dim: int = 0,
+        kind: Literal["classification", "regression"] = "classification",
+        n_way: int = 5,
+        target_dim: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
+        lr_warmup_steps: int = 0,
+        lr_step_size: int = 10_000,
+        lr_gamma: float = 0.5,
+        grad_clip_norm: float = 0.0,
+    ) -> None:
+        super().__init__(
+            kind=kind,
+            n_way=n_way,
+            target_dim=target_dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            lr_warmup_steps=lr_warmup_steps,
+            lr_step_size=lr_step_size,
+            lr_gamma=lr_gamma,
+            grad_clip_norm=grad_clip_norm,
+        )
+        check_positive(hidden_size=hidden_size, num_layers=num_layers)
+        # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
+        self.save_hyperparameters()
+        self.backbone = backbone if backbone is not None else default_backbone(kind)
+        self.embed_dim = backbone_features(self.backbone, embedding_dim)
+        self.label_dim = label_width(kind, n_way, target_dim)
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
+        self.head = nn.Linear(hidden_size, self.output_dim)
+
+    # ---------------------------------------------------------------- the two phases
+    def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the LSTM over the support sequence: final ``(h, c)``, each ``[num_layers, B, H]``."""
+        steps = torch.cat([embed(self.backbone, support_x), encode_labels(support_y, self.kind, self.n_way)], dim=-1)
+        _, (h, c) = self.lstm(steps)
+        return h, c
+
+    def answer(self, h: Tensor, c: Tensor, query_x: Tensor) -> Tensor:
+        """One LSTM step per query from the support state ``(h, c) [L, B, H]``: preds ``[B, M, output_dim]``."""
+        batch, n_query = query_x.shape[:2]
+        e = embed(self.backbone, query_x)  # [B, M, E]
+        steps = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim)], dim=-1).reshape(batch * n_query, 1, -1)
+        # every query starts from its own task's state: [L, B, H] -> [L, B*M, H]
+        layers, hidden = h.shape[0], h.shape[2]
+        h0 = h.unsqueeze(2).expand(layers, batch, n_query, hidden).reshape(layers, batch * n_query, hidden)
+        c0 = c.unsqueeze(2).expand(layers, batch, n_query, hidden).reshape(layers, batch * n_query, hidden)
+        out, _ = self.lstm(steps, (h0.contiguous(), c0.contiguous()))
+        return self.head(out[:, -1]).reshape(batch, n_query, self.output_dim)
+
+    # ---------------------------------------------------------------- the contract
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """``[B, M, n_way]`` logits or ``[B, M, d_y]`` predictions for ``query_x`` (see class docstring)."""
+        self.check_inputs(support_x, support_y)
+        check_query(support_x, query_x)
+        h, c = self.read_support(support_x, support_y)
+        return self.answer(h, c, query_x)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> LSTMPredictor:
+        """Read the support set once; the returned predictor holds the LSTM state after it."""
+        self.check_inputs(support_x, support_y)
+        h, c = self.read_support(support_x, support_y)
+        return LSTMPredictor(self, h, c, support_x)

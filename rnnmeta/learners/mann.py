@@ -1,0 +1,306 @@
+"""The memory-augmented neural network (MANN) of Santoro et al. (2016).
+
+An LSTM controller reads the support set one labelled example per step (as in
+:class:`~rnnmeta.learners.lstm.LSTMLearner`) and talks to an external memory ``M [N, W]``
+(``memory_slots x memory_width``) through ``R`` read heads.
+
+At each support step ``t`` with controller output ``h_t``, each head ``r`` emits a key ``k_t``, a
+write gate ``alpha_t`` and (unless fixed) a read sharpness ``beta_t``:
+
+* **least-recently-used write**: ``w^w_t = sigmoid(alpha_t) w^r_{t-1} + (1 - sigmoid(alpha_t)) w^lu_{t-1}``,
+  where ``w^lu_{t-1}`` of head ``r`` is one-hot on the ``r``-th least-used slot; the least-used row is
+  zeroed first, then ``M_t = M_{t-1} + sum_r w^w_t(r)^T k_t(r)``;
+* **content-based read**: ``w^r_t(i) = softmax_i(beta_t cos(k_t, M_t(i)))`` and ``r_t = w^r_t M_t``;
+  the read is a convex combination of memory rows;
+* **usage**: ``w^u_t = gamma w^u_{t-1} + sum_r (w^r_t + w^w_t)``.
+
+The controller's input at step ``t`` is ``[embed(x_t), label(y_t), r_{t-1}]``, its prediction
+``Linear([h_t, r_t])``. Queries read only: all ``B * M`` queries take one controller step from the
+state after the support set and read the memory left by it, in one batched pass; they never write,
+so each is answered independently. The memory starts from a small constant at the start of every
+episode (nothing is carried across batches).
+
+The paper's setting is 5-way Omniglot with labels given one step late (the online protocol); here
+the same network answers the episodic contract ``learner(support_x, support_y, query_x)``.
+
+Reference:
+    A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap. "Meta-learning with
+    memory-augmented neural networks". ICML 2016 (controller 200 LSTM units, memory 128 x 40,
+    4 read heads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnmeta.learners.base import MetaLearner
+from rnnmeta.learners.lstm import (
+    backbone_features,
+    check_positive,
+    check_query,
+    default_backbone,
+    embed,
+    encode_labels,
+    label_width,
+)
+
+#: bias of the learned sharpness logit: beta starts at 1 + softplus(9) ~ 10
+_INIT_SHARPNESS_LOGIT = 9.0
+
+__all__ = ["MANN", "MANNPredictor", "LRUAMemory", "MemoryState"]
+
+
+@dataclass
+class MemoryState:
+    """The memory of ``B`` tasks between two steps.
+
+    Attributes:
+        memory: ``[B, N, W]`` memory rows.
+        usage: ``[B, N]`` usage weights ``w^u``.
+        read_weights: ``[B, R, N]`` read weights ``w^r`` of the last step (convex, one row per head).
+        reads: ``[B, R, W]`` what the heads read at the last step.
+    """
+
+    memory: Tensor
+    usage: Tensor
+    read_weights: Tensor
+    reads: Tensor
+
+
+class LRUAMemory(nn.Module):
+    """Content-addressed memory with least-recently-used-access writes (Santoro et al. 2016).
+
+    Args:
+        controller_size: width of the controller output ``h`` the heads are computed from.
+        memory_slots: rows ``N`` of the memory.
+        memory_width: width ``W`` of a row (and of a key).
+        read_heads: heads ``R``; each reads and writes with its own key.
+        gamma: usage decay in ``[0, 1)``.
+        read_sharpness: fixed ``beta`` multiplying the cosine similarities before the softmax;
+            ``None`` learns it: each head emits ``beta = 1 + softplus(.)`` from ``h``.
+        init_value: constant every memory cell starts from (a small value keeps cosines defined).
+    """
+
+    def __init__(
+        self,
+        controller_size: int,
+        memory_slots: int = 128,
+        memory_width: int = 40,
+        read_heads: int = 4,
+        gamma: float = 0.95,
+        read_sharpness: Optional[float] = None,
+        init_value: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        check_positive(controller_size=controller_size, memory_slots=memory_slots, memory_width=memory_width,
+                       read_heads=read_heads)
+        if read_heads > memory_slots:
+            raise ValueError(f"read_heads ({read_heads}) must not exceed memory_slots ({memory_slots})")
+        if not 0.0 <= gamma < 1.0:
+            raise ValueError(f"gamma (usage decay) must lie in [0, 1), got {gamma}")
+        if read_sharpness is not None and not read_sharpness > 0:
+            raise ValueError(f"read_sharpness must be > 0 or None (learned), got {read_sharpness}")
+        self.slots, self.width, self.heads = memory_slots, memory_width, read_heads
+        self.gamma, self.read_sharpness, self.init_value = gamma, read_sharpness, init_value
+        # per head: key (W), write-gate logit (1), sharpness logit (1, when learned)
+        self.per_head = memory_width + 1 + (1 if read_sharpness is None else 0)
+        self.interface = nn.Linear(controller_size, read_heads * self.per_head)
+        if read_sharpness is None:
+            # start sharp (beta ~ 10): with a mostly empty memory, a softmax of raw cosines in [-1, 1]
+            # over N rows is nearly uniform and the reads carry almost no signal to learn from
+            with torch.no_grad():
+                self.interface.bias.view(read_heads, self.per_head)[:, -1].fill_(_INIT_SHARPNESS_LOGIT)
+
+    # ------------------------------------------------------------------ pieces
+    def initial_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MemoryState:
+        """Fresh memory for ``batch`` tasks: constant rows, zero usage, head ``r`` last read slot ``r``."""
+        memory = torch.full((batch, self.slots, self.width), self.init_value, device=device, dtype=dtype)
+        usage = torch.zeros(batch, self.slots, device=device, dtype=dtype)
+        eye = torch.eye(self.heads, self.slots, device=device, dtype=dtype)
+        read_weights = eye.unsqueeze(0).expand(batch, -1, -1)
+        reads = torch.zeros(batch, self.heads, self.width, device=device, dtype=dtype)
+        return MemoryState(memory, usage, read_weights, reads)
+
+    def heads_from(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Split the interface of ``h [..., H]``: keys ``[..., R, W]``, gate logits ``[..., R, 1]``, sharpness ``[..., R, 1]``."""
+        out = self.interface(h).reshape(*h.shape[:-1], self.heads, self.per_head)
+        key, gate = out[..., : self.width], out[..., self.width : self.width + 1]
+        if self.read_sharpness is None:
+            beta = 1.0 + F.softplus(out[..., self.width + 1 :])
+        else:
+            beta = torch.full_like(gate, self.read_sharpness)
+        return key, gate, beta
+
+    @staticmethod
+    def address(keys: Tensor, beta: Tensor, memory: Tensor, eps: float = 1e-8) -> Tensor:
+        """Content-based weights ``softmax_i(beta * cos(key, M_i))``.
+
+        Args:
+            keys: ``[B, K, W]`` (any number ``K`` of keys per task).
+            beta: ``[B, K, 1]`` sharpness.
+            memory: ``[B, N, W]``.
+
+        Returns:
+            ``[B, K, N]``: non-negative, each row sums to 1.
+        """
+        dots = torch.bmm(keys, memory.transpose(1, 2))  # [B, K, N]
+        norms = keys.norm(dim=-1, keepdim=True) * memory.norm(dim=-1).unsqueeze(1)
+        return torch.softmax(beta * dots / (norms + eps), dim=-1)
+
+    def least_used(self, usage: Tensor) -> Tensor:
+        """``w^lu [B, R, N]``: head ``r`` one-hot on the ``r``-th least-used slot (ties broken by slot index)."""
+        order = torch.argsort(usage, dim=-1, stable=True)[:, : self.heads]  # [B, R]
+        return F.one_hot(order, self.slots).to(usage.dtype)
+
+    # ------------------------------------------------------------------ steps
+    def write_read(self, h: Tensor, state: MemoryState) -> MemoryState:
+        """One support step: LRU write of each head's key, then a content read. ``h`` is ``[B, H]``."""
+        key, gate, beta = self.heads_from(h)  # [B, R, W], [B, R, 1], [B, R, 1]
+        lu_prev = self.least_used(state.usage)
+        alpha = torch.sigmoid(gate)
+        write_weights = alpha * state.read_weights + (1 - alpha) * lu_prev  # [B, R, N]
+        # zero the least-used row (Santoro et al.: cleared before it is written to)
+        keep = 1.0 - lu_prev[:, 0]  # [B, N]
+        memory = state.memory * keep.unsqueeze(-1) + torch.einsum("brn,brw->bnw", write_weights, key)
+        read_weights = self.address(key, beta, memory)
+        reads = torch.bmm(read_weights, memory)
+        usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
+        return MemoryState(memory, usage, read_weights, reads)
+
+    def read(self, h: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Read only (queries): ``h [B, M, H]``, ``memory [B, N, W]`` -> reads ``[B, M, R, W]``, weights ``[B, M, R, N]``."""
+        batch, n_query = h.shape[:2]
+        key, _, beta = self.heads_from(h)  # [B, M, R, W]
+        weights = self.address(key.reshape(batch, n_query * self.heads, self.width),
+                               beta.reshape(batch, n_query * self.heads, 1), memory)
+        reads = torch.bmm(weights, memory)
+        return (reads.reshape(batch, n_query, self.heads, self.width),
+                weights.reshape(batch, n_query, self.heads, self.slots))
+
+
+class MANNPredictor:
+    """The state of a :class:`MANN` after a support set (controller and memory): answers ``query_x [B, M, *x]``."""
+
+    def __init__(self, learner: "MANN", h: Tensor, c: Tensor, state: MemoryState, support_x: Tensor) -> None:
+        self.learner, self.h, self.c, self.state = learner, h, c, state
+        self.support_x = support_x[:, :0]  # shape reference for checking queries; holds no data
+
+    def __call__(self, query_x: Tensor) -> Tensor:
+        check_query(self.support_x, query_x)
+        return self.learner.answer(self.h, self.c, self.state, query_x)
+
+
+class MANN(MetaLearner):
+    """Memory-augmented neural network (Santoro et al. 2016); see the module docstring.
+
+    Args:
+        backbone: embedding of one input ``[*x_shape] -> [E]`` with an ``out_features`` attribute;
+            ``None`` gives :func:`~rnnmeta.learners.lstm.default_backbone` of ``kind``.
+        controller_size: LSTM controller units (200 in the paper).
+        memory_slots: memory rows ``N`` (128 in the paper).
+        memory_width: row width ``W`` (40 in the paper).
+        read_heads: read (and write) heads ``R`` (4 in the paper).
+        gamma: usage decay of the least-recently-used writes.
+        read_sharpness: fixed softmax sharpness of content reads; ``None`` learns it per step.
+        embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
+        kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
+        lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.base.MetaLearner`.
+
+    Shapes:
+        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
+        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    """
+
+    def __init__(
+        self,
+        backbone: Optional[nn.Module] = None,
+        controller_size: int = 200,
+        memory_slots: int = 128,
+        memory_width: int = 40,
+        read_heads: int = 4,
+        gamma: float = 0.95,
+        read_sharpness: Optional[float] = None,
+        embedding_dim: int = 0,
+        kind: Literal["classification", "regression"] = "classification",
+        n_way: int = 5,
+        target_dim: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
+        lr_warmup_steps: int = 0,
+        lr_step_size: int = 10_000,
+        lr_gamma: float = 0.5,
+        grad_clip_norm: float = 0.0,
+    ) -> None:
+        super().__init__(
+            kind=kind,
+            n_way=n_way,
+            target_dim=target_dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            lr_warmup_steps=lr_warmup_steps,
+            lr_step_size=lr_step_size,
+            lr_gamma=lr_gamma,
+            grad_clip_norm=grad_clip_norm,
+        )
+        check_positive(controller_size=controller_size)
+        # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
+        self.save_hyperparameters()
+        self.backbone = backbone if backbone is not None else default_backbone(kind)
+        self.embed_dim = backbone_features(self.backbone, embedding_dim)
+        self.label_dim = label_width(kind, n_way, target_dim)
+        self.memory = LRUAMemory(controller_size, memory_slots, memory_width, read_heads, gamma, read_sharpness)
+        read_dim = read_heads * memory_width
+        self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
+        self.head = nn.Linear(controller_size + read_dim, self.output_dim)
+
+    # ---------------------------------------------------------------- the two phases
+    def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor, MemoryState]:
+        """Run controller and memory over the support sequence from a fresh memory.
+
+        Returns:
+            controller ``h``, ``c`` (``[B, H]``) and the :class:`MemoryState` after the last support step.
+        """
+        batch, n_support = support_x.shape[:2]
+        steps = torch.cat([embed(self.backbone, support_x), encode_labels(support_y, self.kind, self.n_way)], dim=-1)
+        state = self.memory.initial_state(batch, steps.device, steps.dtype)
+        h = steps.new_zeros(batch, self.controller.hidden_size)
+        c = torch.zeros_like(h)
+        for t in range(n_support):
+            h, c = self.controller(torch.cat([steps[:, t], state.reads.flatten(1)], dim=-1), (h, c))
+            state = self.memory.write_read(h, state)
+        return h, c, state
+
+    def answer(self, h: Tensor, c: Tensor, state: MemoryState, query_x: Tensor) -> Tensor:
+        """One read-only step per query from the support state: preds ``[B, M, output_dim]``."""
+        batch, n_query = query_x.shape[:2]
+        e = embed(self.backbone, query_x)  # [B, M, E]
+        prev_reads = state.reads.flatten(1).unsqueeze(1).expand(batch, n_query, -1)
+        inputs = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim), prev_reads], dim=-1)
+        hidden = h.shape[-1]
+        h0 = h.unsqueeze(1).expand(batch, n_query, hidden).reshape(batch * n_query, hidden)
+        c0 = c.unsqueeze(1).expand(batch, n_query, hidden).reshape(batch * n_query, hidden)
+        hq, _ = self.controller(inputs.reshape(batch * n_query, -1), (h0, c0))
+        hq = hq.reshape(batch, n_query, hidden)
+        reads, _ = self.memory.read(hq, state.memory)
+        return self.head(torch.cat([hq, reads.flatten(2)], dim=-1))
+
+    # ---------------------------------------------------------------- the contract
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """``[B, M, n_way]`` logits or ``[B, M, d_y]`` predictions for ``query_x`` (see class docstring)."""
+        self.check_inputs(support_x, support_y)
+        check_query(support_x, query_x)
+        h, c, state = self.read_support(support_x, support_y)
+        return self.answer(h, c, state, query_x)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> MANNPredictor:
+        """Read the support set once; the returned predictor holds controller state and memory after it."""
+        self.check_inputs(support_x, support_y)
+        h, c, state = self.read_support(support_x, support_y)
+        return MANNPredictor(self, h, c, state, support_x)

@@ -1,0 +1,292 @@
+"""MANN: the LRU-access memory from its definition, convex reads, query independence, reset, gradients, learning."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnmeta.episode import Episode
+from rnnmeta.learners.mann import MANN, LRUAMemory, MANNPredictor, MemoryState
+from rnnmeta.nets import MLP, Conv4
+
+from helpers import finite_difference_grad, short_omniglot_run
+
+
+def small_mann(n_way: int = 3, backbone: nn.Module | None = None, **kw) -> MANN:
+    """A small MANN on 16x16 images (fast), in evaluation mode."""
+    torch.manual_seed(0)
+    if backbone is None:
+        backbone = Conv4(hidden=8, image_size=16, track_running_stats=True)
+    kw = {"controller_size": 16, "memory_slots": 10, "memory_width": 6, "read_heads": 2, **kw}
+    return MANN(backbone=backbone, n_way=n_way, **kw).eval()
+
+
+def image_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, side: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.rand(b, n_way * k, 1, side, side, generator=g)
+    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
+    qx = torch.rand(b, m, 1, side, side, generator=g)
+    return sx, sy, qx
+
+
+def flat_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, d: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.randn(b, n_way * k, d, generator=g)
+    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
+    qx = torch.randn(b, m, d, generator=g)
+    return sx, sy, qx
+
+
+def random_state(mem: LRUAMemory, b: int = 3, seed: int = 0) -> MemoryState:
+    g = torch.Generator().manual_seed(seed)
+    read_weights = torch.softmax(torch.randn(b, mem.heads, mem.slots, generator=g), -1)
+    return MemoryState(
+        memory=torch.randn(b, mem.slots, mem.width, generator=g),
+        usage=torch.rand(b, mem.slots, generator=g) * 3,
+        read_weights=read_weights,
+        reads=torch.randn(b, mem.heads, mem.width, generator=g),
+    )
+
+
+# ------------------------------------------------------------------ the memory
+def test_write_read_matches_the_paper_step_by_step():
+    """Santoro et al. (2016), eqs. for w^w, M_t, w^r, r_t, w^u, recomputed naively slot by slot."""
+    torch.manual_seed(0)
+    mem = LRUAMemory(controller_size=7, memory_slots=9, memory_width=4, read_heads=3, gamma=0.9).double()
+    state = random_state(mem)
+    state = MemoryState(*(t.double() for t in (state.memory, state.usage, state.read_weights, state.reads)))
+    h = torch.randn(3, 7, dtype=torch.float64)
+    new = mem.write_read(h, state)
+    raw = mem.interface(h).view(3, 3, mem.per_head)
+    for b in range(3):
+        order = sorted(range(9), key=lambda i: (float(state.usage[b, i]), i))
+        memory = state.memory[b].clone()
+        memory[order[0]] = 0.0  # the least-used row is cleared before writing
+        writes = []
+        for r in range(3):
+            alpha = torch.sigmoid(raw[b, r, 4])
+            lu = torch.zeros(9, dtype=torch.float64)
+            lu[order[r]] = 1.0  # head r: the r-th least-used slot
+            writes.append(alpha * state.read_weights[b, r] + (1 - alpha) * lu)
+        for r in range(3):
+            for i in range(9):
+                memory[i] = memory[i] + writes[r][i] * raw[b, r, :4]
+        torch.testing.assert_close(new.memory[b], memory)
+        usage = 0.9 * state.usage[b] + sum(writes)
+        for r in range(3):
+            key, beta = raw[b, r, :4], 1 + F.softplus(raw[b, r, 5])
+            cos = torch.stack([key @ memory[i] / (key.norm() * memory[i].norm() + 1e-8) for i in range(9)])
+            weights = torch.softmax(beta * cos, 0)
+            torch.testing.assert_close(new.read_weights[b, r], weights)
+            torch.testing.assert_close(new.reads[b, r], weights @ memory)
+            usage = usage + weights
+        torch.testing.assert_close(new.usage[b], usage)
+
+
+def test_first_write_of_each_head_goes_to_its_own_fresh_slot():
+    mem = LRUAMemory(controller_size=5, memory_slots=8, memory_width=3, read_heads=2)
+    state = mem.initial_state(2, torch.device("cpu"), torch.float32)
+    assert torch.all(state.memory == mem.init_value) and torch.all(state.usage == 0)
+    h = torch.randn(2, 5)
+    new = mem.write_read(h, state)
+    keys = mem.heads_from(h)[0]
+    torch.testing.assert_close(new.memory[:, 0], keys[:, 0])  # slot 0 cleared, then written by head 0
+    torch.testing.assert_close(new.memory[:, 1], keys[:, 1] + mem.init_value)
+    torch.testing.assert_close(new.memory[:, 2:], state.memory[:, 2:])
+
+
+def test_reads_are_convex_combinations_of_memory_rows():
+    learner = small_mann()
+    sx, sy, qx = image_task(m=4)
+    with torch.no_grad():
+        h, c, state = learner.read_support(sx, sy)
+        hq = torch.randn(2, 4, 16)
+        reads, weights = learner.memory.read(hq, state.memory)
+    for w in (state.read_weights, weights):
+        assert torch.all(w >= 0)
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+    torch.testing.assert_close(state.reads, torch.bmm(state.read_weights, state.memory))
+    torch.testing.assert_close(reads, torch.einsum("bmrn,bnw->bmrw", weights, state.memory))
+    # a fixed sharpness gives convex reads too, and a sharper softmax concentrates them
+    blunt = LRUAMemory(16, 10, 6, 2, read_sharpness=0.5)
+    sharp = LRUAMemory(16, 10, 6, 2, read_sharpness=50.0)
+    sharp.load_state_dict(blunt.state_dict())
+    wb, ws = (m.read(hq, state.memory)[1] for m in (blunt, sharp))
+    assert torch.all(ws >= 0) and torch.allclose(ws.sum(-1), torch.ones(ws.shape[:-1]))
+    assert ws.max(-1).values.mean() > wb.max(-1).values.mean()
+
+
+# ------------------------------------------------------------------ the learner
+def test_shapes_and_default_backbones():
+    learner = MANN(n_way=5).eval()
+    assert isinstance(learner.backbone, Conv4) and learner.memory.slots == 128 and learner.memory.width == 40
+    sx, sy, qx = image_task(n_way=5, k=1, m=4, side=28)
+    with torch.no_grad():
+        assert learner(sx, sy, qx).shape == (2, 4, 5)
+    reg = MANN(kind="regression", target_dim=1, controller_size=16, memory_slots=12, memory_width=5).eval()
+    assert isinstance(reg.backbone, MLP) and reg.label_dim == 2
+    for k in (5, 10):
+        assert reg(torch.randn(3, k, 1), torch.randn(3, k, 1), torch.randn(3, 7, 1)).shape == (3, 7, 1)
+
+
+def test_queries_are_answered_independently_and_read_only():
+    learner = small_mann()
+    sx, sy, qx = image_task(m=6)
+    with torch.no_grad():
+        base = learner(sx, sy, qx)
+        qx2 = qx.clone()
+        qx2[:, 1:] = torch.rand_like(qx2[:, 1:])
+        moved = learner(sx, sy, qx2)
+        one_by_one = torch.cat([learner(sx, sy, qx[:, j : j + 1]) for j in range(6)], dim=1)
+        perm = torch.randperm(6)
+        permuted = learner(sx, sy, qx[:, perm])
+        predict = learner.adapt(sx, sy)
+        memory = predict.state.memory.clone()
+        predict(qx)
+    torch.testing.assert_close(moved[:, 0], base[:, 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(one_by_one, base, rtol=0, atol=1e-6)
+    torch.testing.assert_close(permuted, base[:, perm], rtol=0, atol=1e-6)
+    assert not torch.allclose(moved[:, 1:], base[:, 1:]), "a query's answer must depend on its own input"
+    assert torch.equal(predict.state.memory, memory), "queries must not write to the memory"
+
+
+def test_queries_independent_in_training_mode_with_a_per_example_backbone():
+    learner = small_mann(backbone=MLP(6, [8])).train()
+    sx, sy, qx = flat_task(m=5)
+    base = learner(sx, sy, qx)
+    one_by_one = torch.cat([learner(sx, sy, qx[:, j : j + 1]) for j in range(5)], dim=1)
+    torch.testing.assert_close(one_by_one, base, rtol=0, atol=1e-6)
+
+
+def test_answer_depends_on_support_labels():
+    learner = small_mann()
+    sx, sy, qx = image_task()
+    with torch.no_grad():
+        assert not torch.allclose(learner(sx, sy, qx), learner(sx, (sy + 1) % 3, qx))
+
+
+def test_query_labels_never_reach_the_model():
+    assert list(inspect.signature(MANN.forward).parameters) == ["self", "support_x", "support_y", "query_x"]
+    learner = small_mann()
+    sx, sy, qx = image_task(m=6)
+    captured: list[torch.Tensor] = []
+    handle = learner.register_forward_hook(lambda mod, args, out: captured.append(out.detach().clone()))
+    qy = torch.randint(0, 3, (2, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        loss_a, _ = learner.episode_step(Episode(sx, sy, qx, qy, n_way=3))
+        loss_b, _ = learner.episode_step(Episode(sx, sy, qx, (qy + 1) % 3, n_way=3))
+    handle.remove()
+    torch.testing.assert_close(captured[0], captured[1], rtol=0, atol=0)
+    assert not torch.allclose(loss_a, loss_b)
+
+
+def test_memory_is_reset_between_episodes():
+    learner = small_mann(backbone=MLP(6, [8]))
+    first, second = flat_task(seed=1), flat_task(seed=2)
+    with torch.no_grad():
+        fresh = learner(*second)
+        _, _, state_first = learner.read_support(*first[:2])
+        after_first = learner(*second)
+        _, _, state_second = learner.read_support(*second[:2])
+        pair = learner(*(torch.cat([a, b]) for a, b in zip(first, second)))
+    torch.testing.assert_close(after_first, fresh, rtol=0, atol=0)
+    torch.testing.assert_close(pair[2:], fresh, rtol=0, atol=1e-6)
+    assert not torch.allclose(state_first.memory, state_second.memory)
+    # every episode starts from the same constant memory, whatever ran before
+    init = learner.memory.initial_state(2, torch.device("cpu"), torch.float32)
+    assert torch.all(init.memory == learner.memory.init_value) and torch.all(init.usage == 0)
+
+
+def test_adapt_holds_the_state_after_the_support_set():
+    learner = small_mann()
+    sx, sy, qx = image_task(m=5)
+    with torch.no_grad():
+        expected = learner(sx, sy, qx)
+        sx_c, sy_c = sx.clone(), sy.clone()
+        predict = learner.adapt(sx_c, sy_c)
+        assert isinstance(predict, MANNPredictor)
+        sx_c.uniform_()
+        sy_c.fill_(0)
+        torch.testing.assert_close(predict(qx), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(predict(qx[:, 2:4]), expected[:, 2:4], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="query_x"):
+        predict(qx[:1])
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_gradients_reach_every_parameter(kind):
+    torch.manual_seed(0)
+    if kind == "classification":
+        learner = small_mann().train()
+        sx, sy, qx = image_task(k=3)
+        qy = torch.randint(0, 3, (2, 5))
+        loss = F.cross_entropy(learner(sx, sy, qx).flatten(0, 1), qy.flatten())
+    else:
+        learner = MANN(kind="regression", controller_size=8, memory_slots=12, memory_width=5, read_heads=2).train()
+        sx, sy, qx = torch.randn(2, 5, 1), torch.randn(2, 5, 1), torch.randn(2, 4, 1)
+        loss = (learner(sx, sy, qx) - torch.randn(2, 4, 1)).pow(2).mean()
+    loss.backward()
+    for name, p in learner.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{name} has a zero or non-finite gradient"
+
+
+def test_gradient_matches_finite_differences_in_float64():
+    learner = small_mann(backbone=MLP(4, [5]), controller_size=5, memory_slots=6, memory_width=3).double().train()
+    sx, sy, qx = flat_task(d=4, m=3)
+    sx, qx = sx.double(), qx.double()
+    qy = torch.tensor([[0, 1, 2], [2, 2, 0]])
+
+    def loss():
+        return F.cross_entropy(learner(sx, sy, qx).flatten(0, 1), qy.flatten())
+
+    # biases only (few entries, so the check stays fast) on every path: backbone, controller, memory heads, output
+    params = [learner.memory.interface.bias, learner.controller.bias_hh, learner.backbone.layers[0].bias, learner.head.bias]
+    grads = torch.autograd.grad(loss(), params)
+    with torch.no_grad():
+        numeric = finite_difference_grad(loss, params, eps=1e-6)
+    for g, n in zip(grads, numeric):
+        torch.testing.assert_close(g, n, rtol=1e-5, atol=1e-8)
+
+
+def test_bad_arguments_and_inputs_get_clear_errors():
+    with pytest.raises(ValueError, match="controller_size"):
+        MANN(controller_size=0)
+    with pytest.raises(ValueError, match="memory_slots"):
+        MANN(memory_slots=0)
+    with pytest.raises(ValueError, match="read_heads"):
+        MANN(memory_slots=4, read_heads=5)
+    with pytest.raises(ValueError, match="gamma"):
+        MANN(gamma=1.0)
+    with pytest.raises(ValueError, match="read_sharpness"):
+        MANN(read_sharpness=0.0)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        MANN(backbone=nn.Flatten())
+    learner = small_mann()
+    sx, sy, qx = image_task()
+    with pytest.raises(TypeError, match="int64"):
+        learner(sx, sy.int(), qx)
+    with pytest.raises(ValueError, match="query_x"):
+        learner(sx, sy, qx[:, :, :, :8])
+
+
+def test_hyperparameters_rebuild_the_learner():
+    learner = small_mann(read_sharpness=5.0)
+    clone = MANN(**learner.hparams).eval()
+    clone.load_state_dict(learner.state_dict())
+    sx, sy, qx = image_task()
+    with torch.no_grad():
+        torch.testing.assert_close(clone(sx, sy, qx), learner(sx, sy, qx), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_learns_omniglot_5way_1shot_far_above_chance():
+    torch.manual_seed(0)
+    learner = MANN(backbone=Conv4(hidden=16, track_running_stats=True), controller_size=64, memory_slots=16,
+                   n_way=5, lr=3e-3, grad_clip_norm=1.0)
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=16, steps=200, test_episodes=100)
+    assert acc > 0.5, f"5-way 1-shot accuracy {acc:.3f} after a short run; chance is 0.2"
