@@ -81,3 +81,24 @@ def test_fit_writes_wandb_offline_run_and_checkpoint_then_test_prints_accuracy(t
     assert test.returncode == 0, test.stderr[-3000:]
     out = test.stdout + test.stderr
     assert "test/acc" in out and "test/acc_ci95" in out
+
+
+@pytest.mark.parametrize("logger, pattern", [
+    ("pytorch_lightning.loggers.CSVLogger", "runs/**/metrics.csv"),
+    ("pytorch_lightning.loggers.TensorBoardLogger", "runs/**/events.out.tfevents.*"),
+])
+def test_csv_and_tensorboard_loggers_work_from_the_command_line(tmp_path, logger, pattern):
+    fit = _rnnmeta([
+        "fit", "--config", str(REPO / "configs/sinusoid/maml_k5.yaml"),
+        "--trainer.logger", logger, "--trainer.logger.init_args.save_dir", "runs",
+        "--trainer.max_steps=4", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
+        "--data.init_args.train_batches_per_epoch=2", "--data.init_args.val_episodes=10",
+        "--data.init_args.meta_batch_size=4",
+    ], cwd=tmp_path, timeout=300)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    files = glob.glob(str(tmp_path / pattern), recursive=True)
+    assert files, f"no {pattern} written"
+    if logger.endswith("CSVLogger"):
+        header = Path(files[0]).read_text().splitlines()[0]
+        assert "train/loss" in header and "val/mse" in header
+    assert glob.glob(str(tmp_path / "runs/**/checkpoints/last.ckpt"), recursive=True)
