@@ -23,10 +23,19 @@ def _rnnmeta(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Compl
 
 
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c.parent.name != "compare"], ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_shipped_config_parses_and_instantiates(config):
+def test_every_shipped_config_parses_and_instantiates(config, tmp_path):
+    from PIL import Image
+
     from rnnmeta.cli import build_cli
 
-    cli = build_cli(["--config", str(config), "--trainer.logger", "false"], run=False)
+    extra = []
+    if "ImageFolder" in config.read_text():  # point it at a generated folder of 10 classes x 3 images
+        for c in range(10):
+            (tmp_path / f"class{c}").mkdir()
+            for i in range(3):
+                Image.new("RGB", (90, 90), (25 * c, 10 * i, 0)).save(tmp_path / f"class{c}" / f"{i}.png")
+        extra = [f"--data.init_args.dataset.init_args.root={tmp_path}"]
+    cli = build_cli(["--config", str(config), "--trainer.logger", "false", *extra], run=False)
     assert cli.model.kind == cli.datamodule.kind
     if cli.model.kind == "classification":
         assert cli.model.n_way == cli.datamodule.n_way

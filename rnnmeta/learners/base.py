@@ -321,6 +321,32 @@ class MetaLearner(pl.LightningModule):
                     f"{type(self).__name__}: non-finite meta-gradient at global step {self.global_step} in {bad[:5]}"
                 )
 
+    # ------------------------------------------------------------- checkpoints
+    def checkpoint_identity(self) -> dict[str, object]:
+        """What a checkpoint of this learner must agree on to be loaded into it."""
+        return {
+            "learner": f"{type(self).__module__}.{type(self).__qualname__}",
+            "kind": self.kind,
+            "n_way": self.n_way if self.kind == CLASSIFICATION else 0,
+            "target_dim": self.target_dim if self.kind == REGRESSION else 0,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rnnmeta"] = self.checkpoint_identity()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("rnnmeta")
+        if saved is None:
+            return  # not written by rnnmeta: the state dict load reports any mismatch
+        mine = self.checkpoint_identity()
+        for key in ("learner", "kind", "n_way", "target_dim"):
+            if saved.get(key) != mine[key]:
+                raise ValueError(
+                    f"checkpoint was saved from {saved.get('learner')} with {key}={saved.get(key)!r}, but it is being "
+                    f"loaded into {mine['learner']} with {key}={mine[key]!r}; use the config the checkpoint was "
+                    "trained with (its config.yaml sits beside the run)"
+                )
+
     def num_parameters(self) -> int:
         """Number of meta-learned parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
