@@ -1,0 +1,224 @@
+"""A few-shot learner whose inner loop is a learned optimizer (Ravi & Larochelle 2017; Andrychowicz et al. 2016).
+
+For each task a base network (backbone + linear head) starts from a meta-learned initialisation
+``theta_0`` and is trained on the support set for ``inner_steps`` steps by a learned update rule,
+then answers the queries with the adapted weights::
+
+    theta_{t+1} = theta_t + m_phi(grad L_support(theta_t), L_support(theta_t), theta_t, state_t)
+    preds = f(query_x; theta_T)
+
+Both ``theta_0`` and the rule's parameters ``phi`` are meta-learned by backpropagating the query
+loss through the unrolled inner loop. The rule is the meta-learner LSTM of Ravi & Larochelle
+(``update_rule="ravi_larochelle"``: learned per-coordinate learning rate and forget gate) or the
+coordinatewise 2-layer LSTM of Andrychowicz et al. (``update_rule="lstm"``).
+
+First order by default, as both papers: the support gradients and losses fed to the rule are
+treated as constants (second derivatives dropped); the meta-gradient still flows through every
+update ``m_phi(...)`` and through ``theta_0``. ``second_order=True`` keeps them in the graph
+(double backward through the base network at every inner step: memory grows with
+``inner_steps`` times the activations of the support set).
+
+At evaluation (``model.eval()`` or autograd disabled by the caller) the inner loop runs with
+autograd only for each step's support gradient; no graph outlives a step and the query
+predictions carry no graph.
+
+Batch norm in the default Conv4 uses the statistics of the batch it sees (the support set in the
+inner loop, the query set at prediction), as in MAML: with it the learner is transductive over
+the queries of a task. Pass a backbone without batch norm for query-independent predictions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from rnnmeta.episode import CLASSIFICATION
+from rnnmeta.learners.base import MetaLearner
+from rnnmeta.nets import MLP, Conv4
+from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer, MetaOptimizer, apply_updates
+from rnnmeta.optim.ravi_larochelle import RaviLarochelleUpdate
+
+
+class _AdaptedPredictor:
+    """Answers queries with the adapted weights of each task (one parameter list per task)."""
+
+    def __init__(self, learner: "LearnedOptimizer", adapted: list[list[Tensor]], keep_graph: bool) -> None:
+        self.learner, self.adapted, self.keep_graph = learner, adapted, keep_graph
+
+    def __call__(self, query_x: Tensor) -> Tensor:
+        if query_x.shape[0] != len(self.adapted):
+            raise ValueError(f"query_x has {query_x.shape[0]} tasks but the support set had {len(self.adapted)}")
+        with torch.set_grad_enabled(self.keep_graph and torch.is_grad_enabled()):
+            return torch.stack([self.learner.base_forward(p, q) for p, q in zip(self.adapted, query_x)])
+
+
+class LearnedOptimizer(MetaLearner):
+    """Few-shot learning with a learned inner-loop optimizer.
+
+    Args:
+        kind: ``"classification"`` or ``"regression"`` (see :class:`MetaLearner`).
+        n_way: classes per task (classification).
+        target_dim: regression target size.
+        backbone: the base network's feature extractor (needs ``out_features``); ``None`` gives
+            ``Conv4()`` for classification and ``MLP(1, [40, 40])`` for regression.
+        update_rule: ``"ravi_larochelle"`` (gates around a gradient step) or ``"lstm"``
+            (coordinatewise 2-layer LSTM).
+        inner_steps: inner-loop steps on the support set (training).
+        eval_inner_steps: inner-loop steps at evaluation; ``None`` uses ``inner_steps``.
+        init_inner_lr: ``ravi_larochelle``: the input gate (learning rate) at initialisation.
+        init_forget_bias: ``ravi_larochelle``: forget-gate bias at initialisation.
+        lstm_hidden: ``lstm``: units per LSTM layer (20 in the paper).
+        lstm_layers: ``lstm``: stacked layers (2).
+        preprocess_p: gradient-preprocessing constant ``p`` (10).
+        output_scale: ``lstm``: scale of the LSTM's output (0.1); learned when
+            ``learn_output_scale``.
+        learn_output_scale: ``lstm``: meta-learn the output scale.
+        second_order: keep second derivatives in the meta-gradient.
+        lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size, lr_gamma, grad_clip_norm:
+            the meta-optimiser, see :class:`MetaLearner`.
+
+    Shapes:
+        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
+        returns ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    """
+
+    needs_grad_at_eval = True
+
+    def __init__(
+        self,
+        kind: Literal["classification", "regression"] = "classification",
+        n_way: int = 5,
+        target_dim: int = 1,
+        backbone: Optional[nn.Module] = None,
+        update_rule: Literal["ravi_larochelle", "lstm"] = "ravi_larochelle",
+        inner_steps: int = 5,
+        eval_inner_steps: Optional[int] = None,
+        init_inner_lr: float = 0.1,
+        init_forget_bias: float = 5.0,
+        lstm_hidden: int = 20,
+        lstm_layers: int = 2,
+        preprocess_p: float = 10.0,
+        output_scale: float = 0.1,
+        learn_output_scale: bool = False,
+        second_order: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
+        lr_warmup_steps: int = 0,
+        lr_step_size: int = 10_000,
+        lr_gamma: float = 0.5,
+        grad_clip_norm: float = 0.0,
+    ) -> None:
+        super().__init__(
+            kind=kind,
+            n_way=n_way,
+            target_dim=target_dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            lr_warmup_steps=lr_warmup_steps,
+            lr_step_size=lr_step_size,
+            lr_gamma=lr_gamma,
+            grad_clip_norm=grad_clip_norm,
+        )
+        self.save_hyperparameters()
+        if inner_steps < 1:
+            raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
+        if eval_inner_steps is not None and eval_inner_steps < 1:
+            raise ValueError(f"eval_inner_steps must be >= 1 or None, got {eval_inner_steps}")
+        if backbone is None:
+            backbone = Conv4() if kind == CLASSIFICATION else MLP(in_features=1, hidden=[40, 40])
+        features = getattr(backbone, "out_features", None)
+        if not isinstance(features, int) or features < 1:
+            raise ValueError(
+                f"backbone {type(backbone).__name__} must expose a positive int out_features (the feature width), got {features!r}"
+            )
+        self.backbone = backbone
+        self.head = nn.Linear(features, self.output_dim)
+        if update_rule == "ravi_larochelle":
+            self.update_rule: MetaOptimizer = RaviLarochelleUpdate(
+                init_input_gate=init_inner_lr, init_forget_bias=init_forget_bias, preprocess_p=preprocess_p
+            )
+        elif update_rule == "lstm":
+            self.update_rule = CoordinatewiseLSTMOptimizer(
+                hidden_size=lstm_hidden,
+                num_layers=lstm_layers,
+                preprocess_p=preprocess_p,
+                output_scale=output_scale,
+                learn_output_scale=learn_output_scale,
+            )
+        else:
+            raise ValueError(f"update_rule must be 'ravi_larochelle' or 'lstm', got {update_rule!r}")
+        self.inner_steps = inner_steps
+        self.eval_inner_steps = eval_inner_steps if eval_inner_steps is not None else inner_steps
+        self.second_order = second_order
+
+    # ------------------------------------------------------------------ base network
+    def base_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The meta-learned initialisation ``theta_0`` as ``(name, parameter)`` pairs (backbone, then head)."""
+        return [("backbone." + n, p) for n, p in self.backbone.named_parameters()] + [
+            ("head." + n, p) for n, p in self.head.named_parameters()
+        ]
+
+    def base_forward(self, params: list[Tensor], x: Tensor) -> Tensor:
+        """The base network with weights ``params`` (ordered as :meth:`base_parameters`): ``[n, *x] -> [n, out]``."""
+        names = [n for n, _ in self.base_parameters()]
+        values = dict(zip(names, params))
+        n_backbone = sum(1 for n in names if n.startswith("backbone."))
+        backbone = {n[len("backbone.") :]: v for n, v in list(values.items())[:n_backbone]}
+        head = {n[len("head.") :]: v for n, v in list(values.items())[n_backbone:]}
+        return functional_call(self.head, head, (functional_call(self.backbone, backbone, (x,)),))
+
+    def _inner_loss(self, preds: Tensor, y: Tensor) -> Tensor:
+        return self.task_losses(preds.unsqueeze(0), y.unsqueeze(0)).squeeze(0)
+
+    # ------------------------------------------------------------------ inner loop
+    def adapt_task(self, support_x: Tensor, support_y: Tensor, steps: int, meta_graph: bool) -> list[Tensor]:
+        """Train the base network on one task's support set; return the adapted weights.
+
+        Args:
+            support_x: ``[S, *x]``.
+            support_y: ``[S]`` or ``[S, d_y]``.
+            steps: inner-loop steps.
+            meta_graph: keep the graph from the adapted weights back to ``theta_0`` and the rule's
+                parameters (training); otherwise every step is cut from the graph.
+        """
+        second = meta_graph and self.second_order
+        params = [p if meta_graph else p.detach().requires_grad_() for _, p in self.base_parameters()]
+        state = self.update_rule.init(params)
+        for _ in range(steps):
+            loss = self._inner_loss(self.base_forward(params, support_x), support_y)
+            grads = torch.autograd.grad(loss, params, create_graph=second)
+            loss_in = loss if second else loss.detach()
+            if meta_graph:
+                updates, state = self.update_rule.update(list(grads), state, params, loss_in)
+                params = apply_updates(params, updates)
+            else:
+                with torch.no_grad():
+                    updates, state = self.update_rule.update(list(grads), state, params, loss_in)
+                    params = [(p + u).requires_grad_() for p, u in zip(params, updates)]
+        if not meta_graph:
+            params = [p.detach() for p in params]
+        return params
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> _AdaptedPredictor:
+        """Run the inner loop on every task; return a predictor ``query_x [B, M, *x] -> preds``."""
+        self.check_inputs(support_x, support_y)
+        meta_graph = self.training and torch.is_grad_enabled()
+        steps = self.inner_steps if self.training else self.eval_inner_steps
+        with torch.inference_mode(False), torch.enable_grad():
+            if support_x.is_inference():
+                support_x, support_y = support_x.clone(), support_y.clone()
+            adapted = [self.adapt_task(sx, sy, steps, meta_graph) for sx, sy in zip(support_x, support_y)]
+        return _AdaptedPredictor(self, adapted, keep_graph=meta_graph)
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        if query_x.dim() != support_x.dim() or query_x.shape[0] != support_x.shape[0] or query_x.shape[2:] != support_x.shape[2:]:
+            raise ValueError(
+                f"query_x must be [B, M, *x_shape] matching support_x {tuple(support_x.shape)} in B and x_shape, "
+                f"got {tuple(query_x.shape)}"
+            )
+        return self.adapt(support_x, support_y)(query_x)

@@ -1,0 +1,279 @@
+"""The coordinatewise LSTM optimizer of Andrychowicz et al. (2016), as a pair of pure functions.
+
+"Learning to learn by gradient descent by gradient descent" (Andrychowicz, Denil, Gomez,
+Hoffman, Pfau, Schaul, Shillingford & de Freitas, NeurIPS 2016) replaces a hand-designed update
+rule by a small recurrent network ``m_phi`` applied to every coordinate of the optimizee's
+parameters independently, with the same weights for every coordinate::
+
+    theta_{t+1} = theta_t + g_t,    [g_t, h_{t+1}] = m_phi(preprocess(grad_t), h_t)
+
+The module holds only the meta-parameters ``phi``. The per-coordinate recurrent state lives
+outside it, as in Optax and torchopt::
+
+    opt = CoordinatewiseLSTMOptimizer()
+    state = opt.init(params)                            # plain tensors, not parameters or buffers
+    updates, state = opt.update(grads, state, params)   # pure: the old state is not modified
+    params = apply_updates(params, updates)
+
+so the meta-optimiser never sees (and can never update) the optimizer state, and a module that
+meta-trains the optimizer can unroll it through as many steps as it likes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+PathLike = Union[str, Path]
+
+#: Format tag written into every checkpoint saved by :meth:`MetaOptimizer.save`.
+CHECKPOINT_FORMAT = "rnnmeta.learned_optimizer/1"
+
+
+def preprocess_gradients(grad: Tensor, p: float = 10.0) -> Tensor:
+    """Log-magnitude and sign preprocessing of Andrychowicz et al. (2016), Appendix A.
+
+    Each coordinate ``g`` becomes two inputs::
+
+        (log|g| / p, sign(g))   if |g| >= exp(-p)
+        (-1,         exp(p) g)  otherwise
+
+    Args:
+        grad: any shape ``[*]``.
+        p: the constant ``p > 0`` (10 in the paper).
+
+    Returns:
+        ``[*, 2]``, same dtype as ``grad``.
+    """
+    if not p > 0:
+        raise ValueError(f"preprocessing constant p must be > 0, got {p}")
+    threshold = math.exp(-p)
+    big = grad.abs() >= threshold
+    # clamp inside the log so the unused branch never produces -inf (and NaN gradients)
+    log_mag = torch.log(grad.abs().clamp_min(threshold)) / p
+    first = torch.where(big, log_mag, torch.full_like(grad, -1.0))
+    second = torch.where(big, torch.sign(grad), grad * math.exp(p))
+    return torch.stack([first, second], dim=-1)
+
+
+def apply_updates(params: Sequence[Tensor], updates: Sequence[Tensor]) -> list[Tensor]:
+    """``[p + u for p, u in zip(params, updates)]`` (out of place, so the graph is kept)."""
+    if len(params) != len(updates):
+        raise ValueError(f"apply_updates: {len(params)} params but {len(updates)} updates")
+    return [p + u for p, u in zip(params, updates)]
+
+
+def flatten(tensors: Sequence[Tensor]) -> Tensor:
+    """Concatenate tensors into one flat vector ``[N]`` (N = total number of coordinates)."""
+    if len(tensors) == 0:
+        raise ValueError("expected at least one tensor, got an empty sequence")
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Split a flat vector ``[N]`` back into tensors shaped like ``like``."""
+    sizes = [t.numel() for t in like]
+    if flat.numel() != sum(sizes):
+        raise ValueError(f"cannot split {flat.numel()} coordinates into tensors of sizes {sizes}")
+    return [chunk.view_as(t) for chunk, t in zip(flat.split(sizes), like)]
+
+
+class MetaOptimizer(nn.Module):
+    """A learned update rule: meta-parameters in the module, optimizer state outside it.
+
+    Subclasses implement :meth:`init` and :meth:`update` as pure functions of their arguments
+    (and of the module's parameters), and list their constructor arguments in ``config()`` so a
+    checkpoint rebuilds them.
+    """
+
+    def init(self, params: Sequence[Tensor]) -> Any:
+        """The optimizer state for ``params`` before the first step (plain tensors)."""
+        raise NotImplementedError
+
+    def update(
+        self, grads: Sequence[Tensor], state: Any, params: Optional[Sequence[Tensor]] = None, loss: Optional[Tensor] = None
+    ) -> tuple[list[Tensor], Any]:
+        """One step: ``(updates, new_state)``; new parameters are ``params[i] + updates[i]``."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (ints, floats, bools) that rebuild this module."""
+        raise NotImplementedError
+
+    def save(self, path: PathLike) -> Path:
+        """Save the meta-trained optimizer (class name, constructor arguments, weights) to ``path``.
+
+        The file holds only tensors and plain Python values, so it loads with
+        ``torch.load(path, weights_only=True)``; see :func:`load_meta_optimizer`.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "class": type(self).__name__,
+            "config": self.config(),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+        return path
+
+
+@dataclass
+class LSTMOptimizerState:
+    """State of :class:`CoordinatewiseLSTMOptimizer` for ``N`` coordinates (all parameters flattened).
+
+    Attributes:
+        hidden: ``[num_layers, N, hidden_size]`` hidden states of the stacked LSTM.
+        cell: ``[num_layers, N, hidden_size]`` cell states.
+    """
+
+    hidden: Tensor
+    cell: Tensor
+
+    def detach(self) -> "LSTMOptimizerState":
+        """The same state cut from the graph (used between truncations of an unroll)."""
+        return LSTMOptimizerState(self.hidden.detach(), self.cell.detach())
+
+
+class CoordinatewiseLSTMOptimizer(MetaOptimizer):
+    """Andrychowicz et al. (2016): a 2-layer LSTM applied to each coordinate, shared by all.
+
+    Every coordinate of every parameter is a row of one batch: the gradient coordinate,
+    preprocessed to 2 inputs (:func:`preprocess_gradients`, or the raw gradient when
+    ``preprocess_p`` is 0), goes through ``num_layers`` LSTM cells of ``hidden_size`` units and a
+    linear read-out to one number, multiplied by the output scale (0.1 in the paper). The read-out
+    starts at zero (as in the authors' quadratic setup), so an untrained optimizer leaves the
+    parameters where they are and meta-training starts from a stable point.
+
+    Args:
+        hidden_size: LSTM units per layer (20 in the paper).
+        num_layers: stacked LSTM layers (2 in the paper).
+        preprocess_p: the constant ``p`` of the log/sign preprocessing (10 in the paper); 0 feeds
+            the raw gradient as a single input.
+        output_scale: the update is ``output_scale * linear(h)`` (0.1 in the paper).
+        learn_output_scale: make the output scale a meta-parameter (learned in log space).
+
+    Shapes:
+        ``init(params)`` for parameters with ``N`` coordinates in all returns state tensors
+        ``[num_layers, N, hidden_size]``; ``update`` returns updates shaped like ``grads``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 20,
+        num_layers: int = 2,
+        preprocess_p: float = 10.0,
+        output_scale: float = 0.1,
+        learn_output_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        if hidden_size < 1 or num_layers < 1:
+            raise ValueError(f"hidden_size and num_layers must be >= 1, got {hidden_size} and {num_layers}")
+        if preprocess_p < 0:
+            raise ValueError(f"preprocess_p must be >= 0 (0 disables preprocessing), got {preprocess_p}")
+        if not output_scale > 0:
+            raise ValueError(f"output_scale must be > 0, got {output_scale}")
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.preprocess_p = float(preprocess_p)
+        self.learn_output_scale = learn_output_scale
+        in_features = 2 if preprocess_p > 0 else 1
+        self.cells = nn.ModuleList(
+            [nn.LSTMCell(in_features if i == 0 else hidden_size, hidden_size) for i in range(num_layers)]
+        )
+        self.readout = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.readout.weight)
+        nn.init.zeros_(self.readout.bias)
+        log_scale = torch.tensor(math.log(output_scale))
+        if learn_output_scale:
+            self.log_output_scale = nn.Parameter(log_scale)
+        else:
+            self.log_output_scale: Tensor
+            self.register_buffer("log_output_scale", log_scale)
+
+    @property
+    def output_scale(self) -> Tensor:
+        return self.log_output_scale.exp()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "preprocess_p": self.preprocess_p,
+            "output_scale": float(self.output_scale.detach()),
+            "learn_output_scale": self.learn_output_scale,
+        }
+
+    def init(self, params: Sequence[Tensor]) -> LSTMOptimizerState:
+        """Zero hidden and cell states for every coordinate of ``params`` (detached plain tensors)."""
+        n = sum(p.numel() for p in params)
+        ref = params[0]
+        zeros = torch.zeros(self.num_layers, n, self.hidden_size, dtype=ref.dtype, device=ref.device)
+        return LSTMOptimizerState(hidden=zeros, cell=zeros.clone())
+
+    def update(
+        self,
+        grads: Sequence[Tensor],
+        state: LSTMOptimizerState,
+        params: Optional[Sequence[Tensor]] = None,
+        loss: Optional[Tensor] = None,
+    ) -> tuple[list[Tensor], LSTMOptimizerState]:
+        """One step for all coordinates at once.
+
+        Args:
+            grads: gradients shaped like the parameters (``N`` coordinates in all).
+            state: from :meth:`init` or a previous :meth:`update`.
+            params: unused (the update of Andrychowicz et al. sees only gradients).
+            loss: unused.
+
+        Returns:
+            ``(updates, new_state)``: updates shaped like ``grads``; new parameters are
+            ``params + updates``.
+        """
+        flat = flatten(grads)
+        if state.hidden.shape[1] != flat.numel():
+            raise ValueError(
+                f"optimizer state holds {state.hidden.shape[1]} coordinates but the gradients have {flat.numel()}; "
+                "call init(params) for these parameters"
+            )
+        x = preprocess_gradients(flat, self.preprocess_p) if self.preprocess_p > 0 else flat.unsqueeze(-1)
+        hs, cs = [], []
+        for layer, cell in enumerate(self.cells):
+            h, c = cell(x, (state.hidden[layer], state.cell[layer]))
+            hs.append(h)
+            cs.append(c)
+            x = h
+        step = self.readout(x).squeeze(-1) * self.output_scale
+        return unflatten(step, grads), LSTMOptimizerState(torch.stack(hs), torch.stack(cs))
+
+
+_REGISTRY: dict[str, type] = {"CoordinatewiseLSTMOptimizer": CoordinatewiseLSTMOptimizer}
+
+
+def register_meta_optimizer(cls: type) -> type:
+    """Make a :class:`MetaOptimizer` subclass loadable by :func:`load_meta_optimizer`."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def load_meta_optimizer(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> MetaOptimizer:
+    """Rebuild a meta-trained optimizer saved by :meth:`MetaOptimizer.save` (``weights_only=True``)."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path} is not a learned-optimizer checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
+            "save one with MetaOptimizer.save(path) or rnnmeta.optim.meta_train"
+        )
+    name = payload["class"]
+    if name not in _REGISTRY:
+        raise ValueError(f"{path} holds an optimizer of unknown class {name!r}; known: {sorted(_REGISTRY)}")
+    module = _REGISTRY[name](**payload["config"])
+    module.load_state_dict(payload["state_dict"])
+    return module

@@ -1,0 +1,95 @@
+"""A meta-trained update rule as an ordinary ``torch.optim.Optimizer`` for any ``nn.Module``.
+
+::
+
+    opt = LSTMOptimizer.from_checkpoint(model.parameters(), "quadratic_lstm.pt")
+    for x, y in data:
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+
+The meta-parameters are frozen here (the update runs under ``torch.no_grad``); the per-coordinate
+state of the learned rule lives in ``self.state[p]`` as plain tensors, so ``state_dict()`` /
+``load_state_dict()`` work as for any torch optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from rnnmeta.optim.lstm_optimizer import MetaOptimizer, PathLike, load_meta_optimizer
+
+
+class LSTMOptimizer(torch.optim.Optimizer):
+    """Train a model with a learned update rule (Andrychowicz et al. 2016; Ravi & Larochelle 2017).
+
+    Each parameter is updated by ``meta_optimizer.update([p.grad], state, [p], loss)``; the rule
+    is coordinatewise, so updating parameters one at a time gives the same result as updating
+    them together. When ``step`` gets a closure, its loss is passed to the rule (the
+    Ravi & Larochelle gates read it); otherwise the rule sees no loss.
+
+    Args:
+        params: parameters or parameter groups, as for any torch optimizer.
+        meta_optimizer: a :class:`~rnnmeta.optim.MetaOptimizer` (coordinatewise LSTM or
+            Ravi & Larochelle update), typically meta-trained by :func:`rnnmeta.optim.meta_train`.
+    """
+
+    def __init__(self, params: Iterable[Union[Tensor, dict[str, Any]]], meta_optimizer: MetaOptimizer) -> None:
+        if not isinstance(meta_optimizer, MetaOptimizer):
+            raise TypeError(
+                f"meta_optimizer must be an rnnmeta.optim.MetaOptimizer, got {type(meta_optimizer).__name__}"
+            )
+        super().__init__(params, defaults={})
+        self.meta_optimizer = meta_optimizer
+        weights = list(meta_optimizer.parameters()) + list(meta_optimizer.buffers())
+        self._dtype = weights[0].dtype if weights else torch.get_default_dtype()
+
+    @classmethod
+    def from_checkpoint(
+        cls, params: Iterable[Union[Tensor, dict[str, Any]]], path: PathLike, map_location: Union[str, torch.device] = "cpu"
+    ) -> "LSTMOptimizer":
+        """Build the optimizer from a file written by :meth:`MetaOptimizer.save` / ``meta_train``."""
+        return cls(params, load_meta_optimizer(path, map_location=map_location))
+
+    def _state_type(self, p: Tensor) -> type:
+        return type(self.meta_optimizer.init([p.new_zeros(1, dtype=self._dtype)]))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:  # type: ignore[override]
+        """Apply one learned update to every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        loss_in = None if loss is None else loss.detach().to(self._dtype).reshape(())
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("LSTMOptimizer does not support sparse gradients")
+                device = p.device
+                if next(iter(self.meta_optimizer.parameters()), p).device != device:
+                    self.meta_optimizer.to(device)
+                grad = p.grad.to(self._dtype)
+                value = p.detach().to(self._dtype)
+                st = self.state[p]
+                if "step" not in st:
+                    rule_state = self.meta_optimizer.init([value])
+                    st["step"] = 0
+                else:
+                    cls = self._state_type(p)
+                    rule_state = cls(**{f.name: st[f.name] for f in dataclasses.fields(cls)})
+                (update,), rule_state = self.meta_optimizer.update(
+                    [grad], rule_state, [value], None if loss_in is None else loss_in.to(device)
+                )
+                p.add_(update.to(p.dtype))
+                for f in dataclasses.fields(rule_state):
+                    st[f.name] = getattr(rule_state, f.name)
+                st["step"] += 1
+        return loss
