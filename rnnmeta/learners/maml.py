@@ -1,0 +1,294 @@
+"""MAML (Finn et al. 2017), first-order MAML and Meta-SGD (Li et al. 2017).
+
+The model is a backbone plus a linear head. For every task, ``inner_steps`` steps of gradient
+descent on the support loss turn the meta-parameters ``theta`` into task weights ``theta'``::
+
+    theta'_0 = theta,   theta'_{k+1} = theta'_k - alpha * grad L_support(theta'_k)
+
+and the queries are predicted with ``theta'``. The meta-gradient of the query loss flows back
+through the inner loop: exactly (second order, ``create_graph=True``) or with the inner
+gradients treated as constants (first order: the meta-gradient is the query gradient at
+``theta'``). ``alpha`` is one scalar, or a learned tensor per parameter (Meta-SGD).
+
+Batching: with the default backbones (:class:`~rnnmeta.nets.Conv4`, :class:`~rnnmeta.nets.MLP`)
+all ``B`` tasks run at once. Each parameter is stacked into ``[B, *shape]``; a convolution
+runs once for all tasks as a grouped convolution (tasks as groups: activations
+``[N, B*C, H, W]``, ``groups=B``), batch norm over that layout normalises each task's channels
+with the task's own statistics, and linear layers are batched matmuls. Any other backbone
+falls back to a per-task loop of :func:`torch.func.functional_call`. Both give the same
+losses and gradients (see ``tests/test_maml.py``).
+
+References:
+    C. Finn, P. Abbeel, S. Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+    Networks. ICML 2017.
+    Z. Li, F. Zhou, F. Chen, H. Li. Meta-SGD: Learning to Learn Quickly for Few-Shot
+    Learning. arXiv:1707.09835, 2017.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from rnnmeta.episode import CLASSIFICATION
+from rnnmeta.learners.base import MetaLearner
+from rnnmeta.nets import MLP, Conv4
+
+Params = dict[str, Tensor]
+
+
+def maml_update(params: Params, grads: Params, lrs: dict[str, Tensor] | float) -> Params:
+    """One step of gradient descent on a dict of (possibly task-stacked) weights."""
+    if isinstance(lrs, float):
+        return {n: p - lrs * grads[n] for n, p in params.items()}
+    return {n: p - lrs[n] * grads[n] for n, p in params.items()}
+
+
+def _batched_layers(backbone: nn.Module, head: nn.Linear) -> Optional[list[tuple[str, nn.Module]]]:
+    """``(name prefix, layer)`` in execution order when every layer can run task-batched, else None."""
+    if isinstance(backbone, Conv4):
+        layers = [(f"backbone.blocks.{i}", m) for i, m in enumerate(backbone.blocks)]
+    elif isinstance(backbone, MLP):
+        layers = [(f"backbone.layers.{i}", m) for i, m in enumerate(backbone.layers)]
+    else:
+        return None
+    ok = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.MaxPool2d)
+    if not all(isinstance(m, ok) for _, m in layers):
+        return None
+    if any(isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or m.groups != 1) for _, m in layers):
+        return None
+    return layers + [("head", head)]
+
+
+def batched_forward(layers: list[tuple[str, nn.Module]], params: Params, x: Tensor) -> Tensor:
+    """Run ``B`` tasks with their own weights at once.
+
+    Args:
+        layers: from :func:`_batched_layers`.
+        params: name -> ``[B, *shape]`` stacked task weights.
+        x: ``[B, N, *x_shape]`` inputs (images ``[B, N, C, H, W]`` or features ``[B, N, F]``).
+
+    Returns:
+        ``[B, N, out]``.
+    """
+    B, N = x.shape[:2]
+    if x.dim() == 5:  # images: tasks become channel groups, [N, B*C, H, W]
+        x = x.transpose(0, 1).reshape(N, B * x.shape[2], *x.shape[3:])
+    for name, m in layers:
+        if isinstance(m, nn.Conv2d):
+            w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
+            x = F.conv2d(
+                x, w.flatten(0, 1), None if b is None else b.flatten(), m.stride, m.padding, m.dilation, groups=B
+            )
+        elif isinstance(m, nn.BatchNorm2d):
+            # per (task, channel) statistics over the task's own images: batch norm in training mode
+            w, b = params.get(f"{name}.weight"), params.get(f"{name}.bias")
+            x = F.batch_norm(
+                x, None, None, None if w is None else w.flatten(), None if b is None else b.flatten(), True, 0.0, m.eps
+            )
+        elif isinstance(m, nn.Linear):
+            if x.dim() == 4:  # leave the conv layout: [N, B*C, h, w] -> [B, N, C*h*w]
+                x = x.reshape(N, B, -1).transpose(0, 1)
+            w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
+            out = torch.bmm(x, w.transpose(1, 2))
+            x = out if b is None else out + b.unsqueeze(1)
+        else:  # ReLU, MaxPool2d act on any layout
+            x = m(x)
+    return x
+
+
+class MAML(MetaLearner):
+    """Model-Agnostic Meta-Learning: second order, first order, or Meta-SGD.
+
+    Batch norm always uses the batch statistics of the examples being predicted, per task (no
+    running statistics), as in the paper. This makes MAML **transductive**: a query's
+    prediction depends on the other queries of its task in the same call. The support loss is
+    likewise computed with support-batch statistics.
+
+    At evaluation (``not self.training``) the inner loop uses ``eval_inner_steps`` and
+    ``eval_inner_lr`` and builds no graph that outlives the call: inner gradients are taken
+    without ``create_graph``, the adapted weights are detached and the predictions do not
+    require grad, so thousands of evaluation episodes run in flat memory.
+
+    Args:
+        backbone: embedding network ``[..., *x_shape] -> [..., out_features]`` (must expose
+            ``out_features``). Default: ``Conv4(in_channels, 64, image_size)`` for
+            classification, ``MLP(in_channels, [40, 40])`` for regression (the paper's nets).
+            Batch norm layers must not track running statistics.
+        first_order: drop the second-order term (inner gradients become constants).
+        inner_steps: inner gradient steps in training (paper, Omniglot 5-way: 1).
+        inner_lr: inner learning rate ``alpha`` (paper: 0.4 Omniglot, 0.01 sinusoid); the
+            initial value of the learned rates with ``learn_inner_lr``.
+        eval_inner_steps: inner steps at evaluation; default ``inner_steps`` (paper: 3).
+        eval_inner_lr: inner learning rate at evaluation; default ``inner_lr``. Not allowed
+            with ``learn_inner_lr`` (the learned rates are used).
+        learn_inner_lr: Meta-SGD: meta-learn one inner learning rate per weight.
+        batch_tasks: run all tasks at once (grouped convolutions) when the backbone allows it;
+            ``False`` forces the per-task loop. Both compute the same values; which is faster
+            depends on the machine (see docs/MAML.md).
+        in_channels: image channels (classification) or input features (regression) of the
+            default backbone.
+        image_size: image side of the default Conv4.
+        kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
+        lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.MetaLearner`.
+
+    Shapes:
+        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
+        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+
+    Example:
+        >>> learner = MAML(inner_steps=1, inner_lr=0.4, eval_inner_steps=3, n_way=5)
+        >>> logits = learner(support_x, support_y, query_x)   # [B, M, 5]
+
+    References:
+        Finn, Abbeel, Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+        Networks. ICML 2017. Li, Zhou, Chen, Li. Meta-SGD. arXiv:1707.09835, 2017.
+    """
+
+    needs_grad_at_eval = True
+
+    def __init__(
+        self,
+        backbone: Optional[nn.Module] = None,
+        first_order: bool = False,
+        inner_steps: int = 1,
+        inner_lr: float = 0.4,
+        eval_inner_steps: Optional[int] = None,
+        eval_inner_lr: Optional[float] = None,
+        learn_inner_lr: bool = False,
+        batch_tasks: bool = True,
+        in_channels: int = 1,
+        image_size: int = 28,
+        kind: Literal["classification", "regression"] = "classification",
+        n_way: int = 5,
+        target_dim: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
+        lr_warmup_steps: int = 0,
+        lr_step_size: int = 10_000,
+        lr_gamma: float = 0.5,
+        grad_clip_norm: float = 0.0,
+    ) -> None:
+        super().__init__(
+            kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size, lr_gamma, grad_clip_norm
+        )
+        self.save_hyperparameters()
+        eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
+        if inner_steps < 0 or eval_inner_steps < 0:
+            raise ValueError(f"inner_steps and eval_inner_steps must be >= 0, got {inner_steps} and {eval_inner_steps}")
+        if not inner_lr > 0 or (eval_inner_lr is not None and not eval_inner_lr > 0):
+            raise ValueError(f"inner_lr and eval_inner_lr must be > 0, got {inner_lr} and {eval_inner_lr}")
+        if learn_inner_lr and eval_inner_lr is not None:
+            raise ValueError("eval_inner_lr cannot be set with learn_inner_lr=True: evaluation uses the learned rates")
+        if backbone is None:
+            backbone = Conv4(in_channels, 64, image_size) if kind == CLASSIFICATION else MLP(in_channels, [40, 40])
+        if not isinstance(getattr(backbone, "out_features", None), int):
+            raise ValueError(f"backbone {type(backbone).__name__} must expose an int attribute out_features")
+        for name, m in backbone.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                raise ValueError(
+                    f"backbone.{name} tracks running statistics; MAML uses per-task batch statistics: "
+                    "build it with track_running_stats=False"
+                )
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_features, self.output_dim)
+        self.first_order = first_order
+        self.inner_steps, self.inner_lr = inner_steps, inner_lr
+        self.eval_inner_steps = eval_inner_steps
+        self.eval_inner_lr = inner_lr if eval_inner_lr is None else eval_inner_lr
+        self.learn_inner_lr = learn_inner_lr
+        # Meta-SGD rates, one tensor per weight, stored flat as "<param name with / for .>"
+        self.inner_lrs = nn.ParameterDict(
+            {n.replace(".", "/"): nn.Parameter(torch.full_like(p, inner_lr)) for n, p in self._weights().items()}
+            if learn_inner_lr
+            else {}
+        )
+        self._layers = _batched_layers(self.backbone, self.head) if batch_tasks else None
+
+    # ------------------------------------------------------------------ model
+    def _weights(self) -> Params:
+        """The adapted weights: backbone and head parameters, by name."""
+        return {n: p for n, p in self.named_parameters() if n.startswith(("backbone.", "head."))}
+
+    def _lrs(self) -> dict[str, Tensor] | float:
+        if self.learn_inner_lr:
+            return {n.replace("/", "."): p for n, p in self.inner_lrs.items()}
+        return self.inner_lr if self.training else self.eval_inner_lr
+
+    def predict(self, params: Params, x: Tensor) -> Tensor:
+        """Predictions ``[B, N, out]`` for inputs ``x [B, N, *x]`` with stacked task weights ``[B, *shape]``."""
+        if self._layers is not None:
+            return batched_forward(self._layers, params, x)
+        outs = []
+        for t in range(x.shape[0]):
+            task = {n: p[t] for n, p in params.items()}
+            outs.append(self._task_forward(task, x[t]))
+        return torch.stack(outs)
+
+    def _task_forward(self, task: Params, x: Tensor) -> Tensor:
+        feats = functional_call(self.backbone, {n[9:]: p for n, p in task.items() if n.startswith("backbone.")}, (x,))
+        return F.linear(feats, task["head.weight"], task.get("head.bias"))
+
+    # ------------------------------------------------------------------ inner loop
+    def adapt_weights(self, support_x: Tensor, support_y: Tensor) -> Params:
+        """Run the inner loop for every task: stacked adapted weights ``[B, *shape]`` by name."""
+        B = support_x.shape[0]
+        steps = self.inner_steps if self.training else self.eval_inner_steps
+        lrs = self._lrs()
+        if self.training:
+            second_order = not self.first_order
+            params = {n: p.expand(B, *p.shape) for n, p in self._weights().items()}
+        else:  # evaluation: nothing of the graph outlives a step
+            second_order = False
+            params = {n: p.detach().expand(B, *p.shape).requires_grad_() for n, p in self._weights().items()}
+            if isinstance(lrs, dict):
+                lrs = {n: r.detach() for n, r in lrs.items()}
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = self.task_losses(self.predict(params, support_x), support_y).sum()  # sum: per-task gradients
+                grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=second_order)))
+                params = maml_update(params, grads, lrs)
+                if not self.training:
+                    params = {n: p.detach().requires_grad_() for n, p in params.items()}
+        return params
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        self.check_inputs(support_x, support_y, query_x)
+        return self._adapt(support_x, support_y)(query_x)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> "AdaptedMAML":
+        """Fine-tune on the support set and return a predictor holding the adapted weights.
+
+        In evaluation mode the weights are detached (no graph); in training mode they keep the
+        graph to the meta-parameters. Batch norm uses the statistics of each query batch passed
+        to the predictor (transductive, as in the paper).
+        """
+        self.check_inputs(support_x, support_y)
+        return self._adapt(support_x, support_y)
+
+    def _adapt(self, support_x: Tensor, support_y: Tensor) -> "AdaptedMAML":
+        with torch.inference_mode(False), torch.enable_grad():
+            if support_x.is_inference():  # tensors made under inference mode cannot be saved for backward
+                support_x, support_y = support_x.clone(), support_y.clone()
+            params = self.adapt_weights(support_x, support_y)
+        if not self.training:
+            params = {n: p.detach() for n, p in params.items()}
+        return AdaptedMAML(self, params)
+
+
+class AdaptedMAML:
+    """Predictor with task weights adapted by :meth:`MAML.adapt`: ``query_x [B, M, *x] -> preds``."""
+
+    def __init__(self, learner: MAML, params: Params) -> None:
+        self.learner, self.params = learner, params
+
+    def __call__(self, query_x: Tensor) -> Tensor:
+        if self.learner.training:
+            return self.learner.predict(self.params, query_x)
+        with torch.no_grad():
+            return self.learner.predict(self.params, query_x)

@@ -1,0 +1,237 @@
+"""SNAIL: a Simple Neural Attentive meta-Learner (Mishra, Rohaninejad, Chen & Abbeel, ICLR 2018).
+
+SNAIL reads a task as one sequence: the ``S = N * K`` labelled support examples, each as its
+embedding concatenated with its one-hot label, then the query with an all-zero label. A causal
+stack of temporal-convolution (TC) and attention blocks (:mod:`rnnmeta.learners.snail_blocks`)
+runs over the sequence and the prediction is read at the query's position. The network's only
+memory is the sequence itself.
+
+Queries are answered independently: the support prefix is encoded once (every block's state
+after the prefix is cached) and the ``M`` queries of a task are answered in one batched pass as
+``M`` independent next steps, each reading the support set and itself only. The result equals
+running one sequence ``support + [query]`` per query (:meth:`SNAIL.forward_naive`), at a
+fraction of the cost.
+
+Reference:
+    N. Mishra, M. Rohaninejad, X. Chen, P. Abbeel. A Simple Neural Attentive Meta-Learner.
+    ICLR 2018. https://arxiv.org/abs/1707.03141
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnmeta.episode import CLASSIFICATION
+from rnnmeta.learners.base import MetaLearner
+from rnnmeta.learners.snail_blocks import BlockState, SNAILNetwork, map_state
+from rnnmeta.nets import MLP, Conv4
+
+
+class SNAILPredictor:
+    """Answers query batches of the tasks whose support set was encoded by :meth:`SNAIL.adapt`.
+
+    Holds the cached per-block states of the support prefix (and, when built with gradients
+    enabled, the graph to the learner's parameters); never re-reads the support set.
+
+    Shapes:
+        ``query_x [B, M, *x_shape] -> [B, M, n_way]`` logits or ``[B, M, d_y]``.
+    """
+
+    def __init__(self, learner: "SNAIL", states: list[BlockState], batch_size: int, x_shape: tuple[int, ...]) -> None:
+        self.learner, self.states = learner, states
+        self.batch_size, self.x_shape = batch_size, x_shape
+
+    def __call__(self, query_x: Tensor) -> Tensor:
+        if query_x.dim() < 3 or query_x.shape[0] != self.batch_size or tuple(query_x.shape[2:]) != self.x_shape:
+            raise ValueError(
+                f"query_x must be [B={self.batch_size}, M, *{list(self.x_shape)}] like the adapted support set, "
+                f"got {list(query_x.shape)}"
+            )
+        return self.learner.answer(self.states, query_x)
+
+    def detach(self) -> "SNAILPredictor":
+        """A copy whose cached states are cut from the autograd graph."""
+        return SNAILPredictor(self.learner, map_state(self.states, Tensor.detach), self.batch_size, self.x_shape)
+
+
+class SNAIL(MetaLearner):
+    """SNAIL few-shot learner for classification and regression.
+
+    Each sequence step is ``concat(embedding(x), label)`` where the label is the one-hot class
+    (classification; all zeros for the query) or ``concat(y, 1)`` (regression: the target and a
+    "labelled" flag; all zeros for the query, so a target of 0 is not mistaken for a query).
+    The stack is ``Attention(k_0, v_0), TC(T, f_0), Attention(k_1, v_1), ...``, then a linear
+    map (1x1 convolution) to the output width. The defaults are the Omniglot layout:
+    Attention(64, 32), TC(T, 128), Attention(256, 128), TC(T, 128), Attention(512, 256).
+
+    ``T = n_way * max_shots + 1`` (classification) or ``max_shots + 1`` (regression, where
+    ``max_shots`` counts support points), so one model serves every ``K <= max_shots``: the
+    convolutions pad on the left only, so a shorter sequence needs no padding or mask. All tasks
+    of a batch share ``K``; ``K`` may change from batch to batch.
+
+    Independence of queries holds exactly for the sequence model. A backbone with batch
+    normalisation in training mode normalises a batch of images by its own statistics; the
+    default Conv4 therefore tracks running statistics, so that in evaluation mode each query's
+    embedding (and hence its answer) depends on that query and the support set alone.
+
+    Args:
+        backbone: embedding network ``[..., *x_shape] -> [..., E]``; ``None`` gives
+            ``Conv4(track_running_stats=True)`` (classification, 28x28 grey images) or
+            ``MLP(1, [40, 40])`` (regression on scalar inputs).
+        max_shots: largest ``K`` the model must handle (sets ``T``).
+        key_sizes: key (and query) size of each attention block.
+        value_sizes: value size of each attention block (same length as ``key_sizes``).
+        tc_filters: filters per dense block of each TC block (``len(key_sizes) - 1`` entries).
+        embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
+        kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
+        lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.base.MetaLearner`.
+
+    Shapes:
+        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
+        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``, with ``S <= T - 1``.
+
+    Example::
+
+        learner = SNAIL(n_way=5, max_shots=5)
+        logits = learner(support_x, support_y, query_x)          # [B, M, 5]
+        predict = learner.adapt(support_x, support_y)            # support encoded once
+        more_logits = predict(other_query_x)
+    """
+
+    def __init__(
+        self,
+        backbone: Optional[nn.Module] = None,
+        max_shots: int = 5,
+        key_sizes: list[int] = [64, 256, 512],  # noqa: B006
+        value_sizes: list[int] = [32, 128, 256],  # noqa: B006
+        tc_filters: list[int] = [128, 128],  # noqa: B006
+        embedding_dim: int = 0,
+        kind: Literal["classification", "regression"] = "classification",
+        n_way: int = 5,
+        target_dim: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
+        lr_warmup_steps: int = 0,
+        lr_step_size: int = 10_000,
+        lr_gamma: float = 0.5,
+        grad_clip_norm: float = 0.0,
+    ) -> None:
+        super().__init__(
+            kind=kind,
+            n_way=n_way,
+            target_dim=target_dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            lr_warmup_steps=lr_warmup_steps,
+            lr_step_size=lr_step_size,
+            lr_gamma=lr_gamma,
+            grad_clip_norm=grad_clip_norm,
+        )
+        self.save_hyperparameters()
+        if max_shots < 1:
+            raise ValueError(f"max_shots must be >= 1, got {max_shots}")
+        if backbone is None:
+            backbone = Conv4(track_running_stats=True) if kind == CLASSIFICATION else MLP(in_features=1, hidden=[40, 40])
+        embed = int(getattr(backbone, "out_features", 0) or embedding_dim)
+        if embed < 1:
+            raise ValueError(
+                f"SNAIL needs the embedding size: {type(backbone).__name__} has no out_features, so pass embedding_dim >= 1"
+            )
+        self.backbone = backbone
+        self.embedding_dim = embed
+        self.max_shots = max_shots
+        self.label_channels = n_way if kind == CLASSIFICATION else target_dim + 1
+        self.seq_len = (n_way if kind == CLASSIFICATION else 1) * max_shots + 1
+        self.network = SNAILNetwork(
+            in_channels=embed + self.label_channels,
+            seq_len=self.seq_len,
+            out_features=self.output_dim,
+            key_sizes=list(key_sizes),
+            value_sizes=list(value_sizes),
+            tc_filters=list(tc_filters),
+        )
+
+    # --------------------------------------------------------------- sequence
+    def _check(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> None:
+        self.check_inputs(support_x, support_y)
+        if query_x.dim() != support_x.dim() or query_x.shape[0] != support_x.shape[0] or query_x.shape[2:] != support_x.shape[2:]:
+            raise ValueError(
+                f"query_x must be [B, M, *x_shape] matching support_x {list(support_x.shape)} in B and x_shape, "
+                f"got {list(query_x.shape)}"
+            )
+
+    def _check_length(self, n_support: int) -> None:
+        if n_support + 1 > self.seq_len:
+            raise ValueError(
+                f"SNAIL was built for sequences of at most T={self.seq_len} steps (max_shots={self.max_shots}), "
+                f"but a support set of {n_support} examples plus the query needs {n_support + 1}; raise max_shots"
+            )
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Backbone embedding ``[B, L, *x_shape] -> [B, L, E]``."""
+        b, n = x.shape[:2]
+        e = self.backbone(x.reshape(b * n, *x.shape[2:]))
+        if e.shape[-1] != self.embedding_dim or e.numel() != b * n * self.embedding_dim:
+            raise ValueError(
+                f"backbone output {list(e.shape)} does not match embedding_dim={self.embedding_dim} per example"
+            )
+        return e.reshape(b, n, self.embedding_dim)
+
+    def support_steps(self, support_x: Tensor, support_y: Tensor) -> Tensor:
+        """Sequence steps of the support set: ``concat(embedding, label channels)`` ``[B, S, C]``."""
+        e = self.embed(support_x)
+        if self.kind == CLASSIFICATION:
+            label = F.one_hot(support_y, self.n_way).to(e.dtype)
+        else:
+            y = support_y.to(e.dtype)
+            label = torch.cat([y, torch.ones_like(y[..., :1])], dim=-1)
+        return torch.cat([e, label], dim=-1)
+
+    def query_steps(self, query_x: Tensor) -> Tensor:
+        """Sequence steps of the queries: ``concat(embedding, zeros)`` ``[B, M, C]``."""
+        e = self.embed(query_x)
+        return torch.cat([e, e.new_zeros(*e.shape[:2], self.label_channels)], dim=-1)
+
+    # ---------------------------------------------------------------- answers
+    def encode_support(self, support_x: Tensor, support_y: Tensor) -> list[BlockState]:
+        """Run the causal network over the support prefix once; the per-block states."""
+        self._check_length(support_x.shape[1])
+        return self.network.encode(self.support_steps(support_x, support_y))
+
+    def answer(self, states: list[BlockState], query_x: Tensor) -> Tensor:
+        """Predictions ``[B, M, out]`` for ``M`` queries, each the next step after the encoded support."""
+        return self.network.step(self.query_steps(query_x), states)
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        self._check(support_x, support_y, query_x)
+        if query_x.shape[1] == 1:  # one query: its one sequence is cheaper than encode + step
+            return self.forward_naive(support_x, support_y, query_x)
+        return self.answer(self.encode_support(support_x, support_y), query_x)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> SNAILPredictor:
+        """Encode the support set once; the predictor answers any later query batch from the cache."""
+        self.check_inputs(support_x, support_y)
+        states = self.encode_support(support_x, support_y)
+        return SNAILPredictor(self, states, support_x.shape[0], tuple(support_x.shape[2:]))
+
+    def forward_naive(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """Reference answer: one full sequence ``support + [query]`` per query (``B * M`` sequences).
+
+        Equal to :meth:`forward` up to rounding, at ``M`` times the sequence cost; kept for
+        tests and benchmarks.
+        """
+        self._check(support_x, support_y, query_x)
+        self._check_length(support_x.shape[1])
+        sup = self.support_steps(support_x, support_y)  # [B, S, C]
+        qry = self.query_steps(query_x)  # [B, M, C]
+        b, s, c = sup.shape
+        m = qry.shape[1]
+        seqs = torch.cat([sup.unsqueeze(1).expand(b, m, s, c), qry.unsqueeze(2)], dim=2)  # [B, M, S + 1, C]
+        out = self.network(seqs.reshape(b * m, s + 1, c))[:, -1]  # read at the query's position
+        return out.reshape(b, m, -1)

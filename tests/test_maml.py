@@ -1,0 +1,282 @@
+"""MAML: the contract, exact meta-gradients against a float64 per-task reference, first order,
+Meta-SGD, evaluation without graphs, argument checks, and learning on real Omniglot."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from rnnmeta.learners.maml import MAML
+from rnnmeta.nets import MLP, Conv4
+from tests.helpers import finite_difference_grad, short_omniglot_run
+
+B, N_WAY, SIDE = 3, 3, 16
+
+
+def small_maml(**kw) -> MAML:
+    kw.setdefault("backbone", Conv4(1, 4, SIDE))
+    return MAML(n_way=N_WAY, **kw).double()
+
+
+def cls_batch(k_shot: int = 2, m: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.rand(B, N_WAY * k_shot, 1, SIDE, SIDE, generator=g, dtype=torch.float64)
+    sy = torch.arange(N_WAY).repeat_interleave(k_shot).repeat(B, 1)
+    qx = torch.rand(B, m, 1, SIDE, SIDE, generator=g, dtype=torch.float64)
+    qy = torch.randint(0, N_WAY, (B, m), generator=g)
+    return sx, sy, qx, qy
+
+
+def reg_batch(k: int = 5, m: int = 7, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    sx, qx = torch.rand(B, k, 1, generator=g) * 10 - 5, torch.rand(B, m, 1, generator=g) * 10 - 5
+    return sx, torch.sin(sx), qx, torch.sin(qx)
+
+
+def weights(learner: MAML) -> list[torch.Tensor]:
+    return [p for n, p in learner.named_parameters() if not n.startswith("inner_lrs")]
+
+
+def meta_loss(learner: MAML, batch) -> torch.Tensor:
+    sx, sy, qx, qy = batch
+    return learner.task_losses(learner(sx, sy, qx), qy).mean()
+
+
+def meta_grads(learner: MAML, batch) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(meta_loss(learner, batch), list(learner.parameters())))
+
+
+def reference(learner: MAML, batch, steps: int, lr: float, second_order: bool = True, loss=F.cross_entropy):
+    """Textbook per-task MAML on the learner's own modules (nn.BatchNorm2d with batch statistics)."""
+    sx, sy, qx, qy = batch
+    model = nn.Sequential(learner.backbone, learner.head)
+    total = 0.0
+    for t in range(sx.shape[0]):
+        fast = dict(model.named_parameters())
+        for _ in range(steps):
+            inner = loss(functional_call(model, fast, (sx[t],)), sy[t])
+            grads = torch.autograd.grad(inner, list(fast.values()), create_graph=second_order)
+            fast = {n: p - lr * g for (n, p), g in zip(fast.items(), grads)}
+        total = total + loss(functional_call(model, fast, (qx[t],)), qy[t]) / sx.shape[0]
+    return total, list(torch.autograd.grad(total, list(model.parameters())))
+
+
+# ------------------------------------------------------------------ contract
+def test_classification_shapes_and_default_backbone():
+    learner = MAML(n_way=5)
+    assert isinstance(learner.backbone, Conv4) and learner.head.out_features == 5
+    sx, sy = torch.rand(2, 5, 1, 28, 28), torch.arange(5).repeat(2, 1)
+    out = learner(sx, sy, torch.rand(2, 7, 1, 28, 28))
+    assert out.shape == (2, 7, 5) and out.requires_grad
+
+
+def test_regression_shapes_and_default_backbone():
+    learner = MAML(kind="regression", target_dim=1, inner_lr=0.01)
+    assert isinstance(learner.backbone, MLP) and learner.backbone.out_features == 40
+    sx, sy, qx, _ = reg_batch()
+    assert learner(sx, sy, qx).shape == (B, 7, 1)
+
+
+def test_adapt_returns_predictor_matching_forward():
+    learner = small_maml(inner_steps=2).eval()
+    sx, sy, qx, _ = cls_batch()
+    predictor = learner.adapt(sx, sy)
+    assert torch.allclose(predictor(qx), learner(sx, sy, qx))
+    assert predictor(qx[:, :1]).shape == (B, 1, N_WAY)
+
+
+# ------------------------------------------------------------------ meta-gradients
+@pytest.mark.parametrize("steps", [1, 2])
+def test_second_order_meta_gradient_matches_float64_per_task_reference(steps):
+    torch.manual_seed(0)
+    learner = small_maml(inner_steps=steps, inner_lr=0.4)
+    batch = cls_batch()
+    loss = meta_loss(learner, batch)
+    ours = torch.autograd.grad(loss, weights(learner))
+    ref_loss, ref = reference(learner, batch, steps, 0.4)
+    assert torch.allclose(loss, ref_loss, rtol=0, atol=1e-12)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), (a - b).abs().max()
+    # one meta-step of SGD lands on the same weights
+    for p, a, b in zip(weights(learner), ours, ref):
+        assert torch.allclose(p - 0.1 * a, p - 0.1 * b, rtol=0, atol=1e-7)
+
+
+def test_meta_gradient_matches_finite_differences_and_is_zero_for_bias_before_batch_norm():
+    torch.manual_seed(1)
+    learner = small_maml(inner_steps=1, inner_lr=0.4)
+    batch = cls_batch(m=3)
+    grads = dict(zip([n for n, _ in learner.named_parameters()], meta_grads(learner, batch)))
+    # a conv bias just before batch norm cancels in the normalisation: its true gradient is 0
+    assert isinstance(learner.backbone.blocks[9], nn.BatchNorm2d)
+    assert grads["backbone.blocks.8.bias"].abs().max() < 1e-10
+    names = ["head.bias", "backbone.blocks.13.weight", "backbone.blocks.5.bias"]
+    params = [dict(learner.named_parameters())[n] for n in names]
+    fd = finite_difference_grad(lambda: meta_loss(learner, batch).detach(), params, eps=1e-6)
+    for n, g in zip(names, fd):
+        assert torch.allclose(grads[n], g, rtol=1e-5, atol=1e-7), n
+
+
+def test_first_order_is_second_order_minus_the_dropped_term():
+    torch.manual_seed(2)
+    so, fo = small_maml(inner_lr=0.4), small_maml(inner_lr=0.4, first_order=True)
+    fo.load_state_dict(so.state_dict())
+    batch = cls_batch()
+    sx, sy, qx, qy = batch
+    g_so, g_fo = meta_grads(so, batch), meta_grads(fo, batch)
+    model = nn.Sequential(so.backbone, so.head)
+    theta = dict(model.named_parameters())
+    g_q_total = [torch.zeros_like(p) for p in theta.values()]
+    dropped = [torch.zeros_like(p) for p in theta.values()]
+    for t in range(B):
+        inner = F.cross_entropy(functional_call(model, theta, (sx[t],)), sy[t])
+        g_s = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
+        adapted = {n: (p - 0.4 * g).detach().requires_grad_() for (n, p), g in zip(theta.items(), g_s)}  # leaves
+        g_q = torch.autograd.grad(F.cross_entropy(functional_call(model, adapted, (qx[t],)), qy[t]) / B, list(adapted.values()))
+        hvp = torch.autograd.grad(g_s, list(theta.values()), grad_outputs=g_q)  # H_support g_q
+        for i in range(len(g_q)):
+            g_q_total[i] += g_q[i]
+            dropped[i] += -0.4 * hvp[i]
+    for a_fo, a_so, gq, d in zip(g_fo, g_so, g_q_total, dropped):
+        assert torch.allclose(a_fo, gq, rtol=0, atol=1e-10)
+        assert torch.allclose(a_so - a_fo, d, rtol=0, atol=1e-10)
+    assert max(d.abs().max() for d in dropped) > 1e-4  # the dropped term is not trivially zero here
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+@pytest.mark.parametrize("first_order,learn_lr", [(False, False), (True, False), (False, True)])
+def test_batched_equals_per_task_loop(kind, first_order, learn_lr):
+    torch.manual_seed(3)
+    if kind == "classification":
+        learner, batch = small_maml(inner_steps=2, first_order=first_order, learn_inner_lr=learn_lr), cls_batch()
+    else:
+        learner = MAML(kind="regression", inner_steps=2, inner_lr=0.01, first_order=first_order, learn_inner_lr=learn_lr)
+        learner = learner.double()
+        batch = tuple(t.double() for t in reg_batch())
+    assert learner._layers is not None  # the batched path is in use
+    loss, grads = meta_loss(learner, batch), meta_grads(learner, batch)
+    loop = MAML(**{**learner.hparams, "batch_tasks": False}).double()
+    loop.load_state_dict(learner.state_dict())
+    assert loop._layers is None
+    loss_loop, grads_loop = meta_loss(loop, batch), meta_grads(loop, batch)
+    assert torch.allclose(loss, loss_loop, rtol=0, atol=1e-12)
+    for a, b in zip(grads, grads_loop):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+
+
+def test_custom_backbone_uses_per_task_loop_and_matches_reference():
+    torch.manual_seed(4)
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 8), nn.Tanh())
+    backbone.out_features = 8
+    learner = MAML(backbone=backbone, n_way=N_WAY, inner_lr=0.3).double()
+    assert learner._layers is None
+    batch = cls_batch()
+    ours = torch.autograd.grad(meta_loss(learner, batch), weights(learner))
+    _, ref = reference(learner, batch, 1, 0.3)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+
+
+def test_meta_sgd_learns_per_parameter_inner_rates():
+    torch.manual_seed(5)
+    learner = small_maml(learn_inner_lr=True, inner_lr=0.1)
+    assert len(learner.inner_lrs) == len(weights(learner))
+    params = dict(learner.named_parameters())
+    for name, r in learner.inner_lrs.items():
+        assert r.shape == params[name.replace("/", ".")].shape and torch.allclose(r, torch.full_like(r, 0.1))
+    grads = dict(zip([n for n, _ in learner.named_parameters()], meta_grads(learner, cls_batch())))
+    lr_grads = [g for n, g in grads.items() if n.startswith("inner_lrs")]
+    assert all(torch.isfinite(g).all() for g in lr_grads)
+    assert sum(g.abs().sum() for g in lr_grads) > 0
+    # with every rate equal to inner_lr, Meta-SGD is MAML
+    plain = small_maml(inner_lr=0.1)
+    plain.load_state_dict({k: v for k, v in learner.state_dict().items() if not k.startswith("inner_lrs")})
+    assert torch.allclose(meta_loss(plain, cls_batch()), meta_loss(learner, cls_batch()), atol=1e-12)
+
+
+# ------------------------------------------------------------------ evaluation
+def test_eval_uses_eval_inner_steps_and_lr():
+    torch.manual_seed(6)
+    learner = small_maml(inner_steps=1, inner_lr=0.4, eval_inner_steps=3, eval_inner_lr=0.2).eval()
+    sx, sy, qx, _ = cls_batch()
+    with torch.no_grad():
+        out = learner(sx, sy, qx)
+    ref_learner = small_maml(inner_steps=3, inner_lr=0.2)
+    ref_learner.load_state_dict(learner.state_dict())
+    assert torch.allclose(out, ref_learner(sx, sy, qx), rtol=0, atol=1e-10)
+    one = small_maml(inner_steps=1, inner_lr=0.4)
+    one.load_state_dict(learner.state_dict())
+    assert not torch.allclose(out, one(sx, sy, qx), atol=1e-4)
+    zero = small_maml(eval_inner_steps=0)
+    zero.load_state_dict(learner.state_dict())
+    zero.eval()
+    model = nn.Sequential(zero.backbone, zero.head)
+    assert torch.allclose(zero(sx, sy, qx), torch.stack([model(qx[t]) for t in range(B)]), atol=1e-12)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def test_eval_builds_no_graph_and_memory_stays_flat():
+    torch.manual_seed(7)
+    learner = MAML(backbone=Conv4(1, 8, SIDE), n_way=5, inner_steps=1, eval_inner_steps=3).eval()
+    sx, sy = torch.rand(2, 5, 1, SIDE, SIDE), torch.arange(5).repeat(2, 1)
+    qx = torch.rand(2, 10, 1, SIDE, SIDE)
+    outs = [learner(sx, sy, qx) for _ in range(5)]  # warm up the allocator
+    assert all(not o.requires_grad and o.grad_fn is None for o in outs)
+    assert all(p.grad is None for p in learner.parameters())
+    start = _rss_mib()
+    for _ in range(50):
+        outs.append(learner(sx, sy, qx))  # keep the outputs alive: a leaked graph would come with them
+    assert _rss_mib() - start < 30
+    with torch.inference_mode():  # as under Lightning's test loop
+        assert not learner(sx, sy, qx).requires_grad
+
+
+# ------------------------------------------------------------------ arguments
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"inner_steps": -1}, "inner_steps"),
+        ({"eval_inner_steps": -2}, "eval_inner_steps"),
+        ({"inner_lr": 0.0}, "inner_lr"),
+        ({"inner_lr": -0.1}, "inner_lr"),
+        ({"eval_inner_lr": 0.0}, "eval_inner_lr"),
+        ({"learn_inner_lr": True, "eval_inner_lr": 0.1}, "learn_inner_lr"),
+        ({"backbone": Conv4(1, 4, SIDE, track_running_stats=True)}, "running statistics"),
+        ({"backbone": nn.ReLU()}, "out_features"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        MAML(**kw)
+
+
+def test_hyperparameters_saved_for_checkpoints():
+    learner = MAML(inner_steps=2, eval_inner_steps=5, first_order=True, learn_inner_lr=True)
+    hp = learner.hparams
+    assert hp.inner_steps == 2 and hp.eval_inner_steps == 5 and hp.first_order and hp.learn_inner_lr
+    rebuilt = MAML(**hp)
+    rebuilt.load_state_dict(learner.state_dict())
+
+
+# ------------------------------------------------------------------ learning
+@pytest.mark.slow
+def test_learns_omniglot_far_above_chance():
+    learner = MAML(n_way=5, inner_steps=1, inner_lr=0.4, eval_inner_steps=3, lr=1e-3)
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=8, steps=100, test_episodes=100)
+    assert acc > 0.45, acc
+
+
+def test_bad_inputs_name_the_tensor():
+    learner = small_maml()
+    sx, sy, qx, _ = cls_batch()
+    with pytest.raises(ValueError, match="query_x"):
+        learner(sx, sy, qx[..., :8])
+    with pytest.raises(ValueError, match="support_y"):
+        learner(sx, sy + N_WAY, qx)

@@ -1,0 +1,352 @@
+"""SNAIL: its blocks from first principles, causality, query independence, caching, and learning on Omniglot."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnmeta.learners.snail import SNAIL, SNAILPredictor
+from rnnmeta.learners.snail_blocks import AttentionBlock, DenseBlock, SNAILNetwork, TCBlock
+from rnnmeta.nets import MLP, Conv4
+
+from helpers import short_omniglot_run
+
+
+def small_snail(n_way: int = 3, max_shots: int = 4, dtype=torch.float32, **kw) -> SNAIL:
+    """A small SNAIL on 16x16 images (fast), in evaluation mode."""
+    torch.manual_seed(0)
+    learner = SNAIL(
+        backbone=Conv4(hidden=8, image_size=16, track_running_stats=True),
+        max_shots=max_shots,
+        key_sizes=[8, 12, 16],
+        value_sizes=[4, 8, 8],
+        tc_filters=[8, 8],
+        n_way=n_way,
+        **kw,
+    )
+    return learner.to(dtype).eval()
+
+
+def image_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, side: int = 16, dtype=torch.float32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.rand(b, n_way * k, 1, side, side, generator=g).to(dtype)
+    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
+    qx = torch.rand(b, m, 1, side, side, generator=g).to(dtype)
+    return sx, sy, qx
+
+
+def assert_causal(fn, x: torch.Tensor, t: int) -> None:
+    """Outputs at steps <= t do not move when every input after t changes."""
+    y = fn(x)
+    x2 = x.clone()
+    x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :]) * 10
+    y2 = fn(x2)
+    torch.testing.assert_close(y2[:, : t + 1], y[:, : t + 1], rtol=0, atol=1e-6)
+    assert not torch.allclose(y2[:, t + 1 :], y[:, t + 1 :]), "later steps should see the changed inputs"
+
+
+# ------------------------------------------------------------------ DenseBlock
+@pytest.mark.parametrize("dilation", [1, 2, 4])
+def test_dense_block_matches_its_definition(dilation):
+    torch.manual_seed(0)
+    block = DenseBlock(3, 5, dilation).double()
+    x = torch.randn(2, 9, 3, dtype=torch.float64)
+    y = block(x)
+    assert y.shape == (2, 9, 8)
+    torch.testing.assert_close(y[..., :3], x)  # the input is carried through unchanged
+    w, b = block.conv.weight, block.conv.bias  # [2F, C, 2]
+    for t in range(9):
+        past = x[:, t - dilation] if t >= dilation else torch.zeros_like(x[:, 0])  # zero padding on the left only
+        z = past @ w[:, :, 0].T + x[:, t] @ w[:, :, 1].T + b
+        expected = torch.tanh(z[:, :5]) * torch.sigmoid(z[:, 5:])
+        torch.testing.assert_close(y[:, t, 3:], expected)
+
+
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_dense_block_is_causal(dilation):
+    torch.manual_seed(0)
+    block = DenseBlock(4, 6, dilation)
+    x = torch.randn(3, 10, 4)
+    for t in (0, 2, 7):
+        assert_causal(block, x, t)
+
+
+def test_tc_block_depth_dilations_and_causality():
+    for seq_len, n in ((2, 1), (6, 3), (16, 4), (26, 5), (101, 7)):
+        tc = TCBlock(5, seq_len, 4)
+        assert [b.dilation for b in tc.blocks] == [2**i for i in range(n)]
+        assert tc.out_channels == 5 + 4 * n
+    torch.manual_seed(0)
+    tc = TCBlock(5, 26, 4)
+    x = torch.randn(2, 26, 5)
+    assert tc(x).shape == (2, 26, 5 + 20)
+    for t in (0, 5, 17):
+        assert_causal(tc, x, t)
+    # the receptive field covers the whole sequence: the last step sees the first
+    x2 = x.clone()
+    x2[:, 0] += 1
+    assert not torch.allclose(tc(x2)[:, -1, 5:], tc(x)[:, -1, 5:])
+
+
+# -------------------------------------------------------------- AttentionBlock
+def test_attention_matches_its_definition_in_float64():
+    torch.manual_seed(0)
+    block = AttentionBlock(6, 4, 3).double()
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    y, weights = block(x, return_weights=True)
+    q, k, v = block.query(x), block.key(x), block.value(x)
+    scores = q @ k.transpose(1, 2) / math.sqrt(4)
+    expected_w = torch.zeros(2, 7, 7, dtype=torch.float64)
+    for i in range(7):  # row i: softmax over keys 0..i
+        expected_w[:, i, : i + 1] = scores[:, i, : i + 1].softmax(-1)
+    torch.testing.assert_close(weights, expected_w)
+    torch.testing.assert_close(y, torch.cat([x, expected_w @ v], -1))
+    torch.testing.assert_close(block(x), y)  # the scaled_dot_product_attention path agrees
+
+
+def test_attention_weights_sum_to_one_over_allowed_keys_and_zero_on_future():
+    torch.manual_seed(0)
+    block = AttentionBlock(8, 5, 4)
+    _, w = block(torch.randn(3, 11, 8), return_weights=True)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 11))  # softmax over keys, not over queries
+    future = torch.ones(11, 11, dtype=torch.bool).triu(1)
+    assert (w[:, future] == 0).all()
+    assert (w[:, ~future] > 0).all()  # the past is visible, not hidden
+    assert not torch.allclose(w.sum(-2), torch.ones(3, 11))
+
+
+def test_attention_is_causal_and_builds_its_mask_on_the_input_device():
+    torch.manual_seed(0)
+    block = AttentionBlock(8, 5, 4)
+    x = torch.randn(2, 9, 8)
+    for t in (0, 4, 7):
+        assert_causal(block, x, t)
+        assert_causal(lambda z: block(z, return_weights=True)[0], x, t)
+    # on another device (meta) a mask hard-wired to the CPU would fail
+    meta = AttentionBlock(8, 5, 4).to("meta")
+    xm = torch.randn(2, 9, 8, device="meta")
+    assert meta(xm).device.type == "meta"
+    assert meta.step(xm[:, :3], meta.encode(xm)[1]).device.type == "meta"
+
+
+# --------------------------------------------------------- incremental steps
+@pytest.mark.parametrize("prefix", [0, 1, 3, 6, 12])
+def test_block_steps_equal_one_sequence_per_candidate(prefix):
+    torch.manual_seed(0)
+    blocks = [DenseBlock(6, 4, 4), TCBlock(6, 13, 4), AttentionBlock(6, 5, 3)]
+    x = torch.randn(2, prefix, 6, dtype=torch.float64)
+    cand = torch.randn(2, 4, 6, dtype=torch.float64)
+    for block in blocks:
+        block = block.double()
+        out, state = block.encode(x)
+        torch.testing.assert_close(out, block(x))
+        stepped = block.step(cand, state)
+        for m in range(4):
+            full = block(torch.cat([x, cand[:, m : m + 1]], 1))[:, -1]
+            torch.testing.assert_close(stepped[:, m], full, rtol=0, atol=1e-12)
+
+
+def test_blocks_gradcheck():
+    torch.manual_seed(0)
+    for block in (DenseBlock(3, 2, 2), TCBlock(3, 5, 2), AttentionBlock(3, 2, 2)):
+        block = block.double()
+        x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(block, (x,))
+        prefix = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda p, c: block.step(c, block.encode(p)[1]), (prefix, x))
+
+
+def test_network_is_causal_and_has_the_omniglot_layout():
+    net = SNAILNetwork(69, 26, 5, key_sizes=[64, 256, 512], value_sizes=[32, 128, 256], tc_filters=[128, 128])
+    kinds = [(type(b).__name__, getattr(b, "key_size", None), getattr(b, "value_size", None)) for b in net.blocks]
+    assert kinds == [
+        ("AttentionBlock", 64, 32),
+        ("TCBlock", None, None),
+        ("AttentionBlock", 256, 128),
+        ("TCBlock", None, None),
+        ("AttentionBlock", 512, 256),
+    ]
+    assert net.features == 69 + 32 + 5 * 128 + 128 + 5 * 128 + 256
+    torch.manual_seed(0)
+    small = SNAILNetwork(7, 12, 3, key_sizes=[4, 6], value_sizes=[3, 5], tc_filters=[4])
+    x = torch.randn(2, 12, 7)
+    for t in (0, 3, 10):
+        assert_causal(small, x, t)
+    with pytest.raises(ValueError, match="tc_filters"):
+        SNAILNetwork(7, 12, 3, key_sizes=[4, 6], value_sizes=[3, 5], tc_filters=[])
+
+
+# ------------------------------------------------------------------- SNAIL
+def test_model_is_causal_over_the_episode_sequence():
+    learner = small_snail()
+    sx, sy, _ = image_task(k=4)
+    steps = learner.support_steps(sx, sy)  # [B, 12, C]
+    for t in (0, 4, 9):
+        assert_causal(learner.network, steps, t)
+    # through the images: changing a later support image leaves earlier outputs alone
+    with torch.no_grad():
+        y = learner.network(learner.support_steps(sx, sy))
+        sx2 = sx.clone()
+        sx2[:, 7:] = torch.rand_like(sx2[:, 7:])
+        y2 = learner.network(learner.support_steps(sx2, sy))
+    torch.testing.assert_close(y2[:, :7], y[:, :7], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_batched_queries_equal_one_sequence_per_query(k):
+    """One model serves every K <= max_shots; the cached batched pass equals B*M full sequences."""
+    learner = small_snail(max_shots=4)
+    sx, sy, qx = image_task(k=k, m=7, seed=k)
+    with torch.no_grad():
+        fast, naive = learner(sx, sy, qx), learner.forward_naive(sx, sy, qx)
+    assert fast.shape == (2, 7, 3)
+    torch.testing.assert_close(fast, naive, rtol=0, atol=1e-6)
+    learner64 = small_snail(max_shots=4, dtype=torch.float64)
+    sx, sy, qx = image_task(k=k, m=7, seed=k, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(learner64(sx, sy, qx), learner64.forward_naive(sx, sy, qx), rtol=0, atol=1e-12)
+
+
+def test_default_omniglot_layout_batched_equals_naive():
+    torch.manual_seed(0)
+    learner = SNAIL(n_way=5, max_shots=5).eval()
+    assert learner.seq_len == 26
+    sx, sy, qx = image_task(b=2, n_way=5, k=3, m=6, side=28)
+    with torch.no_grad():
+        # scale the output layer so the logits are O(1) and the comparison is not trivially small
+        learner.network.output.weight.mul_(50)
+        fast, naive = learner(sx, sy, qx), learner.forward_naive(sx, sy, qx)
+    assert fast.abs().max() > 0.5
+    torch.testing.assert_close(fast, naive, rtol=0, atol=1e-6 * max(1.0, float(fast.abs().max())))
+
+
+def test_queries_are_answered_independently():
+    learner = small_snail()
+    sx, sy, qx = image_task(m=6)
+    with torch.no_grad():
+        base = learner(sx, sy, qx)
+        qx2 = qx.clone()
+        qx2[:, 1:] = torch.rand_like(qx2[:, 1:])
+        moved = learner(sx, sy, qx2)
+        alone = learner(sx, sy, qx[:, :1])
+        perm = torch.randperm(6)
+        permuted = learner(sx, sy, qx[:, perm])
+    torch.testing.assert_close(moved[:, 0], base[:, 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone[:, 0], base[:, 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(permuted, base[:, perm], rtol=0, atol=1e-6)
+    # the answer is read at the query's own position: it depends on the query image
+    assert not torch.allclose(moved[:, 1:], base[:, 1:])
+
+
+def test_answer_depends_on_support_labels():
+    learner = small_snail()
+    sx, sy, qx = image_task()
+    with torch.no_grad():
+        a = learner(sx, sy, qx)
+        b = learner(sx, (sy + 1) % 3, qx)
+    assert not torch.allclose(a, b)
+
+
+def test_adapt_caches_the_support_and_never_rereads_it():
+    learner = small_snail()
+    sx, sy, qx = image_task(m=5)
+    with torch.no_grad():
+        expected = learner(sx, sy, qx)
+        sx_c, sy_c = sx.clone(), sy.clone()
+        predict = learner.adapt(sx_c, sy_c)
+        assert isinstance(predict, SNAILPredictor)
+        sx_c.uniform_()  # the predictor must not look at the support tensors again
+        sy_c.fill_(0)
+        torch.testing.assert_close(predict(qx), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(predict(qx[:, 2:4]), expected[:, 2:4], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="query_x"):
+        predict(qx[:1])
+
+
+def test_callers_tensors_are_unchanged():
+    learner = small_snail().train()
+    sx, sy, qx = image_task()
+    qy = torch.randint(0, 3, (2, 5))
+    originals = [t.clone() for t in (sx, sy, qx, qy)]
+    preds = learner(sx, sy, qx)
+    F.cross_entropy(preds.flatten(0, 1), qy.flatten()).backward()
+    learner.eval()
+    with torch.no_grad():
+        learner.forward_naive(sx, sy, qx)
+        learner.adapt(sx, sy)(qx)
+    for before, after in zip(originals, (sx, sy, qx, qy)):
+        assert torch.equal(before, after)
+
+
+def test_gradients_reach_every_parameter():
+    learner = small_snail().train()
+    sx, sy, qx = image_task(k=3)
+    qy = torch.randint(0, 3, (2, 5))
+    loss = F.cross_entropy(learner(sx, sy, qx).flatten(0, 1), qy.flatten())
+    loss.backward()
+    for name, p in learner.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{name} has a zero or non-finite gradient"
+
+
+def test_regression_shapes_and_batched_equals_naive():
+    torch.manual_seed(0)
+    learner = SNAIL(kind="regression", target_dim=1, max_shots=10, key_sizes=[8, 16], value_sizes=[8, 8], tc_filters=[8]).eval()
+    assert isinstance(learner.backbone, MLP) and learner.seq_len == 11
+    for k in (5, 10):
+        sx, sy, qx = torch.rand(3, k, 1) * 10 - 5, torch.randn(3, k, 1), torch.rand(3, 8, 1) * 10 - 5
+        originals = [t.clone() for t in (sx, sy, qx)]
+        with torch.no_grad():
+            fast, naive = learner(sx, sy, qx), learner.forward_naive(sx, sy, qx)
+        assert fast.shape == (3, 8, 1)
+        torch.testing.assert_close(fast, naive, rtol=0, atol=1e-6)
+        assert all(torch.equal(a, b) for a, b in zip(originals, (sx, sy, qx)))
+    # support steps carry the target and a "labelled" flag; queries carry zeros
+    steps = learner.support_steps(sx, sy)
+    torch.testing.assert_close(steps[..., -2:-1], sy)
+    assert (steps[..., -1] == 1).all() and (learner.query_steps(qx)[..., -2:] == 0).all()
+
+
+def test_custom_backbone_without_out_features_needs_embedding_dim():
+    with pytest.raises(ValueError, match="embedding_dim"):
+        SNAIL(backbone=nn.Flatten(), n_way=3)
+    learner = SNAIL(backbone=nn.Flatten(), embedding_dim=12, n_way=3, max_shots=2,
+                    key_sizes=[4], value_sizes=[4], tc_filters=[]).eval()
+    sx, sy, qx = torch.rand(2, 6, 3, 4), torch.randint(0, 3, (2, 6)), torch.rand(2, 4, 3, 4)
+    assert learner(sx, sy, qx).shape == (2, 4, 3)
+
+
+def test_bad_inputs_get_clear_errors():
+    learner = small_snail(max_shots=2)
+    sx, sy, qx = image_task(k=3)
+    with pytest.raises(ValueError, match="max_shots"):
+        learner(sx, sy, qx)  # 9 support examples + query > T = 7
+    sx, sy, qx = image_task(k=2)
+    with pytest.raises(TypeError, match="int64"):
+        learner(sx, sy.int(), qx)
+    with pytest.raises(ValueError, match="query_x"):
+        learner(sx, sy, qx[:, :, :, :8])
+    with pytest.raises(ValueError, match="max_shots"):
+        SNAIL(max_shots=0)
+
+
+# ------------------------------------------------------------------ learning
+@pytest.mark.slow
+def test_learns_omniglot_5way_1shot_far_above_chance():
+    """A compact SNAIL (the paper's layout is 30x larger) on real Omniglot, 5-way 1-shot; chance is 0.2."""
+    torch.manual_seed(0)
+    learner = SNAIL(
+        backbone=Conv4(hidden=32, track_running_stats=True),
+        n_way=5,
+        max_shots=1,
+        key_sizes=[16, 32, 64],
+        value_sizes=[16, 32, 32],
+        tc_filters=[32, 32],
+        lr=1e-3,
+    )
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=2, meta_batch_size=16, steps=300, test_episodes=100)
+    assert acc > 0.5, f"5-way 1-shot accuracy {acc:.3f} after 300 steps; chance is 0.2"
