@@ -19,13 +19,21 @@ from __future__ import annotations
 import math
 from typing import Callable, Literal, Optional, Protocol
 
+import warnings
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION, REGRESSION, TASK_KINDS, Episode
 from rnnmeta.evaluation import mean_ci95
+from rnnmeta.nets import backbone_spec
+
+# Learners keep their backbone among the hyperparameters on purpose: on_save_checkpoint stores it as
+# its class_path spec, so Lightning's advice to ignore it would only lose the architecture.
+warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module` and is already saved during checkpointing.*")
 
 
 class Predictor(Protocol):
@@ -333,6 +341,23 @@ class MetaLearner(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rnnmeta"] = self.checkpoint_identity()
+        # Modules among the hyperparameters (a backbone) are stored as their class_path spec, so the
+        # checkpoint loads with weights_only=True and load_from_checkpoint rebuilds them.
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams:
+            hparams = dict(hparams)
+            for key, value in list(hparams.items()):
+                if isinstance(value, nn.Module):
+                    spec = backbone_spec(value)
+                    if spec is None:
+                        del hparams[key]
+                        rank_zero_warn(
+                            f"{type(self).__name__}: the {key} {type(value).__name__} does not record its init_args, "
+                            f"so the checkpoint cannot rebuild it; pass {key}= again when loading"
+                        )
+                    else:
+                        hparams[key] = spec
+            checkpoint["hyper_parameters"] = hparams
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("rnnmeta")

@@ -37,7 +37,7 @@ from torch.func import functional_call
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.nets import MLP, Conv4
+from rnnmeta.nets import resolve_backbone
 from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer, MetaOptimizer, apply_updates
 from rnnmeta.optim.ravi_larochelle import RaviLarochelleUpdate
 
@@ -129,8 +129,8 @@ class LearnedOptimizer(MetaLearner):
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
         if eval_inner_steps is not None and eval_inner_steps < 1:
             raise ValueError(f"eval_inner_steps must be >= 1 or None, got {eval_inner_steps}")
-        if backbone is None:
-            backbone = Conv4() if kind == CLASSIFICATION else MLP(in_features=1, hidden=[40, 40])
+        # the base network normalises with each task's batch statistics, as MAML does
+        backbone = resolve_backbone(backbone, kind, track_running_stats=False)
         features = getattr(backbone, "out_features", None)
         if not isinstance(features, int) or features < 1:
             raise ValueError(

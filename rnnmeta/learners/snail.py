@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.snail_blocks import BlockState, SNAILNetwork, map_state
-from rnnmeta.nets import MLP, Conv4
+from rnnmeta.nets import resolve_backbone
 
 
 class SNAILPredictor:
@@ -136,8 +136,7 @@ class SNAIL(MetaLearner):
         self.save_hyperparameters()
         if max_shots < 1:
             raise ValueError(f"max_shots must be >= 1, got {max_shots}")
-        if backbone is None:
-            backbone = Conv4(track_running_stats=True) if kind == CLASSIFICATION else MLP(in_features=1, hidden=[40, 40])
+        backbone = resolve_backbone(backbone, kind, track_running_stats=True)
         embed = int(getattr(backbone, "out_features", 0) or embedding_dim)
         if embed < 1:
             raise ValueError(

@@ -38,6 +38,13 @@ class Conv4(nn.Module):
             raise ValueError(
                 f"Conv4 needs in_channels >= 1, hidden >= 1 and image_size >= 16, got {in_channels}, {hidden}, {image_size}"
             )
+        self.init_args = dict(
+            in_channels=in_channels,
+            hidden=hidden,
+            image_size=image_size,
+            batch_norm=batch_norm,
+            track_running_stats=track_running_stats,
+        )
         self.in_channels = in_channels
         self.image_size = image_size
         layers: list[nn.Module] = []

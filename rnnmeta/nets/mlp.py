@@ -24,6 +24,7 @@ class MLP(nn.Module):
             raise ValueError(
                 f"MLP needs positive sizes, got in_features={in_features}, hidden={hidden}, out_features={out_features}"
             )
+        self.init_args = dict(in_features=in_features, hidden=list(hidden), out_features=out_features)
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
