@@ -1,0 +1,213 @@
+"""Seconds per meta-iteration and peak memory of MAML: rnnmeta against a plain loop and torchopt.
+
+Setup (Finn et al. 2017, Omniglot 5-way 1-shot): Conv4 with 64 filters, meta-batch 32,
+15 queries per class, 1 inner step at lr 0.4, second and first order. Compared in the same
+process, interleaved iteration by iteration so that load from other processes hits all alike:
+
+* ``rnnmeta``: :class:`rnnmeta.learners.MAML` (tasks batched as groups of one grouped conv);
+* ``loop``: a plain per-task loop, ``torch.func.functional_call`` + ``torch.autograd.grad``
+  (``create_graph=True`` for second order), query loss backpropagated task by task;
+* ``torchopt``: ``torchopt.MetaSGD`` per task (second order only; torchopt has no first-order
+  mode), as in torchopt's MAML example. Skipped with a note when torchopt does not import.
+
+Peak memory (maximum resident set size) is measured per method in a fresh subprocess running
+two meta-iterations on random images of the same shape (loading Omniglot would set the peak),
+since the RSS peak of one process cannot be split between methods.
+
+Run:  python scripts/benchmark_maml.py [--iters 5] [--meta-batch 32] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rnnmeta.learners.maml import MAML  # noqa: E402
+
+OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+N_WAY, K_SHOT, Q, INNER_LR = 5, 1, 15, 0.4
+
+
+def make_batch(meta_batch: int, seed: int = 0, real: bool = True) -> tuple[tuple[torch.Tensor, ...], str]:
+    """One Omniglot episode batch if the data layer and data are there (and ``real``), else random 28x28 images."""
+    try:
+        if not real:
+            raise RuntimeError("random images requested")
+        from rnnmeta.data import EpisodicDataModule, Omniglot
+
+        if not (OMNIGLOT / "images_background.zip").exists():
+            raise FileNotFoundError(OMNIGLOT)
+        dm = EpisodicDataModule(
+            Omniglot(root=str(OMNIGLOT)), n_way=N_WAY, k_shot=K_SHOT, q_queries=Q, meta_batch_size=meta_batch, seed=seed
+        )
+        dm.setup("fit")
+        ep = next(iter(dm.train_dataloader()))
+        return (ep.support_x, ep.support_y, ep.query_x, ep.query_y), "real Omniglot (Vinyals split, train classes)"
+    except Exception as err:  # noqa: BLE001 - the benchmark runs without the data layer too
+        g = torch.Generator().manual_seed(seed)
+        sx = torch.rand(meta_batch, N_WAY * K_SHOT, 1, 28, 28, generator=g)
+        qx = torch.rand(meta_batch, N_WAY * Q, 1, 28, 28, generator=g)
+        sy = torch.arange(N_WAY).repeat_interleave(K_SHOT).repeat(meta_batch, 1)
+        qy = torch.arange(N_WAY).repeat_interleave(Q).repeat(meta_batch, 1)
+        return (sx, sy, qx, qy), f"random 28x28 images (no real data: {type(err).__name__}: {err})"
+
+
+# ----------------------------------------------------------------------------- methods
+def ours(learner: MAML, batch) -> list[torch.Tensor]:
+    sx, sy, qx, qy = batch
+    learner.zero_grad(set_to_none=True)
+    learner.task_losses(learner(sx, sy, qx), qy).mean().backward()
+    return [p.grad for p in learner._weights().values()]
+
+
+def plain_loop(learner: MAML, batch) -> list[torch.Tensor]:
+    """The textbook per-task loop on the same nn.Module (its batch norm uses batch statistics)."""
+    sx, sy, qx, qy = batch
+    model = torch.nn.Sequential(learner.backbone, learner.head)
+    names = [n for n, _ in model.named_parameters()]
+    model.zero_grad(set_to_none=True)
+    second_order = not learner.first_order
+    for t in range(sx.shape[0]):
+        params = dict(model.named_parameters())
+        loss = F.cross_entropy(functional_call(model, params, (sx[t],)), sy[t])
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order)
+        fast = {n: p - INNER_LR * g for (n, p), g in zip(params.items(), grads)}
+        (F.cross_entropy(functional_call(model, fast, (qx[t],)), qy[t]) / sx.shape[0]).backward()
+    return [dict(model.named_parameters())[n].grad for n in names]
+
+
+def torchopt_metasgd(learner: MAML, batch) -> list[torch.Tensor]:
+    import torchopt
+
+    sx, sy, qx, qy = batch
+    model = torch.nn.Sequential(learner.backbone, learner.head)
+    model.zero_grad(set_to_none=True)
+    inner_opt = torchopt.MetaSGD(model, lr=INNER_LR)
+    net_state = torchopt.extract_state_dict(model, by="reference", detach_buffers=True)
+    opt_state = torchopt.extract_state_dict(inner_opt)
+    for t in range(sx.shape[0]):
+        inner_opt.step(F.cross_entropy(model(sx[t]), sy[t]))
+        (F.cross_entropy(model(qx[t]), qy[t]) / sx.shape[0]).backward()
+        torchopt.recover_state_dict(model, net_state)
+        torchopt.recover_state_dict(inner_opt, opt_state)
+    return [p.grad for p in model.parameters()]
+
+
+def methods(first_order: bool) -> dict[str, Callable]:
+    out: dict[str, Callable] = {"rnnmeta": ours, "loop": plain_loop}
+    if not first_order:
+        try:
+            import torchopt  # noqa: F401
+
+            out["torchopt"] = torchopt_metasgd
+        except Exception as err:  # noqa: BLE001
+            print(f"note: torchopt skipped ({type(err).__name__}: {err})")
+    return out
+
+
+def conv4_flops_per_image(hidden: int = 64, side: int = 28, in_channels: int = 1) -> int:
+    """Forward multiply-adds x 2 of the four 3x3 convs (batch norm, ReLU, pooling are negligible)."""
+    flops, c = 0, in_channels
+    for _ in range(4):
+        flops += 2 * side * side * hidden * c * 9
+        c, side = hidden, side // 2
+    return flops
+
+
+# ----------------------------------------------------------------------------- runs
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_child(method: str, first_order: bool, meta_batch: int) -> None:
+    torch.manual_seed(0)
+    batch, _ = make_batch(meta_batch, real=False)  # loading Omniglot would dominate the peak; the cost is the same
+    learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY)
+    fn = methods(first_order)[method]
+    base = peak_rss_mib()
+    for _ in range(2):
+        fn(learner, batch)
+    print(json.dumps({"base_mib": base, "peak_mib": peak_rss_mib()}))
+
+
+def measure_memory(method: str, first_order: bool, meta_batch: int) -> str:
+    cmd = [sys.executable, __file__, "--memory-child", method, "--meta-batch", str(meta_batch)]
+    cmd += ["--first-order"] if first_order else []
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return f"failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    return f"{m['peak_mib']:.0f} MiB peak ({m['peak_mib'] - m['base_mib']:+.0f} MiB over setup)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--iters", type=int, default=5, help="timed meta-iterations per method (after 1 warm-up)")
+    ap.add_argument("--meta-batch", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="meta-batch 8, 2 iterations, no memory subprocesses")
+    ap.add_argument("--first-order", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child, args.first_order, args.meta_batch)
+    if args.quick:
+        args.meta_batch, args.iters = 8, 2
+
+    torch.manual_seed(0)
+    batch, source = make_batch(args.meta_batch)
+    n_img = args.meta_batch * N_WAY * (K_SHOT + Q)
+    f_img = conv4_flops_per_image()
+    f_s, f_q = f_img * args.meta_batch * N_WAY * K_SHOT, f_img * args.meta_batch * N_WAY * Q
+    print(f"data: {source}")
+    print(
+        f"setup: 5-way 1-shot, {Q} queries/class, meta-batch {args.meta_batch} ({n_img} images), Conv4-64, 1 inner step; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"FLOP estimate: Conv4 forward {f_img / 1e6:.1f} MFLOP/image; support fwd {f_s / 1e9:.1f} G, query fwd {f_q / 1e9:.1f} G; "
+        f"first order ~3(Fs+Fq) = {3 * (f_s + f_q) / 1e9:.0f} GFLOP, second order ~3Fq+9Fs = {(3 * f_q + 9 * f_s) / 1e9:.0f} GFLOP "
+        "per meta-iteration"
+    )
+    for first_order in (False, True):
+        learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY)
+        fns = methods(first_order)
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        grads: dict[str, list[torch.Tensor]] = {}
+        for it in range(args.iters + 1):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                g = fn(learner, batch)
+                if it > 0:
+                    times[name].append(time.perf_counter() - t0)
+                grads[name] = [x.clone() for x in g]
+        print(f"\n{'first' if first_order else 'second'} order:")
+        for name in fns:
+            diff = max((a - b).abs().max().item() for a, b in zip(grads[name], grads["rnnmeta"]))
+            med = statistics.median(times[name])
+            mem = "not measured (--quick)" if args.quick else measure_memory(name, first_order, args.meta_batch)
+            flops = 3 * (f_s + f_q) if first_order else 3 * f_q + 9 * f_s
+            print(
+                f"  {name:9s} {med:6.2f} s/iter (min {min(times[name]):.2f}, {flops / med / 1e9:5.1f} GFLOP/s)  "
+                f"max|grad - rnnmeta| {diff:.1e}  memory {mem}"
+            )
+
+
+if __name__ == "__main__":
+    main()
