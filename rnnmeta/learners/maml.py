@@ -36,7 +36,7 @@ from torch.func import functional_call
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.nets import MLP, Conv4
+from rnnmeta.nets import MLP, Conv4, resolve_backbone
 
 Params = dict[str, Tensor]
 
@@ -185,8 +185,9 @@ class MAML(MetaLearner):
             raise ValueError(f"inner_lr and eval_inner_lr must be > 0, got {inner_lr} and {eval_inner_lr}")
         if learn_inner_lr and eval_inner_lr is not None:
             raise ValueError("eval_inner_lr cannot be set with learn_inner_lr=True: evaluation uses the learned rates")
-        if backbone is None:
-            backbone = Conv4(in_channels, 64, image_size) if kind == CLASSIFICATION else MLP(in_channels, [40, 40])
+        backbone = resolve_backbone(
+            backbone, kind, track_running_stats=False, in_channels=in_channels, image_size=image_size
+        )
         if not isinstance(getattr(backbone, "out_features", None), int):
             raise ValueError(f"backbone {type(backbone).__name__} must expose an int attribute out_features")
         for name, m in backbone.named_modules():
