@@ -18,7 +18,6 @@ Run:  python scripts/benchmark_snail.py [--repeats 10] [--meta-batch 32] [--quer
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path

@@ -96,3 +96,24 @@ def test_shipped_comparison_configs_name_real_learners():
         for learner_cfg in cfg["learners"].values():
             datamodule, learner = _build(cfg["data"], learner_cfg)
             assert learner.kind == datamodule.kind
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+    import torch
+
+    from rnnmeta.compare import _run_one
+
+    one = {"maml": LEARNERS["maml"]}
+    run_dir = tmp_path / "results" / "tiny" / "runs" / "maml-seed0"
+    run_dir.mkdir(parents=True)
+    # a run that stopped after 4 of its 8 steps: it left checkpoints but no result.json
+    _run_one("tiny", "maml", one["maml"], DATA, 0, run_dir, {"enable_progress_bar": False}, 4, None, None, "rnnmeta", 1)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    _run(tmp_path, learners=one)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert torch.load(last, weights_only=False)["global_step"] == 8
+    # the monitor state was carried over: all 8 steps are counted once, not 4 + 8
+    assert result["episodes_per_second"] > 0
+    monitor = json.loads((run_dir / "monitor.json").read_text())
+    assert monitor["train_batches"] == 8

@@ -35,7 +35,6 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import resolve_backbone
 from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer, MetaOptimizer, apply_updates

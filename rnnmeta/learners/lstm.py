@@ -8,6 +8,23 @@ each query from the state it holds after the last support example:
 * query step: input ``[embed(q), 0]``: the label slot is zero (and the regression flag is ``0``,
   so a zero target and a missing one differ).
 
+Two design choices make the learner leave the chance plateau within a few dozen meta-iterations
+(measured on Omniglot, see ``docs/RECURRENT.md``; with nn.LSTM's default initialisation it was still
+at chance after 400):
+
+* the embedding is layer-normalised (:class:`torch.nn.LayerNorm`, per example, so queries stay
+  independent), so its scale does not depend on the backbone and does not drown the label;
+* *key-value initialisation* of the first layer: the input gate and the output gate read the same
+  random features of the embedding (``W_o[:, emb] = W_i[:, emb]``, entries ``N(0, key_std^2 / E)``),
+  the cell candidate reads only the label (``W_g[:, emb] = 0``, ``W_g[:, label] ~ N(0, 1)``), and the
+  forget gate starts open (bias ``forget_bias``). At initialisation the cell after the support set
+  is then about ``sum_s sigmoid(W e_s) * tanh(V y_s)`` and a query step outputs about
+  ``sigmoid(W e_q + ...) * tanh(c)``, so the linear head already sees ``sum_s k(e_q, e_s) tanh(V y_s)``
+  with ``k(q, s) = sum_d sigmoid(w_d q) sigmoid(w_d s)``: a kernel vote over the support labels.
+  Training starts with a gradient toward matching queries with support examples; from nn.LSTM's
+  default initialisation the write (input gate) and read (output/forget gate) features are
+  unrelated and that gradient is nearly zero (a saddle every unit must leave at once).
+
 Queries are answered independently and in one batched pass: the support sequence runs once, its
 final ``(h, c)`` is expanded over the ``M`` queries, and one LSTM step is taken for all ``B * M``
 queries at once, followed by a linear head to ``output_dim``. No query's input reaches another's
@@ -31,7 +48,16 @@ from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import MLP, Conv4
 
-__all__ = ["LSTMLearner", "LSTMPredictor", "default_backbone", "backbone_features", "encode_labels", "label_width", "check_query"]
+__all__ = [
+    "LSTMLearner",
+    "LSTMPredictor",
+    "backbone_features",
+    "check_query",
+    "default_backbone",
+    "encode_labels",
+    "key_value_init_",
+    "label_width",
+]
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -84,6 +110,26 @@ def encode_labels(y: Tensor, kind: str, n_way: int) -> Tensor:
     return torch.cat([y, torch.ones_like(y[..., :1])], dim=-1)
 
 
+def key_value_init_(lstm: nn.LSTM, embed_dim: int, key_std: float = 2.0, forget_bias: float = 3.0) -> None:
+    """Key-value initialisation of the first layer of ``lstm`` (in place; see the module docstring).
+
+    The layer's input is ``[embedding (embed_dim), label slot]``. Gate rows of ``weight_ih_l0`` are
+    ``[input, forget, cell, output]`` (PyTorch's order). Input and output gates get the same
+    embedding weights ``N(0, key_std^2 / embed_dim)``; the cell candidate reads only the label slot
+    (``N(0, 1)`` weights, zero on the embedding); the forget gate's bias is ``forget_bias``.
+    """
+    hidden = lstm.hidden_size
+    w, b_ih, b_hh = lstm.weight_ih_l0, lstm.bias_ih_l0, lstm.bias_hh_l0
+    rows = {name: slice(i * hidden, (i + 1) * hidden) for i, name in enumerate(("input", "forget", "cell", "output"))}
+    with torch.no_grad():
+        w[rows["input"], :embed_dim].normal_(0.0, key_std / embed_dim**0.5)
+        w[rows["output"], :embed_dim].copy_(w[rows["input"], :embed_dim])
+        w[rows["cell"], :embed_dim].zero_()
+        w[rows["cell"], embed_dim:].normal_(0.0, 1.0)
+        b_ih[rows["forget"]].fill_(forget_bias)
+        b_hh[rows["forget"]].zero_()
+
+
 def embed(backbone: nn.Module, x: Tensor, n_lead: int = 2) -> Tensor:
     """Embed ``x [*lead, *x_shape]`` (``n_lead`` leading dims) to ``[*lead, E]`` in one backbone call."""
     lead = x.shape[:n_lead]
@@ -130,6 +176,11 @@ class LSTMLearner(MetaLearner):
             ``None`` gives :func:`default_backbone` of ``kind`` (Conv4 or the sinusoid MLP).
         hidden_size: LSTM units per layer.
         num_layers: stacked LSTM layers.
+        embedding_norm: layer-normalise the embedding before the LSTM (see the module docstring).
+        key_value_init: key-value initialisation of the first LSTM layer (see the module docstring);
+            ``False`` keeps nn.LSTM's default initialisation.
+        key_std: scale of the shared input/output-gate embedding weights of that initialisation.
+        forget_bias: initial forget-gate bias of that initialisation.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
         lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.base.MetaLearner`.
@@ -149,6 +200,10 @@ class LSTMLearner(MetaLearner):
         backbone: Optional[nn.Module] = None,
         hidden_size: int = 256,
         num_layers: int = 2,
+        embedding_norm: bool = True,
+        key_value_init: bool = True,
+        key_std: float = 2.0,
+        forget_bias: float = 3.0,
         embedding_dim: int = 0,
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
@@ -180,20 +235,29 @@ class LSTMLearner(MetaLearner):
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
         self.label_dim = label_width(kind, n_way, target_dim)
         self.hidden_size, self.num_layers = hidden_size, num_layers
+        if not key_std > 0:
+            raise ValueError(f"key_std must be > 0, got {key_std}")
+        self.norm = nn.LayerNorm(self.embed_dim) if embedding_norm else nn.Identity()
         self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
+        if key_value_init:
+            key_value_init_(self.lstm, self.embed_dim, key_std, forget_bias)
         self.head = nn.Linear(hidden_size, self.output_dim)
 
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:
         """Run the LSTM over the support sequence: final ``(h, c)``, each ``[num_layers, B, H]``."""
-        steps = torch.cat([embed(self.backbone, support_x), encode_labels(support_y, self.kind, self.n_way)], dim=-1)
+        steps = torch.cat([self.embed_inputs(support_x), encode_labels(support_y, self.kind, self.n_way)], dim=-1)
         _, (h, c) = self.lstm(steps)
         return h, c
+
+    def embed_inputs(self, x: Tensor) -> Tensor:
+        """``[B, T, *x_shape] -> [B, T, E]``: backbone, then the layer norm (if enabled), in one call."""
+        return self.norm(embed(self.backbone, x))
 
     def answer(self, h: Tensor, c: Tensor, query_x: Tensor) -> Tensor:
         """One LSTM step per query from the support state ``(h, c) [L, B, H]``: preds ``[B, M, output_dim]``."""
         batch, n_query = query_x.shape[:2]
-        e = embed(self.backbone, query_x)  # [B, M, E]
+        e = self.embed_inputs(query_x)  # [B, M, E]
         steps = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim)], dim=-1).reshape(batch * n_query, 1, -1)
         # every query starts from its own task's state: [L, B, H] -> [L, B*M, H]
         layers, hidden = h.shape[0], h.shape[2]
@@ -209,6 +273,31 @@ class LSTMLearner(MetaLearner):
         check_query(support_x, query_x)
         h, c = self.read_support(support_x, support_y)
         return self.answer(h, c, query_x)
+
+    # ---------------------------------------------------------------- the online protocol
+    def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
+        """Online protocol (Santoro et al. 2016): logits for every step of a labelled stream.
+
+        Step ``t`` reads ``[embed(x_t), one_hot(prev_y_t)]`` (an all-zero label slot where
+        ``prev_y_t`` is :data:`~rnnmeta.data.online.NO_LABEL`) and predicts ``y_t`` from the LSTM
+        output, so a prediction depends on ``x_0..x_t`` and ``y_0..y_{t-1}`` only.
+
+        Args:
+            x: ``[B, T, *x_shape]``.
+            prev_y: ``[B, T]`` int64, the labels shifted one step late (see
+                :func:`~rnnmeta.data.online.shift_labels`).
+
+        Returns:
+            ``[B, T, n_way]`` logits.
+        """
+        from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
+
+        if self.kind != CLASSIFICATION:
+            raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")
+        check_stream_inputs(x, prev_y, self.n_way)
+        steps = torch.cat([self.embed_inputs(x), encode_previous_labels(prev_y, self.n_way)], dim=-1)
+        out, _ = self.lstm(steps)
+        return self.head(out)
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> LSTMPredictor:
         """Read the support set once; the returned predictor holds the LSTM state after it."""

@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import MLP, Conv4, resolve_backbone
 

@@ -299,6 +299,40 @@ class MANN(MetaLearner):
         h, c, state = self.read_support(support_x, support_y)
         return self.answer(h, c, state, query_x)
 
+    # ---------------------------------------------------------------- the online protocol
+    def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
+        """Online protocol (Santoro et al. 2016): logits for every step of a labelled stream.
+
+        From a fresh memory, step ``t`` feeds the controller ``[embed(x_t), one_hot(prev_y_t), r_{t-1}]``
+        (an all-zero label slot where ``prev_y_t`` is :data:`~rnnmeta.data.online.NO_LABEL`), writes
+        and reads the memory, and predicts ``y_t`` from ``Linear([h_t, r_t])``: a prediction depends on
+        ``x_0..x_t`` and ``y_0..y_{t-1}`` only. This is the setting of the paper.
+
+        Args:
+            x: ``[B, T, *x_shape]``.
+            prev_y: ``[B, T]`` int64, the labels shifted one step late (see
+                :func:`~rnnmeta.data.online.shift_labels`).
+
+        Returns:
+            ``[B, T, n_way]`` logits.
+        """
+        from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
+
+        if self.kind != "classification":
+            raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")
+        check_stream_inputs(x, prev_y, self.n_way)
+        batch, steps_n = x.shape[:2]
+        steps = torch.cat([embed(self.backbone, x), encode_previous_labels(prev_y, self.n_way)], dim=-1)
+        state = self.memory.initial_state(batch, steps.device, steps.dtype)
+        h = steps.new_zeros(batch, self.controller.hidden_size)
+        c = torch.zeros_like(h)
+        outputs = []
+        for t in range(steps_n):
+            h, c = self.controller(torch.cat([steps[:, t], state.reads.flatten(1)], dim=-1), (h, c))
+            state = self.memory.write_read(h, state)
+            outputs.append(self.head(torch.cat([h, state.reads.flatten(1)], dim=-1)))
+        return torch.stack(outputs, dim=1)
+
     def adapt(self, support_x: Tensor, support_y: Tensor) -> MANNPredictor:
         """Read the support set once; the returned predictor holds controller state and memory after it."""
         self.check_inputs(support_x, support_y)
