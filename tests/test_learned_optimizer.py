@@ -162,5 +162,6 @@ def test_bad_arguments_are_named():
 def test_learns_omniglot_far_above_chance():
     torch.manual_seed(0)
     learner = LearnedOptimizer(backbone=Conv4(hidden=32), inner_steps=1, init_inner_lr=0.3, lr=3e-3)
-    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=2, steps=100, test_episodes=50)
-    assert acc > 0.45, f"5-way 1-shot test accuracy {acc:.3f} after 100 meta-steps (chance 0.2)"
+    # measured: 0.69 after these 300 meta-steps (about 12 s on 2 cores); chance is 0.2
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=4, steps=300, test_episodes=100)
+    assert acc > 0.5, f"5-way 1-shot test accuracy {acc:.3f} after 300 meta-steps (chance 0.2)"
