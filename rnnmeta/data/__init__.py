@@ -16,10 +16,17 @@ from rnnmeta.data.base import SPLITS, FewShotDataset, TaskSource
 from rnnmeta.data.image_folder import ImageFolder
 from rnnmeta.data.module import EpisodicDataModule
 from rnnmeta.data.omniglot import Omniglot
+from rnnmeta.data.online import NO_LABEL, OnlineDataModule, OnlineStream, instance_numbers, sample_stream, shift_labels
 from rnnmeta.data.sampling import ClassIndexSource, derive_seed, make_generator
 from rnnmeta.data.sinusoid import Sinusoid, SinusoidSource
 
 __all__ = [
+    "NO_LABEL",
+    "OnlineDataModule",
+    "OnlineStream",
+    "instance_numbers",
+    "sample_stream",
+    "shift_labels",
     "SPLITS",
     "ArchiveError",
     "ChecksumError",

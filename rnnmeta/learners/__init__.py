@@ -11,6 +11,8 @@ from rnnmeta.learners.learned_optimizer import LearnedOptimizer
 from rnnmeta.learners.lstm import LSTMLearner
 from rnnmeta.learners.maml import MAML
 from rnnmeta.learners.mann import MANN
+from rnnmeta.learners.online import OnlineMetaLearner, StreamLearner, per_instance_accuracy
 from rnnmeta.learners.snail import SNAIL
 
-__all__ = ["LSTMLearner", "LearnedOptimizer", "MAML", "MANN", "MetaLearner", "NonFiniteLossError", "Predictor", "SNAIL"]
+__all__ = ["LSTMLearner", "LearnedOptimizer", "MAML", "MANN", "MetaLearner", "NonFiniteLossError", "OnlineMetaLearner", "Predictor", "SNAIL",
+           "StreamLearner", "per_instance_accuracy"]

@@ -25,6 +25,9 @@ at chance after 400):
   default initialisation the write (input gate) and read (output/forget gate) features are
   unrelated and that gradient is nearly zero (a saddle every unit must leave at once).
 
+:meth:`LSTMLearner.predict_stream` runs the same network on the online protocol of Santoro et al.
+(labels one step late; see :mod:`rnnmeta.learners.online`).
+
 Queries are answered independently and in one batched pass: the support sequence runs once, its
 final ``(h, c)`` is expanded over the ``M`` queries, and one LSTM step is taken for all ``B * M``
 queries at once, followed by a linear head to ``output_dim``. No query's input reaches another's
@@ -46,6 +49,7 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
+from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 from rnnmeta.nets import MLP, Conv4
 
 __all__ = [
@@ -290,8 +294,6 @@ class LSTMLearner(MetaLearner):
         Returns:
             ``[B, T, n_way]`` logits.
         """
-        from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
-
         if self.kind != CLASSIFICATION:
             raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")
         check_stream_inputs(x, prev_y, self.n_way)

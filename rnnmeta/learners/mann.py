@@ -20,8 +20,9 @@ state after the support set and read the memory left by it, in one batched pass;
 so each is answered independently. The memory starts from a small constant at the start of every
 episode (nothing is carried across batches).
 
-The paper's setting is 5-way Omniglot with labels given one step late (the online protocol); here
-the same network answers the episodic contract ``learner(support_x, support_y, query_x)``.
+The paper's setting is 5-way Omniglot with labels given one step late (the online protocol):
+:meth:`MANN.predict_stream` runs it (see :mod:`rnnmeta.learners.online`); the same network also
+answers the episodic contract ``learner(support_x, support_y, query_x)``.
 
 Reference:
     A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap. "Meta-learning with
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.lstm import (
     backbone_features,
@@ -48,6 +50,7 @@ from rnnmeta.learners.lstm import (
     encode_labels,
     label_width,
 )
+from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 
 #: bias of the learned sharpness logit: beta starts at 1 + softplus(9) ~ 10
 _INIT_SHARPNESS_LOGIT = 9.0
@@ -316,9 +319,7 @@ class MANN(MetaLearner):
         Returns:
             ``[B, T, n_way]`` logits.
         """
-        from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
-
-        if self.kind != "classification":
+        if self.kind != CLASSIFICATION:
             raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")
         check_stream_inputs(x, prev_y, self.n_way)
         batch, steps_n = x.shape[:2]
