@@ -1,4 +1,4 @@
-"""The online protocol of Santoro et al. (2016) on 5-way Omniglot: per-instance accuracy of LSTMLearner and MANN.
+"""The online protocol of Santoro et al. (2016) on 5-way Omniglot: per-instance accuracy of LSTMLearner, MANN and SNAIL.
 
 Each learner is meta-trained on streams of N classes x 10 instances (labels one step late) for
 ``--minutes`` of wall time, then evaluated on ``--test-streams`` fixed test streams (Vinyals split).
@@ -27,6 +27,7 @@ from rnnmeta.data import Omniglot  # noqa: E402
 from rnnmeta.data.online import OnlineDataModule  # noqa: E402
 from rnnmeta.learners.lstm import LSTMLearner  # noqa: E402
 from rnnmeta.learners.mann import MANN  # noqa: E402
+from rnnmeta.learners.snail import SNAIL  # noqa: E402
 from rnnmeta.learners.online import REPORTED_INSTANCES, SANTORO_MANN, OnlineMetaLearner, format_table  # noqa: E402
 from rnnmeta.nets import Conv4  # noqa: E402
 
@@ -41,12 +42,17 @@ def make_learner(name: str, args: argparse.Namespace) -> torch.nn.Module:
         slots = int(name[4:]) if name[4:] else args.memory_slots
         return MANN(backbone=backbone, controller_size=args.hidden, memory_slots=slots, memory_width=40,
                     read_heads=4, n_way=args.n_way)
-    raise ValueError(f"unknown learner {name!r}; expected 'lstm', 'mann' or 'mann<slots>' (e.g. mann16)")
+    if name == "snail":
+        # one model for streams of n_way * instances steps: max_shots = instances
+        return SNAIL(backbone=backbone, max_shots=args.instances, n_way=args.n_way)
+    raise ValueError(f"unknown learner {name!r}; expected 'lstm', 'snail', 'mann' or 'mann<slots>' (e.g. mann16)")
 
 
 def label_of(name: str, args: argparse.Namespace) -> str:
     if name == "lstm":
         return f"LSTMLearner {args.hidden}"
+    if name == "snail":
+        return "SNAIL"
     slots = int(name[4:]) if name[4:] else args.memory_slots
     return f"MANN {args.hidden}, memory {slots} x 40"
 
@@ -99,8 +105,8 @@ def plot(results: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path, capt
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock training budget per learner")
-    parser.add_argument("--learners", default="lstm,mann",
-                        help="comma-separated: lstm, mann (--memory-slots rows), mann<slots> (e.g. mann16)")
+    parser.add_argument("--learners", default="lstm,mann,snail",
+                        help="comma-separated: lstm, snail, mann (--memory-slots rows), mann<slots> (e.g. mann16)")
     parser.add_argument("--root", type=Path, default=OMNIGLOT)
     parser.add_argument("--n-way", type=int, default=5)
     parser.add_argument("--instances", type=int, default=10)

@@ -212,3 +212,25 @@ def test_online_meta_learner_trains_and_reports_per_instance_accuracy(tmp_path):
         OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=4, n_way=5)).training_step(dm.train_batch(0), 0)
     with pytest.raises(TypeError, match="predict_stream"):
         OnlineMetaLearner(torch.nn.Linear(2, 2))
+
+
+def test_snail_stream_predictions_are_causal_in_inputs_and_labels():
+    from rnnmeta.learners.snail import SNAIL
+    from rnnmeta.nets import MLP
+
+    torch.manual_seed(0)
+    learner = SNAIL(backbone=MLP(4, [8]), max_shots=4, n_way=3, key_sizes=[8, 8], value_sizes=[4, 4], tc_filters=[4]).eval()
+    x = torch.randn(2, 12, 4)
+    prev_y = torch.randint(0, 3, (2, 12))
+    prev_y[:, 0] = -1
+    out = learner.predict_stream(x, prev_y)
+    assert out.shape == (2, 12, 3)
+    t = 6
+    x2, y2 = x.clone(), prev_y.clone()
+    x2[:, t + 1:] = torch.randn_like(x2[:, t + 1:])
+    y2[:, t + 1:] = (y2[:, t + 1:] + 1) % 3
+    out2 = learner.predict_stream(x2, y2)
+    torch.testing.assert_close(out2[:, : t + 1], out[:, : t + 1])
+    assert not torch.allclose(out2[:, t + 1:], out[:, t + 1:])
+    with pytest.raises(ValueError, match="max_shots"):
+        learner.predict_stream(torch.randn(2, 14, 4), torch.zeros(2, 14, dtype=torch.int64))

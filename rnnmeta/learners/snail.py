@@ -213,6 +213,34 @@ class SNAIL(MetaLearner):
             return self.forward_naive(support_x, support_y, query_x)
         return self.answer(self.encode_support(support_x, support_y), query_x)
 
+    def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
+        """Online protocol (Santoro et al. 2016): logits for every step of a labelled stream.
+
+        Step ``t`` reads ``[embed(x_t), one_hot(prev_y_t)]`` (all zeros where ``prev_y_t`` is
+        :data:`~rnnmeta.data.online.NO_LABEL`); the causal network's output at ``t`` predicts
+        ``y_t`` from ``x_0..x_t`` and ``y_0..y_{t-1}`` only.
+
+        Args:
+            x: ``[B, T, *x_shape]`` with ``T <= n_way * max_shots + 1`` (build the learner with
+                ``max_shots=10`` for streams of 10 instances per class).
+            prev_y: ``[B, T]`` int64, the labels one step late.
+
+        Returns:
+            ``[B, T, n_way]`` logits.
+        """
+        from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
+
+        if self.kind != CLASSIFICATION:
+            raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")
+        check_stream_inputs(x, prev_y, self.n_way)
+        if x.shape[1] > self.seq_len:
+            raise ValueError(
+                f"SNAIL was built for sequences of at most T={self.seq_len} steps (max_shots={self.max_shots}), "
+                f"got a stream of {x.shape[1]}; build it with max_shots >= {(x.shape[1] - 1 + self.n_way - 1) // self.n_way}"
+            )
+        steps = torch.cat([self.embed(x), encode_previous_labels(prev_y, self.n_way).to(x.dtype)], dim=-1)
+        return self.network(steps)
+
     def adapt(self, support_x: Tensor, support_y: Tensor) -> SNAILPredictor:
         """Encode the support set once; the predictor answers any later query batch from the cache."""
         self.check_inputs(support_x, support_y)
