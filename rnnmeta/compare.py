@@ -209,11 +209,9 @@ def _run_one(
     datamodule, learner = _build(data_cfg, learner_cfg)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    # the monitor's counters travel in the checkpoint (Lightning saves callback state_dicts)
     monitor = RunMonitor()
-    monitor_file = run_dir / "monitor.json"
     resume = last.exists()
-    if resume and monitor_file.exists():
-        monitor.load_state_dict(json.loads(monitor_file.read_text()))
     wandb_dir = run_dir / "wandb_logs"
     wandb_dir.mkdir(parents=True, exist_ok=True)
     loggers = [
@@ -228,11 +226,7 @@ def _run_one(
     ]
     checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=50)
 
-    class SaveMonitor(Callback):
-        def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-            monitor_file.write_text(json.dumps(monitor.state_dict()))
-
-    callbacks: list[Callback] = [monitor, checkpoint, SaveMonitor()]
+    callbacks: list[Callback] = [monitor, checkpoint]
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(process_position=position))
     kwargs = dict(

@@ -113,7 +113,8 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     _run(tmp_path, learners=one)
     result = json.loads((run_dir / "result.json").read_text())
     assert torch.load(last, weights_only=False)["global_step"] == 8
-    # the monitor state was carried over: all 8 steps are counted once, not 4 + 8
+    # the monitor's counters travelled in the checkpoint: all 8 steps are counted once, not 4 + 8
     assert result["episodes_per_second"] > 0
-    monitor = json.loads((run_dir / "monitor.json").read_text())
+    callbacks = torch.load(last, weights_only=False)["callbacks"]
+    (monitor,) = [state for key, state in callbacks.items() if key.startswith("RunMonitor")]
     assert monitor["train_batches"] == 8
