@@ -139,7 +139,7 @@ def peak_rss_mib() -> float:
 def memory_child(method: str, first_order: bool, meta_batch: int) -> None:
     torch.manual_seed(0)
     batch, _ = make_batch(meta_batch, real=False)  # loading Omniglot would dominate the peak; the cost is the same
-    learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY)
+    learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY, batch_tasks=True)
     fn = methods(first_order)[method]
     base = peak_rss_mib()
     for _ in range(2):
@@ -186,7 +186,7 @@ def main() -> None:
         "per meta-iteration"
     )
     for first_order in (False, True):
-        learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY)
+        learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY, batch_tasks=True)
         fns = methods(first_order)
         times: dict[str, list[float]] = {name: [] for name in fns}
         grads: dict[str, list[torch.Tensor]] = {}

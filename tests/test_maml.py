@@ -151,9 +151,11 @@ def test_first_order_is_second_order_minus_the_dropped_term():
 def test_batched_equals_per_task_loop(kind, first_order, learn_lr):
     torch.manual_seed(3)
     if kind == "classification":
-        learner, batch = small_maml(inner_steps=2, first_order=first_order, learn_inner_lr=learn_lr), cls_batch()
+        learner = small_maml(inner_steps=2, first_order=first_order, learn_inner_lr=learn_lr, batch_tasks=True)
+        batch = cls_batch()
     else:
-        learner = MAML(kind="regression", inner_steps=2, inner_lr=0.01, first_order=first_order, learn_inner_lr=learn_lr)
+        learner = MAML(kind="regression", inner_steps=2, inner_lr=0.01, first_order=first_order, learn_inner_lr=learn_lr,
+                       batch_tasks=True)
         learner = learner.double()
         batch = tuple(t.double() for t in reg_batch())
     assert learner._layers is not None  # the batched path is in use
