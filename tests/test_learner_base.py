@@ -185,3 +185,21 @@ def test_check_inputs_accepts_queries_and_names_a_mismatched_one():
         learner.check_inputs(ep.support_x, ep.support_y, ep.query_x[:2])
     with pytest.raises(ValueError, match="query_x"):
         learner.check_inputs(ep.support_x, ep.support_y, ep.query_x[..., :3])
+
+
+def test_a_nan_loss_never_reaches_a_checkpoint(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class LateExplosion(CentroidLearner):
+        def forward(self, support_x, support_y, query_x):
+            out = super().forward(support_x, support_y, query_x)
+            return out * float("nan") if self.global_step >= 3 else out
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1, save_top_k=0)
+    trainer = pl.Trainer(max_steps=6, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", callbacks=[checkpoint])
+    with pytest.raises(NonFiniteLossError, match="global step 3"):
+        trainer.fit(LateExplosion(), train_dataloaders=_loader(6, 0))
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
