@@ -50,14 +50,13 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
-from rnnmeta.nets import MLP, Conv4
+from rnnmeta.nets import backbone_features, resolve_backbone
 
 __all__ = [
     "LSTMLearner",
     "LSTMPredictor",
     "backbone_features",
     "check_query",
-    "default_backbone",
     "encode_labels",
     "key_value_init_",
     "label_width",
@@ -65,36 +64,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- shared helpers
-def default_backbone(kind: str) -> nn.Module:
-    """The embedding used when none is given.
-
-    Classification: :class:`~rnnmeta.nets.Conv4` on 28x28 single-channel images, with batch norm
-    keeping running statistics, so that in ``eval()`` mode every example is embedded on its own
-    (queries stay independent at test time). In training mode batch norm normalises with the
-    statistics of the images passed in one call (the support sets, or the queries, of the meta-batch).
-    Regression: the sinusoid MLP of Finn et al. (2017), ``1 -> 40 -> 40`` ReLU.
-    """
-    if kind == CLASSIFICATION:
-        return Conv4(in_channels=1, hidden=64, image_size=28, batch_norm=True, track_running_stats=True)
-    return MLP(in_features=1, hidden=[40, 40], out_features=0)
-
-
-def backbone_features(backbone: nn.Module, embedding_dim: int = 0) -> int:
-    """The embedding width: ``backbone.out_features``, else ``embedding_dim``; a clear error if neither is set."""
-    if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 0:
-        raise ValueError(f"embedding_dim must be an int >= 0 (0: use backbone.out_features), got {embedding_dim!r}")
-    width = getattr(backbone, "out_features", None)
-    if isinstance(width, int) and width >= 1:
-        if embedding_dim and embedding_dim != width:
-            raise ValueError(f"embedding_dim={embedding_dim} disagrees with {type(backbone).__name__}.out_features={width}")
-        return width
-    if embedding_dim >= 1:
-        return embedding_dim
-    raise ValueError(
-        f"the embedding size is unknown: backbone {type(backbone).__name__} has no out_features, so pass embedding_dim >= 1"
-    )
-
-
 def label_width(kind: str, n_way: int, target_dim: int) -> int:
     """Width of the label slot of a step: ``n_way`` one-hot, or ``target_dim`` targets plus a given-flag."""
     return n_way if kind == CLASSIFICATION else target_dim + 1
@@ -177,7 +146,7 @@ class LSTMLearner(MetaLearner):
 
     Args:
         backbone: embedding of one input ``[*x_shape] -> [E]`` with an ``out_features`` attribute;
-            ``None`` gives :func:`default_backbone` of ``kind`` (Conv4 or the sinusoid MLP).
+            ``None`` gives :func:`rnnmeta.nets.default_backbone` of ``kind`` (Conv4 with running statistics, or the sinusoid MLP).
         hidden_size: LSTM units per layer.
         num_layers: stacked LSTM layers.
         embedding_norm: layer-normalise the embedding before the LSTM (see the module docstring).
@@ -235,7 +204,7 @@ class LSTMLearner(MetaLearner):
         check_positive(hidden_size=hidden_size, num_layers=num_layers)
         # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
         self.save_hyperparameters()
-        self.backbone = backbone if backbone is not None else default_backbone(kind)
+        self.backbone = resolve_backbone(backbone, kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
         self.label_dim = label_width(kind, n_way, target_dim)
         self.hidden_size, self.num_layers = hidden_size, num_layers

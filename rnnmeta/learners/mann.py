@@ -41,11 +41,11 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
+from rnnmeta.nets import resolve_backbone
 from rnnmeta.learners.lstm import (
     backbone_features,
     check_positive,
     check_query,
-    default_backbone,
     embed,
     encode_labels,
     label_width,
@@ -203,7 +203,7 @@ class MANN(MetaLearner):
 
     Args:
         backbone: embedding of one input ``[*x_shape] -> [E]`` with an ``out_features`` attribute;
-            ``None`` gives :func:`~rnnmeta.learners.lstm.default_backbone` of ``kind``.
+            ``None`` gives :func:`rnnmeta.nets.default_backbone` of ``kind``.
         controller_size: LSTM controller units (200 in the paper).
         memory_slots: memory rows ``N`` (128 in the paper).
         memory_width: row width ``W`` (40 in the paper).
@@ -255,7 +255,7 @@ class MANN(MetaLearner):
         check_positive(controller_size=controller_size)
         # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
         self.save_hyperparameters()
-        self.backbone = backbone if backbone is not None else default_backbone(kind)
+        self.backbone = resolve_backbone(backbone, kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
         self.label_dim = label_width(kind, n_way, target_dim)
         self.memory = LRUAMemory(controller_size, memory_slots, memory_width, read_heads, gamma, read_sharpness)

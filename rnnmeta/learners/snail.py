@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.snail_blocks import BlockState, SNAILNetwork, map_state
-from rnnmeta.nets import resolve_backbone
+from rnnmeta.nets import backbone_features, resolve_backbone
 
 
 class SNAILPredictor:
@@ -137,11 +137,7 @@ class SNAIL(MetaLearner):
         if max_shots < 1:
             raise ValueError(f"max_shots must be >= 1, got {max_shots}")
         backbone = resolve_backbone(backbone, kind, track_running_stats=True)
-        embed = int(getattr(backbone, "out_features", 0) or embedding_dim)
-        if embed < 1:
-            raise ValueError(
-                f"SNAIL needs the embedding size: {type(backbone).__name__} has no out_features, so pass embedding_dim >= 1"
-            )
+        embed = backbone_features(backbone, embedding_dim)
         self.backbone = backbone
         self.embedding_dim = embed
         self.max_shots = max_shots
@@ -158,12 +154,7 @@ class SNAIL(MetaLearner):
 
     # --------------------------------------------------------------- sequence
     def _check(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> None:
-        self.check_inputs(support_x, support_y)
-        if query_x.dim() != support_x.dim() or query_x.shape[0] != support_x.shape[0] or query_x.shape[2:] != support_x.shape[2:]:
-            raise ValueError(
-                f"query_x must be [B, M, *x_shape] matching support_x {list(support_x.shape)} in B and x_shape, "
-                f"got {list(query_x.shape)}"
-            )
+        self.check_inputs(support_x, support_y, query_x)
 
     def _check_length(self, n_support: int) -> None:
         if n_support + 1 > self.seq_len:

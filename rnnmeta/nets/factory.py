@@ -62,3 +62,19 @@ def resolve_backbone(
     raise TypeError(
         f"backbone must be an nn.Module, a {{'class_path': ..., 'init_args': ...}} mapping or None, got {type(backbone).__name__}"
     )
+
+
+def backbone_features(backbone: nn.Module, embedding_dim: int = 0) -> int:
+    """The embedding width: ``backbone.out_features``, else ``embedding_dim``; a clear error if neither is set."""
+    if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 0:
+        raise ValueError(f"embedding_dim must be an int >= 0 (0: use backbone.out_features), got {embedding_dim!r}")
+    width = getattr(backbone, "out_features", None)
+    if isinstance(width, int) and width >= 1:
+        if embedding_dim and embedding_dim != width:
+            raise ValueError(f"embedding_dim={embedding_dim} disagrees with {type(backbone).__name__}.out_features={width}")
+        return width
+    if embedding_dim >= 1:
+        return embedding_dim
+    raise ValueError(
+        f"the embedding size is unknown: backbone {type(backbone).__name__} has no out_features, so pass embedding_dim >= 1"
+    )
