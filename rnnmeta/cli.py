@@ -15,11 +15,13 @@ argument is typed, so ``--help`` lists them and wrong types fail before anything
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Any, Optional
 
+from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import Logger
 
+from rnnmeta.callbacks import RandomStateCheckpoint
 from rnnmeta.data import EpisodicDataModule
 from rnnmeta.learners import MetaLearner
 from rnnmeta.logging import ensure_wandb_mode
@@ -38,6 +40,13 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
 class RnnmetaCLI(LightningCLI):
     """LightningCLI with rnnmeta's defaults (W&B offline without an account, overwrite-safe config saving)."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The configured trainer, plus :class:`~rnnmeta.callbacks.RandomStateCheckpoint` unless it has one."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(cb, RandomStateCheckpoint) for cb in trainer.callbacks):
+            trainer.callbacks.insert(0, RandomStateCheckpoint())
+        return trainer
 
 
 def build_cli(args: Optional[list[str]] = None, run: bool = True) -> RnnmetaCLI:

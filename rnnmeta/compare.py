@@ -37,6 +37,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
+from rnnmeta.callbacks import RandomStateCheckpoint
 from rnnmeta.logging import ensure_wandb_mode
 
 RESULT_FILE = "result.json"
@@ -226,7 +227,7 @@ def _run_one(
     ]
     checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_train_steps=50)
 
-    callbacks: list[Callback] = [monitor, checkpoint]
+    callbacks: list[Callback] = [monitor, RandomStateCheckpoint(), checkpoint]
     if trainer_cfg.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(process_position=position))
     kwargs = dict(

@@ -4,17 +4,23 @@ Setup (Finn et al. 2017, Omniglot 5-way 1-shot): Conv4 with 64 filters, meta-bat
 15 queries per class, 1 inner step at lr 0.4, second and first order. Compared in the same
 process, interleaved iteration by iteration so that load from other processes hits all alike:
 
-* ``rnnmeta``: :class:`rnnmeta.learners.MAML` (tasks batched as groups of one grouped conv);
+* ``rnnmeta``: :class:`rnnmeta.learners.MAML` as ``rnnmeta fit`` runs it (``episode_step``:
+  per-task loop, each task's meta-gradient taken and its graph freed at once, then ``backward``);
+* ``rnnmeta+compile``: the same with ``compile_query=True`` (the query pass through
+  ``torch.compile``; the first call, which compiles, is reported apart);
+* ``rnnmeta batched``: ``batch_tasks=True`` (all tasks as groups of grouped convolutions);
 * ``loop``: a plain per-task loop, ``torch.func.functional_call`` + ``torch.autograd.grad``
   (``create_graph=True`` for second order), query loss backpropagated task by task;
 * ``torchopt``: ``torchopt.MetaSGD`` per task (second order only; torchopt has no first-order
-  mode), as in torchopt's MAML example. Skipped with a note when torchopt does not import.
+  mode), as in torchopt's MAML example. Skipped with a note when torchopt does not import;
+* ``rnnmeta bf16`` / ``loop bf16``: under CPU bfloat16 autocast (``--trainer.precision
+  bf16-mixed``); gradients then differ from float32 by bfloat16 rounding.
 
 Peak memory (maximum resident set size) is measured per method in a fresh subprocess running
 two meta-iterations on random images of the same shape (loading Omniglot would set the peak),
 since the RSS peak of one process cannot be split between methods.
 
-Run:  python scripts/benchmark_maml.py [--iters 5] [--meta-batch 32] [--quick]
+Run:  python scripts/benchmark_maml.py [--iters 5] [--meta-batch 32] [--quick] [--methods rnnmeta loop ...]
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rnnmeta.episode import Episode  # noqa: E402
 from rnnmeta.learners.maml import MAML  # noqa: E402
 
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
@@ -66,9 +73,11 @@ def make_batch(meta_batch: int, seed: int = 0, real: bool = True) -> tuple[tuple
 
 # ----------------------------------------------------------------------------- methods
 def ours(learner: MAML, batch) -> list[torch.Tensor]:
+    """What ``rnnmeta fit`` runs per step: ``episode_step`` (task-by-task meta-gradients) + ``backward``."""
     sx, sy, qx, qy = batch
     learner.zero_grad(set_to_none=True)
-    learner.task_losses(learner(sx, sy, qx), qy).mean().backward()
+    loss, _ = learner.episode_step(Episode(sx, sy, qx, qy, kind="classification", n_way=N_WAY))
+    loss.backward()
     return [p.grad for p in learner._weights().values()]
 
 
@@ -105,15 +114,40 @@ def torchopt_metasgd(learner: MAML, batch) -> list[torch.Tensor]:
     return [p.grad for p in model.parameters()]
 
 
-def methods(first_order: bool) -> dict[str, Callable]:
-    out: dict[str, Callable] = {"rnnmeta": ours, "loop": plain_loop}
-    if not first_order:
-        try:
-            import torchopt  # noqa: F401
+def bf16(fn: Callable) -> Callable:
+    """``fn`` under CPU bfloat16 autocast, which is what ``--trainer.precision bf16-mixed`` runs."""
 
-            out["torchopt"] = torchopt_metasgd
-        except Exception as err:  # noqa: BLE001
-            print(f"note: torchopt skipped ({type(err).__name__}: {err})")
+    def run(learner: MAML, batch) -> list[torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn(learner, batch)
+
+    return run
+
+
+# name -> (function, MAML keyword arguments of the learner it runs on)
+METHODS: dict[str, tuple[Callable, dict]] = {
+    "rnnmeta": (ours, {}),
+    "rnnmeta+compile": (ours, {"compile_query": True}),
+    "rnnmeta batched": (ours, {"batch_tasks": True}),
+    "loop": (plain_loop, {}),
+    "torchopt": (torchopt_metasgd, {}),
+    "rnnmeta bf16": (bf16(ours), {}),
+    "loop bf16": (bf16(plain_loop), {}),
+}
+
+
+def methods(first_order: bool, names: list[str]) -> dict[str, tuple[Callable, dict]]:
+    out = {n: METHODS[n] for n in names}
+    if "torchopt" in out:
+        reason = "torchopt has no first-order mode" if first_order else None
+        if reason is None:
+            try:
+                import torchopt  # noqa: F401
+            except Exception as err:  # noqa: BLE001
+                reason = f"{type(err).__name__}: {err}"
+        if reason:
+            print(f"note: torchopt skipped ({reason})")
+            del out["torchopt"]
     return out
 
 
@@ -136,11 +170,22 @@ def peak_rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5), so the warm-up's peak is not counted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def memory_child(method: str, first_order: bool, meta_batch: int) -> None:
     torch.manual_seed(0)
     batch, _ = make_batch(meta_batch, real=False)  # loading Omniglot would dominate the peak; the cost is the same
-    learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY, batch_tasks=True)
-    fn = methods(first_order)[method]
+    fn, kwargs = METHODS[method]
+    learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY, **kwargs)
+    fn(learner, batch)  # compile (if asked) and warm up before the baseline
+    reset_peak_rss()
     base = peak_rss_mib()
     for _ in range(2):
         fn(learner, batch)
@@ -162,6 +207,10 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5, help="timed meta-iterations per method (after 1 warm-up)")
     ap.add_argument("--meta-batch", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="meta-batch 8, 2 iterations, no memory subprocesses")
+    ap.add_argument(
+        "--methods", nargs="+", default=[m for m in METHODS if "bf16" not in m], choices=list(METHODS), help="what to time"
+    )
+    ap.add_argument("--orders", nargs="+", default=["second", "first"], choices=["second", "first"])
     ap.add_argument("--first-order", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -185,27 +234,38 @@ def main() -> None:
         f"first order ~3(Fs+Fq) = {3 * (f_s + f_q) / 1e9:.0f} GFLOP, second order ~3Fq+9Fs = {(3 * f_q + 9 * f_s) / 1e9:.0f} GFLOP "
         "per meta-iteration"
     )
-    for first_order in (False, True):
-        learner = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY, batch_tasks=True)
-        fns = methods(first_order)
+    for order in args.orders:
+        first_order = order == "first"
+        fns = methods(first_order, args.methods)
+        torch.manual_seed(0)
+        reference = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY)
+        learners = {}
+        for name, (_, kwargs) in fns.items():
+            learners[name] = MAML(first_order=first_order, inner_lr=INNER_LR, n_way=N_WAY, **kwargs)
+            learners[name].load_state_dict(reference.state_dict())
         times: dict[str, list[float]] = {name: [] for name in fns}
         grads: dict[str, list[torch.Tensor]] = {}
-        for it in range(args.iters + 1):
-            for name, fn in fns.items():
+        warmup: dict[str, float] = {}
+        for it in range(args.iters + 1):  # interleaved, so that load from other processes hits all alike
+            for name, (fn, _) in fns.items():
                 t0 = time.perf_counter()
-                g = fn(learner, batch)
-                if it > 0:
+                g = fn(learners[name], batch)
+                if it == 0:
+                    warmup[name] = time.perf_counter() - t0
+                else:
                     times[name].append(time.perf_counter() - t0)
                 grads[name] = [x.clone() for x in g]
-        print(f"\n{'first' if first_order else 'second'} order:")
+        print(f"\n{order} order:")
+        flops = 3 * (f_s + f_q) if first_order else 3 * f_q + 9 * f_s
+        first = next(iter(fns))
         for name in fns:
-            diff = max((a - b).abs().max().item() for a, b in zip(grads[name], grads["rnnmeta"]))
+            diff = max((a.float() - b.float()).abs().max().item() for a, b in zip(grads[name], grads[first]))
+            scale = max(b.abs().max().item() for b in grads[first])
             med = statistics.median(times[name])
             mem = "not measured (--quick)" if args.quick else measure_memory(name, first_order, args.meta_batch)
-            flops = 3 * (f_s + f_q) if first_order else 3 * f_q + 9 * f_s
             print(
-                f"  {name:9s} {med:6.2f} s/iter (min {min(times[name]):.2f}, {flops / med / 1e9:5.1f} GFLOP/s)  "
-                f"max|grad - rnnmeta| {diff:.1e}  memory {mem}"
+                f"  {name:16s} {med:6.2f} s/iter (min {min(times[name]):.2f}, {flops / med / 1e9:5.1f} GFLOP/s, "
+                f"first call {warmup[name]:.1f} s)  max|grad - {first}| {diff:.1e} (of max {scale:.1e})  memory {mem}"
             )
 
 

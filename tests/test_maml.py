@@ -169,6 +169,46 @@ def test_batched_equals_per_task_loop(kind, first_order, learn_lr):
         assert torch.allclose(a, b, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("first_order,learn_lr", [(False, False), (True, False), (False, True)])
+def test_training_step_meta_gradient_task_by_task_equals_whole_batch(first_order, learn_lr):
+    """The training path frees each task's graph; its loss and .grad equal forward() on the whole batch."""
+    from rnnmeta.episode import Episode
+
+    torch.manual_seed(5)
+    learner = small_maml(inner_steps=2, first_order=first_order, learn_inner_lr=learn_lr).train()
+    sx, sy, qx, qy = cls_batch()
+    expected_loss, expected = meta_loss(learner, cls_batch()), meta_grads(learner, cls_batch())
+    loss, metric = learner.episode_step(Episode(sx, sy, qx, qy, kind="classification", n_way=N_WAY))
+    assert metric.shape == (B,)
+    assert loss.requires_grad
+    assert torch.allclose(loss, expected_loss, rtol=0, atol=1e-12)
+    learner.zero_grad(set_to_none=True)
+    loss.backward()
+    for (name, p), e in zip(learner.named_parameters(), expected):
+        assert p.grad is not None, name
+        assert torch.allclose(p.grad, e, rtol=0, atol=1e-12), name
+    assert max(e.abs().max() for e in expected) > 1e-3
+    assert torch.equal(sx, cls_batch()[0])  # the caller's tensors are untouched
+
+
+def test_compiled_query_pass_matches_eager_in_training_and_eval():
+    torch.manual_seed(6)
+    eager = small_maml(inner_steps=1, eval_inner_steps=2).float()
+    compiled = MAML(**{**eager.hparams, "compile_query": True})
+    compiled.load_state_dict(eager.state_dict())
+    sx, sy, qx, qy = (t.float() if t.is_floating_point() else t for t in cls_batch())
+    for learner in (eager, compiled):
+        learner.zero_grad(set_to_none=True)
+        meta_loss(learner, (sx, sy, qx, qy)).backward()
+    assert compiled._compiled_task_forward is not None
+    for (name, a), b in zip(compiled.named_parameters(), eager.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5), name
+    with torch.no_grad():
+        assert torch.allclose(compiled.eval()(sx, sy, qx), eager.eval()(sx, sy, qx), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="compile_query applies to the per-task loop"):
+        MAML(compile_query=True, batch_tasks=True)
+
+
 def test_custom_backbone_uses_per_task_loop_and_matches_reference():
     torch.manual_seed(4)
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 8), nn.Tanh())

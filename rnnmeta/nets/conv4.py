@@ -62,6 +62,12 @@ class Conv4(nn.Module):
         self.out_features = hidden * side * side
 
     def forward(self, x: Tensor) -> Tensor:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if x.dim() < 3 or tuple(x.shape[-3:]) != expected:
+            raise ValueError(
+                f"Conv4 expects images [..., {expected[0]}, {expected[1]}, {expected[2]}], got {list(x.shape)}; "
+                "set in_channels/image_size to match the data"
+            )
         lead = x.shape[:-3]
         y = self.blocks(x.reshape(-1, *x.shape[-3:]))
         return y.reshape(*lead, self.out_features)

@@ -38,4 +38,8 @@ class MLP(nn.Module):
         self.out_features = width
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"MLP expects inputs [..., {self.in_features}], got {list(x.shape)}; set in_features to match the data"
+            )
         return self.layers(x)

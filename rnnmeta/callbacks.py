@@ -1,0 +1,224 @@
+"""Lightning callbacks of rnnmeta: :class:`RandomStateCheckpoint` makes a resumed run exact.
+
+A checkpoint of a rnnmeta run already holds the weights, the optimiser and schedule, the loop
+position and the position of the training task stream (:class:`~rnnmeta.data.EpisodicDataModule`).
+What a learner may still draw at random during a training step (dropout, noise, a shuffle) comes
+from the process-global generators of torch (CPU and CUDA), numpy and Python's ``random``; this
+callback puts their states into the checkpoint, so that a run killed after a checkpoint and resumed
+with ``--ckpt_path`` ends with the same weights and metrics as the run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+__all__ = ["RandomStateCheckpoint", "capture_random_state", "restore_random_state"]
+
+RandomState = dict[str, Any]
+
+
+class _RawState(NamedTuple):
+    """The generators' states as their libraries return them (cheap to take and set: once per training step)."""
+
+    torch: Tensor
+    cuda: list[Tensor]
+    numpy: tuple
+    python: tuple
+
+
+def _capture_raw() -> _RawState:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return _RawState(torch.get_rng_state(), list(cuda), np.random.get_state(), random.getstate())
+
+
+def _restore_raw(raw: _RawState) -> None:
+    torch.set_rng_state(raw.torch)
+    if raw.cuda and torch.cuda.is_available():
+        for device in range(min(len(raw.cuda), torch.cuda.device_count())):
+            torch.cuda.set_rng_state(raw.cuda[device], device)
+    np.random.set_state(raw.numpy)
+    random.setstate(raw.python)
+
+
+def _to_plain(raw: _RawState) -> RandomState:
+    name, key, pos, has_gauss, cached = raw.numpy
+    if name != "MT19937":  # pragma: no cover - numpy's legacy global state is always MT19937
+        raise RuntimeError(f"unexpected numpy global generator {name!r}; expected 'MT19937'")
+    version, internal, gauss_next = raw.python
+    return {
+        "torch": raw.torch.clone(),
+        "torch_cuda": [s.clone() for s in raw.cuda],
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(key, dtype=np.int64).copy()),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "internal": [int(v) for v in internal], "gauss_next": gauss_next},
+    }
+
+
+def _from_plain(state: RandomState) -> _RawState:
+    missing = [k for k in ("torch", "numpy", "python") if k not in state]
+    if missing:
+        raise ValueError(f"random state is missing {missing}; expected the keys written by capture_random_state")
+    npy, py = state["numpy"], state["python"]
+    key = npy["key"].numpy() if isinstance(npy["key"], Tensor) else np.asarray(npy["key"])
+    return _RawState(
+        torch=state["torch"],
+        cuda=list(state.get("torch_cuda") or []),
+        numpy=("MT19937", key.astype(np.uint32), int(npy["pos"]), int(npy["has_gauss"]), float(npy["cached_gaussian"])),
+        python=(int(py["version"]), tuple(int(v) for v in py["internal"]), py["gauss_next"]),
+    )
+
+
+def capture_random_state() -> RandomState:
+    """The global random states of this process as plain tensors, lists and numbers.
+
+    Keys: ``"torch"`` (uint8 tensor), ``"torch_cuda"`` (list of uint8 tensors, one per visible
+    device; empty when CUDA is not initialised), ``"numpy"`` (the MT19937 state of
+    ``np.random``: ``key`` as an int64 tensor, ``pos``, ``has_gauss``, ``cached_gaussian``) and
+    ``"python"`` (``random.getstate()`` as ``version``, ``internal`` list of ints, ``gauss_next``).
+    Nothing in it needs pickled classes, so checkpoints holding it load with
+    ``torch.load(weights_only=True)``.
+    """
+    return _to_plain(_capture_raw())
+
+
+def restore_random_state(state: RandomState) -> None:
+    """Set the global random states of this process to ``state`` (from :func:`capture_random_state`).
+
+    CUDA states are restored for the devices present in both the state and this process (a state
+    saved on a CPU-only machine leaves CUDA's generators alone).
+
+    Raises:
+        ValueError: ``state`` lacks one of the keys ``torch``, ``numpy``, ``python``.
+    """
+    _restore_raw(_from_plain(state))
+
+
+def _next_log_step(trainer: "pl.Trainer") -> Optional[int]:
+    """The loggers' step the next training batch will see, called at the end of a training batch.
+
+    Lightning advances ``fit_loop.epoch_loop._batches_that_stepped`` right after
+    ``on_train_batch_end`` unless the batch only accumulates gradients.
+    """
+    epoch_loop = trainer.fit_loop.epoch_loop
+    count = getattr(epoch_loop, "_batches_that_stepped", None)
+    should_accumulate = getattr(epoch_loop, "_should_accumulate", None)
+    if not isinstance(count, int) or should_accumulate is None:
+        return None  # another Lightning version: leave the loggers' step to Lightning
+    return count + (0 if should_accumulate() else 1)
+
+
+class RandomStateCheckpoint(Callback):
+    """Save the global random generators in every checkpoint and restore them on resume.
+
+    **What is saved.** Under the key ``"RandomStateCheckpoint"`` of the checkpoint's callback
+    states: the states of torch's CPU generator, CUDA's generators (when CUDA is in use), numpy's
+    global generator and Python's ``random``, as returned by :func:`capture_random_state`, plus
+    the rank that wrote them.
+
+    **Which states.** The training steps draw from one random stream that nothing else touches:
+    the callback records the states at the end of every training batch and sets them back at the
+    start of the next one. Whatever runs between two training steps (validation, the sanity
+    check, creating data-loader iterators at an epoch boundary or on resume, logging, writing
+    checkpoints) therefore neither advances nor depends on the training stream. A checkpoint
+    holds the states after its last completed training batch -- whether it is written at the end
+    of that batch or after the validation that follows it -- which are exactly the states the
+    uninterrupted run carries into its next step.
+
+    **When they are restored.** Lightning calls :meth:`load_state_dict` while it restores a
+    checkpoint, before ``on_fit_start``, the sanity check and the first data-loader iterator; the
+    callback keeps the states pending and sets them at the first ``on_train_batch_start`` after
+    the resume, right before the first resumed training step.
+
+    **The loggers' step.** Lightning logs metrics against a batch counter of its training loop
+    that it restores one too high from a checkpoint written when validation ends on the last
+    batch of an epoch (the ``last.ckpt`` of the shipped configs): the resumed run's curves would
+    be shifted by one step. The callback records the counter the next training batch must see and
+    sets it with the random states, so the resumed run logs every metric at the same step as the
+    uninterrupted one.
+
+    **Several processes (DDP).** Each rank records its own states; the checkpoint is written by
+    rank 0, so it holds rank 0's states. On resume, rank 0 restores them and every other rank
+    keeps the states ``seed_everything`` gave it, with a warning: across several ranks the
+    weights are restored exactly, the learners' own random draws on ranks > 0 are not.
+
+    **One instance.** The ``rnnmeta`` command and ``rnnmeta compare`` add this callback unless the
+    configured callbacks already hold one (Lightning refuses two: they would share a state key).
+
+    Example::
+
+        trainer = pl.Trainer(max_steps=1000, callbacks=[RandomStateCheckpoint(), ModelCheckpoint(save_last=True)])
+        trainer.fit(learner, datamodule=data, ckpt_path="runs/.../last.ckpt")
+    """
+
+    def __init__(self) -> None:
+        self._after_batch: Optional[_RawState] = None  # states at the end of the last completed training batch
+        self._pending: Optional[_RawState] = None  # loaded from a checkpoint, set at the next training batch
+        self._rank = 0
+        self._log_step: Optional[int] = None  # the loggers' step of the next training batch
+        self._pending_log_step: Optional[int] = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._rank = int(trainer.global_rank)
+        if stage == "fit":
+            self._after_batch = self._pending = None
+            self._log_step = self._pending_log_step = None
+
+    def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int) -> None:
+        state = self._pending if self._pending is not None else self._after_batch
+        self._pending = None
+        if state is not None:
+            _restore_raw(state)
+        if self._pending_log_step is not None:
+            epoch_loop = trainer.fit_loop.epoch_loop
+            if isinstance(getattr(epoch_loop, "_batches_that_stepped", None), int):
+                epoch_loop._batches_that_stepped = self._pending_log_step
+            self._pending_log_step = None
+
+    def on_train_batch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._after_batch = _capture_raw()
+        self._log_step = _next_log_step(trainer)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """``{"rank": r, "random_state": ..., "log_step": n}``: the training stream's states (see the class docstring)."""
+        raw = self._pending if self._pending is not None else self._after_batch
+        state = _to_plain(raw if raw is not None else _capture_raw())
+        log_step = self._pending_log_step if self._pending_log_step is not None else self._log_step
+        out: dict[str, Any] = {"rank": self._rank, "random_state": state}
+        if log_step is not None:
+            out["log_step"] = log_step
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the saved states; they are set right before the first resumed training step."""
+        if "random_state" not in state_dict:
+            raise ValueError(
+                f"RandomStateCheckpoint state must hold 'random_state', got keys {sorted(state_dict)}; "
+                "the checkpoint was not written by this callback"
+            )
+        log_step = state_dict.get("log_step")
+        self._pending_log_step = None if log_step is None else int(log_step)  # the same on every rank
+        saved_rank = int(state_dict.get("rank", 0))
+        if saved_rank != self._rank:
+            warnings.warn(
+                f"the checkpoint holds the random states of rank {saved_rank}; rank {self._rank} keeps its seeded "
+                "states, so its random draws after the resume differ from an uninterrupted run",
+                stacklevel=2,
+            )
+            return
+        self._pending = _from_plain(state_dict["random_state"])
