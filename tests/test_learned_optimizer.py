@@ -145,6 +145,42 @@ def test_second_order_meta_gradient_matches_finite_differences():
         torch.testing.assert_close(a, f, rtol=1e-5, atol=1e-8, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("rule,second_order", [("ravi_larochelle", False), ("lstm", False), ("ravi_larochelle", True)])
+def test_batched_inner_loop_equals_the_per_task_reference(rule, second_order):
+    """All tasks at once (vmap over tasks) gives the per-task loop's predictions and meta-gradients."""
+    sx, sy, qx, qy = _regression_batch(b=3, dtype=torch.float64)
+    results = []
+    for batch_tasks in (False, True):
+        torch.manual_seed(0)
+        learner = LearnedOptimizer(
+            kind="regression", backbone=MLP(1, [6, 5]), update_rule=rule, inner_steps=3, lstm_hidden=4,
+            second_order=second_order, batch_tasks=batch_tasks,
+        ).double()
+        with torch.no_grad():
+            for p in learner.update_rule.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        assert learner.runs_tasks_batched() == batch_tasks
+        preds = learner(sx, sy, qx)
+        grads = torch.autograd.grad(learner.task_losses(preds, qy).mean(), list(learner.parameters()))
+        learner.eval()
+        evaluated = learner(sx, sy, qx)
+        results.append((preds.detach(), grads, evaluated))
+    (p0, g0, e0), (p1, g1, e1) = results
+    torch.testing.assert_close(p1, p0, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(e1, e0, rtol=1e-12, atol=1e-12)
+    assert not e1.requires_grad
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert max(float(g.abs().max()) for g in g0) > 1e-3
+    # the tasks really differ, so a mix-up between them would show
+    assert (p0[0] - p0[1]).abs().max() > 1e-3
+
+
+def test_batch_norm_backbone_runs_tasks_one_by_one():
+    learner = LearnedOptimizer(n_way=3, backbone=Conv4(hidden=4, image_size=16))
+    assert learner.batch_tasks and not learner.runs_tasks_batched()
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="update_rule"):
         LearnedOptimizer(update_rule="adam")  # type: ignore[arg-type]

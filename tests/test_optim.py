@@ -106,6 +106,26 @@ def test_ravi_larochelle_learned_gates_follow_the_lstm_cell_equation():
         rule.update(grad, state, None, loss)
 
 
+def test_ravi_larochelle_reads_one_loss_per_coordinate():
+    rule = _randomise(RaviLarochelleUpdate(), seed=7, scale=0.5).double()
+    theta = [torch.randn(2, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    grads = [torch.randn_like(t) for t in theta]
+    state = rule.init(theta)
+    scalar, _ = rule.update(grads, state, theta, torch.tensor(0.7, dtype=torch.float64))
+    constant, _ = rule.update(grads, state, theta, torch.full((10,), 0.7, dtype=torch.float64))
+    for a, b in zip(scalar, constant):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # two learners in one call, each coordinate reading its own learner's loss
+    losses = torch.cat([torch.full((6,), 0.3, dtype=torch.float64), torch.full((4,), 2.0, dtype=torch.float64)])
+    joined, _ = rule.update(grads, state, theta, losses)
+    for i, loss in ((0, 0.3), (1, 2.0)):
+        (alone,), _ = rule.update([grads[i]], rule.init([theta[i]]), [theta[i]], torch.tensor(loss, dtype=torch.float64))
+        torch.testing.assert_close(joined[i], alone, rtol=1e-14, atol=1e-15)
+    assert (joined[0] - scalar[0]).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="one value per coordinate"):
+        rule.update(grads, state, theta, torch.zeros(5, dtype=torch.float64))
+
+
 # ----------------------------------------------------------------------------- state lives outside
 @pytest.mark.parametrize("make", [CoordinatewiseLSTMOptimizer, RaviLarochelleUpdate])
 def test_optimizer_state_is_not_a_parameter_and_update_is_pure(make):
@@ -254,6 +274,47 @@ def test_lstm_optimizer_state_dict_resumes_the_same_trajectory(tmp_path):
     assert set(opt_c.state[next(iter(b.parameters()))]) == {"step", "hidden", "cell"}
 
 
+@pytest.mark.parametrize("make", [lambda: CoordinatewiseLSTMOptimizer(hidden_size=4), RaviLarochelleUpdate])
+def test_drop_in_step_updates_all_parameters_in_one_call_like_one_call_each(make):
+    """The drop-in optimizer joins every parameter into one rule call: the same as a call per tensor."""
+    rule = _randomise(make(), seed=6, scale=0.3).double()
+    model = _tiny_model(3).double()
+    reference = [p.detach().clone() for p in model.parameters()]
+    states = [rule.init([p]) for p in reference]
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    opt = LSTMOptimizer(model.parameters(), rule)
+    calls = []
+    original = rule.update
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    rule.update = counting
+    names = [n for n, _ in model.named_parameters()]
+    for _ in range(3):
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        ref_params = [p.requires_grad_() for p in reference]
+        loss = nn.functional.mse_loss(torch.func.functional_call(model, dict(zip(names, ref_params)), (x,)), y)
+        grads = torch.autograd.grad(loss, ref_params)
+        with torch.no_grad():
+            new = []
+            for i, (p, g) in enumerate(zip(ref_params, grads)):
+                (u,), states[i] = original([g], states[i], [p.detach()], loss.detach())
+                new.append(p.detach() + u)
+        reference = new
+        for a, b in zip(model.parameters(), reference):
+            torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-14)
+    assert len(calls) == 3  # one rule call per step for the 4 parameter tensors
+    assert any((a - b).abs().max() > 1e-4 for a, b in zip(model.parameters(), _tiny_model(3).double().parameters()))
+
+
 def test_drop_in_optimizer_from_sgd_like_checkpoint_trains_a_fresh_model(tmp_path):
     path = RaviLarochelleUpdate.sgd(0.1).save(tmp_path / "sgd_like.pt")
     torch.manual_seed(0)
@@ -293,6 +354,48 @@ def test_briefly_meta_trained_lstm_lowers_loss_and_trains_a_fresh_model(tmp_path
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_meta_train_keeps_the_weights_with_the_best_validation_score(tmp_path):
+    torch.manual_seed(0)
+    rule = CoordinatewiseLSTMOptimizer(hidden_size=4)
+    family = QuadraticFamily(dim=3, batch_size=4)
+    seen, lines = [], []
+    scores = iter([3.0, 1.0, 2.0])
+
+    def validate(r):
+        seen.append({k: v.clone() for k, v in r.state_dict().items()})
+        return next(scores)
+
+    result = meta_train(
+        rule, family, iterations=6, unroll_steps=4, truncation=2, meta_lr=1e-2,
+        validate=validate, validate_every=2, checkpoint=tmp_path / "best.pt", log_every=3, log=lines.append,
+    )
+    assert result.validation == [(2, 3.0), (4, 1.0), (6, 2.0)]
+    assert result.best_iteration == 4
+    # the weights moved after the best validation, so keeping them is observable
+    assert not torch.equal(seen[1]["readout.weight"], seen[2]["readout.weight"])
+    for k, v in rule.state_dict().items():
+        assert torch.equal(v, seen[1][k]), k
+    for k, v in load_meta_optimizer(result.checkpoint).state_dict().items():
+        assert torch.equal(v, seen[1][k]), k
+    assert sum("s/task" in line for line in lines) == 2 and sum("validation" in line for line in lines) == 3
+    with pytest.raises(ValueError, match="validate"):
+        meta_train(rule, family, iterations=1, unroll_steps=2, truncation=2, validate_every=2)
+
+
+def test_meta_train_without_periodic_validation_keeps_the_last_weights():
+    family = QuadraticFamily(dim=3, batch_size=4)
+    runs = []
+    for validate in (None, lambda r: 0.5):
+        torch.manual_seed(0)
+        rule = CoordinatewiseLSTMOptimizer(hidden_size=4)
+        runs.append((rule, meta_train(rule, family, iterations=3, unroll_steps=4, truncation=2, meta_lr=1e-2, validate=validate)))
+    (plain, plain_result), (validated, validated_result) = runs
+    assert plain_result.validation == [] and plain_result.best_iteration is None
+    assert validated_result.validation == [(3, 0.5)] and validated_result.best_iteration == 3
+    for (k, a), b in zip(plain.state_dict().items(), validated.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 # ----------------------------------------------------------------------------- tasks

@@ -141,6 +141,15 @@ class LSTMOptimizerState:
         """The same state cut from the graph (used between truncations of an unroll)."""
         return LSTMOptimizerState(self.hidden.detach(), self.cell.detach())
 
+    @staticmethod
+    def cat(states: Sequence["LSTMOptimizerState"]) -> "LSTMOptimizerState":
+        """The states of several parameter sets as one state (coordinates joined in order)."""
+        return LSTMOptimizerState(torch.cat([s.hidden for s in states], 1), torch.cat([s.cell for s in states], 1))
+
+    def split(self, sizes: Sequence[int]) -> list["LSTMOptimizerState"]:
+        """The inverse of :meth:`cat`: one state per block of ``sizes[i]`` coordinates (views)."""
+        return [LSTMOptimizerState(h, c) for h, c in zip(self.hidden.split(list(sizes), 1), self.cell.split(list(sizes), 1))]
+
 
 class CoordinatewiseLSTMOptimizer(MetaOptimizer):
     """Andrychowicz et al. (2016): a 2-layer LSTM applied to each coordinate, shared by all.

@@ -46,6 +46,15 @@ class RaviLarochelleState:
     def detach(self) -> "RaviLarochelleState":
         return RaviLarochelleState(self.input_gate.detach(), self.forget_gate.detach())
 
+    @staticmethod
+    def cat(states: Sequence["RaviLarochelleState"]) -> "RaviLarochelleState":
+        """The states of several parameter sets as one state (coordinates joined in order)."""
+        return RaviLarochelleState(torch.cat([s.input_gate for s in states]), torch.cat([s.forget_gate for s in states]))
+
+    def split(self, sizes: Sequence[int]) -> list["RaviLarochelleState"]:
+        """The inverse of :meth:`cat`: one state per block of ``sizes[i]`` coordinates (views)."""
+        return [RaviLarochelleState(i, f) for i, f in zip(self.input_gate.split(list(sizes)), self.forget_gate.split(list(sizes)))]
+
 
 def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
@@ -134,7 +143,9 @@ class RaviLarochelleUpdate(MetaOptimizer):
             grads: gradients shaped like ``params`` (``N`` coordinates in all).
             state: from :meth:`init` or a previous :meth:`update`.
             params: the current parameters ``theta_{t-1}`` (required: they are the cell state).
-            loss: the learner's current loss, a scalar (or one element); ``None`` feeds zeros.
+            loss: the learner's current loss, a scalar (or one element), or ``[N]`` one loss per
+                coordinate (several learners updated in one call, each coordinate reading its own
+                learner's loss); ``None`` feeds zeros.
 
         Returns:
             ``(updates, new_state)`` with ``updates = (f_t - 1) * theta_{t-1} - i_t * grad_t``,
@@ -170,9 +181,15 @@ class RaviLarochelleUpdate(MetaOptimizer):
             loss_feat = g.new_zeros(2)
         else:
             loss = torch.as_tensor(loss, dtype=g.dtype, device=g.device)
-            if loss.numel() != 1:
-                raise ValueError(f"loss must be a scalar for RaviLarochelleUpdate, got shape {tuple(loss.shape)}")
-            loss_feat = preprocess_gradients(loss.reshape(()), self.preprocess_p)
+            if loss.numel() == 1:
+                loss_feat = preprocess_gradients(loss.reshape(()), self.preprocess_p)
+            elif loss.numel() == g.numel():
+                loss_feat = preprocess_gradients(loss.reshape(-1), self.preprocess_p)
+            else:
+                raise ValueError(
+                    f"loss must be a scalar or one value per coordinate ({g.numel()}) for RaviLarochelleUpdate, "
+                    f"got shape {tuple(loss.shape)}"
+                )
         w = weight.to(g.dtype)
         pre = (
             preprocess_gradients(g, self.preprocess_p) @ w[:2]

@@ -48,6 +48,7 @@ class LSTMOptimizer(torch.optim.Optimizer):
         self.meta_optimizer = meta_optimizer
         weights = list(meta_optimizer.parameters()) + list(meta_optimizer.buffers())
         self._dtype = weights[0].dtype if weights else torch.get_default_dtype()
+        self._state_cls: Optional[type] = None
 
     @classmethod
     def from_checkpoint(
@@ -56,40 +57,60 @@ class LSTMOptimizer(torch.optim.Optimizer):
         """Build the optimizer from a file written by :meth:`MetaOptimizer.save` / ``meta_train``."""
         return cls(params, load_meta_optimizer(path, map_location=map_location))
 
-    def _state_type(self, p: Tensor) -> type:
-        return type(self.meta_optimizer.init([p.new_zeros(1, dtype=self._dtype)]))
+    def _rule_state(self, p: Tensor, value: Tensor) -> Any:
+        """The rule's state for ``p`` (fresh from ``init`` on its first step)."""
+        st = self.state[p]
+        if "step" not in st:
+            st["step"] = 0
+            return self.meta_optimizer.init([value])
+        if self._state_cls is None:
+            self._state_cls = type(self.meta_optimizer.init([value.new_zeros(1)]))
+        return self._state_cls(**{f.name: st[f.name] for f in dataclasses.fields(self._state_cls)})
+
+    def _store(self, p: Tensor, rule_state: Any) -> None:
+        st = self.state[p]
+        for f in dataclasses.fields(rule_state):
+            st[f.name] = getattr(rule_state, f.name)
+        st["step"] += 1
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Tensor]] = None) -> Optional[Tensor]:  # type: ignore[override]
-        """Apply one learned update to every parameter that has a gradient."""
+        """Apply one learned update to every parameter that has a gradient.
+
+        All parameters on one device go through the rule in one call (their coordinates joined,
+        which is exact: the rule is coordinatewise), not one call per parameter tensor.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         loss_in = None if loss is None else loss.detach().to(self._dtype).reshape(())
+        by_device: dict[torch.device, list[Tensor]] = {}
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("LSTMOptimizer does not support sparse gradients")
-                device = p.device
-                if next(iter(self.meta_optimizer.parameters()), p).device != device:
-                    self.meta_optimizer.to(device)
-                grad = p.grad.to(self._dtype)
-                value = p.detach().to(self._dtype)
-                st = self.state[p]
-                if "step" not in st:
-                    rule_state = self.meta_optimizer.init([value])
-                    st["step"] = 0
-                else:
-                    cls = self._state_type(p)
-                    rule_state = cls(**{f.name: st[f.name] for f in dataclasses.fields(cls)})
-                (update,), rule_state = self.meta_optimizer.update(
-                    [grad], rule_state, [value], None if loss_in is None else loss_in.to(device)
-                )
+                by_device.setdefault(p.device, []).append(p)
+        for device, params in by_device.items():
+            if next(iter(self.meta_optimizer.parameters()), params[0]).device != device:
+                self.meta_optimizer.to(device)
+            grads = [p.grad.to(self._dtype) for p in params]
+            values = [p.detach().to(self._dtype) for p in params]
+            states = [self._rule_state(p, v) for p, v in zip(params, values)]
+            loss_dev = None if loss_in is None else loss_in.to(device)
+            joinable = hasattr(states[0], "cat") and hasattr(states[0], "split")
+            if joinable and len(params) > 1:
+                updates, joined = self.meta_optimizer.update(grads, type(states[0]).cat(states), values, loss_dev)
+                new_states = joined.split([v.numel() for v in values])
+            else:  # a rule whose state cannot be joined: one call per parameter
+                updates, new_states = [], []
+                for g, s, v in zip(grads, states, values):
+                    (u,), ns = self.meta_optimizer.update([g], s, [v], loss_dev)
+                    updates.append(u)
+                    new_states.append(ns)
+            for p, update, rule_state in zip(params, updates, new_states):
                 p.add_(update.to(p.dtype))
-                for f in dataclasses.fields(rule_state):
-                    st[f.name] = getattr(rule_state, f.name)
-                st["step"] += 1
+                self._store(p, rule_state)
         return loss
