@@ -28,12 +28,17 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION, REGRESSION, TASK_KINDS, Episode
-from rnnmeta.evaluation import mean_ci95
+from rnnmeta.evaluation import MeanCI, mean_ci95
 from rnnmeta.nets import backbone_spec
 
 # Learners keep their backbone among the hyperparameters on purpose: on_save_checkpoint stores it as
 # its class_path spec, so Lightning's advice to ignore it would only lose the architecture.
 warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module` and is already saved during checkpointing.*")
+# The evaluation statistics are computed from the episodes of every rank before they are logged
+# (see MetaLearner.gather_episode_values), so Lightning's advice to sync them does not apply.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self.log\('(val|test)/(loss|acc|mse|acc_ci95|mse_ci95|episodes)'"
+)
 
 
 class Predictor(Protocol):
@@ -93,6 +98,9 @@ class MetaLearner(pl.LightningModule):
         super().__init__()
         if kind not in TASK_KINDS:
             raise ValueError(f"kind must be one of {TASK_KINDS}, got {kind!r}")
+        for name, value in (("n_way", n_way), ("target_dim", target_dim)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
         if kind == CLASSIFICATION and n_way < 2:
             raise ValueError(f"n_way must be >= 2 for classification, got {n_way}")
         if kind == REGRESSION and target_dim < 1:
@@ -115,6 +123,10 @@ class MetaLearner(pl.LightningModule):
         self.lr_gamma = lr_gamma
         self.grad_clip_norm = grad_clip_norm
         self._eval_values: dict[str, list[Tensor]] = {}
+        #: Per-episode metric of the last ``"val"``/``"test"`` epoch, gathered from all ranks, in
+        #: episode order (float64, on the CPU); :attr:`eval_stats` holds its mean and 95% CI.
+        self.eval_episode_values: dict[str, Tensor] = {}
+        self.eval_stats: dict[str, MeanCI] = {}
 
     # ------------------------------------------------------------------ contract
     @property
@@ -155,6 +167,13 @@ class MetaLearner(pl.LightningModule):
             query_x = support_x[:, :0]
         if self.kind == CLASSIFICATION and support_y.dtype != torch.int64:
             raise TypeError(f"support_y must be int64 class labels for a classification learner, got {support_y.dtype}")
+        param = next(self.parameters(), None)
+        for name, x in (("support_x", support_x), ("query_x", query_x)):
+            if param is not None and x.dtype != param.dtype:
+                raise TypeError(
+                    f"{name} has dtype {x.dtype} but the learner's parameters are {param.dtype}: "
+                    f"pass {param.dtype} inputs (x.to({param.dtype})) or convert the learner (learner.to({x.dtype}))"
+                )
         # Episode performs the shape, dtype and label-range checks of the contract; the query
         # labels are placeholders of the right shape (a learner never sees them).
         if query_x.dim() >= 2 and support_y.dim() >= 1:
@@ -214,10 +233,16 @@ class MetaLearner(pl.LightningModule):
         self.log(f"train/{self.metric_name}", metric.mean(), prog_bar=True, batch_size=bs)
         return loss
 
+    def eval_episode_step(self, batch: Episode) -> tuple[Tensor, Tensor]:
+        """Per-task loss ``[B]`` and per-task metric ``[B]`` of an evaluation batch, detached."""
+        self._check_episode(batch)
+        preds = self(batch.support_x, batch.support_y, batch.query_x)
+        return self.task_losses(preds, batch.query_y).detach(), self.task_metrics(preds, batch.query_y).detach()
+
     def _eval_step(self, batch: Episode, stage: str) -> None:
         if self.needs_grad_at_eval:
             # An inner loop needs autograd: leave inference mode, take the batch out of it, and
-            # make sure nothing of the graph outlives the step (metrics are detached).
+            # make sure nothing of the graph outlives the step (losses and metrics are detached).
             with torch.inference_mode(False), torch.enable_grad():
                 batch = Episode(
                     batch.support_x.clone(),
@@ -227,13 +252,13 @@ class MetaLearner(pl.LightningModule):
                     kind=batch.kind,
                     n_way=batch.n_way,
                 )
-                loss, metric = self.episode_step(batch)
-                loss = loss.detach()
+                losses, metric = self.eval_episode_step(batch)
         else:
-            loss, metric = self.episode_step(batch)
-        bs = batch.batch_size
-        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=bs)
-        self._eval_values.setdefault(stage, []).append(metric.detach().double())
+            losses, metric = self.eval_episode_step(batch)
+        # Per-episode values only: the statistics are computed once, at the end of the epoch, from
+        # the values of every episode on every rank (no per-rank averages, no collective per step).
+        values = self._eval_values.setdefault(stage, [])
+        values.append(torch.stack([losses.double(), metric.double()], 1).cpu())
 
     def validation_step(self, batch: Episode, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -254,30 +279,43 @@ class MetaLearner(pl.LightningModule):
         self._log_eval("test")
 
     def gather_episode_values(self, values: Tensor) -> Tensor:
-        """Concatenate per-episode values from every rank; ranks may hold different counts."""
+        """Per-episode values ``[n_r, *]`` of every rank, concatenated ``[sum n_r, *]``; counts may differ.
+
+        The rows are interleaved round-robin over the ranks (rank 0's first, rank 1's first, ...,
+        rank 0's second, ...). Rank ``r`` of :class:`~rnnmeta.data.EpisodicDataModule` evaluates the
+        episodes ``i`` with ``i % world_size == r`` in order, so the result is in episode order, as
+        with one process; for any other sharding it is a permutation of it.
+        """
         if self.trainer is None or self.trainer.world_size == 1:
             return values
-        count = torch.tensor([values.numel()], device=self.device)
-        counts = self.all_gather(count).flatten()
+        tail = tuple(values.shape[1:])
+        count = torch.tensor([values.shape[0]], device=self.device)
+        counts = self.all_gather(count).flatten().cpu()  # [W]
         longest = int(counts.max())
-        padded = torch.full((longest,), float("nan"), dtype=values.dtype, device=self.device)
-        padded[: values.numel()] = values.to(self.device)
-        gathered = self.all_gather(padded).reshape(-1, longest)
-        return torch.cat([gathered[r, : int(c)] for r, c in enumerate(counts.tolist())])
+        padded = torch.zeros((longest, *tail), dtype=values.dtype, device=self.device)
+        padded[: values.shape[0]] = values.to(self.device)
+        gathered = self.all_gather(padded).reshape(-1, longest, *tail).cpu()  # [W, longest, *]
+        present = torch.arange(longest)[None, :] < counts[:, None]  # [W, longest]
+        return gathered.transpose(0, 1)[present.t()]
 
     def _log_eval(self, stage: str) -> None:
         local = self._eval_values.pop(stage, [])
-        values = torch.cat(local) if local else torch.zeros(0, dtype=torch.float64, device=self.device)
-        values = self.gather_episode_values(values.to(self.device))
-        if values.numel() == 0:
+        values = torch.cat(local) if local else torch.zeros(0, 2, dtype=torch.float64)
+        values = self.gather_episode_values(values)  # [n_episodes, 2]: loss, metric
+        if values.shape[0] == 0:
             return
-        stats = mean_ci95(values)
+        losses, metric = values[:, 0], values[:, 1]
+        stats = mean_ci95(metric)
+        self.eval_episode_values[stage] = metric
+        self.eval_stats[stage] = stats
         name = f"{stage}/{self.metric_name}"
-        # Every rank holds the same gathered values, so the numbers are already global.
+        # Every rank holds the same gathered values, so the numbers are already global: logging
+        # them with sync_dist would only average identical numbers.
+        self.log(f"{stage}/loss", float(losses.mean()), sync_dist=False, rank_zero_only=False)
         self.log(name, stats.mean, prog_bar=True, sync_dist=False, rank_zero_only=False)
         if stats.n > 1:
-            self.log(f"{name}_ci95", stats.ci95, sync_dist=False)
-        self.log(f"{stage}/episodes", float(stats.n), sync_dist=False)
+            self.log(f"{name}_ci95", stats.ci95, sync_dist=False, rank_zero_only=False)
+        self.log(f"{stage}/episodes", float(stats.n), sync_dist=False, rank_zero_only=False)
 
     # ------------------------------------------------------------- optimisation
     def configure_optimizers(self):
