@@ -143,9 +143,9 @@ class MAML(MetaLearner):
             with ``learn_inner_lr`` (the learned rates are used).
         learn_inner_lr: Meta-SGD: meta-learn one inner learning rate per weight.
         batch_tasks: run all tasks at once (grouped convolutions) when the backbone allows it.
-            Off by default: on an idle 2-core CPU the per-task loop measured 1.55 s against
-            2.45 s per second-order meta-iteration (Omniglot 5w1s, meta-batch 32) and far less
-            memory (docs/MAML.md). Both compute the same values.
+            Off by default: on an idle 2-core CPU the per-task loop measured 1.35 s against
+            2.66 s per second-order meta-iteration (Omniglot 5w1s, meta-batch 32) and 1/25 of
+            the memory (docs/MAML.md). Both compute the same values.
         compile_query: run the per-task query pass (backbone and head at the adapted weights)
             through :func:`torch.compile`, which fuses batch norm, ReLU and pooling around the
             convolutions. Its backward is first order in the adapted weights, which is all the
