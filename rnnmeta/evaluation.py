@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
@@ -40,3 +41,26 @@ def mean_ci95(values: Tensor) -> MeanCI:
     mean = float(values.mean())
     ci = 1.96 * float(values.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
     return MeanCI(mean=mean, ci95=ci, n=n)
+
+
+def gather_episode_rows(module: pl.LightningModule, values: Tensor) -> Tensor:
+    """Per-episode rows ``[n_r, *]`` of every rank, concatenated ``[sum n_r, *]``; counts may differ.
+
+    The rows are interleaved round-robin over the ranks (rank 0's first, rank 1's first, ...,
+    rank 0's second, ...). Rank ``r`` of :class:`~rnnmeta.data.EpisodicDataModule` evaluates the
+    episodes ``i`` with ``i % world_size == r`` in order, so the result is in episode order, as
+    with one process; for any other sharding it is a permutation of it. Every rank gets the
+    same result, so statistics computed from it are global without further syncing.
+    """
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None or trainer.world_size == 1:
+        return values
+    tail = tuple(values.shape[1:])
+    count = torch.tensor([values.shape[0]], device=module.device)
+    counts = module.all_gather(count).flatten().cpu()  # [W]
+    longest = int(counts.max())
+    padded = torch.zeros((longest, *tail), dtype=values.dtype, device=module.device)
+    padded[: values.shape[0]] = values.to(module.device)
+    gathered = module.all_gather(padded).reshape(-1, longest, *tail).cpu()  # [W, longest, *]
+    present = torch.arange(longest)[None, :] < counts[:, None]  # [W, longest]
+    return gathered.transpose(0, 1)[present.t()]

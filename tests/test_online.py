@@ -234,3 +234,28 @@ def test_snail_stream_predictions_are_causal_in_inputs_and_labels():
     assert not torch.allclose(out2[:, t + 1:], out[:, t + 1:])
     with pytest.raises(ValueError, match="max_shots"):
         learner.predict_stream(torch.randn(2, 14, 4), torch.zeros(2, 14, dtype=torch.int64))
+
+
+def test_eval_summary_gathers_every_rank_in_stream_order(monkeypatch):
+    """Under DDP, rank r holds the streams i % W == r; the summary must be over all of them, in order."""
+    from types import SimpleNamespace
+
+    learner = OnlineMetaLearner(LSTMLearner(n_way=3, backbone=MLP(4, [8]), hidden_size=8), max_instance=2)
+    streams = torch.tensor([[0.1, 0.2], [0.3, float("nan")], [0.5, 0.6], [0.7, 0.8], [0.9, 1.0]], dtype=torch.float64)
+    rank_rows = [streams[0::2], streams[1::2]]  # rank 0: streams 0, 2, 4; rank 1: streams 1, 3
+
+    def all_gather(t):  # what both ranks receive: rank 0's tensor stacked with rank 1's (same shape)
+        if t.dtype == torch.int64:
+            return torch.tensor([[len(rank_rows[0])], [len(rank_rows[1])]])
+        other = torch.zeros_like(t)
+        other[: len(rank_rows[1])] = rank_rows[1]
+        return torch.stack([t, other])
+
+    learner._trainer = SimpleNamespace(world_size=2)
+    monkeypatch.setattr(learner, "all_gather", all_gather)
+    monkeypatch.setattr(learner, "log", lambda *a, **k: None)
+    learner.results["test"] = [rank_rows[0][:2], rank_rows[0][2:]]  # two eval batches on rank 0
+    learner._log_summary("test")
+    assert torch.equal(torch.cat(learner.results["test"]).nan_to_num(-1), streams.nan_to_num(-1))
+    mean, _ = learner.summary("test")
+    assert torch.allclose(mean, torch.tensor([0.5, 0.65], dtype=torch.float64))

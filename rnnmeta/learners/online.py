@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.data.online import NO_LABEL, OnlineStream
+from rnnmeta.evaluation import gather_episode_rows
 
 __all__ = [
     "REPORTED_INSTANCES",
@@ -176,6 +177,10 @@ class OnlineMetaLearner(pl.LightningModule):
         self.results["test"] = []
 
     def _log_summary(self, stage: str) -> None:
+        # every rank's streams, in stream order (rank r of W evaluates streams i % W == r)
+        rows = self.results.get(stage) or []
+        if rows:
+            self.results[stage] = [gather_episode_rows(self, torch.cat(rows))]
         mean, _ = self.summary(stage)
         for i in REPORTED_INSTANCES:
             if i <= self.max_instance:
