@@ -29,7 +29,7 @@ the queries of a task. Pass a backbone without batch norm for query-independent 
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -208,13 +208,31 @@ class LearnedOptimizer(MetaLearner):
             meta_graph: keep the graph from the adapted weights back to ``theta_0`` and the rule's
                 parameters (training); otherwise every step is cut from the graph.
         """
-        second = meta_graph and self.second_order
         params = [p if meta_graph else p.detach().requires_grad_() for _, p in self.base_parameters()]
+        return self._inner_loop(
+            params, lambda ps: self._inner_loss(self.base_forward(ps, support_x), support_y), lambda loss: loss, steps, meta_graph
+        )
+
+    def _inner_loop(
+        self,
+        params: list[Tensor],
+        support_losses: Callable[[list[Tensor]], Tensor],
+        rule_loss: Callable[[Tensor], Tensor],
+        steps: int,
+        meta_graph: bool,
+    ) -> list[Tensor]:
+        """``steps`` updates of ``params`` by the learned rule on the support loss(es).
+
+        ``support_losses(params)`` gives one loss per task (or a scalar for one task; their sum is
+        differentiated, so each task gets its own gradient) and ``rule_loss`` turns those losses
+        into what the rule reads (one per coordinate for several tasks).
+        """
+        second = meta_graph and self.second_order
         state = self.update_rule.init(params)
         for _ in range(steps):
-            loss = self._inner_loss(self.base_forward(params, support_x), support_y)
-            grads = torch.autograd.grad(loss, params, create_graph=second)
-            loss_in = loss if second else loss.detach()
+            losses = support_losses(params)
+            grads = torch.autograd.grad(losses.sum(), params, create_graph=second)
+            loss_in = rule_loss(losses if second else losses.detach())
             if meta_graph:
                 updates, state = self.update_rule.update(list(grads), state, params, loss_in)
                 params = apply_updates(params, updates)
@@ -241,29 +259,22 @@ class LearnedOptimizer(MetaLearner):
             meta_graph: keep the graph back to ``theta_0`` and the rule's parameters.
         """
         n_tasks = support_x.shape[0]
-        second = meta_graph and self.second_order
         base = [p for _, p in self.base_parameters()]
         if meta_graph:
             params = [p.expand(n_tasks, *p.shape) for p in base]
         else:
             params = [p.detach().expand(n_tasks, *p.shape).clone().requires_grad_() for p in base]
-        state = self.update_rule.init(params)
-        for _ in range(steps):
-            losses = self.task_losses(self.batched_forward(params, support_x), support_y)
-            grads = torch.autograd.grad(losses.sum(), params, create_graph=second)
-            loss_in = losses if second else losses.detach()
-            # one loss per coordinate, in the order the rule flattens the parameters
-            per_coordinate = torch.cat([loss_in[:, None].expand(n_tasks, p[0].numel()).reshape(-1) for p in params])
-            if meta_graph:
-                updates, state = self.update_rule.update(list(grads), state, params, per_coordinate)
-                params = apply_updates(params, updates)
-            else:
-                with torch.no_grad():
-                    updates, state = self.update_rule.update(list(grads), state, params, per_coordinate)
-                    params = [(p + u).requires_grad_() for p, u in zip(params, updates)]
-        if not meta_graph:
-            params = [p.detach() for p in params]
-        return params
+
+        def per_coordinate(losses: Tensor) -> Tensor:  # one loss per coordinate, in the rule's flattening order
+            return torch.cat([losses[:, None].expand(n_tasks, p.numel()).reshape(-1) for p in base])
+
+        return self._inner_loop(
+            params,
+            lambda ps: self.task_losses(self.batched_forward(ps, support_x), support_y),
+            per_coordinate,
+            steps,
+            meta_graph,
+        )
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> _AdaptedPredictor:
         """Run the inner loop on every task; return a predictor ``query_x [B, M, *x] -> preds``."""
