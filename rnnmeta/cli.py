@@ -18,10 +18,11 @@ import sys
 from typing import Any, Optional
 
 from pytorch_lightning import Trainer
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import Logger
 
 from rnnmeta.callbacks import RandomStateCheckpoint
+from rnnmeta.checkpoint import LIGHTNING_CKPT_ALIASES, check_checkpoint_file
 from rnnmeta.data import EpisodicDataModule
 from rnnmeta.learners import MetaLearner
 from rnnmeta.logging import ensure_wandb_mode
@@ -40,6 +41,14 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
 class RnnmetaCLI(LightningCLI):
     """LightningCLI with rnnmeta's defaults (W&B offline without an account, overwrite-safe config saving)."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then refuse a missing, truncated or corrupt ``--ckpt_path`` before Lightning unpickles it."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and str(ckpt_path) not in LIGHTNING_CKPT_ALIASES and "://" not in str(ckpt_path):
+            check_checkpoint_file(ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The configured trainer, plus :class:`~rnnmeta.callbacks.RandomStateCheckpoint` unless it has one."""
