@@ -30,7 +30,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -255,16 +255,8 @@ class MAML(MetaLearner):
         """
         if self._layers is not None:
             return batched_forward(self._layers, params, x)
-        task_forward = self._task_forward
-        if query and self.compile_query:
-            if self._compiled_task_forward is None:
-                self._compiled_task_forward = torch.compile(self._task_forward, dynamic=False)
-            task_forward = self._compiled_task_forward
-        outs = []
-        for t in range(x.shape[0]):
-            task = {n: p[t] for n, p in params.items()}
-            outs.append(task_forward(task, x[t]))
-        return torch.stack(outs)
+        outs = [self._one_task_forward({n: p[t] for n, p in params.items()}, x[t : t + 1], query) for t in range(x.shape[0])]
+        return torch.cat(outs)
 
     def _task_forward(self, task: Params, x: Tensor) -> Tensor:
         feats = functional_call(self.backbone, {n[9:]: p for n, p in task.items() if n.startswith("backbone.")}, (x,))
@@ -273,25 +265,45 @@ class MAML(MetaLearner):
     # ------------------------------------------------------------------ inner loop
     def adapt_weights(self, support_x: Tensor, support_y: Tensor) -> Params:
         """Run the inner loop for every task: stacked adapted weights ``[B, *shape]`` by name."""
-        B = support_x.shape[0]
+        return self._inner_loop(support_x, support_y, self.predict, tasks=support_x.shape[0])
+
+    def _inner_loop(
+        self, support_x: Tensor, support_y: Tensor, predict: Callable[[Params, Tensor], Tensor], tasks: Optional[int]
+    ) -> Params:
+        """Inner gradient steps from the meta-parameters; ``tasks=None``: one task, unstacked weights.
+
+        ``predict(params, support_x)`` returns ``[B, S, out]`` (``B = 1`` for one task). Stacked
+        weights start as an ``expand`` of the meta-parameters to ``[tasks, *shape]``.
+        """
         steps = self.inner_steps if self.training else self.eval_inner_steps
         lrs = self._lrs()
+        weights = self._weights()
         if self.training:
             second_order = not self.first_order
-            params = {n: p.expand(B, *p.shape) for n, p in self._weights().items()}
+            params = weights if tasks is None else {n: p.expand(tasks, *p.shape) for n, p in weights.items()}
         else:  # evaluation: nothing of the graph outlives a step
             second_order = False
-            params = {n: p.detach().expand(B, *p.shape).requires_grad_() for n, p in self._weights().items()}
+            params = {n: (p.detach() if tasks is None else p.detach().expand(tasks, *p.shape)) for n, p in weights.items()}
+            params = {n: p.requires_grad_() for n, p in params.items()}
             if isinstance(lrs, dict):
                 lrs = {n: r.detach() for n, r in lrs.items()}
         with torch.enable_grad():
             for _ in range(steps):
-                loss = self.task_losses(self.predict(params, support_x), support_y).sum()  # sum: per-task gradients
+                loss = self.task_losses(predict(params, support_x), support_y).sum()  # sum: per-task gradients
                 grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=second_order)))
                 params = maml_update(params, grads, lrs)
                 if not self.training:
                     params = {n: p.detach().requires_grad_() for n, p in params.items()}
         return params
+
+    def _one_task_forward(self, params: Params, x: Tensor, query: bool = False) -> Tensor:
+        """Predictions ``[1, N, out]`` for one task's inputs ``x [1, N, *x]`` with unstacked weights."""
+        forward = self._task_forward
+        if query and self.compile_query:
+            if self._compiled_task_forward is None:
+                self._compiled_task_forward = torch.compile(self._task_forward, dynamic=False)
+            forward = self._compiled_task_forward
+        return forward(params, x[0]).unsqueeze(0)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         self.check_inputs(support_x, support_y, query_x)
@@ -317,7 +329,8 @@ class MAML(MetaLearner):
         n_tasks = batch.batch_size
         for t in range(n_tasks):
             task = slice(t, t + 1)
-            preds = self._adapt(batch.support_x[task], batch.support_y[task])(batch.query_x[task])
+            params = self._inner_loop(batch.support_x[task], batch.support_y[task], self._one_task_forward, tasks=None)
+            preds = self._one_task_forward(params, batch.query_x[task], query=True)
             loss = self.task_losses(preds, batch.query_y[task])
             grads = torch.autograd.grad(loss.sum() / n_tasks, meta_params, allow_unused=True)
             for acc, g in zip(meta_grads, grads):
