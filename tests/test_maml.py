@@ -191,6 +191,14 @@ def test_training_step_meta_gradient_task_by_task_equals_whole_batch(first_order
     assert torch.equal(sx, cls_batch()[0])  # the caller's tensors are untouched
 
 
+def test_default_batching_follows_the_backbone():
+    assert MAML(kind="regression")._layers is not None  # MLP: all tasks in batched matmuls
+    assert MAML(n_way=5)._layers is None  # Conv4: the per-task loop
+    assert MAML(n_way=5, batch_tasks=True)._layers is not None
+    assert MAML(kind="regression", batch_tasks=False)._layers is None
+    assert MAML(kind="regression", compile_query=True)._layers is None
+
+
 def test_compiled_query_pass_matches_eager_in_training_and_eval():
     torch.manual_seed(6)
     eager = small_maml(inner_steps=1, eval_inner_steps=2).float()

@@ -142,10 +142,12 @@ class MAML(MetaLearner):
         eval_inner_lr: inner learning rate at evaluation; default ``inner_lr``. Not allowed
             with ``learn_inner_lr`` (the learned rates are used).
         learn_inner_lr: Meta-SGD: meta-learn one inner learning rate per weight.
-        batch_tasks: run all tasks at once (grouped convolutions) when the backbone allows it.
-            Off by default: on an idle 2-core CPU the per-task loop measured 1.35 s against
-            2.66 s per second-order meta-iteration (Omniglot 5w1s, meta-batch 32) and 1/25 of
-            the memory (docs/MAML.md). Both compute the same values.
+        batch_tasks: run all tasks at once (grouped convolutions, batched matmuls) when the
+            backbone allows it. ``None`` (default) picks what measured faster on the CPU: batched
+            for an :class:`~rnnmeta.nets.MLP` (sinusoid: one backward for the meta-batch instead of
+            one per task), the per-task loop otherwise (Conv4: 1.34 s against 2.57 s per
+            second-order meta-iteration on Omniglot 5w1s, meta-batch 32, and 1/25 of the memory,
+            docs/MAML.md). Both compute the same values.
         compile_query: run the per-task query pass (backbone and head at the adapted weights)
             through :func:`torch.compile`, which fuses batch norm, ReLU and pooling around the
             convolutions. Its backward is first order in the adapted weights, which is all the
@@ -182,7 +184,7 @@ class MAML(MetaLearner):
         eval_inner_steps: Optional[int] = None,
         eval_inner_lr: Optional[float] = None,
         learn_inner_lr: bool = False,
-        batch_tasks: bool = False,
+        batch_tasks: Optional[bool] = None,
         compile_query: bool = False,
         in_channels: int = 1,
         image_size: int = 28,
@@ -232,6 +234,8 @@ class MAML(MetaLearner):
             if learn_inner_lr
             else {}
         )
+        if batch_tasks is None:
+            batch_tasks = isinstance(backbone, MLP) and not compile_query
         self._layers = _batched_layers(self.backbone, self.head) if batch_tasks else None
         if compile_query and batch_tasks:
             raise ValueError("compile_query applies to the per-task loop: set batch_tasks=False")
