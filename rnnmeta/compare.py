@@ -36,8 +36,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_warn
 
 from rnnmeta.callbacks import RandomStateCheckpoint
+from rnnmeta.checkpoint import CorruptCheckpointError, check_checkpoint_file
 from rnnmeta.logging import ensure_wandb_mode
 
 RESULT_FILE = "result.json"
@@ -213,6 +215,14 @@ def _run_one(
     # the monitor's counters travel in the checkpoint (Lightning saves callback state_dicts)
     monitor = RunMonitor()
     resume = last.exists()
+    if resume:
+        try:
+            check_checkpoint_file(last)
+        except CorruptCheckpointError as err:  # e.g. the process was killed while writing it
+            aside = last.with_name("last.ckpt.corrupt")
+            last.replace(aside)
+            rank_zero_warn(f"{learner_name} seed {seed}: {err}; moved it to {aside.name} and starting the run again")
+            resume = False
     wandb_dir = run_dir / "wandb_logs"
     wandb_dir.mkdir(parents=True, exist_ok=True)
     loggers = [

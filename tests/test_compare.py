@@ -98,6 +98,21 @@ def test_shipped_comparison_configs_name_real_learners():
             assert learner.kind == datamodule.kind
 
 
+def test_a_corrupt_last_checkpoint_is_moved_aside_and_the_run_starts_again(tmp_path):
+    import torch
+
+    one = {"maml": LEARNERS["maml"]}
+    run_dir = tmp_path / "results" / "tiny" / "runs" / "maml-seed0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"PK\x03\x04 cut off while writing")
+    with pytest.warns(UserWarning, match=r"maml seed 0: checkpoint .*last\.ckpt .*moved it to last\.ckpt\.corrupt"):
+        _run(tmp_path, learners=one)
+    assert json.loads((run_dir / "result.json").read_text())["learner"] == "maml"
+    assert torch.load(last, weights_only=True)["global_step"] == 8
+    assert (run_dir / "checkpoints" / "last.ckpt.corrupt").read_bytes().startswith(b"PK")
+
+
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
     import torch
 
