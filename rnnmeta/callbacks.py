@@ -163,8 +163,9 @@ class RandomStateCheckpoint(Callback):
     """
 
     def __init__(self) -> None:
-        self._after_batch: Optional[_RawState] = None  # states at the end of the last completed training batch
-        self._pending: Optional[_RawState] = None  # loaded from a checkpoint, set at the next training batch
+        # states at the end of the last completed training batch (or loaded from a checkpoint),
+        # set back at the start of the next training batch
+        self._after_batch: Optional[_RawState] = None
         self._rank = 0
         self._log_step: Optional[int] = None  # the loggers' step of the next training batch
         self._pending_log_step: Optional[int] = None
@@ -173,14 +174,12 @@ class RandomStateCheckpoint(Callback):
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         self._rank = int(trainer.global_rank)
         if stage == "fit":
-            self._after_batch = self._pending = None
+            self._after_batch = None
             self._log_step = self._pending_log_step = None
 
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any, batch_idx: int) -> None:
-        state = self._pending if self._pending is not None else self._after_batch
-        self._pending = None
-        if state is not None:
-            _restore_raw(state)
+        if self._after_batch is not None:
+            _restore_raw(self._after_batch)
         if self._pending_log_step is not None:
             epoch_loop = trainer.fit_loop.epoch_loop
             if isinstance(getattr(epoch_loop, "_batches_that_stepped", None), int):
@@ -196,8 +195,7 @@ class RandomStateCheckpoint(Callback):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """``{"rank": r, "random_state": ..., "log_step": n}``: the training stream's states (see the class docstring)."""
-        raw = self._pending if self._pending is not None else self._after_batch
-        state = _to_plain(raw if raw is not None else _capture_raw())
+        state = _to_plain(self._after_batch if self._after_batch is not None else _capture_raw())
         log_step = self._pending_log_step if self._pending_log_step is not None else self._log_step
         out: dict[str, Any] = {"rank": self._rank, "random_state": state}
         if log_step is not None:
@@ -221,4 +219,4 @@ class RandomStateCheckpoint(Callback):
                 stacklevel=2,
             )
             return
-        self._pending = _from_plain(state_dict["random_state"])
+        self._after_batch = _from_plain(state_dict["random_state"])
