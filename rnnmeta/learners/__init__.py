@@ -4,6 +4,7 @@
 * :class:`LSTMLearner` (Hochreiter et al. 2001) and :class:`MANN` (Santoro et al. 2016): recurrent memory.
 * :class:`LearnedOptimizer` (Andrychowicz et al. 2016; Ravi & Larochelle 2017): an LSTM that trains a base network.
 * :class:`MAML` (Finn et al. 2017): the gradient-based baseline, second or first order, optional Meta-SGD.
+* :class:`ProtoNet` (Snell et al. 2017): the metric baseline, nearest class-mean prototype.
 """
 
 from rnnmeta.learners.base import MetaLearner, NonFiniteLossError, Predictor
@@ -12,7 +13,8 @@ from rnnmeta.learners.lstm import LSTMLearner
 from rnnmeta.learners.maml import MAML
 from rnnmeta.learners.mann import MANN
 from rnnmeta.learners.online import OnlineMetaLearner, StreamLearner, per_instance_accuracy
+from rnnmeta.learners.protonet import ProtoNet
 from rnnmeta.learners.snail import SNAIL
 
-__all__ = ["LSTMLearner", "LearnedOptimizer", "MAML", "MANN", "MetaLearner", "NonFiniteLossError", "OnlineMetaLearner", "Predictor", "SNAIL",
+__all__ = ["LSTMLearner", "LearnedOptimizer", "MAML", "MANN", "MetaLearner", "NonFiniteLossError", "OnlineMetaLearner", "Predictor", "ProtoNet", "SNAIL",
            "StreamLearner", "per_instance_accuracy"]
