@@ -155,3 +155,50 @@ def test_class_in_two_lists(folder: Path, tmp_path: Path) -> None:
 def test_bad_options(folder: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ImageFolder(str(folder), **kwargs)
+
+
+# ------------------------------------------------------------------ images as people have them
+def _two_classes(root: Path, first: Path) -> None:
+    """``first`` is already written into ``root/a``; add a second plain class ``b``."""
+    (root / "b").mkdir(parents=True, exist_ok=True)
+    Image.new("L", (4, 4), 128).save(root / "b" / "0.png")
+
+
+def test_16bit_png_is_scaled_not_saturated(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    values = np.array([[0, 1000], [20000, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(root / "a" / "deep.png")
+    _two_classes(root, root / "a" / "deep.png")
+    with Image.open(root / "a" / "deep.png") as img:
+        assert img.mode.startswith("I")  # really a 16-bit image
+    ds = ImageFolder(str(root), image_size=2, channels=1, split_fractions=(1.0, 0.0, 0.0), cache_dir=str(tmp_path / "c"))
+    x = ds.split("train").class_images(ds.split("train").class_names.index("a"))[0, 0]
+    expected = np.rint(values / 65535 * 255).astype(np.uint8)  # 0, 4, 78, 255 (clipping gave 0, 255, 255, 255)
+    assert x.tolist() == expected.tolist()
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    stored = np.zeros((16, 16), dtype=np.uint8)
+    stored[:, 8:] = 255  # stored: left half black, right half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: display rotated 90 degrees clockwise -> top black, bottom white
+    Image.fromarray(stored).save(root / "a" / "photo.jpg", format="JPEG", quality=95, exif=exif)
+    _two_classes(root, root / "a" / "photo.jpg")
+    ds = ImageFolder(str(root), image_size=16, channels=1, split_fractions=(1.0, 0.0, 0.0), cache_dir=str(tmp_path / "c"))
+    x = ds.split("train").class_images(ds.split("train").class_names.index("a"))[0, 0].float()
+    assert x[:6].mean() < 40 and x[10:].mean() > 215, "decoded as stored, not as displayed"
+    assert abs(float(x[:, :6].mean() - x[:, 10:].mean())) < 40  # left and right halves alike once upright
+
+
+def test_decompression_bomb_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    Image.new("L", (40, 40), 0).save(root / "a" / "huge.png")
+    _two_classes(root, root / "a" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1,600 pixels > 2 x 100: Pillow's bomb error
+    ds = ImageFolder(str(root), image_size=8, channels=1, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match=r"refusing image \S+/a/huge\.png: .*decompression-bomb limit.*MAX_IMAGE_PIXELS"):
+        ds.prepare()

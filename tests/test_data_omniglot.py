@@ -361,3 +361,17 @@ def test_omniglot_download_wrong_checksum(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(ChecksumError, match="68d2efa1b9178cc56df9314c21c6e718"):
         Omniglot(str(root), download=True, cache_dir=str(tmp_path / "c")).prepare()
     assert not list(root.iterdir())
+
+
+def test_root_pointing_at_the_zip_says_so(tmp_path: Path) -> None:
+    root = fake_root(tmp_path)
+    for download in (False, True):
+        with pytest.raises(NotADirectoryError, match=r"root \S+/images_background\.zip is a file, not a folder.*set root to \S+"):
+            Omniglot(str(root / "images_background.zip"), download=download, cache_dir=str(tmp_path / "c"))
+
+
+def test_decompression_bomb_names_the_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = fake_root(tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the fake 105x105 drawings exceed 2 x 1,000 pixels
+    with pytest.raises(CorruptArchiveError, match=r"refusing image member '\S+\.png' of \S+\.zip: .*MAX_IMAGE_PIXELS"):
+        Omniglot(str(root), cache_dir=str(tmp_path / "c")).split("train")

@@ -1,9 +1,10 @@
 """Few-shot tasks from your own images: ``root/<class>/<image>``.
 
-Every image is decoded once with Pillow (converted to grayscale or RGB, resized to a square
-``image_size`` with a Lanczos filter) into one uint8 tensor that is cached on disk, keyed by the
-folder's listing (names, sizes, modification times) and the decoding options; episodes are then
-drawn by tensor indexing like Omniglot's.
+Every image is decoded once with Pillow (turned upright by its EXIF orientation, 16-bit
+images scaled to 8 bits, converted to grayscale or RGB, resized to a square ``image_size`` with
+a Lanczos filter) into one uint8 tensor that is cached on disk, keyed by the folder's listing
+(names, sizes, modification times) and the decoding options; episodes are then drawn by tensor
+indexing like Omniglot's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rnnmeta.data.archive import atomic_torch_save, default_cache_dir
 from rnnmeta.data.base import SPLITS, FewShotDataset, check_split_name
@@ -27,9 +28,40 @@ from rnnmeta.episode import CLASSIFICATION
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: EXIF orientation applied, 16-bit images scaled instead of saturated
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolder"]
+#: Pillow modes of 16-bit (or wider integer) single-channel images, decoded with values 0..65535.
+_WIDE_INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "as_displayed_8bit"]
+
+
+def as_displayed_8bit(img: Image.Image) -> Image.Image:
+    """The image as a viewer shows it, with 8 bits per channel.
+
+    * EXIF orientation (cameras, phones) is applied with :func:`PIL.ImageOps.exif_transpose`, so
+      a photo stored sideways is decoded upright.
+    * 16-bit grayscale (Pillow modes ``I;16*``, and ``I``, read as 16-bit values) is scaled by
+      ``255 / 65535`` and rounded: Pillow's own ``convert("L")`` clips it, so 1000 and 65535
+      would both become 255. 16-bit RGB PNGs are already reduced to 8 bits by Pillow.
+
+    Other modes are returned as they are (``convert`` handles palettes, alpha, 1-bit).
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in _WIDE_INTEGER_MODES:
+        values = np.asarray(img, dtype=np.float64)
+        scaled = np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        img = Image.fromarray(scaled, mode="L")
+    return img
+
+
+def bomb_message(path: object, exc: Exception) -> str:
+    """The error for an image over Pillow's decompression-bomb limit, naming the file and what to do."""
+    return (
+        f"refusing image {path}: {exc} It is larger than Pillow's decompression-bomb limit "
+        f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); shrink the image, remove it, or raise "
+        "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+    )
 
 
 class ImageFolder(FewShotDataset):
@@ -171,10 +203,12 @@ class ImageFolder(FewShotDataset):
     def _decode(self, path: Path) -> np.ndarray:
         try:
             with Image.open(path) as img:
-                img = img.convert("L" if self.channels == 1 else "RGB")
+                img = as_displayed_8bit(img).convert("L" if self.channels == 1 else "RGB")
                 if img.size != (self.image_size, self.image_size):
                     img = img.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS)
                 arr = np.asarray(img, dtype=np.uint8)
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"ImageFolder: {bomb_message(path, exc)}") from exc
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise ValueError(f"ImageFolder: cannot read image {path}: {exc}") from exc
         return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

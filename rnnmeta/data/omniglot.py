@@ -44,6 +44,7 @@ from rnnmeta.data.archive import (
     read_member,
 )
 from rnnmeta.data.base import FewShotDataset, check_split_name
+from rnnmeta.data.image_folder import as_displayed_8bit, bomb_message
 from rnnmeta.data.sampling import ClassIndexSource
 from rnnmeta.episode import CLASSIFICATION
 
@@ -105,7 +106,7 @@ def vinyals_split_of(alphabet: str, character: int) -> str:
 
 def _decode(data: bytes, image_size: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
-        gray = ImageOps.invert(img.convert("L"))  # ink = 255, background = 0
+        gray = ImageOps.invert(as_displayed_8bit(img).convert("L"))  # ink = 255, background = 0
         if gray.size != (image_size, image_size):
             gray = gray.resize((image_size, image_size), Image.Resampling.LANCZOS)
         return np.asarray(gray, dtype=np.uint8)
@@ -210,6 +211,7 @@ class Omniglot(FewShotDataset):
         self.x_shape = (1, image_size, image_size)
         self._data: Optional[dict[str, Any]] = None
         self._sources: dict[str, ClassIndexSource] = {}
+        self._check_root_is_not_a_file()
         if not self.download:
             self._locate()  # fail early, at configuration time, when files are missing
 
@@ -226,8 +228,22 @@ class Omniglot(FewShotDataset):
             f"Pass download=True to fetch them."
         )
 
+    def _check_root_is_not_a_file(self) -> None:
+        """Refuse a ``root`` that names a file (typically one of the archives) instead of their folder."""
+        if self.root.is_file():
+            hint = (
+                f"set root to {self.root.parent}, the folder that holds it"
+                if self.root.name in {f"{key}.zip" for key in OMNIGLOT_ARCHIVES} or self.root.suffix.lower() == ".zip"
+                else "set root to the folder that holds them"
+            )
+            raise NotADirectoryError(
+                f"Omniglot: root {self.root} is a file, not a folder; root must be the folder holding "
+                f"images_background.zip and images_evaluation.zip (or their extracted folders): {hint}"
+            )
+
     def _locate(self) -> dict[str, Path]:
         """Map each archive key to its zip file or extracted folder in ``root``."""
+        self._check_root_is_not_a_file()
         if not self.root.is_dir():
             raise FileNotFoundError(self._missing_message(f"root folder {self.root} does not exist"))
         found: dict[str, Path] = {}
@@ -332,6 +348,8 @@ class Omniglot(FewShotDataset):
                             where = f"file {path / member}"
                         try:
                             images[row] = _decode(data, self.image_size)
+                        except Image.DecompressionBombError as exc:
+                            raise CorruptArchiveError(bomb_message(where, exc)) from exc
                         except (UnidentifiedImageError, OSError, ValueError) as exc:
                             raise CorruptArchiveError(f"cannot decode {where}: {exc}") from exc
                         counts[-1] += 1
