@@ -92,6 +92,36 @@ def test_tc_block_depth_dilations_and_causality():
     assert not torch.allclose(tc(x2)[:, -1, 5:], tc(x)[:, -1, 5:])
 
 
+def test_tc_block_paper_dilations_start_at_two_and_reach_only_even_offsets():
+    """SNAIL's Algorithm 2: DenseBlock(X, 2^i, D) for i = 1..ceil(log2 T)."""
+    for seq_len, n in ((2, 1), (6, 3), (16, 4), (26, 5), (101, 7)):
+        tc = TCBlock(5, seq_len, 4, first_dilation=2)
+        assert [b.dilation for b in tc.blocks] == [2**i for i in range(1, n + 1)]
+        assert tc.out_channels == 5 + 4 * n
+    torch.manual_seed(0)
+    x = torch.randn(1, 26, 5, dtype=torch.float64)
+    for first, reachable in ((1, set(range(26))), (2, set(range(0, 26, 2)))):
+        tc = TCBlock(5, 26, 4, first_dilation=first).double()
+        x_ = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(tc(x_)[0, 25, 5:].sum(), x_)
+        seen = {25 - s for s in range(26) if grad[0, s].abs().max() > 0}
+        assert seen == reachable, f"first_dilation={first}: offsets read by the last step"
+        assert_causal(tc, x.float().double(), 10)
+    with pytest.raises(ValueError, match="first_dilation must be 1 .* or 2 .*got 3"):
+        TCBlock(5, 26, 4, first_dilation=3)
+
+
+def test_snail_paper_dilations_option_is_wired_and_keeps_the_batched_pass_exact():
+    default, paper = small_snail(), small_snail(paper_dilations=True)
+    tcs = [[b for b in m.network.blocks if isinstance(b, TCBlock)] for m in (default, paper)]
+    assert all(tc.first_dilation == 1 for tc in tcs[0]) and all(tc.first_dilation == 2 for tc in tcs[1])
+    assert [b.dilation for b in tcs[1][0].blocks] == [2, 4, 8, 16]  # T = 3 * 4 + 1 = 13
+    sx, sy, qx = image_task(k=3, m=6)
+    with torch.no_grad():
+        torch.testing.assert_close(paper(sx, sy, qx), paper.forward_naive(sx, sy, qx), rtol=0, atol=1e-6)
+    assert paper.hparams["paper_dilations"] is True
+
+
 # -------------------------------------------------------------- AttentionBlock
 def test_attention_matches_its_definition_in_float64():
     torch.manual_seed(0)

@@ -86,6 +86,9 @@ class SNAIL(MetaLearner):
         key_sizes: key (and query) size of each attention block.
         value_sizes: value size of each attention block (same length as ``key_sizes``).
         tc_filters: filters per dense block of each TC block (``len(key_sizes) - 1`` entries).
+        paper_dilations: TC dilations ``2, 4, ..., 2^n`` as the paper's Algorithm 2
+            (``2^i, i = 1..ceil(log2 T)``); ``False`` (default) uses ``1, 2, ..., 2^(n-1)``. See
+            :class:`~rnnmeta.learners.snail_blocks.TCBlock` for what each reaches.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
         lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.base.MetaLearner`.
@@ -109,6 +112,7 @@ class SNAIL(MetaLearner):
         key_sizes: list[int] = [64, 256, 512],  # noqa: B006
         value_sizes: list[int] = [32, 128, 256],  # noqa: B006
         tc_filters: list[int] = [128, 128],  # noqa: B006
+        paper_dilations: bool = False,
         embedding_dim: int = 0,
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
@@ -150,6 +154,7 @@ class SNAIL(MetaLearner):
             key_sizes=list(key_sizes),
             value_sizes=list(value_sizes),
             tc_filters=list(tc_filters),
+            tc_first_dilation=2 if paper_dilations else 1,
         )
 
     # --------------------------------------------------------------- sequence

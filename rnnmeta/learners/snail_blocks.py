@@ -92,29 +92,46 @@ class DenseBlock(nn.Module):
 
 
 class TCBlock(nn.Module):
-    """Temporal-convolution block: ``ceil(log2 seq_len)`` dense blocks with dilations 1, 2, 4, ...
+    """Temporal-convolution block: ``n = ceil(log2 seq_len)`` dense blocks with doubling dilations.
 
-    The receptive field of the stack is ``2 ** n_blocks >= seq_len`` steps, so the last step of a
-    sequence of length ``seq_len`` sees every step (SNAIL, Algorithm 2).
+    SNAIL's Algorithm 2 (Mishra et al. 2018) stacks ``DenseBlock(X, 2^i, D)`` for
+    ``i = 1..ceil(log2 T)``: dilations ``2, 4, ..., 2^n`` (``first_dilation=2``). This library's
+    default (``first_dilation=1``) starts one octave lower: ``1, 2, ..., 2^(n-1)``.
+
+    What each step reads through the stack alone (the attention blocks read everything):
+
+    * ``first_dilation=1``: every offset ``0..2^n - 1``; the receptive field ``2^n >= seq_len``
+      covers the whole sequence.
+    * ``first_dilation=2`` (the paper): the offsets are sums of distinct even dilations, so only
+      *even* offsets ``0, 2, ..., 2^(n+1) - 2`` are reachable: step ``t`` never sees step ``t - 1``
+      (or any odd offset) through the convolutions.
 
     Args:
         in_channels: channels ``C`` of the input sequence.
-        seq_len: the longest sequence ``T`` the block must cover.
+        seq_len: the longest sequence ``T`` the block must cover (sets ``n``).
         filters: channels added by each dense block.
+        first_dilation: dilation of the first dense block (1 or 2); block ``i`` has
+            ``first_dilation * 2^i``.
 
     Shapes:
-        ``[B, T, C] -> [B, T, C + n_blocks * filters]``.
+        ``[B, T, C] -> [B, T, C + n * filters]``.
     """
 
-    def __init__(self, in_channels: int, seq_len: int, filters: int) -> None:
+    def __init__(self, in_channels: int, seq_len: int, filters: int, first_dilation: int = 1) -> None:
         super().__init__()
         if seq_len < 1:
             raise ValueError(f"TCBlock needs seq_len >= 1, got {seq_len}")
+        if first_dilation not in (1, 2):
+            raise ValueError(
+                f"TCBlock first_dilation must be 1 (dilations 1, 2, 4, ...) or 2 (SNAIL's Algorithm 2: 2, 4, 8, ...), "
+                f"got {first_dilation!r}"
+            )
         self.in_channels, self.seq_len, self.filters = in_channels, seq_len, filters
+        self.first_dilation = first_dilation
         n_blocks = max(1, math.ceil(math.log2(seq_len)))
         blocks, channels = [], in_channels
         for i in range(n_blocks):
-            blocks.append(DenseBlock(channels, filters, dilation=2**i))
+            blocks.append(DenseBlock(channels, filters, dilation=first_dilation * 2**i))
             channels += filters
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = channels
@@ -226,6 +243,8 @@ class SNAILNetwork(nn.Module):
         key_sizes, value_sizes: one entry per attention block.
         tc_filters: filters of the TC block between consecutive attention blocks
             (``len(key_sizes) - 1`` entries).
+        tc_first_dilation: first dilation of every TC block: 1 (``1, 2, 4, ...``, default) or 2
+            (``2, 4, 8, ...``, the paper's Algorithm 2); see :class:`TCBlock`.
 
     Shapes:
         :meth:`forward` ``[B, T, in_channels] -> [B, T, out_features]``;
@@ -240,6 +259,7 @@ class SNAILNetwork(nn.Module):
         key_sizes: list[int],
         value_sizes: list[int],
         tc_filters: list[int],
+        tc_first_dilation: int = 1,
     ) -> None:
         super().__init__()
         if len(key_sizes) < 1 or len(value_sizes) != len(key_sizes) or len(tc_filters) != len(key_sizes) - 1:
@@ -252,7 +272,7 @@ class SNAILNetwork(nn.Module):
         channels = in_channels
         for i, (k, v) in enumerate(zip(key_sizes, value_sizes)):
             if i > 0:
-                tc = TCBlock(channels, seq_len, tc_filters[i - 1])
+                tc = TCBlock(channels, seq_len, tc_filters[i - 1], first_dilation=tc_first_dilation)
                 blocks.append(tc)
                 channels = tc.out_channels
             att = AttentionBlock(channels, k, v)
