@@ -39,6 +39,7 @@ class Episode:
         query_y: query targets, ``[B, M]`` int64 or ``[B, M, d_y]`` float.
         kind: ``"classification"`` or ``"regression"``.
         n_way: number of classes per task (classification); ``0`` for regression.
+        target_dim: width ``d_y`` the targets must have (regression); ``0`` accepts any width.
     """
 
     support_x: Tensor
@@ -47,6 +48,7 @@ class Episode:
     query_y: Tensor
     kind: str = CLASSIFICATION
     n_way: int = 0
+    target_dim: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,6 +69,10 @@ class Episode:
                 f"Episode.query_x must be [B, M, *x_shape] matching support_x {_shape(sx)} in B and x_shape, got {_shape(qx)}"
             )
         batch, n_support, n_query = sx.shape[0], sx.shape[1], qx.shape[1]
+        if n_support == 0:
+            raise ValueError(
+                f"Episode.support_x holds no examples (S=0, got {_shape(sx)}): every task needs a non-empty support set"
+            )
         if self.kind == CLASSIFICATION:
             for name, y, n in (("support_y", sy, n_support), ("query_y", qy, n_query)):
                 if y.dtype != torch.int64:
@@ -92,6 +98,11 @@ class Episode:
                     raise ValueError(f"Episode.{name} must have shape [{batch}, {n}, d_y], got {_shape(y)}")
             if sy.shape[2] != qy.shape[2]:
                 raise ValueError(f"Episode support_y and query_y disagree in d_y: {_shape(sy)} vs {_shape(qy)}")
+            if self.target_dim and sy.shape[2] != self.target_dim:
+                raise ValueError(
+                    f"Episode.support_y must have shape [{batch}, {n_support}, {self.target_dim}] (target_dim="
+                    f"{self.target_dim}), got {_shape(sy)}; set the learner's target_dim to the data's d_y"
+                )
 
     # ------------------------------------------------------------- properties
     @property
@@ -178,6 +189,7 @@ class Episode:
             query_y=torch.cat([t.query_y for t in tasks]),
             kind=first.kind,
             n_way=first.n_way,
+            target_dim=first.target_dim,
         )
 
     def __repr__(self) -> str:

@@ -3,12 +3,17 @@
 ``rnnmeta`` logs to W&B by default. With no account configured (no ``WANDB_API_KEY`` and no
 ``api.wandb.ai`` entry in ``~/.netrc``) and no explicit ``WANDB_MODE``, runs are written offline
 under ``wandb/`` and can be uploaded later with ``wandb sync wandb/offline-run-*``.
+
+W&B's service also writes debug logs of its own, one pair per process, under
+``~/.cache/wandb/logs/`` (``WANDB_CACHE_DIR``); :func:`point_wandb_cache` moves them beside the
+runs (``<save_dir>/wandb/logs/``) unless ``WANDB_CACHE_DIR`` is set.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 
 def wandb_account_configured() -> bool:
@@ -28,3 +33,20 @@ def ensure_wandb_mode() -> str:
         os.environ["WANDB_MODE"] = "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
     return os.environ.get("WANDB_MODE", "online")
+
+
+def point_wandb_cache(save_dir: str | os.PathLike) -> Optional[Path]:
+    """Send W&B's cache, and with it the service's debug logs, to ``<save_dir>/wandb/`` unless the user chose a place.
+
+    W&B writes ``core-debug-*.log`` and ``symon-debug-*.log`` for every process under
+    ``$WANDB_CACHE_DIR/wandb/logs/`` (``~/.cache/wandb/logs/`` by default), outside any run. With
+    ``WANDB_CACHE_DIR=<save_dir>`` they land in ``<save_dir>/wandb/logs/``, beside the
+    ``offline-run-*`` folders of the runs. Takes effect for the W&B service started after the call
+    (the first run of the process). Returns the logs folder, or None when ``WANDB_CACHE_DIR`` was
+    already set.
+    """
+    if os.environ.get("WANDB_CACHE_DIR"):
+        return None
+    root = Path(save_dir).expanduser().absolute()
+    os.environ["WANDB_CACHE_DIR"] = str(root)
+    return root / "wandb" / "logs"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,144 @@ def test_csv_and_tensorboard_loggers_work_from_the_command_line(tmp_path, logger
         header = Path(files[0]).read_text().splitlines()[0]
         assert "train/loss" in header and "val/mse" in header
     assert glob.glob(str(tmp_path / "runs/**/checkpoints/last.ckpt"), recursive=True)
+
+
+# ------------------------------------------------------------------------ issue 18: reliability
+SINUSOID_LSTM = REPO / "configs/sinusoid/lstm_k5.yaml"
+SINUSOID_MAML = REPO / "configs/sinusoid/maml_k5.yaml"
+TINY = [
+    "--trainer.max_steps=2", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    "--data.init_args.train_batches_per_epoch=2", "--data.init_args.val_episodes=10",
+    "--data.init_args.test_episodes=10", "--data.init_args.meta_batch_size=4",
+]
+
+
+@pytest.fixture(scope="module")
+def maml_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint of the sinusoid MAML (the shipped config's learner) after one training step."""
+    import pytorch_lightning as pl
+    import torch
+
+    from rnnmeta.data import EpisodicDataModule, Sinusoid
+    from rnnmeta.learners import MAML
+
+    folder = tmp_path_factory.mktemp("maml_ckpt")
+    torch.manual_seed(0)
+    dm = EpisodicDataModule(Sinusoid(), k_shot=5, q_queries=5, meta_batch_size=2, train_batches_per_epoch=1,
+                            val_episodes=2, test_episodes=2, eval_batch_size=2)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu", default_root_dir=str(folder))
+    trainer.fit(MAML(kind="regression", inner_lr=0.01), datamodule=dm)
+    path = folder / "maml.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def _main(args: list[str], monkeypatch) -> None:
+    """Run the ``rnnmeta`` entry point in this process (as the console script would, minus the process)."""
+    from rnnmeta.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["rnnmeta"])  # LightningCLI warns when sys.argv holds pytest's arguments
+    main(args)
+
+
+def test_testing_a_checkpoint_of_another_learner_fails_naming_both_and_writes_nothing(maml_checkpoint, tmp_path):
+    proc = _rnnmeta(["test", "--config", str(SINUSOID_LSTM), "--trainer.logger=false", f"--ckpt_path={maml_checkpoint}",
+                     *TINY], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(r"rnnmeta: error: ValueError: checkpoint \S+maml\.ckpt was saved from rnnmeta\.learners\.maml\.MAML, "
+                     r"but the config builds rnnmeta\.learners\.lstm\.LSTMLearner", proc.stderr), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "test/mse" not in proc.stdout
+    assert _listing(tmp_path) == [], "a refused checkpoint must leave no run folder"
+
+
+def test_resuming_fit_from_another_learner_is_refused_before_loading(maml_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        _main(["fit", "--config", str(SINUSOID_LSTM), "--trainer.logger=false", f"--ckpt_path={maml_checkpoint}", *TINY],
+              monkeypatch)
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "saved from rnnmeta.learners.maml.MAML" in err and "LSTMLearner" in err
+    assert _listing(tmp_path) == []
+
+
+def test_a_checkpoint_of_another_architecture_names_the_tensors_and_hyperparameters(maml_checkpoint, tmp_path, monkeypatch):
+    from rnnmeta.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["rnnmeta"])
+    with pytest.raises(ValueError, match=r"does not fit the configured MAML: backbone\.layers\.0\.weight \[40, 1\] in the "
+                                         r"checkpoint, \[16, 1\] configured.*use the config the checkpoint was trained with"):
+        build_cli(["test", "--config", str(SINUSOID_MAML), "--trainer.logger=false", f"--ckpt_path={maml_checkpoint}",
+                   "--model.init_args.backbone.init_args.hidden=[16, 16]", *TINY])
+
+
+def test_errors_after_parsing_are_one_message_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RNNMETA_DEBUG", raising=False)
+    args = ["fit", "--config", str(SINUSOID_MAML), "--trainer.logger=false", "--model.init_args.lr=.inf", *TINY]
+    with pytest.raises(SystemExit) as info:
+        _main(args, monkeypatch)
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2:] == ["rnnmeta: error: ValueError: lr must be a finite number > 0, got inf",
+                        "(run again with --debug, or RNNMETA_DEBUG=1, to see the traceback)"]
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got inf"):
+        _main([*args, "--debug"], monkeypatch)
+    monkeypatch.delenv("RNNMETA_DEBUG")  # --debug hands itself on to DDP ranks through the environment
+    monkeypatch.setenv("RNNMETA_DEBUG", "1")
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got inf"):
+        _main(args, monkeypatch)
+    assert _listing(tmp_path) == []
+
+
+def test_without_a_logger_fit_and_test_keep_their_files_in_run_folders_of_their_own(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _main(["fit", "--config", str(SINUSOID_LSTM), "--trainer.logger=false", *TINY], monkeypatch)
+    out = capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"], "nothing may land in the current folder"
+    (fit_dir,) = (tmp_path / "runs" / "LSTMLearner").iterdir()
+    assert fit_dir.name.startswith("fit_")
+    fit_config = (fit_dir / "config.yaml").read_bytes()
+    last = fit_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    rel = fit_dir.relative_to(tmp_path).as_posix()
+    assert re.search(rf"run folder +{re.escape(rel)}\n", out) and f"config           {rel}/config.yaml" in out
+    assert re.search(rf"best checkpoint +{re.escape(rel)}/checkpoints/best-step=2\.ckpt \(val/mse = [\d.]+\)", out), out
+    assert f"last checkpoint  {rel}/checkpoints/last.ckpt" in out
+
+    test = _rnnmeta(["test", "--config", str(SINUSOID_LSTM), "--trainer.logger=false", f"--ckpt_path={last}", *TINY],
+                    cwd=tmp_path, timeout=120)
+    assert test.returncode == 0, test.stderr[-3000:]
+    test_dirs = [p for p in (tmp_path / "runs" / "LSTMLearner").iterdir() if p != fit_dir]
+    assert len(test_dirs) == 1 and test_dirs[0].name.startswith("test_")
+    assert (fit_dir / "config.yaml").read_bytes() == fit_config, "test overwrote the fit's config"
+    test_config = yaml.safe_load((test_dirs[0] / "config.yaml").read_text())
+    assert test_config["ckpt_path"] == str(last) and test_config["model"]["class_path"] == "rnnmeta.learners.LSTMLearner"
+    assert "test/mse" in test.stdout and f"checkpoint  {last}" in test.stdout
+    assert f"run folder  {test_dirs[0].relative_to(tmp_path).as_posix()}" in test.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_wandb_runs_get_their_own_config_and_wandb_debug_logs_stay_beside_the_runs(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")}
+    env.update(WANDB_MODE="offline", PYTHONPATH=str(REPO), HOME=str(home), WANDB_CONFIG_DIR=str(home / "wandb_config"))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "rnnmeta.cli", "fit", "--config", str(SINUSOID_LSTM), *TINY], cwd=work,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (work / "runs" / "config.yaml").exists(), "every W&B run overwrote runs/config.yaml"
+    (run_dir,) = (work / "runs" / "rnnmeta").iterdir()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    (offline,) = (work / "runs" / "wandb").glob(f"offline-run-*-{run_dir.name}")
+    assert f"W&B run          offline, runs/wandb/{offline.name} (upload with: wandb sync runs/wandb/{offline.name})" in proc.stdout
+    assert list((work / "runs" / "wandb" / "logs").glob("core-debug-*.log")), "W&B's debug logs are not beside the runs"
+    assert not (home / ".cache" / "wandb").exists(), f"W&B wrote under ~/.cache/wandb: {_listing(home / '.cache' / 'wandb')}"

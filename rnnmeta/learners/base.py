@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION, REGRESSION, TASK_KINDS, Episode
 from rnnmeta.evaluation import MeanCI, gather_episode_rows, mean_ci95
 from rnnmeta.nets import backbone_spec
+from rnnmeta.nets.factory import check_backbone_input
 
 # Learners keep their backbone among the hyperparameters on purpose: on_save_checkpoint stores it as
 # its class_path spec, so Lightning's advice to ignore it would only lose the architecture.
@@ -58,7 +59,16 @@ class _SupportPredictor:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when a training loss or gradient becomes NaN or infinite."""
+    """Raised when a training loss, gradient, weight or evaluation value becomes NaN or infinite."""
+
+
+def _check_finite_number(name: str, value: object, low: float, strict: bool) -> None:
+    """Refuse a hyperparameter that is not a finite real number ``> low`` (``strict``) or ``>= low``."""
+    relation = ">" if strict else ">="
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or (value <= low if strict else value < low):
+        raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {value}")
 
 
 class MetaLearner(pl.LightningModule):
@@ -105,12 +115,17 @@ class MetaLearner(pl.LightningModule):
             raise ValueError(f"n_way must be >= 2 for classification, got {n_way}")
         if kind == REGRESSION and target_dim < 1:
             raise ValueError(f"target_dim must be >= 1 for regression, got {target_dim}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if weight_decay < 0 or lr_warmup_steps < 0 or lr_step_size < 1 or grad_clip_norm < 0:
+        for name, value, low, strict in (
+            ("lr", lr, 0.0, True),
+            ("weight_decay", weight_decay, 0.0, False),
+            ("grad_clip_norm", grad_clip_norm, 0.0, False),
+            ("lr_gamma", lr_gamma, 0.0, True),
+        ):
+            _check_finite_number(name, value, low, strict)
+        if lr_warmup_steps < 0 or lr_step_size < 1:
             raise ValueError(
-                "weight_decay, lr_warmup_steps and grad_clip_norm must be >= 0 and lr_step_size >= 1, got "
-                f"{weight_decay}, {lr_warmup_steps}, {grad_clip_norm}, {lr_step_size}"
+                f"lr_warmup_steps must be >= 0 and lr_step_size >= 1, got lr_warmup_steps={lr_warmup_steps}, "
+                f"lr_step_size={lr_step_size}"
             )
         self.kind = kind
         self.n_way = n_way
@@ -187,7 +202,12 @@ class MetaLearner(pl.LightningModule):
             placeholder,
             kind=self.kind,
             n_way=self.n_way if self.kind == CLASSIFICATION else 0,
+            target_dim=self.target_dim if self.kind == REGRESSION else 0,
         )
+        backbone = getattr(self, "backbone", None)
+        if isinstance(backbone, nn.Module):
+            for name, x in (("support_x", support_x), ("query_x", query_x)):
+                check_backbone_input(backbone, x, name, owner=type(self).__name__)
 
     # ------------------------------------------------------------ loss & metrics
     def task_losses(self, preds: Tensor, query_y: Tensor) -> Tensor:
@@ -211,6 +231,11 @@ class MetaLearner(pl.LightningModule):
             raise ValueError(
                 f"{type(self).__name__} was built for n_way={self.n_way} but the data gives {batch.n_way}-way episodes; "
                 "set the learner's n_way to the data module's n_way"
+            )
+        if self.kind == REGRESSION and batch.support_y.shape[-1] != self.target_dim:
+            raise ValueError(
+                f"{type(self).__name__} was built for target_dim={self.target_dim} but the data gives targets of width "
+                f"{batch.support_y.shape[-1]}; set the learner's target_dim to the data's d_y"
             )
 
     def episode_step(self, batch: Episode) -> tuple[Tensor, Tensor]:
@@ -251,6 +276,7 @@ class MetaLearner(pl.LightningModule):
                     batch.query_y.clone(),
                     kind=batch.kind,
                     n_way=batch.n_way,
+                    target_dim=batch.target_dim,
                 )
                 losses, metric = self.eval_episode_step(batch)
         else:
@@ -292,6 +318,7 @@ class MetaLearner(pl.LightningModule):
         if values.shape[0] == 0:
             return
         losses, metric = values[:, 0], values[:, 1]
+        self._check_finite_eval(stage, values)
         stats = mean_ci95(metric)
         self.eval_episode_values[stage] = metric
         self.eval_stats[stage] = stats
@@ -303,6 +330,31 @@ class MetaLearner(pl.LightningModule):
         if stats.n > 1:
             self.log(f"{name}_ci95", stats.ci95, sync_dist=False, rank_zero_only=False)
         self.log(f"{stage}/episodes", float(stats.n), sync_dist=False, rank_zero_only=False)
+
+    def _eval_hint(self) -> str:
+        """What to change when evaluation diverges: the learner's evaluation settings, then the training ones."""
+        settings = [
+            f"{name} (now {getattr(self, name):g})"
+            for name in ("eval_inner_lr", "eval_inner_steps")
+            if isinstance(getattr(self, name, None), (int, float)) and not isinstance(getattr(self, name), bool)
+        ]
+        if settings:
+            return (
+                f"the inner loop at evaluation diverged: lower {' or '.join(settings)}; "
+                f"if training diverged too, lower lr (now {self.lr:g}) or set grad_clip_norm"
+            )
+        return f"the weights diverged: lower lr (now {self.lr:g}), set grad_clip_norm, or evaluate an earlier checkpoint"
+
+    def _check_finite_eval(self, stage: str, values: Tensor) -> None:
+        """Refuse an evaluation whose per-episode loss or metric is NaN or infinite, naming learner, stage and fix."""
+        bad = ~torch.isfinite(values).all(1)
+        if bad.any():
+            first = int(bad.nonzero()[0, 0])
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: {stage} evaluation gave a non-finite loss or {self.metric_name} in "
+                f"{int(bad.sum())} of {values.shape[0]} episodes (first: episode {first}) at global step "
+                f"{self.global_step}; {self._eval_hint()}"
+            )
 
     # ------------------------------------------------------------- optimisation
     def configure_optimizers(self):
@@ -365,6 +417,20 @@ class MetaLearner(pl.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse to write non-finite weights; record the learner's identity; store backbones as specs.
+
+        Raises:
+            NonFiniteLossError: a floating tensor of the state dict holds NaN or infinity (the last
+                optimiser step diverged); nothing is written, earlier checkpoints stay as they are.
+        """
+        state = checkpoint.get("state_dict") or {}
+        bad = [k for k, v in state.items() if isinstance(v, Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: refusing to write a checkpoint at global step {self.global_step}: "
+                f"{len(bad)} of {len(state)} tensors hold NaN or infinity ({bad[:5]}); the meta-update diverged: "
+                f"lower lr (now {self.lr:g}), set grad_clip_norm, or resume from the last good checkpoint"
+            )
         checkpoint["rnnmeta"] = self.checkpoint_identity()
         # Modules among the hyperparameters (a backbone) are stored as their class_path spec, so the
         # checkpoint loads with weights_only=True and load_from_checkpoint rebuilds them.

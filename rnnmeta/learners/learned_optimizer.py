@@ -141,6 +141,10 @@ class LearnedOptimizer(MetaLearner):
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
         if eval_inner_steps is not None and eval_inner_steps < 1:
             raise ValueError(f"eval_inner_steps must be >= 1 or None, got {eval_inner_steps}")
+        if update_rule == "ravi_larochelle" and not 0 < init_inner_lr < 1:
+            raise ValueError(
+                f"init_inner_lr must lie in (0, 1) (the update rule's input gate at initialisation), got {init_inner_lr}"
+            )
         # the base network normalises with each task's batch statistics, as MAML does
         backbone = resolve_backbone(backbone, kind, track_running_stats=False)
         features = getattr(backbone, "out_features", None)

@@ -46,6 +46,9 @@ class Conv4(nn.Module):
         )
         self.in_channels = in_channels
         self.image_size = image_size
+        #: one example's shape, checked by every learner (:func:`rnnmeta.nets.factory.check_backbone_input`)
+        self.input_shape = (in_channels, image_size, image_size)
+        self.input_params = ("in_channels", "image_size")
         layers: list[nn.Module] = []
         channels = in_channels
         for _ in range(4):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Optional, Union
 
-from torch import nn
+from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.nets.conv4 import Conv4
@@ -77,4 +77,51 @@ def backbone_features(backbone: nn.Module, embedding_dim: int = 0) -> int:
         return embedding_dim
     raise ValueError(
         f"the embedding size is unknown: backbone {type(backbone).__name__} has no out_features, so pass embedding_dim >= 1"
+    )
+
+
+def backbone_input_shape(backbone: nn.Module) -> Optional[tuple[int, ...]]:
+    """The shape of one example the backbone takes (``MLP``: ``(in_features,)``, ``Conv4``: ``(C, H, W)``), else None.
+
+    A backbone declares it with an ``input_shape`` attribute (a tuple of ints) and, optionally, the
+    constructor arguments that set it in ``input_params`` (named in the error of
+    :func:`check_backbone_input`).
+    """
+    shape = getattr(backbone, "input_shape", None)
+    if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape):
+        return shape
+    return None
+
+
+def check_backbone_input(backbone: nn.Module, x: Tensor, name: str, owner: str = "") -> None:
+    """Refuse inputs ``x [B, N, *x_shape]`` whose example shape is not the backbone's :func:`backbone_input_shape`.
+
+    Every learner runs this on its support and query inputs before any computation, so a width or
+    image size that does not match the backbone fails with the parameter to change, not deep inside
+    torch (MAML's task-batched path multiplies the weights directly, without calling the backbone).
+
+    Args:
+        backbone: the embedding network.
+        x: the inputs, ``[B, N, *x_shape]``.
+        name: the argument's name in the message (``"support_x"``, ``"query_x"``).
+        owner: who checks (a learner's class name), put in front of the message.
+
+    Raises:
+        ValueError: ``x.shape[2:]`` differs from the backbone's input shape; names the backbone's
+            parameters that set it (``in_features``; ``in_channels``/``image_size``).
+    """
+    expected = backbone_input_shape(backbone)
+    if expected is None or x.dim() < 2 or tuple(x.shape[2:]) == expected:
+        return
+    params = getattr(backbone, "input_params", ())
+    settings = ", ".join(f"{p}={getattr(backbone, p, '?')}" for p in params)
+    fix = (
+        f"set the backbone's {'/'.join(params)} to match the data" if params
+        else "give a backbone that takes the data's examples"
+    )
+    prefix = f"{owner}: " if owner else ""
+    raise ValueError(
+        f"{prefix}the backbone {type(backbone).__name__} expects examples {list(expected)}"
+        f"{f' ({settings})' if settings else ''} but {name} has examples {list(x.shape[2:])} "
+        f"({name} {list(x.shape)}); {fix}"
     )

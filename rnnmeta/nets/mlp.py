@@ -36,6 +36,9 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.in_features = in_features
         self.out_features = width
+        #: one example's shape, checked by every learner (:func:`rnnmeta.nets.factory.check_backbone_input`)
+        self.input_shape = (in_features,)
+        self.input_params = ("in_features",)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
