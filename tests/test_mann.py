@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -53,10 +54,86 @@ def random_state(mem: LRUAMemory, b: int = 3, seed: int = 0) -> MemoryState:
 
 
 # ------------------------------------------------------------------ the memory
-def test_write_read_matches_the_paper_step_by_step():
-    """Santoro et al. (2016), eqs. for w^w, M_t, w^r, r_t, w^u, recomputed naively slot by slot."""
+def test_santoro_step_matches_the_paper_equations_in_float64():
+    """One LRUA step written out from Santoro et al. (2016): k = tanh(W_k h), a = tanh(W_a h),
+    w^w = sigmoid(alpha) w^r_{t-1} + (1 - sigmoid(alpha)) w^lu_{t-1} (eq. 7), least-used row cleared,
+    M_t(i) = M_{t-1}(i) + w^w(i) a (eq. 8), w^r(i) = softmax_i(beta K(k, M_t(i))) (eqs. 2-3),
+    r = sum_i w^r(i) M_t(i) (eq. 4), w^u = gamma w^u_{t-1} + w^r + w^w (eq. 5); scalar loops, float64."""
     torch.manual_seed(0)
-    mem = LRUAMemory(controller_size=7, memory_slots=9, memory_width=4, read_heads=3, gamma=0.9).double()
+    slots, width, heads, ctrl, gamma = 7, 3, 2, 5, 0.8
+    mem = LRUAMemory(controller_size=ctrl, memory_slots=slots, memory_width=width, read_heads=heads, gamma=gamma,
+                     addressing="santoro", tie_add_init=False).double()  # keys and add vectors differ
+    assert mem.addressing == "santoro" and mem.per_head == 2 * width + 2
+    state = random_state(mem, b=2, seed=3)
+    state = MemoryState(*(t.double() for t in (state.memory, state.usage, state.read_weights, state.reads)))
+    h = torch.randn(2, ctrl, dtype=torch.float64)
+    new = mem.write_read(h, state)
+    W, bias = mem.interface.weight.detach().tolist(), mem.interface.bias.detach().tolist()
+
+    def affine(row: int, hb: list[float]) -> float:
+        return bias[row] + sum(W[row][j] * hb[j] for j in range(ctrl))
+
+    for b in range(2):
+        hb, M = h[b].tolist(), state.memory[b].tolist()
+        usage, prev_read = state.usage[b].tolist(), state.read_weights[b].tolist()
+        order = sorted(range(slots), key=lambda i: (usage[i], i))  # m(w^u_{t-1}, n): the n least-used slots
+        heads_out = []
+        for r in range(heads):
+            base = r * mem.per_head
+            k = [math.tanh(affine(base + d, hb)) for d in range(width)]
+            a = [math.tanh(affine(base + width + d, hb)) for d in range(width)]
+            alpha = 1.0 / (1.0 + math.exp(-affine(base + 2 * width, hb)))
+            beta = 1.0 + math.log1p(math.exp(affine(base + 2 * width + 1, hb)))
+            w_write = [alpha * prev_read[r][i] + (1 - alpha) * (1.0 if i == order[r] else 0.0) for i in range(slots)]
+            heads_out.append((k, a, beta, w_write))
+        M = [[0.0] * width if i == order[0] else list(M[i]) for i in range(slots)]  # least-used row cleared
+        for _, a, _, w_write in heads_out:
+            for i in range(slots):
+                M[i] = [M[i][d] + w_write[i] * a[d] for d in range(width)]
+        torch.testing.assert_close(new.memory[b], torch.tensor(M, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+        new_usage = [gamma * u for u in usage]
+        for r, (k, _, beta, w_write) in enumerate(heads_out):
+            cos = []
+            for i in range(slots):
+                dot = sum(k[d] * M[i][d] for d in range(width))
+                norms = math.sqrt(sum(x * x for x in k)) * math.sqrt(sum(x * x for x in M[i]))
+                cos.append(dot / (norms + 1e-8))
+            z = sum(math.exp(beta * c) for c in cos)
+            w_read = [math.exp(beta * c) / z for c in cos]
+            read = [sum(w_read[i] * M[i][d] for i in range(slots)) for d in range(width)]
+            torch.testing.assert_close(new.read_weights[b, r], torch.tensor(w_read, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(new.reads[b, r], torch.tensor(read, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+            new_usage = [new_usage[i] + w_read[i] + w_write[i] for i in range(slots)]
+        torch.testing.assert_close(new.usage[b], torch.tensor(new_usage, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
+def test_santoro_keys_and_add_vectors_are_bounded_and_distinct():
+    torch.manual_seed(0)
+    mem = LRUAMemory(controller_size=6, memory_slots=8, memory_width=5, read_heads=2)
+    assert mem.addressing == "santoro"
+    h = 100 * torch.randn(4, 6)
+    key, add, gate, beta = mem.heads_from(h)
+    assert key.abs().max() <= 1 and add.abs().max() <= 1
+    torch.testing.assert_close(add, key, rtol=0, atol=0)  # tie_add_init: equal initial values ...
+    with torch.no_grad():
+        mem.interface.weight[mem.width].add_(1.0)  # ... but separate parameters
+    key, add, _, _ = mem.heads_from(h)
+    assert not torch.allclose(key[:, 0], add[:, 0]) and torch.equal(key[:, 1], add[:, 1])
+    untied = LRUAMemory(controller_size=6, memory_slots=8, memory_width=5, read_heads=2, tie_add_init=False)
+    key, add, _, _ = untied.heads_from(h)
+    assert not torch.allclose(key, add)
+    shared = LRUAMemory(controller_size=6, memory_slots=8, memory_width=5, read_heads=2, addressing="shared_key")
+    key, add, _, _ = shared.heads_from(100 * torch.randn(4, 6))
+    assert torch.equal(key, add) and key.abs().max() > 1
+    with pytest.raises(ValueError, match="addressing must be 'santoro' or 'shared_key', got 'lru'"):
+        LRUAMemory(controller_size=6, addressing="lru")
+
+
+def test_write_read_matches_the_paper_step_by_step():
+    """shared_key: Santoro et al. (2016), eqs. for w^w, M_t, w^r, r_t, w^u, with one key, recomputed naively slot by slot."""
+    torch.manual_seed(0)
+    mem = LRUAMemory(controller_size=7, memory_slots=9, memory_width=4, read_heads=3, gamma=0.9,
+                     addressing="shared_key").double()
     state = random_state(mem)
     state = MemoryState(*(t.double() for t in (state.memory, state.usage, state.read_weights, state.reads)))
     h = torch.randn(3, 7, dtype=torch.float64)
@@ -93,9 +170,9 @@ def test_first_write_of_each_head_goes_to_its_own_fresh_slot():
     assert torch.all(state.memory == mem.init_value) and torch.all(state.usage == 0)
     h = torch.randn(2, 5)
     new = mem.write_read(h, state)
-    keys = mem.heads_from(h)[0]
-    torch.testing.assert_close(new.memory[:, 0], keys[:, 0])  # slot 0 cleared, then written by head 0
-    torch.testing.assert_close(new.memory[:, 1], keys[:, 1] + mem.init_value)
+    adds = mem.heads_from(h)[1]
+    torch.testing.assert_close(new.memory[:, 0], adds[:, 0])  # slot 0 cleared, then written by head 0
+    torch.testing.assert_close(new.memory[:, 1], adds[:, 1] + mem.init_value)
     torch.testing.assert_close(new.memory[:, 2:], state.memory[:, 2:])
 
 

@@ -4,14 +4,24 @@ An LSTM controller reads the support set one labelled example per step (as in
 :class:`~rnnmeta.learners.lstm.LSTMLearner`) and talks to an external memory ``M [N, W]``
 (``memory_slots x memory_width``) through ``R`` read heads.
 
-At each support step ``t`` with controller output ``h_t``, each head ``r`` emits a key ``k_t``, a
-write gate ``alpha_t`` and (unless fixed) a read sharpness ``beta_t``:
+At each support step ``t`` with controller output ``h_t``, each head ``r`` emits a read key
+``k_t``, a write (add) vector ``a_t``, a write-gate logit ``alpha_t`` and (unless fixed) a read
+sharpness ``beta_t``. With ``addressing="santoro"`` (default) ``k_t = tanh(W_k h_t + b_k)`` and
+``a_t = tanh(W_a h_t + b_a)``, as in Santoro et al.'s implementation of the LRUA module (a bounded
+key and a separate vector written to memory); ``addressing="shared_key"`` keeps the earlier
+variant of this library, one unbounded linear key ``k_t = W_k h_t + b_k`` that is both written and
+used to read (``a_t = k_t``). ``tie_add_init=True`` (default) starts ``W_a, b_a`` equal to
+``W_k, b_k`` (separate parameters, equal initial values): a support step then writes what a
+similar query's key will find, so reads match queries with support examples from the first
+meta-iteration; with independent random initial values the written vectors and the read keys are
+unrelated and the learner starts far slower (measured in ``docs/RECURRENT.md``).
 
 * **least-recently-used write**: ``w^w_t = sigmoid(alpha_t) w^r_{t-1} + (1 - sigmoid(alpha_t)) w^lu_{t-1}``,
-  where ``w^lu_{t-1}`` of head ``r`` is one-hot on the ``r``-th least-used slot; the least-used row is
-  zeroed first, then ``M_t = M_{t-1} + sum_r w^w_t(r)^T k_t(r)``;
+  where ``w^lu_{t-1}`` of head ``r`` is one-hot on the ``r``-th least-used slot (by ``w^u_{t-1}``); the
+  least-used row is zeroed first, then ``M_t = M_{t-1} + sum_r w^w_t(r)^T a_t(r)``;
 * **content-based read**: ``w^r_t(i) = softmax_i(beta_t cos(k_t, M_t(i)))`` and ``r_t = w^r_t M_t``;
-  the read is a convex combination of memory rows;
+  the read is a convex combination of memory rows (``read_sharpness=1.0`` is the paper's eq. 3,
+  a softmax of raw cosines; the default learns ``beta_t``, starting near 10);
 * **usage**: ``w^u_t = gamma w^u_{t-1} + sum_r (w^r_t + w^w_t)``.
 
 The controller's input at step ``t`` is ``[embed(x_t), label(y_t), r_{t-1}]``, its prediction
@@ -27,7 +37,7 @@ answers the episodic contract ``learner(support_x, support_y, query_x)``.
 Reference:
     A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap. "Meta-learning with
     memory-augmented neural networks". ICML 2016 (controller 200 LSTM units, memory 128 x 40,
-    4 read heads).
+    4 read heads; eqs. 2-8 for cosine addressing, reads, usage and the LRU write).
 """
 
 from __future__ import annotations
@@ -84,6 +94,10 @@ class LRUAMemory(nn.Module):
         memory_width: width ``W`` of a row (and of a key).
         read_heads: heads ``R``; each reads and writes with its own key.
         gamma: usage decay in ``[0, 1)``.
+        addressing: ``"santoro"``: a ``tanh`` read key and a separate ``tanh`` add vector per head;
+            ``"shared_key"``: one linear key, written and read (see the module docstring).
+        tie_add_init: ``"santoro"`` only: initialise the add-vector weights equal to the key weights
+            (separate parameters, equal initial values; see the module docstring).
         read_sharpness: fixed ``beta`` multiplying the cosine similarities before the softmax;
             ``None`` learns it: each head emits ``beta = 1 + softplus(.)`` from ``h``.
         init_value: constant every memory cell starts from (a small value keeps cosines defined).
@@ -98,6 +112,8 @@ class LRUAMemory(nn.Module):
         gamma: float = 0.95,
         read_sharpness: Optional[float] = None,
         init_value: float = 1e-6,
+        addressing: Literal["santoro", "shared_key"] = "santoro",
+        tie_add_init: bool = True,
     ) -> None:
         super().__init__()
         check_positive(controller_size=controller_size, memory_slots=memory_slots, memory_width=memory_width,
@@ -108,16 +124,26 @@ class LRUAMemory(nn.Module):
             raise ValueError(f"gamma (usage decay) must lie in [0, 1), got {gamma}")
         if read_sharpness is not None and not read_sharpness > 0:
             raise ValueError(f"read_sharpness must be > 0 or None (learned), got {read_sharpness}")
+        if addressing not in ("santoro", "shared_key"):
+            raise ValueError(f"addressing must be 'santoro' or 'shared_key', got {addressing!r}")
         self.slots, self.width, self.heads = memory_slots, memory_width, read_heads
         self.gamma, self.read_sharpness, self.init_value = gamma, read_sharpness, init_value
-        # per head: key (W), write-gate logit (1), sharpness logit (1, when learned)
-        self.per_head = memory_width + 1 + (1 if read_sharpness is None else 0)
+        self.addressing = addressing
+        # per head: key (W), add vector (W, santoro only), write-gate logit (1), sharpness logit (1, when learned)
+        self.vectors = 2 if addressing == "santoro" else 1
+        self.per_head = self.vectors * memory_width + 1 + (1 if read_sharpness is None else 0)
         self.interface = nn.Linear(controller_size, read_heads * self.per_head)
         if read_sharpness is None:
             # start sharp (beta ~ 10): with a mostly empty memory, a softmax of raw cosines in [-1, 1]
             # over N rows is nearly uniform and the reads carry almost no signal to learn from
             with torch.no_grad():
                 self.interface.bias.view(read_heads, self.per_head)[:, -1].fill_(_INIT_SHARPNESS_LOGIT)
+        if addressing == "santoro" and tie_add_init:
+            # start with a_t = k_t: what a support step writes is what a similar query's key finds,
+            # so reads match queries with support examples from the first step (separate weights after it)
+            with torch.no_grad():
+                for rows in (self.interface.weight.view(read_heads, self.per_head, -1), self.interface.bias.view(read_heads, self.per_head)):
+                    rows[:, memory_width : 2 * memory_width].copy_(rows[:, :memory_width])
 
     # ------------------------------------------------------------------ pieces
     def initial_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MemoryState:
@@ -129,15 +155,25 @@ class LRUAMemory(nn.Module):
         reads = torch.zeros(batch, self.heads, self.width, device=device, dtype=dtype)
         return MemoryState(memory, usage, read_weights, reads)
 
-    def heads_from(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Split the interface of ``h [..., H]``: keys ``[..., R, W]``, gate logits ``[..., R, 1]``, sharpness ``[..., R, 1]``."""
+    def heads_from(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Split the interface of ``h [..., H]``.
+
+        Returns:
+            read keys ``[..., R, W]``, add vectors ``[..., R, W]`` (the keys themselves with
+            ``addressing="shared_key"``), write-gate logits ``[..., R, 1]`` and sharpness ``[..., R, 1]``.
+        """
         out = self.interface(h).reshape(*h.shape[:-1], self.heads, self.per_head)
-        key, gate = out[..., : self.width], out[..., self.width : self.width + 1]
+        width, vec = self.width, self.vectors * self.width
+        if self.addressing == "santoro":
+            key, add = torch.tanh(out[..., :width]), torch.tanh(out[..., width:vec])
+        else:
+            key = add = out[..., :width]
+        gate = out[..., vec : vec + 1]
         if self.read_sharpness is None:
-            beta = 1.0 + F.softplus(out[..., self.width + 1 :])
+            beta = 1.0 + F.softplus(out[..., vec + 1 :])
         else:
             beta = torch.full_like(gate, self.read_sharpness)
-        return key, gate, beta
+        return key, add, gate, beta
 
     @staticmethod
     def address(keys: Tensor, beta: Tensor, memory: Tensor, eps: float = 1e-8) -> Tensor:
@@ -162,14 +198,14 @@ class LRUAMemory(nn.Module):
 
     # ------------------------------------------------------------------ steps
     def write_read(self, h: Tensor, state: MemoryState) -> MemoryState:
-        """One support step: LRU write of each head's key, then a content read. ``h`` is ``[B, H]``."""
-        key, gate, beta = self.heads_from(h)  # [B, R, W], [B, R, 1], [B, R, 1]
+        """One support step: LRU write of each head's add vector, then a content read with its key. ``h`` is ``[B, H]``."""
+        key, add, gate, beta = self.heads_from(h)  # [B, R, W], [B, R, W], [B, R, 1], [B, R, 1]
         lu_prev = self.least_used(state.usage)
         alpha = torch.sigmoid(gate)
         write_weights = alpha * state.read_weights + (1 - alpha) * lu_prev  # [B, R, N]
         # zero the least-used row (Santoro et al.: cleared before it is written to)
         keep = 1.0 - lu_prev[:, 0]  # [B, N]
-        memory = state.memory * keep.unsqueeze(-1) + torch.einsum("brn,brw->bnw", write_weights, key)
+        memory = state.memory * keep.unsqueeze(-1) + torch.einsum("brn,brw->bnw", write_weights, add)
         read_weights = self.address(key, beta, memory)
         reads = torch.bmm(read_weights, memory)
         usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
@@ -178,7 +214,7 @@ class LRUAMemory(nn.Module):
     def read(self, h: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Read only (queries): ``h [B, M, H]``, ``memory [B, N, W]`` -> reads ``[B, M, R, W]``, weights ``[B, M, R, N]``."""
         batch, n_query = h.shape[:2]
-        key, _, beta = self.heads_from(h)  # [B, M, R, W]
+        key, _, _, beta = self.heads_from(h)  # [B, M, R, W]
         weights = self.address(key.reshape(batch, n_query * self.heads, self.width),
                                beta.reshape(batch, n_query * self.heads, 1), memory)
         reads = torch.bmm(weights, memory)
@@ -209,7 +245,11 @@ class MANN(MetaLearner):
         memory_width: row width ``W`` (40 in the paper).
         read_heads: read (and write) heads ``R`` (4 in the paper).
         gamma: usage decay of the least-recently-used writes.
-        read_sharpness: fixed softmax sharpness of content reads; ``None`` learns it per step.
+        read_sharpness: fixed softmax sharpness of content reads; ``None`` learns it per step
+            (``1.0`` is the paper's eq. 3).
+        addressing: ``"santoro"`` (a ``tanh`` read key and a separate ``tanh`` add vector, as Santoro
+            et al.) or ``"shared_key"`` (one linear key written and read; this library's earlier MANN).
+        tie_add_init: ``"santoro"``: start the add-vector weights equal to the key weights.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
         lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.base.MetaLearner`.
@@ -228,6 +268,8 @@ class MANN(MetaLearner):
         read_heads: int = 4,
         gamma: float = 0.95,
         read_sharpness: Optional[float] = None,
+        addressing: Literal["santoro", "shared_key"] = "santoro",
+        tie_add_init: bool = True,
         embedding_dim: int = 0,
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
@@ -258,7 +300,10 @@ class MANN(MetaLearner):
         self.backbone = resolve_backbone(backbone, kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
         self.label_dim = label_width(kind, n_way, target_dim)
-        self.memory = LRUAMemory(controller_size, memory_slots, memory_width, read_heads, gamma, read_sharpness)
+        self.memory = LRUAMemory(
+            controller_size, memory_slots, memory_width, read_heads, gamma, read_sharpness,
+            addressing=addressing, tie_add_init=tie_add_init,
+        )
         read_dim = read_heads * memory_width
         self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
         self.head = nn.Linear(controller_size + read_dim, self.output_dim)
