@@ -181,6 +181,23 @@ def test_batch_norm_backbone_runs_tasks_one_by_one():
     assert learner.batch_tasks and not learner.runs_tasks_batched()
 
 
+def test_backbone_with_running_batch_norm_statistics_is_refused():
+    """As MAML: the inner loop normalises with each task's batch statistics, never pooled running ones."""
+    with pytest.raises(ValueError, match=r"backbone\.blocks\.1 tracks running statistics.*track_running_stats=False"):
+        LearnedOptimizer(n_way=3, backbone=Conv4(hidden=4, image_size=16, track_running_stats=True))
+    nested = nn.Sequential(nn.Flatten(), nn.Linear(256, 8), nn.BatchNorm1d(8))
+    nested.out_features = 8
+    with pytest.raises(ValueError, match=r"backbone\.2 tracks running statistics"):
+        LearnedOptimizer(n_way=3, backbone=nested)
+    nested[2] = nn.BatchNorm1d(8, track_running_stats=False)
+    LearnedOptimizer(n_way=3, backbone=nested)  # per-batch statistics are fine
+    LearnedOptimizer(n_way=3)  # and so is the default Conv4
+    LearnedOptimizer(n_way=3, backbone={"class_path": "rnnmeta.nets.Conv4", "init_args": {"hidden": 4, "image_size": 16}})
+    with pytest.raises(ValueError, match="tracks running statistics"):
+        LearnedOptimizer(n_way=3, backbone={"class_path": "rnnmeta.nets.Conv4",
+                                            "init_args": {"hidden": 4, "image_size": 16, "track_running_stats": True}})
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="update_rule"):
         LearnedOptimizer(update_rule="adam")  # type: ignore[arg-type]

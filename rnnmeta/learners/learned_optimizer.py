@@ -1,4 +1,15 @@
-"""A few-shot learner whose inner loop is a learned optimizer (Ravi & Larochelle 2017; Andrychowicz et al. 2016).
+"""A few-shot learner whose inner loop is a learned update rule: gated gradient descent from a meta-learned start.
+
+What it is (and is not). With the default ``update_rule="ravi_larochelle"`` the rule has the form
+of the cell-state update of Ravi & Larochelle (2017), ``theta_t = f_t * theta_{t-1} - i_t * grad_t``,
+with per-coordinate gates ``sigmoid(w . [grad, loss, theta, previous gate] + b)`` computed directly
+from the preprocessed gradient and loss by one linear map per gate (14 meta-parameters in all,
+:class:`~rnnmeta.optim.RaviLarochelleUpdate`): a learned, per-coordinate learning rate and weight
+shrinkage on top of a MAML-style meta-learned initialisation. It is **not** Ravi & Larochelle's
+meta-learner: theirs puts an LSTM over the preprocessed loss and gradient history in front of the
+cell-state update (the gates read its hidden state), starts the input gate near zero (here at
+``init_inner_lr=0.1``) and was run on miniImageNet with their own step counts. With
+``update_rule="lstm"`` the rule is the coordinatewise LSTM of Andrychowicz et al. (2016).
 
 For each task a base network (backbone + linear head) starts from a meta-learned initialisation
 ``theta_0`` and is trained on the support set for ``inner_steps`` steps by a learned update rule,
@@ -8,9 +19,10 @@ then answers the queries with the adapted weights::
     preds = f(query_x; theta_T)
 
 Both ``theta_0`` and the rule's parameters ``phi`` are meta-learned by backpropagating the query
-loss through the unrolled inner loop. The rule is the meta-learner LSTM of Ravi & Larochelle
-(``update_rule="ravi_larochelle"``: learned per-coordinate learning rate and forget gate) or the
-coordinatewise 2-layer LSTM of Andrychowicz et al. (``update_rule="lstm"``).
+loss through the unrolled inner loop. The rule is the gated update above
+(``update_rule="ravi_larochelle"``: learned per-coordinate learning rate and forget gate, in the
+form of Ravi & Larochelle's cell update) or the coordinatewise 2-layer LSTM of Andrychowicz et al.
+(``update_rule="lstm"``).
 
 First order by default, as both papers: the support gradients and losses fed to the rule are
 treated as constants (second derivatives dropped); the meta-gradient still flows through every
@@ -62,16 +74,20 @@ class _AdaptedPredictor:
 
 
 class LearnedOptimizer(MetaLearner):
-    """Few-shot learning with a learned inner-loop optimizer.
+    """Few-shot learning with a learned inner-loop update rule (gated gradient descent; not Ravi & Larochelle's meta-learner).
 
     Args:
         kind: ``"classification"`` or ``"regression"`` (see :class:`MetaLearner`).
         n_way: classes per task (classification).
         target_dim: regression target size.
         backbone: the base network's feature extractor (needs ``out_features``); ``None`` gives
-            ``Conv4()`` for classification and ``MLP(1, [40, 40])`` for regression.
-        update_rule: ``"ravi_larochelle"`` (gates around a gradient step) or ``"lstm"``
-            (coordinatewise 2-layer LSTM).
+            ``Conv4()`` for classification and ``MLP(1, [40, 40])`` for regression. Batch norm
+            must use per-task batch statistics (``track_running_stats=False``), as in MAML: a layer
+            that keeps running statistics is refused with ``ValueError`` (in evaluation mode it
+            would normalise with statistics pooled over past tasks, not the task's own).
+        update_rule: ``"ravi_larochelle"`` (learned gates around a gradient step, in the form of
+            Ravi & Larochelle's cell update; 14 meta-parameters) or ``"lstm"`` (coordinatewise
+            2-layer LSTM of Andrychowicz et al.).
         inner_steps: inner-loop steps on the support set (training).
         eval_inner_steps: inner-loop steps at evaluation; ``None`` uses ``inner_steps``.
         init_inner_lr: ``ravi_larochelle``: the input gate (learning rate) at initialisation.
@@ -147,6 +163,12 @@ class LearnedOptimizer(MetaLearner):
             )
         # the base network normalises with each task's batch statistics, as MAML does
         backbone = resolve_backbone(backbone, kind, track_running_stats=False)
+        for name, m in backbone.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                raise ValueError(
+                    f"backbone.{name} tracks running statistics; the LearnedOptimizer's inner loop uses per-task "
+                    "batch statistics (as MAML): build it with track_running_stats=False"
+                )
         features = getattr(backbone, "out_features", None)
         if not isinstance(features, int) or features < 1:
             raise ValueError(
