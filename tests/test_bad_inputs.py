@@ -24,11 +24,13 @@ from PIL import Image
 from rnnmeta.data import EpisodicDataModule, ImageFolder, Omniglot, Sinusoid
 from rnnmeta.data.archive import CorruptArchiveError
 from rnnmeta.episode import Episode
-from rnnmeta.learners import MAML, MANN, SNAIL, LSTMLearner, LearnedOptimizer
+from rnnmeta.learners import MAML, MANN, SNAIL, LSTMLearner, LearnedOptimizer, NonFiniteLossError
+from rnnmeta.nets import MLP
 
 REPO = Path(__file__).resolve().parents[1]
 SINUSOID_MAML = REPO / "configs/sinusoid/maml_k5.yaml"
 SINUSOID_SNAIL = REPO / "configs/sinusoid/snail_k5.yaml"
+SINUSOID_LSTM = REPO / "configs/sinusoid/lstm_k5.yaml"
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -154,6 +156,59 @@ def _wrong_way_episode_case(work: Path) -> Callable[[], Any]:
     return lambda: learner.episode_step(episode)
 
 
+def _bomb_image_case(work: Path) -> Callable[[], Any]:
+    root = _class_folders(work / "images", ["a", "b"])
+    _png(root / "a" / "huge.png", 0, size=40)
+    dataset = ImageFolder(str(root), image_size=8, channels=1, cache_dir=str(work / "cache"))
+
+    def call() -> None:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = 300  # 40 x 40 = 1,600 pixels > 2 x 300 > the 20 x 20 of the others: a bomb
+        try:
+            dataset.prepare()
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+    return call
+
+
+def _omniglot_root_is_the_zip_case(work: Path) -> Callable[[], Any]:
+    root = work / "omniglot"
+    root.mkdir()
+    _omniglot_zip(root / "images_background.zip", "images_background")
+    return lambda: Omniglot(root=str(root / "images_background.zip"), cache_dir=str(work / "cache"))
+
+
+def _maml_checkpoint_file(path: Path) -> Path:
+    """A checkpoint as a sinusoid MAML run writes it (identity, hyperparameters, weights), without training."""
+    learner = MAML(kind="regression", inner_lr=0.01)
+    checkpoint = {"state_dict": learner.state_dict(), "hyper_parameters": dict(learner.hparams)}
+    learner.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def _wrong_learner_checkpoint_case(work: Path) -> Callable[[], Any]:
+    ckpt = _maml_checkpoint_file(work / "maml.ckpt")
+
+    def call() -> Any:
+        from rnnmeta.cli import build_cli
+
+        return build_cli(["test", "--config", str(SINUSOID_LSTM), "--trainer.logger=false", f"--ckpt_path={ckpt}"])
+
+    return call
+
+
+def _diverging_evaluation_case(work: Path) -> Callable[[], Any]:
+    import pytorch_lightning as pl
+
+    data = EpisodicDataModule(Sinusoid(), k_shot=5, q_queries=5, test_episodes=10, eval_batch_size=10)
+    learner = MAML(kind="regression", eval_inner_lr=1e6, eval_inner_steps=10)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu")
+    return lambda: trainer.test(learner, datamodule=data, verbose=False)
+
+
 CASES = [
     # ---- configuration values through the `rnnmeta` command (parsed and instantiated, not run)
     Case("cli-n_way-zero", lambda w: _cli("--data.init_args.n_way=0"), ValueError, r"EpisodicDataModule n_way must be >= 1, got 0"),
@@ -178,7 +233,20 @@ CASES = [
          r"(?s)Parser key \"k_shot\":\s*Expected a <class 'int'>\. Got value: 2\.5"),
     Case("cli-unknown-task-kind", lambda w: _cli("--model.init_args.kind=clasification"), SystemExit,
          r"(?s)Parser key \"kind\":.*classification.*regression.*Got value: clasification"),
+    Case("cli-lr-infinite", lambda w: _cli("--model.init_args.lr=.inf"), ValueError, r"lr must be a finite number > 0, got inf"),
+    Case("cli-grad_clip_norm-nan", lambda w: _cli("--model.init_args.grad_clip_norm=.nan"), ValueError,
+         r"grad_clip_norm must be a finite number >= 0, got nan"),
+    Case("cli-weight_decay-nan", lambda w: _cli("--model.init_args.weight_decay=.nan"), ValueError,
+         r"weight_decay must be a finite number >= 0, got nan"),
+    Case("cli-lr_gamma-negative", lambda w: _cli("--model.init_args.lr_gamma=-0.5"), ValueError,
+         r"lr_gamma must be a finite number > 0, got -0\.5"),
+    Case("cli-checkpoint-of-another-learner", _wrong_learner_checkpoint_case, ValueError,
+         r"checkpoint \S+/maml\.ckpt was saved from rnnmeta\.learners\.maml\.MAML, but the config builds "
+         r"rnnmeta\.learners\.lstm\.LSTMLearner"),
     # ---- configuration values through the classes
+    Case("learner-lr-infinite", lambda w: lambda: LSTMLearner(lr=float("inf")), ValueError, r"lr must be a finite number > 0, got inf"),
+    Case("learned-optimizer-init_inner_lr-negative", lambda w: lambda: LearnedOptimizer(init_inner_lr=-1), ValueError,
+         r"init_inner_lr must lie in \(0, 1\) \(the update rule's input gate at initialisation\), got -1"),
     Case("learner-n_way-one", lambda w: lambda: MAML(n_way=1), ValueError, r"n_way must be >= 2 for classification, got 1"),
     Case("learner-kind-misspelt", lambda w: lambda: LSTMLearner(kind="clasification"), ValueError,
          r"kind must be one of \('classification', 'regression'\), got 'clasification'"),
@@ -210,6 +278,15 @@ CASES = [
          ValueError, r"SNAIL was built for sequences of at most T=6 steps \(max_shots=1\), but a support set of 10 examples"),
     Case("adapted-snail-query-shape", lambda w: lambda: _small_snail().adapt(*_images()[:2])(torch.rand(2, 3, 1, 32, 32)), ValueError,
          r"query_x must be \[B=2, M, \*\[1, 28, 28\]\] like the adapted support set, got \[2, 3, 1, 32, 32\]"),
+    Case("forward-empty-support", lambda w: lambda: MAML(kind="regression")(_points()[0][:, :0], _points()[1][:, :0], _points()[2]),
+         ValueError, r"support_x holds no examples \(S=0, got \[2, 0, 1\]\)"),
+    Case("forward-support_y-width", lambda w: lambda: MAML(kind="regression")(_points()[0], _points()[1].repeat(1, 1, 3), _points()[2]),
+         ValueError, r"support_y must have shape \[2, 5, 1\] \(target_dim=1\), got \[2, 5, 3\]"),
+    Case("forward-maml-backbone-width", lambda w: lambda: MAML(kind="regression", backbone=MLP(in_features=2, hidden=[8]))(*_points()),
+         ValueError, r"MAML: the backbone MLP expects examples \[2\] \(in_features=2\) but support_x has examples \[1\] "
+         r".*set the backbone's in_features to match the data"),
+    Case("evaluation-diverges", _diverging_evaluation_case, NonFiniteLossError,
+         r"MAML: test evaluation gave a non-finite loss or mse in 10 of 10 episodes .*lower eval_inner_lr \(now 1e\+06\)"),
     Case("episode-n_way-mismatch", _wrong_way_episode_case, ValueError,
          r"LSTMLearner was built for n_way=5 but the data gives 3-way episodes"),
     # ---- data on disk
@@ -222,6 +299,10 @@ CASES = [
          r"Omniglot: neither \S+/images_evaluation\.zip nor \S+/images_evaluation/ exists"),
     Case("omniglot-corrupt-archive", _omniglot_corrupt_archive_case, CorruptArchiveError,
          r"\S+/omniglot/images_evaluation\.zip is not a readable zip archive \(corrupt or truncated\?\)"),
+    Case("image-folder-decompression-bomb", _bomb_image_case, ValueError,
+         r"refusing image \S+/images/a/huge\.png: .*decompression-bomb limit"),
+    Case("omniglot-root-is-the-zip", _omniglot_root_is_the_zip_case, NotADirectoryError,
+         r"Omniglot: root \S+/images_background\.zip is a file, not a folder.*set root to \S+/omniglot"),
     Case("data-n_way-exceeds-classes", _too_many_ways_case, ValueError, r"n_way=5 exceeds the 3 classes of split 'train'"),
     Case("data-shots-exceed-images", _too_many_shots_case, ValueError,
          r"k_shot \+ q_queries = 2 \+ 2 = 4 exceeds the 3 images of the smallest class \(\w\) of split 'train'"),

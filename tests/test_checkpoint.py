@@ -93,3 +93,37 @@ def test_checkpoint_of_another_n_way_or_kind_is_refused(other, key):
     with pytest.raises(ValueError, match=rf"with {key}=.*but it is being loaded into .* with {key}="):
         MAML(**other).on_load_checkpoint(checkpoint)
     MAML(n_way=5).on_load_checkpoint(checkpoint)  # the same setup loads
+
+
+def test_with_several_processes_the_checkpoint_resumes_rank_0s_random_draws_only():
+    """What README promises for DDP: the checkpoint holds rank 0's random states; rank 0 resumes its
+    random draws exactly, every other rank keeps the states seeding gave it (with a warning)."""
+    from types import SimpleNamespace
+
+    from rnnmeta.callbacks import RandomStateCheckpoint
+
+    def callback(rank: int) -> RandomStateCheckpoint:
+        cb = RandomStateCheckpoint()
+        cb.setup(SimpleNamespace(global_rank=rank), None, "validate")
+        return cb
+
+    torch.manual_seed(123)
+    saved = callback(0).state_dict()  # what rank 0 writes: only rank 0 writes checkpoints
+    assert saved["rank"] == 0
+    uninterrupted = torch.rand(4)  # rank 0's next draw in the run that never stopped
+
+    rank0 = callback(0)
+    torch.manual_seed(999)  # the resumed process is seeded afresh
+    rank0.load_state_dict(saved)
+    rank0.on_train_batch_start(SimpleNamespace(), None, None, 0)
+    assert torch.equal(torch.rand(4), uninterrupted), "rank 0 must resume its random draws exactly"
+
+    torch.manual_seed(999)
+    seeded = torch.rand(4)  # what rank 1 draws from its seeded state
+    rank1 = callback(1)
+    torch.manual_seed(999)
+    with pytest.warns(UserWarning, match="holds the random states of rank 0; rank 1 keeps its seeded states"):
+        rank1.load_state_dict(saved)
+    rank1.on_train_batch_start(SimpleNamespace(), None, None, 0)
+    draw = torch.rand(4)
+    assert torch.equal(draw, seeded) and not torch.equal(draw, uninterrupted)

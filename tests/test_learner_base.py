@@ -203,3 +203,63 @@ def test_a_nan_loss_never_reaches_a_checkpoint(tmp_path):
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+
+
+# ---------------------------------------------------------------- non-finite values (issue 18, item 6)
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lr=float("inf")), r"lr must be a finite number > 0, got inf"),
+    (dict(lr=float("nan")), r"lr must be a finite number > 0, got nan"),
+    (dict(grad_clip_norm=float("nan")), r"grad_clip_norm must be a finite number >= 0, got nan"),
+    (dict(grad_clip_norm=float("inf")), r"grad_clip_norm must be a finite number >= 0, got inf"),
+    (dict(weight_decay=float("nan")), r"weight_decay must be a finite number >= 0, got nan"),
+    (dict(lr_gamma=-0.5), r"lr_gamma must be a finite number > 0, got -0\.5"),
+    (dict(lr_gamma=0.0), r"lr_gamma must be a finite number > 0, got 0"),
+    (dict(lr=True), r"lr must be a finite number > 0, got True \(bool\)"),
+])
+def test_non_finite_or_negative_hyperparameters_are_refused_naming_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MetaLearner(kind="regression", **kwargs)
+
+
+def test_no_checkpoint_is_written_from_non_finite_weights(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class DivergesAtStep2(CentroidLearner):
+        """An optimiser step that leaves NaN weights (what lr=inf did) once global step 2 is reached."""
+
+        steps = 0
+
+        def optimizer_step(self, *args, **kwargs) -> None:
+            super().optimizer_step(*args, **kwargs)
+            self.steps += 1
+            if self.steps >= 2:
+                with torch.no_grad():
+                    self.embed.weight.fill_(float("nan"))
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="{step}", save_last=True, every_n_train_steps=1, save_top_k=-1)
+    trainer = pl.Trainer(max_steps=5, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", callbacks=[checkpoint])
+    with pytest.raises(NonFiniteLossError, match=r"DivergesAtStep2: refusing to write a checkpoint at global step 2: "
+                                                 r"1 of 2 tensors hold NaN or infinity \(\['embed\.weight'\]\).*lower lr"):
+        trainer.fit(DivergesAtStep2(), train_dataloaders=_loader(5, 0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step=1.ckpt"]
+    for path in tmp_path.iterdir():
+        saved = torch.load(path, weights_only=True)
+        assert saved["global_step"] == 1
+        assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+
+
+def test_a_diverging_evaluation_names_the_learner_the_stage_and_what_to_change():
+    class NaNAtEval(CentroidLearner):
+        def forward(self, support_x, support_y, query_x):
+            out = super().forward(support_x, support_y, query_x)
+            return out if self.training else out * float("nan")
+
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    with pytest.raises(NonFiniteLossError, match=r"NaNAtEval: val evaluation gave a non-finite loss or acc in 12 of 12 "
+                                                 r"episodes \(first: episode 0\) at global step 1; the weights diverged: "
+                                                 r"lower lr \(now 0\.01\), set grad_clip_norm"):
+        trainer.fit(NaNAtEval(), train_dataloaders=_loader(1, 0), val_dataloaders=_loader(3, 100))
+    with pytest.raises(NonFiniteLossError, match=r"NaNAtEval: test evaluation .* 20 of 20 episodes"):
+        trainer.test(NaNAtEval(), dataloaders=_loader(5, 200), verbose=False)
