@@ -92,6 +92,11 @@ def test_queries_are_answered_independently():
     torch.testing.assert_close(moved[:, 0], base[:, 0], rtol=0, atol=1e-5)
     torch.testing.assert_close(one_by_one, base, rtol=0, atol=1e-5)
     assert not torch.allclose(moved[:, 1:], base[:, 1:])  # the changed queries did change
+    assert not learner.transductive
+    batch_stats = ProtoNet(backbone=Conv4(hidden=8, image_size=16, track_running_stats=False), n_way=3).eval()
+    assert batch_stats.transductive  # batch norm over support + queries even in eval(): said so
+    with torch.no_grad():
+        assert not torch.allclose(batch_stats(sx, sy, changed)[:, 0], batch_stats(sx, sy, qx)[:, 0])
 
 
 def test_logits_are_invariant_to_support_order_and_label_permutation():

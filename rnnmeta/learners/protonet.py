@@ -154,6 +154,17 @@ class ProtoNet(MetaLearner):
         self.backbone = resolve_backbone(backbone, kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
 
+    @property
+    def transductive(self) -> bool:
+        """True when a batch-norm layer of the backbone normalises with batch statistics in ``eval()``.
+
+        Then :meth:`forward` normalises support and queries together and a query's logits depend on
+        the other queries; the default Conv4 keeps running statistics, so this is False.
+        """
+        return any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats for m in self.backbone.modules()
+        )
+
     def embed(self, x: Tensor) -> Tensor:
         """``[B, T, *x_shape] -> [B, T, E]`` in one backbone call."""
         e = self.backbone(x.reshape(-1, *x.shape[2:]))
