@@ -126,22 +126,20 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def maml_checkpoint(tmp_path_factory) -> Path:
-    """A real checkpoint of the sinusoid MAML (the shipped config's learner) after one training step."""
-    import pytorch_lightning as pl
-    import torch
+    """``last.ckpt`` of ``rnnmeta fit`` with the shipped sinusoid MAML config (2 steps, CSV log).
 
-    from rnnmeta.data import EpisodicDataModule, Sinusoid
-    from rnnmeta.learners import MAML
+    Written by the command itself, so its hyperparameters carry LightningCLI's ``_class_path``:
+    the case in which LightningCLI rebuilt the model from the checkpoint instead of the config.
+    """
+    from rnnmeta.cli import main
 
-    folder = tmp_path_factory.mktemp("maml_ckpt")
-    torch.manual_seed(0)
-    dm = EpisodicDataModule(Sinusoid(), k_shot=5, q_queries=5, meta_batch_size=2, train_batches_per_epoch=1,
-                            val_episodes=2, test_episodes=2, eval_batch_size=2)
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu", default_root_dir=str(folder))
-    trainer.fit(MAML(kind="regression", inner_lr=0.01), datamodule=dm)
-    path = folder / "maml.ckpt"
-    trainer.save_checkpoint(path)
+    folder = tmp_path_factory.mktemp("maml_fit")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setattr(sys, "argv", ["rnnmeta"])
+        main(["fit", "--config", str(SINUSOID_MAML), "--trainer.logger=pytorch_lightning.loggers.CSVLogger",
+              "--trainer.logger.init_args.save_dir=runs", *TINY])
+    (path,) = folder.rglob("last.ckpt")
     return path
 
 
@@ -161,7 +159,7 @@ def test_testing_a_checkpoint_of_another_learner_fails_naming_both_and_writes_no
     proc = _rnnmeta(["test", "--config", str(SINUSOID_LSTM), "--trainer.logger=false", f"--ckpt_path={maml_checkpoint}",
                      *TINY], cwd=tmp_path, timeout=120)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert re.search(r"rnnmeta: error: ValueError: checkpoint \S+maml\.ckpt was saved from rnnmeta\.learners\.maml\.MAML, "
+    assert re.search(r"rnnmeta: error: ValueError: checkpoint \S+/last\.ckpt was saved from rnnmeta\.learners\.maml\.MAML, "
                      r"but the config builds rnnmeta\.learners\.lstm\.LSTMLearner", proc.stderr), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "test/mse" not in proc.stdout
     assert _listing(tmp_path) == [], "a refused checkpoint must leave no run folder"
