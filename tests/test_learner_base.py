@@ -263,3 +263,14 @@ def test_a_diverging_evaluation_names_the_learner_the_stage_and_what_to_change()
         trainer.fit(NaNAtEval(), train_dataloaders=_loader(1, 0), val_dataloaders=_loader(3, 100))
     with pytest.raises(NonFiniteLossError, match=r"NaNAtEval: test evaluation .* 20 of 20 episodes"):
         trainer.test(NaNAtEval(), dataloaders=_loader(5, 200), verbose=False)
+
+
+def test_an_evaluation_of_non_finite_weights_says_training_diverged():
+    learner = CentroidLearner()
+    with torch.no_grad():
+        learner.embed.bias.fill_(float("nan"))
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu")
+    with pytest.raises(NonFiniteLossError, match=r"CentroidLearner: test evaluation .*the weights themselves hold NaN or "
+                                                 r"infinity \(\['embed\.bias'\]\): training diverged; lower lr \(now 0\.01\)"):
+        trainer.test(learner, dataloaders=_loader(2, 200), verbose=False)

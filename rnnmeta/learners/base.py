@@ -333,6 +333,12 @@ class MetaLearner(pl.LightningModule):
 
     def _eval_hint(self) -> str:
         """What to change when evaluation diverges: the learner's evaluation settings, then the training ones."""
+        bad = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            return (
+                f"the weights themselves hold NaN or infinity ({bad[:3]}): training diverged; lower lr "
+                f"(now {self.lr:g}), set grad_clip_norm, or evaluate an earlier checkpoint"
+            )
         settings = [
             f"{name} (now {getattr(self, name):g})"
             for name in ("eval_inner_lr", "eval_inner_steps")
