@@ -51,6 +51,7 @@ from rnnmeta.checkpoint import LIGHTNING_CKPT_ALIASES, check_checkpoint_file
 from rnnmeta.data import EpisodicDataModule
 from rnnmeta.learners import MetaLearner
 from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache
+from rnnmeta.nets import backbone_spec
 
 #: Errors a person fixes by changing a value, a file or a setting: printed without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -186,7 +187,7 @@ def check_checkpoint_matches(model: MetaLearner, header: dict[str, Any], path: s
     if extra:
         parts.append(f"not in the configured learner: {extra[:3]}")
     hparams = {k: v for k, v in header.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    configured = dict(model.hparams)
+    configured = {k: backbone_spec(v) if isinstance(v, torch.nn.Module) else v for k, v in model.hparams.items()}
     changed = [f"{k}={hparams[k]!r} (configured {configured[k]!r})" for k in hparams if k in configured and hparams[k] != configured[k]]
     hint = f"; it was trained with {', '.join(changed[:5])}" if changed else ""
     raise ValueError(
