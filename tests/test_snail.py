@@ -254,6 +254,64 @@ def test_default_omniglot_layout_batched_equals_naive():
     torch.testing.assert_close(fast, naive, rtol=0, atol=1e-6 * max(1.0, float(fast.abs().max())))
 
 
+def test_similarity_init_ties_query_and_key_and_values_read_labels():
+    learner = small_snail(embedding_norm=True, similarity_init=True)
+    att, e = learner.network.blocks[0], learner.embedding_dim
+    torch.testing.assert_close(att.query.weight, att.key.weight, rtol=0, atol=0)
+    w = att.query.weight[:, :e]  # [d_k=8, E=8]: orthogonal, so scores are plain dot products
+    torch.testing.assert_close(w.T @ w, torch.eye(e), rtol=0, atol=1e-5)
+    assert torch.all(att.query.weight[:, e:] == 0) and torch.all(att.query.bias == 0) and torch.all(att.key.bias == 0)
+    assert torch.all(att.value.weight[:, :e] == 0) and att.value.weight[:, e:].abs().sum() > 0
+    assert isinstance(learner.norm, nn.LayerNorm) and isinstance(small_snail().norm, nn.Identity)
+    # distinct inputs: a support example's own input as the query sends the most attention to its class
+    torch.manual_seed(0)
+    flat = SNAIL(backbone=MLP(16, [32]), n_way=3, max_shots=2, key_sizes=[32, 8], value_sizes=[8, 8], tc_filters=[8],
+                 embedding_norm=True, similarity_init=True).eval()
+    g = torch.Generator().manual_seed(0)
+    sx, sy = torch.randn(2, 6, 16, generator=g), torch.tensor([[0, 1, 2, 0, 1, 2], [2, 2, 1, 1, 0, 0]])
+    with torch.no_grad():
+        vote = flat.attention_vote(sx, sy, sx)
+    assert vote.shape == (2, 6, 3) and torch.all(vote >= 0) and torch.all(vote.sum(-1) < 1)  # the rest: the query itself
+    assert torch.equal(vote.argmax(-1), sy)
+    with torch.no_grad():
+        untied = SNAIL(backbone=MLP(16, [32]), n_way=3, max_shots=2, key_sizes=[32, 8], value_sizes=[8, 8],
+                       tc_filters=[8]).eval().attention_vote(sx, sy, sx)
+    assert (untied.argmax(-1) == sy).float().mean() < 1  # the default initialisation does not compare them
+
+
+@pytest.mark.parametrize("options", [dict(embedding_norm=True, similarity_init=True), dict(paper_dilations=True)])
+def test_new_options_keep_causality_query_independence_and_the_exact_batched_pass(options):
+    learner = small_snail(**options)
+    sx, sy, qx = image_task(m=6)
+    with torch.no_grad():
+        base = learner(sx, sy, qx)
+        torch.testing.assert_close(base, learner.forward_naive(sx, sy, qx), rtol=0, atol=1e-5)
+        changed = qx.clone()
+        changed[:, 1:] = torch.rand_like(changed[:, 1:])
+        torch.testing.assert_close(learner(sx, sy, changed)[:, 0], base[:, 0], rtol=0, atol=1e-5)
+        steps = torch.cat([learner.support_steps(sx, sy), learner.query_steps(qx[:, :1])], dim=1)
+    assert_causal(learner.network, steps, 3)
+
+
+@pytest.mark.slow
+def test_attention_vote_at_initialisation_is_above_chance_on_real_omniglot(omniglot):
+    """The quantity docs/SNAIL.md reports: the first attention block's vote over support labels, untrained."""
+    from rnnmeta.data import EpisodicDataModule
+
+    dm = EpisodicDataModule(omniglot, n_way=5, k_shot=1, q_queries=1, eval_batch_size=100, test_episodes=100, seed=0)
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    accuracy = {}
+    for name, kw in (("paper", {}), ("similarity", dict(embedding_norm=True, similarity_init=True))):
+        torch.manual_seed(0)
+        learner = SNAIL(n_way=5, max_shots=1, **kw).eval()
+        with torch.no_grad():
+            vote = learner.attention_vote(batch.support_x, batch.support_y, batch.query_x)
+        accuracy[name] = float((vote.argmax(-1) == batch.query_y).float().mean())
+    assert accuracy["similarity"] > 0.4, accuracy  # measured 0.55-0.58; chance 0.2
+    assert accuracy["paper"] < 0.3, accuracy  # measured 0.20: nothing compares query and support at init
+
+
 def test_queries_are_answered_independently():
     learner = small_snail()
     sx, sy, qx = image_task(m=6)

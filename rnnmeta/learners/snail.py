@@ -27,8 +27,29 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.learners.snail_blocks import BlockState, SNAILNetwork, map_state
+from rnnmeta.learners.snail_blocks import AttentionBlock, BlockState, SNAILNetwork, map_state
 from rnnmeta.nets import backbone_features, resolve_backbone
+
+
+def similarity_init_(block: AttentionBlock, embed_dim: int) -> None:
+    """Initialise an attention block over ``[embedding (embed_dim), label]`` steps as a similarity vote (in place).
+
+    Query and key maps get the same (semi-)orthogonal weights ``W`` on the embedding channels and
+    zeros on the label channels and biases, so a score is ``e_q^T W^T W e_s / sqrt(d_k)``: with
+    ``d_k >= embed_dim``, ``W^T W = I`` and the score is ``e_q . e_s / sqrt(d_k)`` exactly (for
+    layer-normalised embeddings ``embed_dim / sqrt(d_k) * cos(e_q, e_s)``); with a smaller ``d_k``
+    it is the dot product of an orthogonal projection. The value map reads only the label channels
+    (``N(0, 1)`` weights). See :class:`SNAIL` (``similarity_init``).
+    """
+    with torch.no_grad():
+        nn.init.orthogonal_(block.query.weight[:, :embed_dim])
+        block.key.weight[:, :embed_dim].copy_(block.query.weight[:, :embed_dim])
+        for linear in (block.query, block.key):
+            linear.weight[:, embed_dim:].zero_()
+            linear.bias.zero_()
+        block.value.weight[:, :embed_dim].zero_()
+        block.value.weight[:, embed_dim:].normal_(0.0, 1.0)
+        block.value.bias.zero_()
 
 
 class SNAILPredictor:
@@ -86,6 +107,15 @@ class SNAIL(MetaLearner):
         key_sizes: key (and query) size of each attention block.
         value_sizes: value size of each attention block (same length as ``key_sizes``).
         tc_filters: filters per dense block of each TC block (``len(key_sizes) - 1`` entries).
+        embedding_norm: layer-normalise the embedding (per example, so queries stay independent)
+            before it is concatenated with the label: its scale then no longer depends on the
+            backbone (an untrained Conv4's has norm ~10 against 1 for the one-hot label).
+        similarity_init: initialise the first attention block as a similarity vote: its query
+            and key maps start equal and (semi-)orthogonal on the embedding channels (zero on the
+            label channels and biases), its value map reads only the label channels. At
+            initialisation a query then attends to the support examples whose embeddings are
+            closest to its own and reads their labels (:meth:`SNAIL.attention_vote`). The paper's
+            architecture is unchanged; only initial values differ.
         paper_dilations: TC dilations ``2, 4, ..., 2^n`` as the paper's Algorithm 2
             (``2^i, i = 1..ceil(log2 T)``); ``False`` (default) uses ``1, 2, ..., 2^(n-1)``. See
             :class:`~rnnmeta.learners.snail_blocks.TCBlock` for what each reaches.
@@ -113,6 +143,8 @@ class SNAIL(MetaLearner):
         value_sizes: list[int] = [32, 128, 256],  # noqa: B006
         tc_filters: list[int] = [128, 128],  # noqa: B006
         paper_dilations: bool = False,
+        embedding_norm: bool = False,
+        similarity_init: bool = False,
         embedding_dim: int = 0,
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
@@ -156,6 +188,9 @@ class SNAIL(MetaLearner):
             tc_filters=list(tc_filters),
             tc_first_dilation=2 if paper_dilations else 1,
         )
+        self.norm = nn.LayerNorm(embed) if embedding_norm else nn.Identity()
+        if similarity_init:
+            similarity_init_(self.network.blocks[0], embed)
 
     # --------------------------------------------------------------- sequence
     def _check(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> None:
@@ -176,7 +211,31 @@ class SNAIL(MetaLearner):
             raise ValueError(
                 f"backbone output {list(e.shape)} does not match embedding_dim={self.embedding_dim} per example"
             )
-        return e.reshape(b, n, self.embedding_dim)
+        return self.norm(e.reshape(b, n, self.embedding_dim))
+
+    def attention_vote(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """How the first attention block spreads each query's attention over the support classes.
+
+        Runs the first block on ``support + [query]`` for each query and sums its attention
+        weights over the support positions of each class (the rest goes to the query's own
+        position). ``argmax`` over classes is the *attention vote*: a nearest-neighbour-like
+        prediction that needs no training when the block compares queries with support examples.
+        At the default initialisation it is near chance; with ``similarity_init`` it is not
+        (measured in ``docs/SNAIL.md``).
+
+        Returns:
+            ``[B, M, n_way]`` attention mass per class (classification only).
+        """
+        if self.kind != CLASSIFICATION:
+            raise ValueError(f"attention_vote is defined for classification learners; this one is {self.kind!r}")
+        self._check(support_x, support_y, query_x)
+        sup, qry = self.support_steps(support_x, support_y), self.query_steps(query_x)
+        b, s, c = sup.shape
+        m = qry.shape[1]
+        seqs = torch.cat([sup.unsqueeze(1).expand(b, m, s, c), qry.unsqueeze(2)], dim=2).reshape(b * m, s + 1, c)
+        _, weights = self.network.blocks[0](seqs, return_weights=True)  # [B*M, S+1, S+1]
+        to_support = weights[:, -1, :s].reshape(b, m, s)
+        return to_support @ F.one_hot(support_y, self.n_way).to(to_support.dtype)
 
     def support_steps(self, support_x: Tensor, support_y: Tensor) -> Tensor:
         """Sequence steps of the support set: ``concat(embedding, label channels)`` ``[B, S, C]``."""
