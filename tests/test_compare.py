@@ -1,17 +1,22 @@
-"""`rnnmeta compare`: a tiny comparison writes its table, CSV, plots and W&B runs, and skips finished runs."""
+"""`rnnmeta compare`: tables that are a function of the config, right curves, checks before training, safe folders."""
 
 from __future__ import annotations
 
 import csv
 import glob
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from rnnmeta.compare import compare
+from rnnmeta.compare import ComparisonConfigError, ComparisonLockedError, StaleRunError, compare
+from rnnmeta.compare.config import plan_runs
+from rnnmeta.compare.runner import lock_folder
 
+REPO = Path(__file__).resolve().parents[1]
 DATA = {
     "class_path": "rnnmeta.data.EpisodicDataModule",
     "init_args": {
@@ -28,108 +33,258 @@ DATA = {
 }
 MLP = {"class_path": "rnnmeta.nets.MLP", "init_args": {"in_features": 1, "hidden": [16, 16]}}
 LEARNERS = {
-    "maml": {"class_path": "rnnmeta.learners.MAML",
-             "init_args": {"kind": "regression", "backbone": MLP, "inner_lr": 0.01, "lr": 1e-3}},
-    "lstm": {"class_path": "rnnmeta.learners.LSTMLearner",
-             "init_args": {"kind": "regression", "backbone": MLP, "hidden_size": 16, "num_layers": 1}},
+    "maml": {"model": {"class_path": "rnnmeta.learners.MAML",
+                       "init_args": {"kind": "regression", "backbone": MLP, "inner_lr": 0.01, "lr": 1e-3}}},
+    "lstm": {"model": {"class_path": "rnnmeta.learners.LSTMLearner",
+                       "init_args": {"kind": "regression", "backbone": MLP, "hidden_size": 16, "num_layers": 1}}},
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUIET = {"enable_progress_bar": False, "log_every_n_steps": 1}
 
 
 def _run(tmp_path: Path, **overrides):
-    kwargs = dict(name="tiny", data=DATA, learners=LEARNERS, seeds=[0], max_steps=8,
-                  trainer={"enable_progress_bar": False, "log_every_n_steps": 1}, target=100.0, output_dir=str(tmp_path / "results"))
+    kwargs = dict(name="tiny", data=DATA, learners=LEARNERS, seeds=[0], max_steps=8, trainer=QUIET, target=100.0,
+                  output_dir=str(tmp_path / "results"))
     kwargs.update(overrides)
     return compare(**kwargs)
 
 
-def test_tiny_comparison_writes_results_and_skips_finished_runs(tmp_path, capsys):
-    rows = _run(tmp_path)
+def _result(out: Path, run: str) -> dict:
+    return json.loads((out / "runs" / run / "result.json").read_text())
+
+
+def test_tiny_comparison_writes_tables_plots_and_wandb_runs_and_skips_finished_runs(tmp_path, capsys):
+    rows = _run(tmp_path, seeds=[0, 1])
     out = tmp_path / "results" / "tiny"
     assert [r["learner"] for r in rows] == ["maml", "lstm"]
     for row in rows:
-        assert row["metric"] == "mse" and row["mean"] > 0 and row["ci95"] > 0
-        assert row["parameters"] > 0 and row["train_seconds"] > 0 and row["episodes_per_second"] > 0
-        assert 10 < row["peak_memory_mb"] < 24_000
-        assert row["test_episodes"] == 30
+        assert row["metric"] == "mse" and row["mean"] > 0 and row["ci95"] > 0 and row["seeds"] == 2
+        assert row["seed_std"] > 0 and row["steps"] == 8 and row["budget"] == "8 steps" and row["threads"] == 1
+        assert row["protocol"] == "per query" and row["test_episodes"] == 30
     with open(out / "results.csv") as f:
         assert [r["learner"] for r in csv.DictReader(f)] == ["maml", "lstm"]
-    table = (out / "results.md").read_text()
-    assert "| maml |" in table and "| lstm |" in table
-    for png in ("curves.png", "final.png"):
+    with open(out / "costs.csv") as f:
+        costs = list(csv.DictReader(f))
+    assert all(float(c["train_cpu_seconds"]) > 0 and 10 < float(c["peak_memory_mb"]) < 24_000 for c in costs)
+    for png in ("curves.png", "final.png", "predictions.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
-    # one W&B offline run per learner, its history holding the logged metrics, in one group
-    for learner in LEARNERS:
-        runs = glob.glob(str(out / "runs" / f"{learner}-seed0" / "wandb_logs" / "wandb" / "offline-run-*" / "run-*.wandb"))
-        assert len(runs) == 1, runs
-        data = Path(runs[0]).read_bytes()
+    # one W&B offline run per learner and seed, holding the logged metrics, in one group
+    for run in ("maml-seed0", "lstm-seed1"):
+        files = glob.glob(str(out / "runs" / run / "wandb_logs" / "wandb" / "offline-run-*" / "run-*.wandb"))
+        assert len(files) == 1, files
+        data = Path(files[0]).read_bytes()
         assert b"train/loss" in data and b"test/mse" in data and b"tiny" in data
-    # both learners saw the very same test episodes
-    results = [json.loads((out / "runs" / f"{ln}-seed0" / "result.json").read_text()) for ln in LEARNERS]
-    assert results[0]["test_fingerprint"] == results[1]["test_fingerprint"]
-    assert results[0]["episodes"] == results[1]["episodes"] == 30
+    # every learner saw the very same test episodes
+    assert len({_result(out, run)["test_fingerprint"] for run in ("maml-seed0", "lstm-seed0", "lstm-seed1")}) == 1
+    # the regression predictions are on the data's own test tasks: support points on the true curve
+    task = _result(out, "maml-seed0")["predictions"]["tasks"][0]
+    import math
+
+    for x, y in zip(task["support_x"], task["support_y"]):
+        assert y == pytest.approx(task["amplitude"] * math.sin(x - task["phase"]), abs=1e-5)
     printed = capsys.readouterr().out
-    assert "| maml |" in printed and "curves.png" in printed
+    assert "| maml |" in printed and "Costs on this machine" in printed and "curves.png" in printed
 
-    # running it again skips the finished runs: nothing is retrained, the numbers are the same
     mtimes = {p: p.stat().st_mtime for p in out.glob("runs/*/result.json")}
-    rows_again = _run(tmp_path)
+    rows_again = _run(tmp_path, seeds=[0, 1])
     assert {p: p.stat().st_mtime for p in out.glob("runs/*/result.json")} == mtimes
-    assert [r["mean"] for r in rows_again] == [r["mean"] for r in rows]
+    assert rows_again == rows
 
 
-def test_comparison_without_budget_or_learners_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="budget"):
+def _burn_cpu(seconds: float) -> subprocess.Popen:
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_step_budget_gives_bitwise_the_same_table_on_a_busy_machine(tmp_path):
+    learners = dict(LEARNERS)
+    learners["lstm"] = {**LEARNERS["lstm"], "threads": 2}  # two threads on busy cores: still the same numbers
+    _run(tmp_path, learners=learners, output_dir=str(tmp_path / "idle"))
+    burners = [_burn_cpu(120) for _ in range(2)]  # both cores busy
+    try:
+        _run(tmp_path, learners=learners, output_dir=str(tmp_path / "busy"))
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    idle = (tmp_path / "idle" / "tiny" / "results.csv").read_bytes()
+    assert idle == (tmp_path / "busy" / "tiny" / "results.csv").read_bytes()
+    assert (tmp_path / "idle" / "tiny" / "results.md").read_bytes() == (tmp_path / "busy" / "tiny" / "results.md").read_bytes()
+
+
+def test_workers_run_in_parallel_processes_with_the_same_results(tmp_path):
+    _run(tmp_path, output_dir=str(tmp_path / "serial"))
+    _run(tmp_path, output_dir=str(tmp_path / "parallel"), workers=2)
+    serial = (tmp_path / "serial" / "tiny" / "results.csv").read_bytes()
+    assert serial == (tmp_path / "parallel" / "tiny" / "results.csv").read_bytes()
+    assert (tmp_path / "parallel" / "tiny" / "runs" / "maml-seed0" / "worker.log").exists()
+
+
+def test_curve_holds_every_validation_point_of_metrics_csv(tmp_path):
+    _run(tmp_path, max_steps=12)  # validation every 4 steps: after steps 4, 8, 12
+    out = tmp_path / "results" / "tiny"
+    for learner in LEARNERS:
+        curve = _result(out, f"{learner}-seed0")["curve"]
+        with open(out / "runs" / f"{learner}-seed0" / "csv" / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        val = [r for r in rows if r["val/mse"]]
+        train = [r for r in rows if r["train/loss"]]
+        assert len(curve) == len(val) == 3
+        # metrics.csv counts logging steps from 0: validation after n steps is logged at step n - 1
+        assert [p["step"] for p in curve] == [int(r["step"]) + 1 for r in val] == [4, 8, 12]
+        for point, row in zip(curve, val):
+            assert point["value"] == pytest.approx(float(row["val/mse"]), rel=1e-6)
+        # the train loss of a point is the mean over the steps since the previous point
+        for i, point in enumerate(curve):
+            losses = [float(r["train/loss"]) for r in train if 4 * i <= int(r["step"]) < 4 * (i + 1)]
+            assert point["train_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+
+def test_cpu_budget_stops_training_and_is_labelled(tmp_path):
+    rows = _run(tmp_path, max_steps=None, max_cpu_minutes=0.0005)  # 0.03 CPU-seconds
+    for row in rows:
+        assert 1 <= row["steps"] < 200 and row["budget"] == "0.0005 CPU-min"
+    with pytest.raises(ComparisonConfigError, match="needs a budget"):
         _run(tmp_path, max_steps=None)
-    with pytest.raises(ValueError, match="no learners"):
-        _run(tmp_path, learners={})
-    with pytest.raises(ValueError, match="class_path"):
-        _run(tmp_path, learners={"x": {"init_args": {}}})
 
 
-def test_shipped_comparison_configs_name_real_learners():
-    from rnnmeta.compare import _build
+def test_a_learner_trains_with_its_own_protocol_on_the_same_test_episodes(tmp_path):
+    learners = {
+        "maml": LEARNERS["maml"],
+        "lstm": {**LEARNERS["lstm"], "max_steps": 5, "train_data": {"meta_batch_size": 2, "q_queries": 1, "k_shot": 3}},
+    }
+    rows = _run(tmp_path, learners=learners)
+    out = tmp_path / "results" / "tiny"
+    assert [r["steps"] for r in rows] == [8, 5]
+    assert _result(out, "lstm-seed0")["train_episodes"] == 10
+    assert _result(out, "maml-seed0")["test_fingerprint"] == _result(out, "lstm-seed0")["test_fingerprint"]
 
-    for path in Path(__file__).resolve().parents[1].glob("configs/compare/*.yaml"):
+
+def test_a_bad_key_in_the_last_learner_fails_before_any_training(tmp_path):
+    learners = dict(LEARNERS)
+    learners["mann"] = {"model": {"class_path": "rnnmeta.learners.MANN", "init_args": {"kind": "regression", "memory_slotz": 8}}}
+    with pytest.raises(ComparisonConfigError, match=r"(?s)learner 'mann'.*memory_slotz"):
+        _run(tmp_path, learners=learners)
+    assert not (tmp_path / "results").exists()
+    wrong_kind = {**LEARNERS, "snail": {"model": {"class_path": "rnnmeta.learners.SNAIL", "init_args": {"n_way": 5}}}}
+    with pytest.raises(ComparisonConfigError, match=r"learner 'snail' is a classification learner but the data gives regression"):
+        _run(tmp_path, learners=wrong_kind)
+    with pytest.raises(ComparisonConfigError, match=r"trainer.max_stepz is not a pytorch_lightning.Trainer argument"):
+        _run(tmp_path, trainer={"max_stepz": 3})
+    with pytest.raises(ComparisonConfigError, match=r"trainer.logger is set by the comparison"):
+        _run(tmp_path, trainer={"logger": False})
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_command_line_names_the_learner_of_a_bad_key_and_leaves_nothing(tmp_path):
+    config = yaml.safe_load((REPO / "configs" / "compare" / "sinusoid.yaml").read_text())
+    config["learners"]["learned_optimizer"]["model"]["init_args"]["inner_stepz"] = 3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnmeta.cli", "compare", "--config", str(path), "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "learner 'learned_optimizer'" in proc.stderr and "inner_stepz" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"seeds": [0, 0]}, r"seeds \[0, 0\] repeat \[0\]"),
+        ({"seeds": []}, r"seeds must be a non-empty list"),
+        ({"seeds": [-1]}, r"seeds must be integers >= 0, got -1"),
+        ({"name": "../../victim"}, r"comparison name '../../victim' is not a plain name"),
+        ({"name": "/abs/path"}, r"comparison name '/abs/path' is not a plain name"),
+        ({"learners": {"../x": LEARNERS["maml"]}}, r"learner name '../x' is not a plain name"),
+        ({"learners": {}}, r"learners must be a non-empty mapping"),
+        ({"learners": {"x": {"init_args": {}}}}, r"learner 'x' must be a mapping with model"),
+        ({"threads": 0}, r"threads must be an integer >= 1, got 0"),
+        ({"workers": 0}, r"workers must be an integer >= 1, got 0"),
+        ({"max_steps": 0}, r"max_steps must be an integer >= 1, got 0"),
+        ({"max_wall_minutes": -1.0}, r"max_wall_minutes must be a number > 0, got -1.0"),
+    ],
+)
+def test_bad_comparison_settings_are_refused_before_anything_is_written(tmp_path, overrides, message):
+    with pytest.raises(ComparisonConfigError, match=message):
+        _run(tmp_path, **overrides)
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path.parent / "victim").exists()
+
+
+def test_a_changed_config_is_refused_with_the_change_named_and_rerun_with_force(tmp_path):
+    one = {"lstm": LEARNERS["lstm"]}
+    first = _run(tmp_path, learners=one)
+    changed = {"lstm": {"model": {**one["lstm"]["model"], "init_args": {**one["lstm"]["model"]["init_args"], "hidden_size": 8}}}}
+    with pytest.raises(StaleRunError, match=r"model.init_args.hidden_size: 16 -> 8.*force"):
+        _run(tmp_path, learners=changed)
+    with pytest.raises(StaleRunError, match=r"budget.max_steps: 8 -> 6"):
+        _run(tmp_path, learners=one, max_steps=6)
+    rerun = _run(tmp_path, learners=changed, force=True)
+    assert rerun[0]["parameters"] < first[0]["parameters"]
+    # the stored config is the new one: running it again reuses the result
+    mtime = (tmp_path / "results" / "tiny" / "runs" / "lstm-seed0" / "result.json").stat().st_mtime
+    assert _run(tmp_path, learners=changed)[0]["mean"] == rerun[0]["mean"]
+    assert (tmp_path / "results" / "tiny" / "runs" / "lstm-seed0" / "result.json").stat().st_mtime == mtime
+
+
+def test_a_second_comparison_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    out = tmp_path / "results" / "tiny"
+    with lock_folder(out):
+        with pytest.raises(ComparisonLockedError, match=r"is being written by process \d+"):
+            _run(tmp_path)
+    assert not (out / "runs").exists()
+    _run(tmp_path)  # released: it runs
+    assert (out / "results.csv").exists()
+
+
+def test_shipped_comparison_configs_check_out():
+    for path in sorted((REPO / "configs" / "compare").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text())
-        assert cfg["learners"], path
-        for learner_cfg in cfg["learners"].values():
-            datamodule, learner = _build(cfg["data"], learner_cfg)
-            assert learner.kind == datamodule.kind
+        plans = plan_runs(
+            cfg["data"], cfg["learners"], cfg.get("seeds", [0, 1, 2]), cfg.get("max_steps"), cfg.get("max_cpu_minutes"),
+            cfg.get("max_wall_minutes"), cfg.get("threads", 1), cfg.get("trainer"), cfg.get("target"),
+        )
+        assert len(plans) == len(cfg["learners"]) * len(cfg.get("seeds", [0, 1, 2])), path
+        assert len({p.fingerprint for p in plans}) == len(plans)
 
 
 def test_a_corrupt_last_checkpoint_is_moved_aside_and_the_run_starts_again(tmp_path):
     import torch
 
     one = {"maml": LEARNERS["maml"]}
+    _run(tmp_path, learners=one, max_steps=4)
     run_dir = tmp_path / "results" / "tiny" / "runs" / "maml-seed0"
-    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "result.json").unlink()
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(b"PK\x03\x04 cut off while writing")
     with pytest.warns(UserWarning, match=r"maml seed 0: checkpoint .*last\.ckpt .*moved it to last\.ckpt\.corrupt"):
-        _run(tmp_path, learners=one)
-    assert json.loads((run_dir / "result.json").read_text())["learner"] == "maml"
-    assert torch.load(last, weights_only=True)["global_step"] == 8
+        _run(tmp_path, learners=one, max_steps=4)
+    assert _result(tmp_path / "results" / "tiny", "maml-seed0")["steps"] == 4
+    assert torch.load(last, weights_only=True)["global_step"] == 4
     assert (run_dir / "checkpoints" / "last.ckpt.corrupt").read_bytes().startswith(b"PK")
 
 
-def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+def test_interrupted_run_resumes_from_its_last_checkpoint_with_the_same_result(tmp_path):
     import torch
 
-    from rnnmeta.compare import _run_one
+    from rnnmeta.compare.runner import run_one
 
     one = {"maml": LEARNERS["maml"]}
+    uninterrupted = _run(tmp_path, learners=one, output_dir=str(tmp_path / "whole"))
+    (plan,) = plan_runs(DATA, one, [0], 8, None, None, 1, QUIET, 100.0)
     run_dir = tmp_path / "results" / "tiny" / "runs" / "maml-seed0"
-    run_dir.mkdir(parents=True)
     # a run that stopped after 4 of its 8 steps: it left checkpoints but no result.json
-    _run_one("tiny", "maml", one["maml"], DATA, 0, run_dir, {"enable_progress_bar": False}, 4, None, None, "rnnmeta", 1)
+    half = plan_runs(DATA, one, [0], 4, None, None, 1, QUIET, 100.0)[0]
+    run_one("tiny", half, run_dir, "rnnmeta")
+    (run_dir / "run_config.json").write_text(json.dumps({"fingerprint": plan.fingerprint, "config": plan.resolved()}))
+    resumed = _run(tmp_path, learners=one)
     last = run_dir / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 4
-    _run(tmp_path, learners=one)
-    result = json.loads((run_dir / "result.json").read_text())
     assert torch.load(last, weights_only=False)["global_step"] == 8
+    assert [r["mean"] for r in resumed] == [r["mean"] for r in uninterrupted]
     # the monitor's counters travelled in the checkpoint: all 8 steps are counted once, not 4 + 8
-    assert result["episodes_per_second"] > 0
-    callbacks = torch.load(last, weights_only=False)["callbacks"]
-    (monitor,) = [state for key, state in callbacks.items() if key.startswith("RunMonitor")]
-    assert monitor["train_batches"] == 8
+    result = _result(tmp_path / "results" / "tiny", "maml-seed0")
+    assert result["train_episodes"] == 8 * 4 and [p["step"] for p in result["curve"]] == [4, 8]

@@ -333,3 +333,101 @@ def test_bad_inputs_name_the_tensor():
         learner(sx, sy, qx[..., :8])
     with pytest.raises(ValueError, match="support_y"):
         learner(sx, sy + N_WAY, qx)
+
+
+def reference_support_bn(learner: MAML, batch, steps: int, lr: float, inner_scale: float = 1.0):
+    """Per-task MAML whose query pass normalises with the support set's batch statistics, written out by hand.
+
+    The query features are computed layer by layer: every BatchNorm2d normalises the queries with the
+    mean and biased variance that the same layer sees on the support set at the adapted weights.
+    """
+    sx, sy, qx, qy = batch
+    model = nn.Sequential(learner.backbone, learner.head)
+    total = 0.0
+    for t in range(sx.shape[0]):
+        fast = dict(model.named_parameters())
+        for _ in range(steps):
+            inner = F.cross_entropy(functional_call(model, fast, (sx[t],)), sy[t]) * inner_scale
+            grads = torch.autograd.grad(inner, list(fast.values()), create_graph=True)
+            fast = {n: p - lr * g for (n, p), g in zip(fast.items(), grads)}
+        s, q = sx[t], qx[t]
+        for i, layer in enumerate(learner.backbone.blocks):  # Conv4: conv, batch norm, ReLU, max-pool x 4
+            prefix = f"0.blocks.{i}."
+            params = {n[len(prefix):]: p for n, p in fast.items() if n.startswith(prefix)}
+            if isinstance(layer, nn.BatchNorm2d):
+                mean, var = s.mean((0, 2, 3), keepdim=True), s.var((0, 2, 3), unbiased=False, keepdim=True)
+                w, b = params["weight"].view(1, -1, 1, 1), params["bias"].view(1, -1, 1, 1)
+                s = (s - mean) / torch.sqrt(var + layer.eps) * w + b
+                q = (q - mean) / torch.sqrt(var + layer.eps) * w + b
+            else:
+                s, q = functional_call(layer, params, (s,)), functional_call(layer, params, (q,))
+        logits = F.linear(q.flatten(1), fast["1.weight"], fast["1.bias"])
+        total = total + F.cross_entropy(logits, qy[t]) / sx.shape[0]
+    return total, list(torch.autograd.grad(total, list(model.parameters())))
+
+
+def test_support_statistics_query_pass_matches_hand_written_reference_in_float64():
+    torch.manual_seed(3)
+    learner = small_maml(inner_steps=1, inner_lr=0.3, query_bn="support").train()
+    expected_loss, expected = reference_support_bn(learner, cls_batch(), steps=1, lr=0.3)
+    assert torch.allclose(meta_loss(learner, cls_batch()), expected_loss, rtol=0, atol=1e-12)
+    for got, e in zip(meta_grads(learner, cls_batch()), expected):
+        assert torch.allclose(got, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("query_bn, independent", [("transductive", False), ("support", True)])
+def test_query_bn_decides_whether_a_query_depends_on_the_other_queries(query_bn, independent):
+    torch.manual_seed(0)
+    learner = small_maml(query_bn=query_bn).eval()
+    sx, sy, qx, _ = cls_batch(m=6)
+    other = qx.clone()
+    other[:, 1:] = torch.rand_like(other[:, 1:])
+    first = learner(sx, sy, qx)[:, 0]
+    assert torch.allclose(first, learner(sx, sy, other)[:, 0], atol=1e-12) is independent
+    assert torch.allclose(first, learner(sx, sy, qx[:, :1])[:, 0], atol=1e-12) is independent
+    assert learner.transductive is not independent
+    assert MAML(kind="regression", query_bn="transductive").transductive is False  # no batch norm: nothing to share
+
+
+def test_support_statistics_training_step_equals_forward_on_the_whole_batch():
+    from rnnmeta.episode import Episode
+
+    torch.manual_seed(4)
+    learner = small_maml(inner_steps=2, query_bn="support").train()
+    sx, sy, qx, qy = cls_batch()
+    expected_loss, expected = meta_loss(learner, cls_batch()), meta_grads(learner, cls_batch())
+    loss, _ = learner.episode_step(Episode(sx, sy, qx, qy, kind="classification", n_way=N_WAY))
+    learner.zero_grad(set_to_none=True)
+    loss.backward()
+    assert torch.allclose(loss, expected_loss, rtol=0, atol=1e-12)
+    for p, e in zip(learner.parameters(), expected):
+        assert torch.allclose(p.grad, e, rtol=0, atol=1e-12)
+
+
+def test_sum_over_k_inner_loss_is_the_mean_loss_with_an_n_way_times_larger_step():
+    """The authors' scaling (sum over the support set / K) equals the mean loss with inner_lr * N."""
+    torch.manual_seed(2)
+    summed = small_maml(inner_steps=2, inner_lr=0.1, inner_loss="sum_over_k").train()
+    mean = small_maml(inner_steps=2, inner_lr=0.1 * N_WAY, inner_loss="mean").train()
+    mean.load_state_dict(summed.state_dict())
+    _, expected = reference(summed, cls_batch(), steps=2, lr=0.1 * N_WAY)
+    assert torch.allclose(meta_loss(summed, cls_batch()), meta_loss(mean, cls_batch()), rtol=0, atol=1e-12)
+    for got, e in zip(meta_grads(summed, cls_batch()), expected):
+        assert torch.allclose(got, e, rtol=0, atol=1e-10)
+    # regression has one "class": both scalings are the same
+    reg = MAML(kind="regression", inner_loss="sum_over_k")
+    assert reg._inner_loss_scale() == 1.0 and summed._inner_loss_scale() == N_WAY
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(inner_loss="sum"), "inner_loss must be 'mean' or 'sum_over_k', got 'sum'"),
+        (dict(query_bn="running"), "query_bn must be 'transductive' or 'support', got 'running'"),
+        (dict(query_bn="support", compile_query=True), "compile_query is not available with query_bn='support'"),
+        (dict(query_bn="support", batch_tasks=True), "query_bn='support' runs task by task"),
+    ],
+)
+def test_bad_query_bn_and_inner_loss_settings_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        MAML(n_way=5, **kw)

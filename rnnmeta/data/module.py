@@ -192,6 +192,8 @@ class EpisodicDataModule(pl.LightningDataModule):
             ``k_shot..k_shot_max`` (all tasks of a batch share it). SNAIL trains with 1..5.
         eval_k_shot: ``K`` for validation and test (default ``k_shot``).
         q_queries: queries per class (classification: ``M = N * Q``) or query points (regression).
+        eval_q_queries: ``Q`` for validation and test (default ``q_queries``). Setting it apart lets
+            learners train with different queries per task (SNAIL: one) on identical evaluation episodes.
         meta_batch_size: tasks per training batch.
         eval_batch_size: tasks per validation/test batch.
         train_batches_per_epoch: training batches in one epoch.
@@ -215,6 +217,7 @@ class EpisodicDataModule(pl.LightningDataModule):
         k_shot_max: Optional[int] = None,
         eval_k_shot: Optional[int] = None,
         q_queries: int = 15,
+        eval_q_queries: Optional[int] = None,
         meta_batch_size: int = 32,
         eval_batch_size: int = 16,
         train_batches_per_epoch: int = 500,
@@ -236,6 +239,7 @@ class EpisodicDataModule(pl.LightningDataModule):
         self.k_shot_max = k_shot if k_shot_max is None else k_shot_max
         self.eval_k_shot = k_shot if eval_k_shot is None else _check_int("eval_k_shot", eval_k_shot, 1)
         self.q_queries = _check_int("q_queries", q_queries, 1)
+        self.eval_q_queries = q_queries if eval_q_queries is None else _check_int("eval_q_queries", eval_q_queries, 1)
         self.meta_batch_size = _check_int("meta_batch_size", meta_batch_size, 1)
         self.eval_batch_size = _check_int("eval_batch_size", eval_batch_size, 1)
         self.train_batches_per_epoch = _check_int("train_batches_per_epoch", train_batches_per_epoch, 1)
@@ -295,18 +299,18 @@ class EpisodicDataModule(pl.LightningDataModule):
             self._sources[split] = self.dataset.split(split)
         return self._sources[split]
 
-    def _check_split(self, split: str, k_shot: int) -> None:
+    def _check_split(self, split: str, k_shot: int, q_queries: int) -> None:
         # a one-task dry run raises the source's ValueError (n_way or k_shot + q_queries too large)
-        self.source(split).sample(torch.Generator().manual_seed(0), 1, self.n_way, k_shot, self.q_queries)
+        self.source(split).sample(torch.Generator().manual_seed(0), 1, self.n_way, k_shot, q_queries)
 
     def setup(self, stage: Optional[str] = None) -> None:
         """Load the splits the stage needs and check that ``n_way``/``k_shot``/``q_queries`` fit them."""
         if stage in (None, "fit"):
-            self._check_split("train", self.k_shot_max)
+            self._check_split("train", self.k_shot_max, self.q_queries)
         if stage in (None, "fit", "validate"):
-            self._check_split("val", self.eval_k_shot)
+            self._check_split("val", self.eval_k_shot, self.eval_q_queries)
         if stage in (None, "test", "predict"):
-            self._check_split("test", self.eval_k_shot)
+            self._check_split("test", self.eval_k_shot, self.eval_q_queries)
 
     # ---------------------------------------------------------------- streams
     def train_stream(self, rank: int = 0, world_size: int = 1) -> TrainEpisodeStream:
@@ -342,7 +346,7 @@ class EpisodicDataModule(pl.LightningDataModule):
             self.eval_batch_size,
             self.n_way,
             self.eval_k_shot,
-            self.q_queries,
+            self.eval_q_queries,
         )
 
     def eval_episode(self, split: str, index: int) -> Episode:

@@ -154,6 +154,16 @@ class MetaLearner(pl.LightningModule):
         """The per-episode score: ``"acc"`` for classification, ``"mse"`` for regression."""
         return "acc" if self.kind == CLASSIFICATION else "mse"
 
+    @property
+    def transductive(self) -> bool:
+        """Whether a query's prediction depends on the other queries of its task (batch norm over the query batch).
+
+        False for the memory learners, which answer each query from the support set alone; MAML
+        and the learned optimizer override it (True with ``query_bn="transductive"`` and a
+        backbone with batch norm). Comparison tables print it as the evaluation protocol.
+        """
+        return False
+
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:  # noqa: D401
         """Predict the queries of each task from its support set.
 

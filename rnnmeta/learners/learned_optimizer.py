@@ -35,8 +35,10 @@ autograd only for each step's support gradient; no graph outlives a step and the
 predictions carry no graph.
 
 Batch norm in the default Conv4 uses the statistics of the batch it sees (the support set in the
-inner loop, the query set at prediction), as in MAML: with it the learner is transductive over
-the queries of a task. Pass a backbone without batch norm for query-independent predictions.
+inner loop, the query set at prediction with ``query_bn="transductive"``), as in MAML: the learner
+is then transductive over the queries of a task. ``query_bn="support"`` normalises the queries
+with the support set's statistics instead (:func:`~rnnmeta.nets.reference_batch_norm`), so each
+query is answered on its own; a backbone without batch norm is query-independent either way.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.nets import resolve_backbone
+from rnnmeta.nets import batch_norm_layers, reference_batch_norm, resolve_backbone
 from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer, MetaOptimizer, apply_updates
 from rnnmeta.optim.ravi_larochelle import RaviLarochelleUpdate
 
@@ -60,8 +62,16 @@ class _AdaptedPredictor:
     tensors holding every task's weights.
     """
 
-    def __init__(self, learner: "LearnedOptimizer", adapted: list, keep_graph: bool, batched: bool = False) -> None:
+    def __init__(
+        self,
+        learner: "LearnedOptimizer",
+        adapted: list,
+        keep_graph: bool,
+        batched: bool = False,
+        support_x: Optional[Tensor] = None,
+    ) -> None:
         self.learner, self.adapted, self.keep_graph, self.batched = learner, adapted, keep_graph, batched
+        self.support_x = support_x  # [B, S, *x]: batch-norm statistics of the query pass (query_bn="support")
 
     def __call__(self, query_x: Tensor) -> Tensor:
         tasks = self.adapted[0].shape[0] if self.batched else len(self.adapted)
@@ -70,6 +80,10 @@ class _AdaptedPredictor:
         with torch.set_grad_enabled(self.keep_graph and torch.is_grad_enabled()):
             if self.batched:
                 return self.learner.batched_forward(self.adapted, query_x)
+            if self.support_x is not None:
+                return torch.stack(
+                    [self.learner.support_normalised_forward(p, s, q) for p, s, q in zip(self.adapted, self.support_x, query_x)]
+                )
             return torch.stack([self.learner.base_forward(p, q) for p, q in zip(self.adapted, query_x)])
 
 
@@ -99,6 +113,9 @@ class LearnedOptimizer(MetaLearner):
             ``learn_output_scale``.
         learn_output_scale: ``lstm``: meta-learn the output scale.
         second_order: keep second derivatives in the meta-gradient.
+        query_bn: ``"transductive"`` (batch norm over the query batch, as MAML) or ``"support"``
+            (queries normalised with the support set's batch statistics: each query answered on its
+            own). Applies in training and evaluation; no effect without batch norm.
         batch_tasks: run the inner loops of all tasks of a batch at once (``torch.func.vmap`` of
             the base network over tasks, one gradient and one rule call per step) when the base
             network has no batch norm; with batch norm (default Conv4) tasks run one by one, since
@@ -131,6 +148,7 @@ class LearnedOptimizer(MetaLearner):
         output_scale: float = 0.1,
         learn_output_scale: bool = False,
         second_order: bool = False,
+        query_bn: Literal["transductive", "support"] = "transductive",
         batch_tasks: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -194,6 +212,14 @@ class LearnedOptimizer(MetaLearner):
         self.eval_inner_steps = eval_inner_steps if eval_inner_steps is not None else inner_steps
         self.second_order = second_order
         self.batch_tasks = batch_tasks
+        if query_bn not in ("transductive", "support"):
+            raise ValueError(f"query_bn must be 'transductive' or 'support', got {query_bn!r}")
+        self.query_bn = query_bn
+
+    @property
+    def transductive(self) -> bool:
+        """True when batch norm normalises the query batch (``query_bn="transductive"`` and batch norm in the backbone)."""
+        return self.query_bn == "transductive" and bool(batch_norm_layers(self.backbone))
 
     # ------------------------------------------------------------------ base network
     def base_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -210,6 +236,12 @@ class LearnedOptimizer(MetaLearner):
         backbone = {n[len("backbone.") :]: v for n, v in list(values.items())[:n_backbone]}
         head = {n[len("head.") :]: v for n, v in list(values.items())[n_backbone:]}
         return functional_call(self.head, head, (functional_call(self.backbone, backbone, (x,)),))
+
+    def support_normalised_forward(self, params: list[Tensor], support_x: Tensor, x: Tensor) -> Tensor:
+        """:meth:`base_forward` of ``x [n, *x]`` with batch norm using the statistics of ``support_x [S, *x]``."""
+        n_support = support_x.shape[0]
+        with reference_batch_norm(self.backbone, n_support):
+            return self.base_forward(params, torch.cat([support_x, x]))[n_support:]
 
     def batched_forward(self, params: list[Tensor], x: Tensor) -> Tensor:
         """:meth:`base_forward` of every task at once: ``params[i]`` is ``[B, *shape_i]``, ``x`` is
@@ -314,7 +346,8 @@ class LearnedOptimizer(MetaLearner):
                 batched = self.adapt_tasks(support_x, support_y, steps, meta_graph)
                 return _AdaptedPredictor(self, batched, keep_graph=meta_graph, batched=True)
             adapted = [self.adapt_task(sx, sy, steps, meta_graph) for sx, sy in zip(support_x, support_y)]
-        return _AdaptedPredictor(self, adapted, keep_graph=meta_graph)
+        normalise_with = support_x if self.query_bn == "support" and batch_norm_layers(self.backbone) else None
+        return _AdaptedPredictor(self, adapted, keep_graph=meta_graph, support_x=normalise_with)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         if query_x.dim() != support_x.dim() or query_x.shape[0] != support_x.shape[0] or query_x.shape[2:] != support_x.shape[2:]:

@@ -39,7 +39,7 @@ from torch.func import functional_call
 
 from rnnmeta.episode import Episode
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.nets import MLP, Conv4, resolve_backbone
+from rnnmeta.nets import MLP, Conv4, batch_norm_layers, reference_batch_norm, resolve_backbone
 
 Params = dict[str, Tensor]
 
@@ -119,10 +119,14 @@ def batched_forward(layers: list[tuple[str, nn.Module]], params: Params, x: Tens
 class MAML(MetaLearner):
     """Model-Agnostic Meta-Learning: second order, first order, or Meta-SGD.
 
-    Batch norm always uses the batch statistics of the examples being predicted, per task (no
-    running statistics), as in the paper. This makes MAML **transductive**: a query's
-    prediction depends on the other queries of its task in the same call. The support loss is
-    likewise computed with support-batch statistics.
+    Batch norm uses per-task batch statistics (no running statistics), as in the paper. With
+    ``query_bn="transductive"`` (the paper's choice, the default) the query pass is normalised
+    with the statistics of the query batch, so MAML is **transductive**: a query's prediction
+    depends on the other queries of its task in the same call. ``query_bn="support"`` normalises
+    every query with the statistics of the support set at the adapted weights
+    (:func:`~rnnmeta.nets.reference_batch_norm`), so each query is answered on its own, like the
+    memory learners; it applies in training and evaluation alike. The support loss always uses
+    support-batch statistics.
 
     At evaluation (``not self.training``) the inner loop uses ``eval_inner_steps`` and
     ``eval_inner_lr`` and builds no graph that outlives the call: inner gradients are taken
@@ -136,8 +140,16 @@ class MAML(MetaLearner):
             Batch norm layers must not track running statistics.
         first_order: drop the second-order term (inner gradients become constants).
         inner_steps: inner gradient steps in training (paper, Omniglot 5-way: 1).
-        inner_lr: inner learning rate ``alpha`` (paper: 0.4 Omniglot, 0.01 sinusoid); the
-            initial value of the learned rates with ``learn_inner_lr``.
+        inner_lr: inner learning rate ``alpha`` (paper: 0.4 Omniglot 5-way, 0.1 20-way, 0.01
+            sinusoid); the initial value of the learned rates with ``learn_inner_lr``.
+        inner_loss: how the support loss of the inner step is reduced. ``"mean"``: the mean over
+            the ``S = N * K`` support examples. ``"sum_over_k"``: the sum over the support set
+            divided by ``K``, as in the authors' code (``xent(...) / update_batch_size``), which
+            is ``N`` times the mean for classification; the paper's learning rates (0.4 / 0.1)
+            refer to this scaling. Regression (``N = 1``) is the same either way.
+        query_bn: ``"transductive"`` (the paper: batch norm over the query batch) or
+            ``"support"`` (queries normalised with the support set's statistics; answers each
+            query independently). No effect on a backbone without batch norm.
         eval_inner_steps: inner steps at evaluation; default ``inner_steps`` (paper: 3).
         eval_inner_lr: inner learning rate at evaluation; default ``inner_lr``. Not allowed
             with ``learn_inner_lr`` (the learned rates are used).
@@ -184,6 +196,8 @@ class MAML(MetaLearner):
         eval_inner_steps: Optional[int] = None,
         eval_inner_lr: Optional[float] = None,
         learn_inner_lr: bool = False,
+        inner_loss: Literal["mean", "sum_over_k"] = "mean",
+        query_bn: Literal["transductive", "support"] = "transductive",
         batch_tasks: Optional[bool] = None,
         compile_query: bool = False,
         in_channels: int = 1,
@@ -221,6 +235,13 @@ class MAML(MetaLearner):
                     f"backbone.{name} tracks running statistics; MAML uses per-task batch statistics: "
                     "build it with track_running_stats=False"
                 )
+        if inner_loss not in ("mean", "sum_over_k"):
+            raise ValueError(f"inner_loss must be 'mean' or 'sum_over_k', got {inner_loss!r}")
+        if query_bn not in ("transductive", "support"):
+            raise ValueError(f"query_bn must be 'transductive' or 'support', got {query_bn!r}")
+        self.inner_loss = inner_loss
+        self.query_bn = query_bn
+        self._has_batch_norm = bool(batch_norm_layers(backbone))
         self.backbone = backbone
         self.head = nn.Linear(backbone.out_features, self.output_dim)
         self.first_order = first_order
@@ -235,10 +256,14 @@ class MAML(MetaLearner):
             else {}
         )
         if batch_tasks is None:
-            batch_tasks = isinstance(backbone, MLP) and not compile_query
+            batch_tasks = isinstance(backbone, MLP) and not compile_query and not (query_bn == "support" and self._has_batch_norm)
         self._layers = _batched_layers(self.backbone, self.head) if batch_tasks else None
         if compile_query and batch_tasks:
             raise ValueError("compile_query applies to the per-task loop: set batch_tasks=False")
+        if batch_tasks and query_bn == "support" and self._has_batch_norm:
+            raise ValueError("query_bn='support' runs task by task: set batch_tasks=False (or leave it None)")
+        if compile_query and query_bn == "support" and self._has_batch_norm:
+            raise ValueError("compile_query is not available with query_bn='support': set compile_query=False")
         self.compile_query = compile_query
         self._compiled_task_forward = None
 
@@ -252,19 +277,40 @@ class MAML(MetaLearner):
             return {n.replace("/", "."): p for n, p in self.inner_lrs.items()}
         return self.inner_lr if self.training else self.eval_inner_lr
 
-    def predict(self, params: Params, x: Tensor, query: bool = False) -> Tensor:
+    @property
+    def transductive(self) -> bool:
+        """True when batch norm normalises the query batch (``query_bn="transductive"`` and a backbone with batch norm)."""
+        return self.query_bn == "transductive" and self._has_batch_norm
+
+    def _inner_loss_scale(self) -> float:
+        """1 for ``inner_loss="mean"``; ``S / K = N`` (the number of classes) for ``"sum_over_k"``."""
+        if self.inner_loss == "mean" or self.kind != "classification":
+            return 1.0
+        return float(self.n_way)
+
+    def predict(self, params: Params, x: Tensor, query: bool = False, support_x: Optional[Tensor] = None) -> Tensor:
         """Predictions ``[B, N, out]`` for inputs ``x [B, N, *x]`` with stacked task weights ``[B, *shape]``.
 
-        ``query=True`` marks the pass whose backward is first order (compiled with ``compile_query``).
+        ``query=True`` marks the pass whose backward is first order (compiled with ``compile_query``);
+        ``support_x [B, S, *x]`` given with ``query_bn="support"`` supplies the batch-norm statistics.
         """
         if self._layers is not None:
             return batched_forward(self._layers, params, x)
-        outs = [self._one_task_forward({n: p[t] for n, p in params.items()}, x[t : t + 1], query) for t in range(x.shape[0])]
+        outs = [
+            self._one_task_forward(
+                {n: p[t] for n, p in params.items()}, x[t : t + 1], query, None if support_x is None else support_x[t : t + 1]
+            )
+            for t in range(x.shape[0])
+        ]
         return torch.cat(outs)
 
     def _task_forward(self, task: Params, x: Tensor) -> Tensor:
         feats = functional_call(self.backbone, {n[9:]: p for n, p in task.items() if n.startswith("backbone.")}, (x,))
         return F.linear(feats, task["head.weight"], task.get("head.bias"))
+
+    def _query_support(self, support_x: Tensor) -> Optional[Tensor]:
+        """The support inputs the query pass normalises with (``query_bn="support"``), else None."""
+        return support_x if self.query_bn == "support" and self._has_batch_norm else None
 
     # ------------------------------------------------------------------ inner loop
     def adapt_weights(self, support_x: Tensor, support_y: Tensor) -> Params:
@@ -293,15 +339,25 @@ class MAML(MetaLearner):
                 lrs = {n: r.detach() for n, r in lrs.items()}
         with torch.enable_grad():
             for _ in range(steps):
-                loss = self.task_losses(predict(params, support_x), support_y).sum()  # sum: per-task gradients
+                # sum over tasks: each task gets its own gradient
+                loss = self.task_losses(predict(params, support_x), support_y).sum() * self._inner_loss_scale()
                 grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=second_order)))
                 params = maml_update(params, grads, lrs)
                 if not self.training:
                     params = {n: p.detach().requires_grad_() for n, p in params.items()}
         return params
 
-    def _one_task_forward(self, params: Params, x: Tensor, query: bool = False) -> Tensor:
-        """Predictions ``[1, N, out]`` for one task's inputs ``x [1, N, *x]`` with unstacked weights."""
+    def _one_task_forward(
+        self, params: Params, x: Tensor, query: bool = False, support_x: Optional[Tensor] = None
+    ) -> Tensor:
+        """Predictions ``[1, N, out]`` for one task's inputs ``x [1, N, *x]`` with unstacked weights.
+
+        With ``support_x [1, S, *x]``, batch norm takes its statistics from the support rows only.
+        """
+        if support_x is not None:
+            n_support = support_x.shape[1]
+            with reference_batch_norm(self.backbone, n_support):
+                return self._task_forward(params, torch.cat([support_x[0], x[0]]))[n_support:].unsqueeze(0)
         forward = self._task_forward
         if query and self.compile_query:
             if self._compiled_task_forward is None:
@@ -334,7 +390,9 @@ class MAML(MetaLearner):
         for t in range(n_tasks):
             task = slice(t, t + 1)
             params = self._inner_loop(batch.support_x[task], batch.support_y[task], self._one_task_forward, tasks=None)
-            preds = self._one_task_forward(params, batch.query_x[task], query=True)
+            preds = self._one_task_forward(
+                params, batch.query_x[task], query=True, support_x=self._query_support(batch.support_x[task])
+            )
             loss = self.task_losses(preds, batch.query_y[task])
             grads = torch.autograd.grad(loss.sum() / n_tasks, meta_params, allow_unused=True)
             for acc, g in zip(meta_grads, grads):
@@ -349,7 +407,8 @@ class MAML(MetaLearner):
 
         In evaluation mode the weights are detached (no graph); in training mode they keep the
         graph to the meta-parameters. Batch norm uses the statistics of each query batch passed
-        to the predictor (transductive, as in the paper).
+        to the predictor with ``query_bn="transductive"`` (as in the paper), the statistics of the
+        support set with ``query_bn="support"``.
         """
         self.check_inputs(support_x, support_y)
         return self._adapt(support_x, support_y)
@@ -361,17 +420,17 @@ class MAML(MetaLearner):
             params = self.adapt_weights(support_x, support_y)
         if not self.training:
             params = {n: p.detach() for n, p in params.items()}
-        return AdaptedMAML(self, params)
+        return AdaptedMAML(self, params, self._query_support(support_x))
 
 
 class AdaptedMAML:
     """Predictor with task weights adapted by :meth:`MAML.adapt`: ``query_x [B, M, *x] -> preds``."""
 
-    def __init__(self, learner: MAML, params: Params) -> None:
-        self.learner, self.params = learner, params
+    def __init__(self, learner: MAML, params: Params, support_x: Optional[Tensor] = None) -> None:
+        self.learner, self.params, self.support_x = learner, params, support_x
 
     def __call__(self, query_x: Tensor) -> Tensor:
         if self.learner.training:
-            return self.learner.predict(self.params, query_x, query=True)
+            return self.learner.predict(self.params, query_x, query=True, support_x=self.support_x)
         with torch.no_grad():
-            return self.learner.predict(self.params, query_x, query=True)
+            return self.learner.predict(self.params, query_x, query=True, support_x=self.support_x)

@@ -1,7 +1,17 @@
 """Embedding backbones shared by every learner (Conv4 of Vinyals et al. 2016 / Finn et al. 2017, and an MLP)."""
 
+from rnnmeta.nets.batchnorm import batch_norm_layers, reference_batch_norm
 from rnnmeta.nets.conv4 import Conv4
 from rnnmeta.nets.factory import backbone_features, backbone_spec, default_backbone, resolve_backbone
 from rnnmeta.nets.mlp import MLP
 
-__all__ = ["Conv4", "MLP", "backbone_features", "backbone_spec", "default_backbone", "resolve_backbone"]
+__all__ = [
+    "Conv4",
+    "MLP",
+    "backbone_features",
+    "backbone_spec",
+    "batch_norm_layers",
+    "default_backbone",
+    "reference_batch_norm",
+    "resolve_backbone",
+]

@@ -1,0 +1,340 @@
+"""What a comparison is: its typed config, the checks run before any training, and one plan per run.
+
+A comparison config (``configs/compare/*.yaml``) names a shared data module, a budget, seeds and
+the learners; each learner may override the *training side* of the data (meta-batch size, queries,
+shots: the papers train SNAIL with one query per sequence and MAML with 15 per class) while the
+validation and test episodes stay identical for all. Everything is checked here, before the first
+run starts: a typo in the last learner's config fails in seconds with the key named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from rnnmeta.data import EpisodicDataModule
+from rnnmeta.learners import MetaLearner
+
+__all__ = [
+    "Budget",
+    "ComparisonConfigError",
+    "LearnerRun",
+    "RunPlan",
+    "TrainingProtocol",
+    "build_run",
+    "check_name",
+    "config_diff",
+    "plan_runs",
+]
+
+
+class ComparisonConfigError(ValueError):
+    """A comparison config that cannot run: the message names the key, the value and what was expected."""
+
+
+@dataclass
+class TrainingProtocol:
+    """Training-side data settings one learner may change (validation and test episodes never change).
+
+    Args:
+        meta_batch_size: tasks per training step.
+        q_queries: queries per class in training.
+        k_shot: support examples per class in training (the least, with ``k_shot_max``).
+        k_shot_max: draw ``K`` uniformly from ``k_shot..k_shot_max`` per training batch (SNAIL: 1..5).
+    """
+
+    meta_batch_size: Optional[int] = None
+    q_queries: Optional[int] = None
+    k_shot: Optional[int] = None
+    k_shot_max: Optional[int] = None
+
+
+@dataclass
+class LearnerRun:
+    """One learner of a comparison.
+
+    Args:
+        model: the learner, as ``rnnmeta fit`` takes it (``class_path`` and ``init_args``).
+        max_steps: this learner's number of meta-training steps, instead of the comparison's
+            ``max_steps`` (learners converge at different rates; the table prints each one's steps).
+        threads: torch intra-op threads of this learner's runs, instead of the comparison's.
+        train_data: training-side data overrides (:class:`TrainingProtocol`).
+    """
+
+    model: MetaLearner
+    max_steps: Optional[int] = None
+    threads: Optional[int] = None
+    train_data: TrainingProtocol = field(default_factory=TrainingProtocol)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each run trains: meta-training steps, CPU-seconds of training, or wall-clock seconds.
+
+    Steps are the default and make a comparison a pure function of its config on any machine.
+    CPU and wall-clock budgets count the training steps only (validation excluded); a wall-clock
+    budget depends on what else the machine runs, and tables say so.
+    """
+
+    max_steps: Optional[int] = None
+    max_cpu_seconds: Optional[float] = None
+    max_wall_seconds: Optional[float] = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_steps is not None:
+            parts.append(f"{self.max_steps} steps")
+        if self.max_cpu_seconds is not None:
+            parts.append(f"{self.max_cpu_seconds / 60:g} CPU-min")
+        if self.max_wall_seconds is not None:
+            parts.append(f"{self.max_wall_seconds / 60:g} wall-min (depends on machine load)")
+        return " or ".join(parts)
+
+    @property
+    def reproducible(self) -> bool:
+        """True when only the step count limits training (the table is then bitwise reproducible on CPU)."""
+        return self.max_cpu_seconds is None and self.max_wall_seconds is None
+
+
+@dataclass
+class RunPlan:
+    """One learner x seed, fully resolved: what is built, how long it trains, and its fingerprint."""
+
+    learner: str
+    seed: int
+    model: dict[str, Any]
+    data: dict[str, Any]
+    budget: Budget
+    threads: int
+    trainer: dict[str, Any]
+    target: Optional[float]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.learner}-seed{self.seed}"
+
+    def resolved(self) -> dict[str, Any]:
+        """Everything that decides the run's result (the fingerprint's input)."""
+        return {
+            "learner": self.learner,
+            "seed": self.seed,
+            "model": self.model,
+            "data": self.data,
+            "budget": self.budget.__dict__,
+            "threads": self.threads,
+            # how a run is shown does not change what it computes
+            "trainer": {k: v for k, v in self.trainer.items() if k != "enable_progress_bar"},
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        text = json.dumps(self.resolved(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# Trainer arguments a comparison sets itself: a user value would break the budget or the records.
+_RESERVED_TRAINER_KEYS = {
+    "logger": "each run logs to W&B and CSV in its run folder",
+    "callbacks": "the comparison adds its own monitor and checkpoints",
+    "max_steps": "set max_steps at the top of the comparison or per learner",
+    "max_time": "set max_cpu_minutes or max_wall_minutes at the top of the comparison",
+    "max_epochs": "the budget is in steps, CPU or wall-clock minutes",
+    "default_root_dir": "runs are written under output_dir/name/runs/",
+}
+
+
+def check_name(what: str, value: Any) -> str:
+    """A plain name (letters, digits, ``-``, ``_``, ``.``; not ``.`` or ``..``) that is safe as one path component."""
+    if not isinstance(value, str) or not _PLAIN_NAME.match(value) or ".." in value or value == ".":
+        raise ComparisonConfigError(
+            f"{what} {value!r} is not a plain name: use letters, digits, '-', '_' and '.' (not '..'), "
+            "since it becomes a folder name"
+        )
+    return value
+
+
+def _parser():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(EpisodicDataModule, "data", required=True)
+    parser.add_argument("--learners", type=dict[str, LearnerRun], required=True)
+    return parser
+
+
+def _normalise_learner(name: str, spec: Any) -> Any:
+    """Accept ``{class_path, init_args}`` as shorthand for ``{model: {class_path, init_args}}``."""
+    if isinstance(spec, dict) and "class_path" in spec and "model" not in spec:
+        return {"model": spec}
+    if not isinstance(spec, dict) or "model" not in spec:
+        raise ComparisonConfigError(
+            f"learner {name!r} must be a mapping with model: {{class_path: ..., init_args: ...}} "
+            f"(and optionally max_steps, threads, train_data), got {spec!r}"
+        )
+    return spec
+
+
+def validate_specs(data: Any, learners: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Type-check the data module and learner configs (every key of every learner) without building them.
+
+    Returns the resolved configs (defaults filled in) as plain dicts.
+    """
+    if not isinstance(learners, dict) or not learners:
+        raise ComparisonConfigError(f"learners must be a non-empty mapping of name -> learner, got {learners!r}")
+    for name in learners:
+        check_name("learner name", name)
+    normalised = {name: _normalise_learner(name, spec) for name, spec in learners.items()}
+    parser = _parser()
+    try:
+        cfg = parser.parse_object({"data": data, "learners": normalised})
+    except Exception as err:  # jsonargparse reports the key path and the offending value; name the learner too
+        for name, spec in normalised.items():
+            try:
+                parser.parse_object({"data": data, "learners": {name: spec}})
+            except Exception as one:
+                raise ComparisonConfigError(f"learner {name!r}: {one}") from None
+        raise ComparisonConfigError(f"comparison config: {err}") from None
+    return cfg.data.as_dict(), {name: run.as_dict() for name, run in cfg.learners.items()}
+
+
+def build_run(model: dict[str, Any], data: dict[str, Any]) -> tuple[EpisodicDataModule, MetaLearner]:
+    """Instantiate a data module and a learner from their ``class_path`` configs (as ``rnnmeta fit`` takes them)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(MetaLearner, "model", required=True)
+    parser.add_subclass_arguments(EpisodicDataModule, "data", required=True)
+    objs = parser.instantiate_classes(parser.parse_object({"model": model, "data": data}))
+    return objs.data, objs.model
+
+
+def _positive_int(what: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ComparisonConfigError(f"{what} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ComparisonConfigError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ComparisonConfigError(f"seeds must be integers >= 0, got {seed!r} in {list(seeds)}")
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ComparisonConfigError(f"seeds {list(seeds)} repeat {repeated}: each seed is one run, list it once")
+    return list(seeds)
+
+
+def _check_trainer(trainer: Optional[dict]) -> dict[str, Any]:
+    import pytorch_lightning as pl
+
+    trainer = dict(trainer or {})
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    for key in trainer:
+        if key in _RESERVED_TRAINER_KEYS:
+            raise ComparisonConfigError(f"trainer.{key} is set by the comparison: {_RESERVED_TRAINER_KEYS[key]}")
+        if key not in accepted:
+            close = [k for k in sorted(accepted) if k.split("_")[0] == key.split("_")[0]][:5]
+            raise ComparisonConfigError(
+                f"trainer.{key} is not a pytorch_lightning.Trainer argument" + (f" (did you mean one of {close}?)" if close else "")
+            )
+    return trainer
+
+
+def _budget(max_steps: Any, max_cpu_minutes: Any, max_wall_minutes: Any) -> Budget:
+    if max_steps is None and max_cpu_minutes is None and max_wall_minutes is None:
+        raise ComparisonConfigError("a comparison needs a budget: max_steps (reproducible), max_cpu_minutes or max_wall_minutes")
+    if max_steps is not None:
+        _positive_int("max_steps", max_steps)
+    for what, minutes in (("max_cpu_minutes", max_cpu_minutes), ("max_wall_minutes", max_wall_minutes)):
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0):
+            raise ComparisonConfigError(f"{what} must be a number > 0, got {minutes!r}")
+    return Budget(
+        max_steps,
+        None if max_cpu_minutes is None else float(max_cpu_minutes) * 60,
+        None if max_wall_minutes is None else float(max_wall_minutes) * 60,
+    )
+
+
+def _training_data(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The shared data config with a learner's training-side overrides; evaluation episodes pinned to the shared ones."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not overrides:
+        return data
+    shared = data["init_args"]
+    init_args = dict(shared)
+    init_args.update(overrides)
+    init_args["eval_k_shot"] = shared.get("eval_k_shot") or shared.get("k_shot", 1)
+    init_args["eval_q_queries"] = shared.get("eval_q_queries") or shared.get("q_queries", 15)
+    return {**data, "init_args": init_args}
+
+
+def plan_runs(
+    data: Any,
+    learners: Any,
+    seeds: Any,
+    max_steps: Any,
+    max_cpu_minutes: Any,
+    max_wall_minutes: Any,
+    threads: Any,
+    trainer: Optional[dict],
+    target: Optional[float],
+) -> list[RunPlan]:
+    """Check the whole comparison and return its runs (learner-major order); nothing is trained or written.
+
+    Every learner and its data module are built once here, so a wrong key, type or value, or a
+    learner that does not fit the data (task kind, ``n_way``), fails before the first run.
+
+    Raises:
+        ComparisonConfigError: the first problem found, naming the key and the value.
+    """
+    seeds = _check_seeds(seeds)
+    budget = _budget(max_steps, max_cpu_minutes, max_wall_minutes)
+    _positive_int("threads", threads)
+    trainer = _check_trainer(trainer)
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        raise ComparisonConfigError(f"target must be a number, got {target!r}")
+    data_cfg, runs = validate_specs(data, learners)
+    plans = []
+    for name, run in runs.items():
+        run_data = _training_data(data_cfg, run.get("train_data") or {})
+        try:
+            datamodule, learner = build_run(run["model"], run_data)
+        except Exception as err:
+            raise ComparisonConfigError(f"learner {name!r} cannot be built: {err}") from None
+        if learner.kind != datamodule.kind:
+            raise ComparisonConfigError(f"learner {name!r} is a {learner.kind} learner but the data gives {datamodule.kind} tasks")
+        if learner.kind == "classification" and learner.n_way != datamodule.n_way:
+            raise ComparisonConfigError(
+                f"learner {name!r} has n_way={learner.n_way} but the data module has n_way={datamodule.n_way}"
+            )
+        learner_budget = budget if run.get("max_steps") is None else Budget(
+            _positive_int(f"learners.{name}.max_steps", run["max_steps"]), budget.max_cpu_seconds, budget.max_wall_seconds
+        )
+        run_threads = threads if run.get("threads") is None else _positive_int(f"learners.{name}.threads", run["threads"])
+        for seed in seeds:
+            plans.append(RunPlan(name, seed, run["model"], run_data, learner_budget, run_threads, trainer, target))
+    return plans
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Human-readable differences ``key: old -> new`` between two resolved run configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{path}: (absent) -> {new[key]!r}")
+            elif key not in new:
+                out.append(f"{path}: {old[key]!r} -> (absent)")
+            else:
+                out.extend(config_diff(old[key], new[key], path))
+        return out
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]

@@ -1,0 +1,252 @@
+"""A comparison's report: the results table (a function of the config), the costs table (of the machine), plots.
+
+``results.csv`` / ``results.md`` hold only what the config decides: with a step budget they are
+bitwise the same on every run of the same config on the same software, idle machine or busy.
+``costs.csv`` / ``costs.md`` hold what the machine decides (CPU and wall seconds, memory).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+from rnnmeta.compare.runner import RunResult
+
+__all__ = ["plot_curves", "plot_final", "plot_predictions", "summarise", "write_tables"]
+
+
+def _mean_or_none(values: list[Optional[float]]) -> Optional[float]:
+    return statistics.fmean(values) if values and all(v is not None for v in values) else None
+
+
+def summarise(results: list[RunResult]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per learner: (results row, costs row).
+
+    The results row gives the mean test metric over seeds, the mean 95% CI over test episodes, the
+    standard deviation across seeds, the protocol and the budget; the costs row the mean training
+    time and the peak memory.
+    """
+    results_rows, cost_rows = [], []
+    for name in dict.fromkeys(r.learner for r in results):
+        rs = [r for r in results if r.learner == name]
+        values = [r.value for r in rs]
+        results_rows.append(
+            {
+                "learner": name,
+                "class": rs[0].class_path.rsplit(".", 1)[-1],
+                "protocol": "transductive" if rs[0].transductive else "per query",
+                "metric": rs[0].metric,
+                "mean": statistics.fmean(values),
+                "ci95": statistics.fmean(r.ci95 for r in rs),
+                "seed_std": statistics.stdev(values) if len(values) > 1 else float("nan"),
+                "seeds": len(rs),
+                "steps": statistics.fmean(r.steps for r in rs),
+                "train_tasks": statistics.fmean(r.train_episodes for r in rs),
+                "steps_to_target": _mean_or_none([r.steps_to_target for r in rs]),
+                "parameters": rs[0].parameters,
+                "budget": rs[0].budget,
+                "threads": rs[0].threads,
+                "test_episodes": rs[0].episodes,
+                "test_fingerprint": rs[0].test_fingerprint,
+            }
+        )
+        cpu = statistics.fmean(r.train_cpu_seconds for r in rs)
+        cost_rows.append(
+            {
+                "learner": name,
+                "train_cpu_seconds": cpu,
+                "train_wall_seconds": statistics.fmean(r.train_wall_seconds for r in rs),
+                "steps_per_cpu_second": statistics.fmean(r.steps for r in rs) / cpu if cpu else float("nan"),
+                "cpu_seconds_to_target": _mean_or_none([r.cpu_seconds_to_target for r in rs]),
+                "peak_memory_mb": max(r.peak_memory_mb for r in rs),
+                "threads": rs[0].threads,
+                "cpu": rs[0].cpu,
+            }
+        )
+    return results_rows, cost_rows
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_tables(
+    results_rows: list[dict[str, Any]], cost_rows: list[dict[str, Any]], out: Path, title: str, target: Optional[float]
+) -> tuple[str, str]:
+    """Write ``results.csv``/``.md`` and ``costs.csv``/``.md``; return the two markdown tables."""
+    _write_csv(results_rows, out / "results.csv")
+    _write_csv(cost_rows, out / "costs.csv")
+    metric = results_rows[0]["metric"]
+    better = ">=" if metric == "acc" else "<="
+    target_text = "-" if target is None else f"{target:g}"
+    budgets = sorted({r["budget"] for r in results_rows})
+    lines = [
+        f"## {title}",
+        "",
+        f"Test {metric} over {results_rows[0]['test_episodes']:,} fixed episodes (the same for every learner: "
+        f"fingerprint {results_rows[0]['test_fingerprint']}), mean over seeds +- the 95% CI over episodes; "
+        f"seed std is the spread across seeds. Budget per run: {'; '.join(budgets)}. Protocol: 'per query' "
+        "answers each query from the support set alone, 'transductive' normalises over the query batch.",
+        "",
+        f"| learner | protocol | test {metric} | +- 95% CI | seed std | seeds | steps | steps to {metric} {better} "
+        f"{target_text} | parameters | threads |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results_rows:
+        lines.append(
+            f"| {r['learner']} | {r['protocol']} | {_fmt(r['mean'])} | {_fmt(r['ci95'])} | {_fmt(r['seed_std'])} | "
+            f"{r['seeds']} | {_fmt(r['steps'], 0)} | {_fmt(r['steps_to_target'], 0)} | {r['parameters']:,} | {r['threads']} |"
+        )
+    results_md = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(results_md)
+    cost_lines = [
+        f"## Costs on this machine: {cost_rows[0]['cpu']}",
+        "",
+        "Training steps only (validation excluded), mean over seeds; these vary with the machine and its load.",
+        "",
+        f"| learner | train CPU s | train wall s | steps per CPU s | CPU s to {metric} {better} {target_text} | peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in cost_rows:
+        cost_lines.append(
+            f"| {c['learner']} | {_fmt(c['train_cpu_seconds'], 1)} | {_fmt(c['train_wall_seconds'], 1)} | "
+            f"{_fmt(c['steps_per_cpu_second'], 1)} | {_fmt(c['cpu_seconds_to_target'], 1)} | {_fmt(c['peak_memory_mb'], 0)} |"
+        )
+    costs_md = "\n".join(cost_lines) + "\n"
+    (out / "costs.md").write_text(costs_md)
+    return results_md, costs_md
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _wide_range(values: list[float]) -> bool:
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    return len(positive) == len(values) and bool(positive) and max(positive) / min(positive) > 30
+
+
+def _band(ax, results: list[RunResult], x_key: str, y_key: str, label: str) -> list[float]:
+    """Mean over seeds with a min-max band, points at the x of the first seed; returns the plotted y values."""
+    curves = [r.curve for r in results if r.curve]
+    if not curves:
+        return []
+    length = min(len(c) for c in curves)
+    xs = [statistics.fmean(c[i][x_key] for c in curves) for i in range(length)]
+    ys = [[c[i][y_key] for c in curves] for i in range(length)]
+    mean = [statistics.fmean(v) for v in ys]
+    (line,) = ax.plot(xs, mean, marker="o", ms=3, label=label)
+    if len(curves) > 1:
+        ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], color=line.get_color(), alpha=0.2)
+    return [v for vs in ys for v in vs]
+
+
+def plot_curves(results: list[RunResult], metric: str, out: Path) -> Path:
+    """``curves.png``: validation metric and training loss against steps, and the metric against training CPU seconds.
+
+    One line per learner (mean over seeds), a band from the lowest to the highest seed; every
+    validation point at the step where it was measured. Log axes only where values span more than 30x.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    plotted: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    for name in dict.fromkeys(r.learner for r in results):
+        runs = [r for r in results if r.learner == name]
+        seeds = f"{len(runs)} seeds" if len(runs) > 1 else f"seed {runs[0].seed}"
+        label = f"{name} ({seeds})"
+        plotted[0] += _band(axes[0], runs, "step", "value", label)
+        plotted[1] += _band(axes[1], runs, "step", "train_loss", label)
+        plotted[2] += _band(axes[2], runs, "train_cpu_seconds", "value", label)
+    titles = (
+        (f"validation {metric}", "meta-training step"),
+        ("training loss (mean since previous point)", "meta-training step"),
+        (f"validation {metric}", "training CPU seconds (this machine)"),
+    )
+    for i, (ax, (ylabel, xlabel)) in enumerate(zip(axes, titles)):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if _wide_range(plotted[i]):
+            ax.set_yscale("log")
+    if any(plotted.values()):
+        axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_final(rows: list[dict[str, Any]], out: Path) -> Path:
+    """``final.png``: the test metric of each learner with its 95% CI."""
+    plt = _pyplot()
+    metric = rows[0]["metric"]
+    fig, ax = plt.subplots(figsize=(1.5 * len(rows) + 2, 4))
+    ax.bar(
+        [r["learner"] for r in rows],
+        [r["mean"] for r in rows],
+        yerr=[0 if math.isnan(r["ci95"]) else r["ci95"] for r in rows],
+        capsize=6,
+    )
+    ax.set_ylabel(f"test {metric} (95% CI)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = out / "final.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_predictions(results: list[RunResult], out: Path) -> Optional[Path]:
+    """``predictions.png`` (regression): each learner's prediction on the same held-out tasks (Finn et al. 2017, Fig. 2).
+
+    One panel per task: the support points, the true function and each learner's prediction
+    (its first seed). ``None`` when no run recorded predictions.
+    """
+    first = {}
+    for r in results:
+        if r.predictions and r.learner not in first:
+            first[r.learner] = r.predictions
+    if not first:
+        return None
+    plt = _pyplot()
+    reference = next(iter(first.values()))
+    n_tasks = len(reference["tasks"])
+    fig, axes = plt.subplots(1, n_tasks, figsize=(4.2 * n_tasks, 3.6), squeeze=False)
+    xs = reference["x"]
+    for t, ax in enumerate(axes[0]):
+        task = reference["tasks"][t]
+        truth = [task["amplitude"] * math.sin(x - task["phase"]) for x in xs]
+        ax.plot(xs, truth, color="black", lw=2, label="true function")
+        for name, preds in first.items():
+            ax.plot(xs, preds["tasks"][t]["pred"], lw=1.3, label=name)
+        ax.scatter(task["support_x"], task["support_y"], color="red", zorder=5, label="support")
+        ax.set_title(f"test task {t}: A={task['amplitude']:.2f}, phase={task['phase']:.2f}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "predictions.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
