@@ -87,6 +87,45 @@ def _omniglot_zip(path: Path, top: str, alphabets: int = 1, characters: int = 2,
                     zf.writestr(f"{top}/Alphabet{a}/character{c:02d}/{c:02d}{d:02d}_{d + 1:02d}.png", buf.getvalue())
 
 
+# ------------------------------------------------------------------------------ comparisons
+_COMPARE_DATA = {"class_path": "rnnmeta.data.EpisodicDataModule",
+                 "init_args": {"dataset": {"class_path": "rnnmeta.data.Sinusoid"}, "k_shot": 2, "q_queries": 2,
+                               "meta_batch_size": 2, "train_batches_per_epoch": 2, "val_episodes": 2, "test_episodes": 4}}
+_COMPARE_LSTM = {"model": {"class_path": "rnnmeta.learners.LSTMLearner",
+                           "init_args": {"kind": "regression", "hidden_size": 8, "num_layers": 1}}}
+
+
+def _compare(**overrides: Any) -> Callable[[], Any]:
+    """A tiny comparison (written under the case's working folder) with ``overrides``."""
+
+    def run() -> Any:
+        from rnnmeta.compare import compare
+
+        kwargs = dict(name="c", data=_COMPARE_DATA, learners={"lstm": _COMPARE_LSTM}, seeds=[0], max_steps=2,
+                      trainer={"enable_progress_bar": False}, output_dir="results")
+        kwargs.update(overrides)
+        return compare(**kwargs)
+
+    return run
+
+
+def _stale_run_case(work: Path) -> Callable[[], Any]:
+    _compare()()  # a finished run with hidden_size 8 ...
+    changed = {"model": {**_COMPARE_LSTM["model"], "init_args": {**_COMPARE_LSTM["model"]["init_args"], "hidden_size": 4}}}
+    return _compare(learners={"lstm": changed})  # ... asked for again with hidden_size 4
+
+
+def _locked_folder_case(work: Path) -> Callable[[], Any]:
+    import fcntl
+
+    folder = work / "results" / "c"
+    folder.mkdir(parents=True)
+    handle = open(folder / ".lock", "a+")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another comparison holds the folder
+    run = _compare()
+    return lambda: (handle, run())[1]
+
+
 # ------------------------------------------------------------------------------------- cases
 @dataclass
 class Case:
@@ -306,6 +345,21 @@ CASES = [
     Case("data-n_way-exceeds-classes", _too_many_ways_case, ValueError, r"n_way=5 exceeds the 3 classes of split 'train'"),
     Case("data-shots-exceed-images", _too_many_shots_case, ValueError,
          r"k_shot \+ q_queries = 2 \+ 2 = 4 exceeds the 3 images of the smallest class \(\w\) of split 'train'"),
+    # ---- comparisons: refused before anything is trained or written
+    Case("compare-seeds-repeated", lambda w: _compare(seeds=[0, 0]), ValueError, r"seeds \[0, 0\] repeat \[0\]: each seed is one run"),
+    Case("compare-seeds-empty", lambda w: _compare(seeds=[]), ValueError, r"seeds must be a non-empty list of integers >= 0, got \[\]"),
+    Case("compare-name-outside-output", lambda w: _compare(name="../../victim"), ValueError,
+         r"comparison name '../../victim' is not a plain name"),
+    Case("compare-learner-name-path", lambda w: _compare(learners={"/tmp/x": _COMPARE_LSTM}), ValueError,
+         r"learner name '/tmp/x' is not a plain name"),
+    Case("compare-learner-unknown-key", lambda w: _compare(learners={"lstm": {"model": {**_COMPARE_LSTM["model"], "init_args": {
+         "kind": "regression", "hidden_sise": 8}}}}), ValueError, r"(?s)learner 'lstm'.*hidden_sise"),
+    Case("compare-trainer-budget-key", lambda w: _compare(trainer={"max_time": "00:00:01:00"}), ValueError,
+         r"trainer.max_time is set by the comparison: set max_cpu_minutes or max_wall_minutes"),
+    Case("compare-no-budget", lambda w: _compare(max_steps=None), ValueError, r"a comparison needs a budget"),
+    Case("compare-stale-run", _stale_run_case, ValueError,
+         r"runs/lstm-seed0 was made with another config \(model.init_args.hidden_size: 8 -> 4\).*force"),
+    Case("compare-folder-locked", _locked_folder_case, RuntimeError, r"results/c is being written by another process"),
 ]
 
 

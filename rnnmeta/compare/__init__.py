@@ -150,7 +150,7 @@ def compare(
         StaleRunError: a run folder made with another config, without ``force``.
         ComparisonLockedError: another process is writing the same comparison folder.
     """
-    from rnnmeta.logging import ensure_wandb_mode
+    from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache
 
     check_name("comparison name", name)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -163,6 +163,7 @@ def compare(
         for plan in plans:
             _check_existing(plan, out / "runs" / plan.run_name, force)
         ensure_wandb_mode()
+        point_wandb_cache(out)  # W&B's service logs under <out>/wandb/logs/, not ~/.cache
         results = _run_all(name, plans, out, wandb_project, plot_tasks, workers)
         return _report(name, results, out, target)
 

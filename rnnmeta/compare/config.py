@@ -248,9 +248,12 @@ def _check_trainer(trainer: Optional[dict]) -> dict[str, Any]:
     return trainer
 
 
-def _budget(max_steps: Any, max_cpu_minutes: Any, max_wall_minutes: Any) -> Budget:
-    if max_steps is None and max_cpu_minutes is None and max_wall_minutes is None:
-        raise ComparisonConfigError("a comparison needs a budget: max_steps (reproducible), max_cpu_minutes or max_wall_minutes")
+def _budget(max_steps: Any, max_cpu_minutes: Any, max_wall_minutes: Any, every_learner_has_steps: bool) -> Budget:
+    if max_steps is None and max_cpu_minutes is None and max_wall_minutes is None and not every_learner_has_steps:
+        raise ComparisonConfigError(
+            "a comparison needs a budget: max_steps (reproducible), max_cpu_minutes or max_wall_minutes "
+            "(or max_steps on every learner)"
+        )
     if max_steps is not None:
         _positive_int("max_steps", max_steps)
     for what, minutes in (("max_cpu_minutes", max_cpu_minutes), ("max_wall_minutes", max_wall_minutes)):
@@ -296,12 +299,12 @@ def plan_runs(
         ComparisonConfigError: the first problem found, naming the key and the value.
     """
     seeds = _check_seeds(seeds)
-    budget = _budget(max_steps, max_cpu_minutes, max_wall_minutes)
     _positive_int("threads", threads)
     trainer = _check_trainer(trainer)
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
         raise ComparisonConfigError(f"target must be a number, got {target!r}")
     data_cfg, runs = validate_specs(data, learners)
+    budget = _budget(max_steps, max_cpu_minutes, max_wall_minutes, all(r.get("max_steps") is not None for r in runs.values()))
     plans = []
     for name, run in runs.items():
         run_data = _training_data(data_cfg, run.get("train_data") or {})

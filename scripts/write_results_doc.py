@@ -1,0 +1,79 @@
+"""Write docs/RESULTS.md from the folders that `rnnmeta compare` wrote, so the doc is exactly what the commands printed.
+
+Run the comparisons first, then this script::
+
+    rnnmeta compare --config configs/compare/sinusoid.yaml
+    rnnmeta compare --config configs/compare/sinusoid_k10.yaml
+    rnnmeta compare --config configs/compare/omniglot_5w1s.yaml
+    rnnmeta compare --config configs/compare/omniglot_20w1s.yaml
+    python scripts/write_results_doc.py            # results/ -> docs/RESULTS.md and docs/img/
+
+Each section holds the command, the results table (a function of the config), the costs table
+(of the machine named in it), the curves and, for regression, the predictions plot. A comparison
+whose folder is missing is listed as not run. Notes per comparison come from ``NOTES`` below and
+are the only hand-written text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+SECTIONS = [
+    ("sinusoid", "Sinusoid regression, K = 5 (the main job)"),
+    ("sinusoid_k10", "Sinusoid regression, K = 10"),
+    ("omniglot_5w1s", "Omniglot 5-way 1-shot, the same CPU budget"),
+    ("omniglot_20w1s", "Omniglot 20-way 1-shot, the same CPU budget"),
+]
+
+HEADER = """# Results
+
+Written by `python scripts/write_results_doc.py` from the folders of the `rnnmeta compare` commands
+named in each section; nothing in the tables is typed by hand. Each results table is a function of
+its config (the budget is in steps, or the table says otherwise); each costs table names the CPU
+that produced it. All learners in a table saw the same training task stream (up to their own
+training protocol) and the same fixed test episodes (fingerprint in the table). No accelerator was
+lent for these runs, so there are no GPU numbers yet.
+"""
+
+
+def section(results: Path, name: str, title: str, images: Path, notes: dict[str, str]) -> str:
+    out = results / name
+    command = f"rnnmeta compare --config configs/compare/{name}.yaml"
+    lines = [f"## {title}", "", "```bash", command, "```", ""]
+    if not (out / "results.md").exists():
+        return "\n".join(lines + [f"Not run yet: `{out}/results.md` is missing.", ""])
+    results_md = (out / "results.md").read_text().split("\n", 2)[2]  # drop the '## Comparison: ...' title
+    costs_md = (out / "costs.md").read_text().replace("## Costs on this machine", "**Costs on the machine**", 1)
+    lines += [results_md.strip(), "", costs_md.strip(), ""]
+    for plot in ("curves", "predictions"):
+        source = out / f"{plot}.png"
+        if source.exists():
+            images.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, images / f"{name}_{plot}.png")
+            lines += [f"![{name} {plot}](img/{name}_{plot}.png)", ""]
+    if name in notes:
+        lines += [notes[name].strip(), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", type=Path, default=REPO / "results", help="output_dir of the comparisons")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "RESULTS.md")
+    parser.add_argument("--notes", type=Path, default=REPO / "docs" / "results_notes",
+                        help="folder of <comparison>.md notes appended to each section")
+    args = parser.parse_args()
+    notes = {p.stem: p.read_text() for p in args.notes.glob("*.md")} if args.notes.is_dir() else {}
+    body = [HEADER] + [section(args.results, name, title, args.out.parent / "img", notes) for name, title in SECTIONS]
+    body.append("## Per-learner pages\n\n[SNAIL](SNAIL.md), [LSTMLearner and MANN](RECURRENT.md), "
+                "[ProtoNet](PROTONET.md), [MAML](MAML.md), [the learned optimizer](LEARNED_OPTIMIZER.md).\n")
+    args.out.write_text("\n".join(body))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
