@@ -77,6 +77,7 @@ def test_fit_writes_wandb_offline_run_and_checkpoint_then_test_prints_accuracy(t
         "--trainer.logger.init_args.save_dir=runs",
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
+        "--model.init_args.compile_query=false",  # compiling pays over a long run, not over 5 steps
     ]
     fit = _rnnmeta(["fit", *common, "--trainer.max_steps=5"], cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
