@@ -95,13 +95,17 @@ def write_tables(
     metric = results_rows[0]["metric"]
     better = ">=" if metric == "acc" else "<="
     target_text = "-" if target is None else f"{target:g}"
-    budgets = sorted({r["budget"] for r in results_rows})
+    budgets = list(dict.fromkeys(r["budget"] for r in results_rows))
+    if len(budgets) > 1 and all(b.endswith(" steps") for b in budgets):
+        budget_text = "each learner's own number of meta-training steps (the steps column)"
+    else:
+        budget_text = "; ".join(budgets)
     lines = [
         f"## {title}",
         "",
         f"Test {metric} over {results_rows[0]['test_episodes']:,} fixed episodes (the same for every learner: "
         f"fingerprint {results_rows[0]['test_fingerprint']}), mean over seeds +- the 95% CI over episodes; "
-        f"seed std is the spread across seeds. Budget per run: {'; '.join(budgets)}. Protocol: 'per query' "
+        f"seed std is the spread across seeds. Budget per run: {budget_text}. Protocol: 'per query' "
         "answers each query from the support set alone, 'transductive' normalises over the query batch.",
         "",
         f"| learner | protocol | test {metric} | +- 95% CI | seed std | seeds | steps | steps to {metric} {better} "
