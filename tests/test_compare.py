@@ -288,3 +288,42 @@ def test_interrupted_run_resumes_from_its_last_checkpoint_with_the_same_result(t
     # the monitor's counters travelled in the checkpoint: all 8 steps are counted once, not 4 + 8
     result = _result(tmp_path / "results" / "tiny", "maml-seed0")
     assert result["train_episodes"] == 8 * 4 and [p["step"] for p in result["curve"]] == [4, 8]
+
+
+def _workers_of(folder: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "rnnmeta.compare.workers" in cmdline and str(folder) in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process table from /proc")
+def test_worker_processes_end_when_the_comparison_is_killed(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "results"
+    script = (
+        "from rnnmeta.compare import compare\n"
+        f"compare(name='tiny', data={DATA!r}, learners={LEARNERS!r}, seeds=[0], max_steps=100000,\n"
+        f"        trainer={QUIET!r}, output_dir={str(out)!r}, workers=2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 120
+        while len(_workers_of(out)) < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        assert len(_workers_of(out)) == 2, "the two worker processes did not start"
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.time() + 120  # a worker still importing torch checks once its imports are done
+    while _workers_of(out) and time.time() < deadline:
+        time.sleep(0.5)
+    assert _workers_of(out) == []  # orphaned workers stop by themselves; a rerun resumes their checkpoints

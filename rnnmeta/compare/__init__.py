@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -159,13 +160,33 @@ def compare(
         raise ComparisonConfigError(f"plot_tasks must be an integer >= 0, got {plot_tasks!r}")
     plans = plan_runs(data, learners, seeds, max_steps, max_cpu_minutes, max_wall_minutes, threads, trainer, target)
     out = Path(output_dir) / name
-    with lock_folder(out):
+    with lock_folder(out), _terminate_as_exit():
         for plan in plans:
             _check_existing(plan, out / "runs" / plan.run_name, force)
         ensure_wandb_mode()
         point_wandb_cache(out)  # W&B's service logs under <out>/wandb/logs/, not ~/.cache
         results = _run_all(name, plans, out, wandb_project, plot_tasks, workers)
         return _report(name, results, out, target)
+
+
+@contextmanager
+def _terminate_as_exit():
+    """Turn SIGTERM into ``SystemExit`` for the block (main thread only), so a killed comparison stops its workers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_signal(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_and_save(name: str, plan: RunPlan, run_dir: Path, wandb_project: str, plot_tasks: int, progress_bar: bool) -> RunResult:

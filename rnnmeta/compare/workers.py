@@ -10,6 +10,7 @@ each run fixes its own thread count and seeds.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -47,7 +48,9 @@ def run_in_processes(
                 (run_dir / JOB_FILE).write_text(json.dumps(job))
                 with open(run_dir / LOG_FILE, "w") as log:
                     running[i] = subprocess.Popen(
-                        [sys.executable, "-m", "rnnmeta.compare.workers", str(run_dir)], stdout=log, stderr=subprocess.STDOUT
+                        [sys.executable, "-m", "rnnmeta.compare.workers", str(run_dir), str(os.getpid())],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
                     )
             time.sleep(0.2)
             for i, process in list(running.items()):
@@ -67,8 +70,22 @@ def run_in_processes(
             process.wait()
 
 
-def _main(run_dir: Path) -> None:
+def _exit_with_parent(parent: int, period: float = 1.0) -> None:
+    """End this process when the comparison that started it is gone (killed, or ended by a signal)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period)
+        os._exit(1)  # orphaned: a rerun of the comparison resumes this run from its last checkpoint
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _main(run_dir: Path, parent: int) -> None:
     from rnnmeta.compare.runner import run_one, save_result
+
+    _exit_with_parent(parent)  # also when the comparison died before this process got here
 
     job = json.loads((run_dir / JOB_FILE).read_text())
     plan = RunPlan(**(job["plan"] | {"budget": Budget(**job["plan"]["budget"])}))
@@ -77,4 +94,4 @@ def _main(run_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    _main(Path(sys.argv[1]))
+    _main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else os.getppid())
