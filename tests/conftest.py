@@ -48,6 +48,18 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, session_cache_dir: P
         yield
 
 
+@pytest.fixture(autouse=True)
+def _no_shared_wandb_service() -> Iterator[None]:
+    """Each test's subprocesses start their own W&B service.
+
+    ``wandb.init`` in this process records its service in ``WANDB_SERVICE``; a child process that
+    inherits it connects to that service, whose files then land in another test's folders.
+    """
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 def _omniglot_missing_message() -> str:
     return (
         f"Omniglot data not found at {OMNIGLOT_DIR}: put images_background.zip and images_evaluation.zip "

@@ -164,8 +164,13 @@ def compare(
         for plan in plans:
             _check_existing(plan, out / "runs" / plan.run_name, force)
         ensure_wandb_mode()
+        cache_before = os.environ.get("WANDB_CACHE_DIR")
         point_wandb_cache(out)  # W&B's service logs under <out>/wandb/logs/, not ~/.cache
-        results = _run_all(name, plans, out, wandb_project, plot_tasks, workers)
+        try:
+            results = _run_all(name, plans, out, wandb_project, plot_tasks, workers)
+        finally:  # a caller's process keeps its own setting
+            if cache_before is None:
+                os.environ.pop("WANDB_CACHE_DIR", None)
         return _report(name, results, out, target)
 
 

@@ -51,6 +51,7 @@ def run_in_processes(
                         [sys.executable, "-m", "rnnmeta.compare.workers", str(run_dir), str(os.getpid())],
                         stdout=log,
                         stderr=subprocess.STDOUT,
+                        env=_child_env(),
                     )
             time.sleep(0.2)
             for i, process in list(running.items()):
@@ -68,6 +69,15 @@ def run_in_processes(
         for process in running.values():
             process.kill()
             process.wait()
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment without ``WANDB_SERVICE``: each run starts its own W&B service.
+
+    A W&B run in this process records its service there; a child that inherits it would write
+    through a service that ends with this process.
+    """
+    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
 
 
 def _exit_with_parent(parent: int, period: float = 1.0) -> None:
