@@ -48,6 +48,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from rnnmeta.callbacks import RandomStateCheckpoint
 from rnnmeta.checkpoint import LIGHTNING_CKPT_ALIASES, check_checkpoint_file
+from rnnmeta.compare.runner import ComparisonLockedError
 from rnnmeta.data import EpisodicDataModule
 from rnnmeta.learners import MetaLearner
 from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache
@@ -60,6 +61,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     FloatingPointError,
     MisconfigurationException,
+    ComparisonLockedError,
 )
 
 #: Environment variable that, set to 1, makes the command show tracebacks (like ``--debug``).

@@ -51,7 +51,7 @@ from rnnmeta.compare.config import (
     plan_runs,
 )
 from rnnmeta.compare.monitor import RunMonitor
-from rnnmeta.compare.runner import PLAN_FILE, ComparisonLockedError, RunResult, load_result, lock_folder, run_one, save_result
+from rnnmeta.compare.runner import PLAN_FILE, ComparisonLockedError, RunResult, load_result, lock_folder, train_and_save
 from rnnmeta.compare.workers import run_in_processes
 
 __all__ = [
@@ -194,12 +194,6 @@ def _terminate_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _train_and_save(name: str, plan: RunPlan, run_dir: Path, wandb_project: str, plot_tasks: int, progress_bar: bool) -> RunResult:
-    result = run_one(name, plan, run_dir, wandb_project, plot_tasks, progress_bar=progress_bar)
-    save_result(result, run_dir)
-    return result
-
-
 def _run_all(name: str, plans: list[RunPlan], out: Path, wandb_project: str, plot_tasks: int, workers: int) -> list[RunResult]:
     """Load finished runs, train the others (``workers`` at a time, each in its own process); results in plan order."""
     from tqdm.auto import tqdm
@@ -216,7 +210,7 @@ def _run_all(name: str, plans: list[RunPlan], out: Path, wandb_project: str, plo
     if workers == 1 or len(pending) <= 1:
         for i in pending:
             bar.set_postfix_str(plans[i].run_name)
-            results[i] = _train_and_save(name, plans[i], out / "runs" / plans[i].run_name, wandb_project, plot_tasks, True)
+            results[i] = train_and_save(name, plans[i], out / "runs" / plans[i].run_name, wandb_project, plot_tasks)
             bar.update()
     else:
         for i, result in run_in_processes(name, [plans[i] for i in pending], out / "runs", wandb_project, plot_tasks, workers):
@@ -274,11 +268,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     kwargs = cfg.as_dict()
     kwargs.pop("config", None)
     kwargs.pop("__path__", None)
-    try:
-        compare(**kwargs)
-    except (ComparisonConfigError, ComparisonLockedError) as err:
-        print(f"rnnmeta compare: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+    compare(**kwargs)  # errors after parsing are reported by the `rnnmeta` command (one line, or --debug)
 
 
 def _named_learner_error(argv: Optional[list[str]]) -> Optional[str]:

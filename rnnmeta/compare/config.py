@@ -94,11 +94,6 @@ class Budget:
             parts.append(f"{self.max_wall_seconds / 60:g} wall-min (depends on machine load)")
         return " or ".join(parts)
 
-    @property
-    def reproducible(self) -> bool:
-        """True when only the step count limits training (the table is then bitwise reproducible on CPU)."""
-        return self.max_cpu_seconds is None and self.max_wall_seconds is None
-
 
 @dataclass
 class RunPlan:

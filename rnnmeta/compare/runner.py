@@ -21,7 +21,18 @@ from rnnmeta.checkpoint import CorruptCheckpointError, check_checkpoint_file
 from rnnmeta.compare.config import RunPlan
 from rnnmeta.compare.monitor import RunMonitor
 
-__all__ = ["RESULT_FILE", "PLAN_FILE", "ComparisonLockedError", "RunResult", "cpu_name", "lock_folder", "run_one"]
+__all__ = [
+    "PLAN_FILE",
+    "RESULT_FILE",
+    "ComparisonLockedError",
+    "RunResult",
+    "cpu_name",
+    "load_result",
+    "lock_folder",
+    "run_one",
+    "save_result",
+    "train_and_save",
+]
 
 RESULT_FILE = "result.json"
 PLAN_FILE = "run_config.json"
@@ -255,6 +266,15 @@ def run_one(
         )
     finally:
         torch.set_num_threads(threads_before)
+
+
+def train_and_save(
+    comparison: str, plan: RunPlan, run_dir: Path, wandb_project: str, plot_tasks: int, progress_bar: bool = True
+) -> RunResult:
+    """:func:`run_one`, then :func:`save_result`: what both the serial path and a worker process do."""
+    result = run_one(comparison, plan, run_dir, wandb_project, plot_tasks, progress_bar=progress_bar)
+    save_result(result, run_dir)
+    return result
 
 
 def save_result(result: RunResult, run_dir: Path) -> None:

@@ -93,14 +93,13 @@ def _exit_with_parent(parent: int, period: float = 1.0) -> None:
 
 
 def _main(run_dir: Path, parent: int) -> None:
-    from rnnmeta.compare.runner import run_one, save_result
+    from rnnmeta.compare.runner import train_and_save
 
     _exit_with_parent(parent)  # also when the comparison died before this process got here
 
     job = json.loads((run_dir / JOB_FILE).read_text())
     plan = RunPlan(**(job["plan"] | {"budget": Budget(**job["plan"]["budget"])}))
-    result = run_one(job["name"], plan, run_dir, job["wandb_project"], job["plot_tasks"], progress_bar=False)
-    save_result(result, run_dir)
+    train_and_save(job["name"], plan, run_dir, job["wandb_project"], job["plot_tasks"], progress_bar=False)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.nets import batch_norm_layers, reference_batch_norm, resolve_backbone
+from rnnmeta.nets import batch_norm_layers, check_query_bn, reference_batch_norm, require_batch_statistics, resolve_backbone
 from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer, MetaOptimizer, apply_updates
 from rnnmeta.optim.ravi_larochelle import RaviLarochelleUpdate
 
@@ -181,12 +181,7 @@ class LearnedOptimizer(MetaLearner):
             )
         # the base network normalises with each task's batch statistics, as MAML does
         backbone = resolve_backbone(backbone, kind, track_running_stats=False)
-        for name, m in backbone.named_modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                raise ValueError(
-                    f"backbone.{name} tracks running statistics; the LearnedOptimizer's inner loop uses per-task "
-                    "batch statistics (as MAML): build it with track_running_stats=False"
-                )
+        require_batch_statistics(backbone, "LearnedOptimizer")
         features = getattr(backbone, "out_features", None)
         if not isinstance(features, int) or features < 1:
             raise ValueError(
@@ -212,9 +207,7 @@ class LearnedOptimizer(MetaLearner):
         self.eval_inner_steps = eval_inner_steps if eval_inner_steps is not None else inner_steps
         self.second_order = second_order
         self.batch_tasks = batch_tasks
-        if query_bn not in ("transductive", "support"):
-            raise ValueError(f"query_bn must be 'transductive' or 'support', got {query_bn!r}")
-        self.query_bn = query_bn
+        self.query_bn = check_query_bn(query_bn)
 
     @property
     def transductive(self) -> bool:

@@ -39,7 +39,15 @@ from torch.func import functional_call
 
 from rnnmeta.episode import Episode
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.nets import MLP, Conv4, batch_norm_layers, reference_batch_norm, resolve_backbone
+from rnnmeta.nets import (
+    MLP,
+    Conv4,
+    batch_norm_layers,
+    check_query_bn,
+    reference_batch_norm,
+    require_batch_statistics,
+    resolve_backbone,
+)
 
 Params = dict[str, Tensor]
 
@@ -229,18 +237,11 @@ class MAML(MetaLearner):
         )
         if not isinstance(getattr(backbone, "out_features", None), int):
             raise ValueError(f"backbone {type(backbone).__name__} must expose an int attribute out_features")
-        for name, m in backbone.named_modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                raise ValueError(
-                    f"backbone.{name} tracks running statistics; MAML uses per-task batch statistics: "
-                    "build it with track_running_stats=False"
-                )
+        require_batch_statistics(backbone, "MAML")
         if inner_loss not in ("mean", "sum_over_k"):
             raise ValueError(f"inner_loss must be 'mean' or 'sum_over_k', got {inner_loss!r}")
-        if query_bn not in ("transductive", "support"):
-            raise ValueError(f"query_bn must be 'transductive' or 'support', got {query_bn!r}")
         self.inner_loss = inner_loss
-        self.query_bn = query_bn
+        self.query_bn = check_query_bn(query_bn)
         self._has_batch_norm = bool(batch_norm_layers(backbone))
         self.backbone = backbone
         self.head = nn.Linear(backbone.out_features, self.output_dim)

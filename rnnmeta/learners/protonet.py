@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.nets import backbone_features, resolve_backbone
+from rnnmeta.nets import backbone_features, batch_norm_layers, resolve_backbone
 
 __all__ = ["ProtoNet", "ProtoPredictor", "class_prototypes", "squared_euclidean_logits"]
 
@@ -161,9 +161,7 @@ class ProtoNet(MetaLearner):
         Then :meth:`forward` normalises support and queries together and a query's logits depend on
         the other queries; the default Conv4 keeps running statistics, so this is False.
         """
-        return any(
-            isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats for m in self.backbone.modules()
-        )
+        return any(not m.track_running_stats for m in batch_norm_layers(self.backbone))
 
     def embed(self, x: Tensor) -> Tensor:
         """``[B, T, *x_shape] -> [B, T, E]`` in one backbone call."""

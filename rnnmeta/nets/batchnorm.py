@@ -23,12 +23,36 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["batch_norm_layers", "reference_batch_norm"]
+__all__ = ["QUERY_BN_MODES", "batch_norm_layers", "check_query_bn", "reference_batch_norm", "require_batch_statistics"]
+
+#: How a learner with an inner loop normalises its query pass: over the query batch, or with the support set's statistics.
+QUERY_BN_MODES = ("transductive", "support")
 
 
 def batch_norm_layers(module: nn.Module) -> list[_BatchNorm]:
     """The batch-norm layers (``BatchNorm1d/2d/3d``) inside ``module``."""
     return [m for m in module.modules() if isinstance(m, _BatchNorm)]
+
+
+def require_batch_statistics(backbone: nn.Module, owner: str) -> None:
+    """Refuse a backbone whose batch norm keeps running statistics (an inner loop needs each task's own).
+
+    Raises:
+        ValueError: names the layer (``backbone.<name>``) and the fix.
+    """
+    for name, m in backbone.named_modules():
+        if isinstance(m, _BatchNorm) and m.track_running_stats:
+            raise ValueError(
+                f"backbone.{name} tracks running statistics; {owner}'s inner loop uses per-task batch statistics "
+                "(as MAML): build it with track_running_stats=False"
+            )
+
+
+def check_query_bn(query_bn: str) -> str:
+    """``query_bn`` if it is one of :data:`QUERY_BN_MODES`; else ``ValueError`` naming it."""
+    if query_bn not in QUERY_BN_MODES:
+        raise ValueError(f"query_bn must be 'transductive' or 'support', got {query_bn!r}")
+    return query_bn
 
 
 def _reference_forward(layer: _BatchNorm, n_reference: int):
