@@ -194,7 +194,8 @@ class MetaLearner(pl.LightningModule):
             raise TypeError(f"support_y must be int64 class labels for a classification learner, got {support_y.dtype}")
         param = next(self.parameters(), None)
         for name, x in (("support_x", support_x), ("query_x", query_x)):
-            if param is not None and x.dtype != param.dtype:
+            # Integer inputs (token ids of text) are indices for an embedding layer, not values.
+            if param is not None and x.is_floating_point() and x.dtype != param.dtype:
                 raise TypeError(
                     f"{name} has dtype {x.dtype} but the learner's parameters are {param.dtype}: "
                     f"pass {param.dtype} inputs (x.to({param.dtype})) or convert the learner (learner.to({x.dtype}))"
