@@ -14,7 +14,7 @@ import logging
 import math
 import random
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ _CACHE_VERSION = 2  # 2: EXIF orientation applied, 16-bit images scaled instead 
 #: Pillow modes of 16-bit (or wider integer) single-channel images, decoded with values 0..65535.
 _WIDE_INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "as_displayed_8bit"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "as_displayed_8bit", "assign_class_splits", "check_split_fractions", "decode_image"]
 
 
 def as_displayed_8bit(img: Image.Image) -> Image.Image:
@@ -62,6 +62,84 @@ def bomb_message(path: object, exc: Exception) -> str:
         f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); shrink the image, remove it, or raise "
         "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
     )
+
+
+def decode_image(path: Path, image_size: int, channels: int, owner: str = "ImageFolder") -> np.ndarray:
+    """One image file as uint8 ``[channels, image_size, image_size]``, decoded as every rnnmeta image is.
+
+    :func:`as_displayed_8bit`, then grayscale (``channels=1``) or RGB (``3``), then a Lanczos
+    resize to the square ``image_size`` (the aspect ratio is not kept).
+
+    Raises:
+        ValueError: the file is not a readable image, or exceeds Pillow's decompression-bomb
+            limit (the message names the file; ``owner`` prefixes it).
+    """
+    try:
+        with Image.open(path) as img:
+            img = as_displayed_8bit(img).convert("L" if channels == 1 else "RGB")
+            if img.size != (image_size, image_size):
+                img = img.resize((image_size, image_size), Image.Resampling.LANCZOS)
+            arr = np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{owner}: {bomb_message(path, exc)}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"{owner}: cannot read image {path}: {exc}") from exc
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def check_split_fractions(split_fractions: Sequence[float], owner: str = "ImageFolder") -> tuple[float, float, float]:
+    """``split_fractions`` as three floats (train, val, test), non-negative and summing to 1; else ``ValueError``."""
+    fractions = tuple(float(f) for f in split_fractions)
+    if len(fractions) != 3 or any(f < 0 or math.isnan(f) for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(
+            f"{owner} split_fractions must be three non-negative numbers summing to 1 (train, val, test), "
+            f"got {tuple(split_fractions)!r}"
+        )
+    return fractions  # type: ignore[return-value]
+
+
+def check_split_list_keys(split_lists: Mapping[str, Any], owner: str = "ImageFolder") -> None:
+    """Refuse ``split_lists`` keys other than ``train``, ``val``, ``test``."""
+    unknown = [k for k in split_lists if k not in SPLITS]
+    if unknown:
+        raise ValueError(f"{owner} split_lists keys must be among {SPLITS}, got {unknown}")
+
+
+def assign_class_splits(
+    classes: Sequence[Any],
+    split_fractions: tuple[float, float, float],
+    seed: int,
+    split_lists: Optional[Mapping[str, Sequence[Any]]] = None,
+    owner: str = "ImageFolder",
+) -> dict[str, list[Any]]:
+    """Disjoint train / val / test class lists: the class-level split of every rnnmeta dataset.
+
+    * ``split_lists`` given: each split is the classes listed for it (a split without a list is
+      empty); a class listed in two splits, or not among ``classes``, is refused.
+    * otherwise by fractions: ``classes`` (sorted by the caller) are shuffled with
+      ``random.Random(seed)`` and cut at ``round(n * f_train)`` and ``round(n * (f_train + f_val))``.
+
+    Classes are any sortable, hashable values (folder names, integer labels). Every list returned
+    is sorted.
+    """
+    if split_lists is not None:
+        check_split_list_keys(split_lists, owner)
+        known = set(classes)
+        seen: dict[Any, str] = {}
+        for split, names in split_lists.items():
+            for name in names:
+                if name not in known:
+                    raise ValueError(f"{owner}: class {name!r} listed for split {split!r} is not one of the {len(known)} classes")
+                if name in seen and seen[name] != split:
+                    raise ValueError(f"{owner}: class {name!r} is listed in both {seen[name]!r} and {split!r}")
+                seen[name] = split
+        return {split: sorted(set(names)) for split, names in split_lists.items()}
+    order = list(classes)
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    cut1 = round(n * split_fractions[0])
+    cut2 = round(n * (split_fractions[0] + split_fractions[1]))
+    return {"train": sorted(order[:cut1]), "val": sorted(order[cut1:cut2]), "test": sorted(order[cut2:])}
 
 
 class ImageFolder(FewShotDataset):
@@ -111,12 +189,7 @@ class ImageFolder(FewShotDataset):
             raise ValueError(f"ImageFolder image_size must be a positive integer, got {image_size!r}")
         if channels not in (1, 3):
             raise ValueError(f"ImageFolder channels must be 1 or 3, got {channels!r}")
-        fractions = tuple(float(f) for f in split_fractions)
-        if len(fractions) != 3 or any(f < 0 or math.isnan(f) for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-            raise ValueError(
-                f"ImageFolder split_fractions must be three non-negative numbers summing to 1 (train, val, test), "
-                f"got {tuple(split_fractions)!r}"
-            )
+        fractions = check_split_fractions(split_fractions)
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"ImageFolder root {self.root} does not exist or is not a folder")
@@ -166,24 +239,11 @@ class ImageFolder(FewShotDataset):
         return names
 
     def _assign(self, split_lists: Optional[dict[str, str]]) -> dict[str, list[str]]:
+        lists = None
         if split_lists is not None:
-            unknown = [k for k in split_lists if k not in SPLITS]
-            if unknown:
-                raise ValueError(f"ImageFolder split_lists keys must be among {SPLITS}, got {unknown}")
-            out = {split: self._read_list(split, path) for split, path in split_lists.items()}
-            seen: dict[str, str] = {}
-            for split, names in out.items():
-                for name in names:
-                    if name in seen and seen[name] != split:
-                        raise ValueError(f"ImageFolder: class {name!r} is listed in both {seen[name]!r} and {split!r}")
-                    seen[name] = split
-            return {split: sorted(set(names)) for split, names in out.items()}
-        order = list(self.classes)
-        random.Random(self.seed).shuffle(order)
-        n = len(order)
-        cut1 = round(n * self.split_fractions[0])
-        cut2 = round(n * (self.split_fractions[0] + self.split_fractions[1]))
-        return {"train": sorted(order[:cut1]), "val": sorted(order[cut1:cut2]), "test": sorted(order[cut2:])}
+            check_split_list_keys(split_lists)
+            lists = {split: self._read_list(split, path) for split, path in split_lists.items()}
+        return assign_class_splits(self.classes, self.split_fractions, self.seed, lists)
 
     # --------------------------------------------------------------- decoding
     @property
@@ -201,17 +261,7 @@ class ImageFolder(FewShotDataset):
         return self.cache_dir / f"imagefolder_{self.root.name}_{self.image_size}_{self.channels}_{h.hexdigest()[:16]}.pt"
 
     def _decode(self, path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as img:
-                img = as_displayed_8bit(img).convert("L" if self.channels == 1 else "RGB")
-                if img.size != (self.image_size, self.image_size):
-                    img = img.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS)
-                arr = np.asarray(img, dtype=np.uint8)
-        except Image.DecompressionBombError as exc:
-            raise ValueError(f"ImageFolder: {bomb_message(path, exc)}") from exc
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise ValueError(f"ImageFolder: cannot read image {path}: {exc}") from exc
-        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return decode_image(path, self.image_size, self.channels)
 
     def prepare(self) -> None:
         """Decode the images and write the cache (if not there yet)."""
