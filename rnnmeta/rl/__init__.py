@@ -1,0 +1,24 @@
+"""Meta-reinforcement learning: batched task families, trials, classical algorithms and agents (docs/RL.md)."""
+
+from rnnmeta.rl.bandits import BernoulliBandits
+from rnnmeta.rl.base import Actor, BatchedEnv, Box, Discrete, TaskFamily, Tasks, fingerprint, seeded_generator
+from rnnmeta.rl.mdps import TabularMDPs, value_iteration
+from rnnmeta.rl.trial import Evaluation, Trajectory, evaluate, run_trials
+
+__all__ = [
+    "Actor",
+    "BatchedEnv",
+    "BernoulliBandits",
+    "Box",
+    "Discrete",
+    "Evaluation",
+    "TabularMDPs",
+    "TaskFamily",
+    "Tasks",
+    "Trajectory",
+    "evaluate",
+    "fingerprint",
+    "run_trials",
+    "seeded_generator",
+    "value_iteration",
+]
