@@ -1,7 +1,8 @@
 """The episodic data layer: datasets -> task sources -> seeded, rank-aware Episode batches.
 
 * :class:`FewShotDataset` / :class:`TaskSource`: the two abstractions (``rnnmeta.data.base``).
-* :class:`Omniglot`, :class:`ImageFolder`, :class:`Sinusoid`: the datasets.
+* :class:`Omniglot`, :class:`ImageFolder`, :class:`Sinusoid`: the datasets; :class:`LabelledDataset`: any
+  dataset of ``(x, label)`` pairs as few-shot tasks.
 * :class:`EpisodicDataModule`: the LightningDataModule every learner trains and evaluates on.
 """
 
@@ -14,6 +15,7 @@ from rnnmeta.data.archive import (
 )
 from rnnmeta.data.base import SPLITS, FewShotDataset, TaskSource
 from rnnmeta.data.image_folder import ImageFolder
+from rnnmeta.data.labelled import LabelledDataset
 from rnnmeta.data.module import EpisodicDataModule
 from rnnmeta.data.omniglot import Omniglot
 from rnnmeta.data.online import NO_LABEL, OnlineDataModule, OnlineStream, instance_numbers, sample_stream, shift_labels
@@ -36,6 +38,7 @@ __all__ = [
     "EpisodicDataModule",
     "FewShotDataset",
     "ImageFolder",
+    "LabelledDataset",
     "Omniglot",
     "Sinusoid",
     "SinusoidSource",
