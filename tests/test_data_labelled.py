@@ -186,10 +186,12 @@ def test_configurable_like_every_dataset(tmp_path):
     cfg = parser.parse_object({"dataset": {
         "class_path": "rnnmeta.data.LabelledDataset",
         "init_args": {"dataset": {"class_path": f"{__name__}.ToyDataset", "init_args": {"n_classes": 4}},
-                      "split_labels": {"train": [100, 101], "test": [102, 103]}},
+                      "split_labels": {"train": [100, 101], "test": [102, 103]},
+                      "transform": f"{__name__}.flip_and_noise"},
     }})
     ds = parser.instantiate_classes(cfg).dataset
     assert isinstance(ds, LabelledDataset) and ds.class_splits == {"train": [100, 101], "test": [102, 103]}
+    assert ds.transform.__name__ == "flip_and_noise" and isinstance(ds.split("train"), TransformedSource)
 
 
 @pytest.mark.parametrize(
