@@ -388,8 +388,15 @@ class EpisodicDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint needs to continue the same streams: the seed and the next training batch."""
-        return {"seed": self.seed, "train_start_batch": self.train_start_batch}
+        """What a checkpoint needs to continue the same streams: the seed and the next training batch.
+
+        A dataset with a ``state_dict`` method (the text datasets: their vocabulary) adds it under ``"dataset"``.
+        """
+        state: dict[str, Any] = {"seed": self.seed, "train_start_batch": self.train_start_batch}
+        dataset_state = getattr(self.dataset, "state_dict", None)
+        if callable(dataset_state):
+            state["dataset"] = dataset_state()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (the seed and the start of the training stream)."""
@@ -397,6 +404,9 @@ class EpisodicDataModule(pl.LightningDataModule):
             self.seed = _check_int("seed", state_dict["seed"], 0)
         if "train_start_batch" in state_dict:
             self._train_start_batch = _check_int("train_start_batch", state_dict["train_start_batch"], 0)
+        if "dataset" in state_dict and callable(getattr(self.dataset, "load_state_dict", None)):
+            self.dataset.load_state_dict(state_dict["dataset"])
+            self._sources.clear()  # re-read from the dataset (a text dataset re-tokenises with the restored vocabulary)
 
     def __repr__(self) -> str:
         k = f"{self.k_shot}..{self.k_shot_max}" if self.k_shot_max > self.k_shot else str(self.k_shot)

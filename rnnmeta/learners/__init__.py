@@ -5,6 +5,7 @@
 * :class:`LearnedOptimizer` (Andrychowicz et al. 2016; Ravi & Larochelle 2017): an LSTM that trains a base network.
 * :class:`MAML` (Finn et al. 2017): the gradient-based baseline, second or first order, optional Meta-SGD.
 * :class:`ProtoNet` (Snell et al. 2017): the metric baseline, nearest class-mean prototype.
+* :class:`TfidfCentroid`: the training-free text baseline, nearest TF-IDF centroid of the support set.
 """
 
 from rnnmeta.learners.base import MetaLearner, NonFiniteLossError, Predictor
@@ -15,6 +16,7 @@ from rnnmeta.learners.mann import MANN
 from rnnmeta.learners.online import OnlineMetaLearner, StreamLearner, per_instance_accuracy
 from rnnmeta.learners.protonet import ProtoNet
 from rnnmeta.learners.snail import SNAIL
+from rnnmeta.learners.tfidf import TfidfCentroid
 
 __all__ = ["LSTMLearner", "LearnedOptimizer", "MAML", "MANN", "MetaLearner", "NonFiniteLossError", "OnlineMetaLearner", "Predictor", "ProtoNet", "SNAIL",
-           "StreamLearner", "per_instance_accuracy"]
+           "StreamLearner", "TfidfCentroid", "per_instance_accuracy"]

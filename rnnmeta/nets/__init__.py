@@ -1,4 +1,4 @@
-"""Embedding backbones shared by every learner (Conv4 of Vinyals et al. 2016 / Finn et al. 2017, and an MLP)."""
+"""Embedding backbones shared by every learner (Conv4 of Vinyals et al. 2016 / Finn et al. 2017, an MLP, and the text encoders TextCNN and BagOfEmbeddings)."""
 
 from rnnmeta.nets.batchnorm import (
     QUERY_BN_MODES,
@@ -10,11 +10,14 @@ from rnnmeta.nets.batchnorm import (
 from rnnmeta.nets.conv4 import Conv4
 from rnnmeta.nets.factory import backbone_features, backbone_spec, default_backbone, resolve_backbone
 from rnnmeta.nets.mlp import MLP
+from rnnmeta.nets.text import BagOfEmbeddings, TextCNN, text_mask
 
 __all__ = [
     "QUERY_BN_MODES",
+    "BagOfEmbeddings",
     "Conv4",
     "MLP",
+    "TextCNN",
     "backbone_features",
     "backbone_spec",
     "batch_norm_layers",
@@ -23,4 +26,5 @@ __all__ = [
     "reference_batch_norm",
     "require_batch_statistics",
     "resolve_backbone",
+    "text_mask",
 ]

@@ -1,0 +1,171 @@
+"""Tokenisation and a word vocabulary that sees only what it is built from.
+
+Text becomes token ids in three fixed steps (:func:`tokenize`): Unicode NFKC normalisation,
+lower-casing, and a split into runs of word characters and single punctuation marks
+(``"What's 2+2?" -> ["what", "'", "s", "2", "+", "2", "?"]``). A :class:`Vocabulary` maps tokens
+to ids:
+
+* id 0 is padding (``<pad>``) and is never produced by a token, so a mask is ``ids != 0``;
+* id 1 is the unknown token (``<unk>``): every word not in the vocabulary;
+* ids 2.. are the kept words, most frequent first (ties in code-point order), so the same texts
+  always give the same vocabulary.
+
+A few-shot text dataset builds its vocabulary from the texts of its meta-training classes only
+(:class:`rnnmeta.data.text.TextDataset`): a word that occurs only in validation or test classes
+maps to ``<unk>``, exactly as a word never seen at all would, so nothing of the test classes leaks
+into the model. With ``min_freq=2`` the words seen once in training also map to ``<unk>``, so the
+embedding of ``<unk>`` is trained on real rare words (CLINC150's test classes: 10% of their
+tokens are not among the training classes' words).
+
+The vocabulary is plain data (:meth:`Vocabulary.state_dict`: a list of strings), stored in
+checkpoints through the data module's state, and read back with
+:meth:`Vocabulary.from_checkpoint`, so a saved learner reads new text the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["PAD", "PAD_ID", "UNK", "UNK_ID", "Vocabulary", "tokenize"]
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+_FORMAT = "rnnmeta.vocabulary/1"
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Tokens of ``text``: NFKC-normalised, lower-cased words (``\\w+``) and single punctuation marks."""
+    if not isinstance(text, str):
+        raise TypeError(f"tokenize expects a str, got {type(text).__name__}")
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+class Vocabulary:
+    """Token <-> id mapping with padding id 0 and unknown id 1.
+
+    Args:
+        tokens: the id -> token list; ``tokens[0]`` must be ``"<pad>"`` and ``tokens[1]`` ``"<unk>"``,
+            and no token may repeat.
+
+    Raises:
+        ValueError: the special tokens are not in place, or a token repeats (named).
+    """
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        tokens = list(tokens)
+        if len(tokens) < 2 or tokens[PAD_ID] != PAD or tokens[UNK_ID] != UNK:
+            raise ValueError(f"a Vocabulary starts with {PAD!r}, {UNK!r}; got {tokens[:2]!r}")
+        index: dict[str, int] = {}
+        for i, tok in enumerate(tokens):
+            if not isinstance(tok, str):
+                raise ValueError(f"vocabulary token {i} is not a str: {tok!r}")
+            if tok in index:
+                raise ValueError(f"vocabulary token {tok!r} appears twice (ids {index[tok]} and {i})")
+            index[tok] = i
+        self.tokens = tokens
+        self.index = index
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: Optional[int] = None) -> "Vocabulary":
+        """The vocabulary of ``texts``: words seen at least ``min_freq`` times, most frequent first.
+
+        Args:
+            texts: the training texts (only these: never a validation or test text).
+            min_freq: a word seen fewer times maps to ``<unk>``.
+            max_size: at most this many ids including ``<pad>`` and ``<unk>`` (``None``: no limit);
+                the least frequent words are dropped first.
+        """
+        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"Vocabulary min_freq must be an integer >= 1, got {min_freq!r}")
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 3):
+            raise ValueError(f"Vocabulary max_size must be an integer >= 3 (pad, unk and one word) or None, got {max_size!r}")
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(tokenize(text))
+        words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+        if max_size is not None:
+            words = words[: max_size - 2]
+        return cls([PAD, UNK, *words])
+
+    # ---------------------------------------------------------------- encode
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.tokens == other.tokens
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the tokens of ``text`` (unknown words -> 1; never 0)."""
+        get = self.index.get
+        return [get(tok, UNK_ID) for tok in tokenize(text)]
+
+    def encode_batch(self, texts: Sequence[str], max_length: int) -> Tensor:
+        """``[n, max_length]`` int64 ids, right-padded with 0 and cut after ``max_length`` tokens.
+
+        Raises:
+            ValueError: ``max_length < 1``.
+        """
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be an integer >= 1, got {max_length!r}")
+        out = torch.zeros(len(texts), max_length, dtype=torch.int64)
+        for row, text in enumerate(texts):
+            ids = self.encode(text)[:max_length]
+            if ids:
+                out[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+        return out
+
+    def decode(self, ids: Union[Sequence[int], Tensor]) -> list[str]:
+        """Tokens of ``ids``, padding dropped."""
+        values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        return [self.tokens[i] for i in values if i != PAD_ID]
+
+    def fingerprint(self) -> str:
+        """A short hash of the token list (two vocabularies with the same fingerprint map text alike)."""
+        return hashlib.sha1("\n".join(self.tokens).encode("utf-8")).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (loads with ``torch.load(weights_only=True)``): the format tag and the token list."""
+        return {"format": _FORMAT, "tokens": list(self.tokens)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "Vocabulary":
+        """Inverse of :meth:`state_dict`.
+
+        Raises:
+            ValueError: not a vocabulary state (wrong or missing format tag).
+        """
+        if not isinstance(state, dict) or state.get("format") != _FORMAT or not isinstance(state.get("tokens"), list):
+            raise ValueError(f"not an rnnmeta vocabulary state (expected format {_FORMAT!r} and a token list)")
+        return cls(state["tokens"])
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path]) -> "Vocabulary":
+        """The vocabulary a learner was trained with, read from its Lightning checkpoint.
+
+        The data module stores it (``checkpoint["EpisodicDataModule"]["dataset"]["vocabulary"]``).
+
+        Raises:
+            ValueError: the checkpoint holds no vocabulary (it was not trained on text).
+        """
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        for key, value in checkpoint.items():
+            if isinstance(value, dict) and isinstance(value.get("dataset"), dict) and "vocabulary" in value["dataset"]:
+                return cls.from_state_dict(value["dataset"]["vocabulary"])
+        raise ValueError(f"checkpoint {path} holds no text vocabulary (was it trained on a text dataset?)")
+
+    def __repr__(self) -> str:
+        return f"Vocabulary(size={len(self)}, fingerprint={self.fingerprint()})"

@@ -1,0 +1,168 @@
+"""Text encoders: token ids ``[..., L]`` -> embeddings ``[..., E]``, the backbones of every learner on text.
+
+Inputs are int64 (or int32) token ids, right-padded with 0 (:mod:`rnnmeta.data.vocab`); the mask
+is ``ids != 0``, so an episode needs no lengths tensor. Padding never changes an output: padded
+positions are zeroed after the embedding lookup and excluded from every pooling, and trailing
+columns that are padding in every row are cut before any computation (a batch padded to 32 or to
+64 tokens gives the same embeddings, bit for bit up to float reordering, and costs the same).
+
+* :class:`TextCNN`: the convolutional encoder of Kim (2014), "Convolutional Neural Networks for
+  Sentence Classification" (EMNLP), as used for few-shot text by Yu et al. (2018) and the FewRel
+  baselines (Han et al. 2018): word embeddings, 1-d convolutions of several widths, ReLU, max over time.
+* :class:`BagOfEmbeddings`: the mean of the word embeddings (Joulin et al. 2017, fastText without
+  n-grams), optionally followed by one ReLU layer.
+
+Both record their ``init_args``, so checkpoints store them as ``class_path`` specs. Neither has
+batch norm, so MAML and the learned optimizer use them as they are (no transductive query pass).
+No pretrained embeddings are used: the encoders are trained from scratch by meta-learning.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: the padding id (``rnnmeta.data.vocab.PAD_ID``; kept here so that nets do not import the data layer)
+PAD_ID = 0
+
+__all__ = ["BagOfEmbeddings", "TextCNN", "text_mask"]
+
+
+def _traced(ids: Tensor) -> bool:
+    """True inside ``torch.func.vmap`` (the learned optimizer batches tasks with it): no data-dependent checks there."""
+    is_batched = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
+    return bool(is_batched(ids)) if is_batched is not None else False
+
+
+def _check_ids(ids: Tensor, vocab_size: int, owner: str) -> None:
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(
+            f"{owner} expects integer token ids [..., L] (int64, padding 0), got {ids.dtype}; tokenise text with "
+            "rnnmeta.data.vocab.Vocabulary.encode_batch"
+        )
+    if ids.dim() < 1:
+        raise ValueError(f"{owner} expects token ids [..., L], got a scalar")
+    if ids.numel() and not _traced(ids):
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{owner}: token id {bad} is outside 0..{vocab_size - 1} (vocab_size={vocab_size}); set the encoder's "
+                "vocab_size to at least the dataset's max_vocab (or len(dataset.vocabulary))"
+            )
+
+
+def text_mask(ids: Tensor) -> Tensor:
+    """``ids != 0``: True at real tokens, False at padding (same shape as ``ids``)."""
+    return ids != PAD_ID
+
+
+def _trim(ids: Tensor) -> Tensor:
+    """``ids [N, L]`` without the trailing columns that are padding in every row (at least one column kept).
+
+    Inside ``vmap`` the shape cannot depend on the data, so nothing is cut there (the masks alone keep padding out).
+    """
+    if _traced(ids):
+        return ids
+    used = (ids != PAD_ID).any(0).nonzero()
+    length = int(used.max()) + 1 if used.numel() else 1
+    return ids[:, :length] if length < ids.shape[1] else ids
+
+
+def _check_positive(owner: str, **values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner} {name} must be a positive integer, got {value!r}")
+
+
+class TextCNN(nn.Module):
+    """Kim (2014) CNN over word embeddings, with masked max-over-time pooling.
+
+    For each width ``k`` in ``kernel_sizes``, ``filters`` convolutions read windows of ``k``
+    consecutive embeddings ending at each real token (the sentence is left-padded with ``k - 1``
+    zero vectors), then ReLU and the maximum over the real tokens; the widths are concatenated.
+
+    Args:
+        vocab_size: rows of the embedding table (at least the dataset's ``max_vocab``); row 0 is padding.
+        embedding_dim: word-embedding width.
+        filters: convolutions per width.
+        kernel_sizes: window widths (Kim: 3, 4, 5).
+
+    Shapes:
+        ``ids [..., L]`` int -> ``[..., filters * len(kernel_sizes)]`` float.
+    """
+
+    def __init__(
+        self, vocab_size: int = 4096, embedding_dim: int = 64, filters: int = 64, kernel_sizes: list[int] = [3, 4, 5]  # noqa: B006
+    ) -> None:
+        super().__init__()
+        _check_positive("TextCNN", vocab_size=vocab_size, embedding_dim=embedding_dim, filters=filters)
+        if not kernel_sizes:
+            raise ValueError("TextCNN kernel_sizes must list at least one width")
+        for k in kernel_sizes:
+            _check_positive("TextCNN", kernel_size=k)
+        if vocab_size < 3:
+            raise ValueError(f"TextCNN vocab_size must be >= 3 (pad, unk, one word), got {vocab_size}")
+        self.init_args = dict(
+            vocab_size=vocab_size, embedding_dim=embedding_dim, filters=filters, kernel_sizes=list(kernel_sizes)
+        )
+        self.vocab_size = vocab_size
+        self.kernel_sizes = list(kernel_sizes)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
+        self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, filters, k) for k in self.kernel_sizes)
+        self.out_features = filters * len(self.kernel_sizes)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        _check_ids(ids, self.vocab_size, "TextCNN")
+        lead = ids.shape[:-1]
+        flat = _trim(ids.reshape(-1, ids.shape[-1]))
+        mask = text_mask(flat)  # [N, L]
+        emb = self.embedding(flat) * mask.unsqueeze(-1).to(self.embedding.weight.dtype)  # [N, L, D]
+        emb = emb.transpose(1, 2)  # [N, D, L]
+        pooled = []
+        for k, conv in zip(self.kernel_sizes, self.convs):
+            h = F.relu(conv(F.pad(emb, (k - 1, 0))))  # [N, F, L]: window t ends at token t
+            # ReLU outputs are >= 0, so zeroing padding positions leaves the max over real tokens
+            # unchanged (and gives 0 for an all-padding row)
+            pooled.append(h.masked_fill(~mask.unsqueeze(1), 0.0).amax(-1))
+        return torch.cat(pooled, -1).reshape(*lead, self.out_features)
+
+
+class BagOfEmbeddings(nn.Module):
+    """Mean of the word embeddings of the real tokens, optionally followed by ``Linear -> ReLU``.
+
+    Args:
+        vocab_size: rows of the embedding table (at least the dataset's ``max_vocab``); row 0 is padding.
+        embedding_dim: word-embedding width.
+        hidden: width of a ReLU layer after the mean; 0 for none (the embedding is the mean itself).
+
+    Shapes:
+        ``ids [..., L]`` int -> ``[..., hidden or embedding_dim]`` float.
+    """
+
+    def __init__(self, vocab_size: int = 4096, embedding_dim: int = 128, hidden: int = 0) -> None:
+        super().__init__()
+        _check_positive("BagOfEmbeddings", vocab_size=vocab_size, embedding_dim=embedding_dim)
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
+            raise ValueError(f"BagOfEmbeddings hidden must be an integer >= 0, got {hidden!r}")
+        if vocab_size < 3:
+            raise ValueError(f"BagOfEmbeddings vocab_size must be >= 3 (pad, unk, one word), got {vocab_size}")
+        self.init_args = dict(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden=hidden)
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
+        self.project: Optional[nn.Linear] = nn.Linear(embedding_dim, hidden) if hidden else None
+        self.out_features = hidden or embedding_dim
+
+    def forward(self, ids: Tensor) -> Tensor:
+        _check_ids(ids, self.vocab_size, "BagOfEmbeddings")
+        lead = ids.shape[:-1]
+        flat = _trim(ids.reshape(-1, ids.shape[-1]))
+        mask = text_mask(flat).unsqueeze(-1).to(self.embedding.weight.dtype)  # [N, L, 1]
+        summed = (self.embedding(flat) * mask).sum(1)
+        out = summed / mask.sum(1).clamp_min(1.0)
+        if self.project is not None:
+            out = F.relu(self.project(out))
+        return out.reshape(*lead, self.out_features)

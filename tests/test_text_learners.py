@@ -1,0 +1,149 @@
+"""Text encoders as the backbone of every learner: shapes, padding invariance, forward/backward, TF-IDF baseline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rnnmeta.data.vocab import PAD_ID as DATA_PAD_ID
+from rnnmeta.learners import MAML, MANN, SNAIL, LearnedOptimizer, LSTMLearner, ProtoNet, TfidfCentroid
+from rnnmeta.nets import BagOfEmbeddings, TextCNN, backbone_spec, resolve_backbone
+from rnnmeta.nets.text import PAD_ID as NETS_PAD_ID
+
+VOCAB = 50
+N, K, Q, L = 3, 2, 2, 9
+
+
+def random_ids(generator: torch.Generator, *lead: int, length: int = L) -> torch.Tensor:
+    """Token ids ``[*lead, length]`` with random lengths 1..length, right-padded with 0."""
+    ids = torch.randint(2, VOCAB, (*lead, length), generator=generator)
+    lengths = torch.randint(1, length + 1, lead, generator=generator)
+    return ids.masked_fill(torch.arange(length) >= lengths[..., None], 0)
+
+
+def text_episode(batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    support_x = random_ids(g, batch, N * K)
+    support_y = torch.arange(N).repeat_interleave(K).repeat(batch, 1)
+    query_x = random_ids(g, batch, N * Q)
+    query_y = torch.arange(N).repeat_interleave(Q).repeat(batch, 1)
+    return support_x, support_y, query_x, query_y
+
+
+def pad_more(ids: torch.Tensor, extra: int) -> torch.Tensor:
+    return torch.cat([ids, ids.new_zeros(*ids.shape[:-1], extra)], -1)
+
+
+ENCODERS = {
+    "cnn": lambda: TextCNN(vocab_size=VOCAB, embedding_dim=8, filters=6, kernel_sizes=[2, 3]),
+    "bag": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, hidden=10),
+}
+
+LEARNERS = {
+    "snail": lambda bb: SNAIL(backbone=bb, n_way=N, max_shots=K, key_sizes=[8, 8], value_sizes=[8, 8], tc_filters=[8]),
+    "lstm": lambda bb: LSTMLearner(backbone=bb, n_way=N, hidden_size=16, num_layers=1),
+    "mann": lambda bb: MANN(backbone=bb, n_way=N, controller_size=16, memory_slots=8, memory_width=6, read_heads=1),
+    "maml": lambda bb: MAML(backbone=bb, n_way=N, inner_steps=2, inner_lr=0.1),
+    "maml_first_order": lambda bb: MAML(backbone=bb, n_way=N, inner_steps=1, inner_lr=0.1, first_order=True),
+    "learned_optimizer": lambda bb: LearnedOptimizer(backbone=bb, n_way=N, inner_steps=2, lstm_hidden=4, lstm_layers=1),
+    "protonet": lambda bb: ProtoNet(backbone=bb, n_way=N),
+}
+
+
+def test_padding_id_is_shared_by_data_and_nets() -> None:
+    assert DATA_PAD_ID == NETS_PAD_ID == 0
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_encoder_shapes_and_spec_round_trip(name: str) -> None:
+    torch.manual_seed(0)
+    enc = ENCODERS[name]()
+    ids = random_ids(torch.Generator().manual_seed(1), 2, 5)
+    out = enc(ids)
+    assert out.shape == (2, 5, enc.out_features)
+    rebuilt = resolve_backbone(backbone_spec(enc), "classification")
+    rebuilt.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(rebuilt(ids), out)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_encoder_output_does_not_depend_on_padding(name: str) -> None:
+    torch.manual_seed(0)
+    enc = ENCODERS[name]()
+    ids = random_ids(torch.Generator().manual_seed(2), 4, 3)
+    short = enc(ids)
+    # the same sentences padded to two other lengths, and alone in their batch
+    torch.testing.assert_close(enc(pad_more(ids, 7)), short, rtol=0, atol=1e-6)
+    torch.testing.assert_close(enc(pad_more(ids, 40)), short, rtol=0, atol=1e-6)
+    torch.testing.assert_close(enc(ids[:1, :1]), short[:1, :1], rtol=0, atol=1e-6)
+    # and the padding positions really are ignored: changing what sits there has no effect if it is 0
+    assert not torch.allclose(enc(ids.clamp_min(2)), short)  # (content in place of padding does change it)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_encoder_refuses_bad_ids(name: str) -> None:
+    enc = ENCODERS[name]()
+    with pytest.raises(TypeError, match="integer token ids"):
+        enc(torch.rand(2, 5))
+    with pytest.raises(ValueError, match=f"token id {VOCAB} is outside 0..{VOCAB - 1}"):
+        enc(torch.tensor([[2, VOCAB, 0]]))
+    with pytest.raises(ValueError, match="token id -1"):
+        enc(torch.tensor([[2, -1, 0]]))
+
+
+def test_textcnn_all_padding_row_is_zero_and_finite() -> None:
+    enc = ENCODERS["cnn"]()
+    out = enc(torch.zeros(2, 6, dtype=torch.int64))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+@pytest.mark.parametrize("learner_name", sorted(LEARNERS))
+def test_every_learner_runs_on_text_and_ignores_padding(learner_name: str, encoder: str) -> None:
+    torch.manual_seed(0)
+    learner = LEARNERS[learner_name](ENCODERS[encoder]())
+    support_x, support_y, query_x, query_y = text_episode()
+    learner.train()
+    preds = learner(support_x, support_y, query_x)
+    assert preds.shape == (2, N * Q, N)
+    loss = learner.task_losses(preds, query_y).mean()
+    loss.backward()
+    grads = [p.grad for p in learner.backbone.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads), "no gradient reached the text encoder"
+    emb_grad = learner.backbone.embedding.weight.grad
+    assert emb_grad is not None and float(emb_grad[0].abs().sum()) == 0.0, "the padding row received a gradient"
+    # the same episode padded to two lengths gives the same predictions (evaluation mode)
+    learner.eval()
+    with torch.enable_grad():  # MAML / the learned optimizer adapt with autograd at evaluation too
+        a = learner(support_x, support_y, query_x).detach()
+        b = learner(pad_more(support_x, 11), support_y, pad_more(query_x, 11)).detach()
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_tfidf_centroid_hand_computed_case() -> None:
+    # 2-way 1-shot: class 0 = "2 3 3", class 1 = "4 5"; query "3 9" shares only term 3 with class 0
+    support_x = torch.tensor([[[2, 3, 3, 0], [4, 5, 0, 0]]])
+    support_y = torch.tensor([[0, 1]])
+    query_x = torch.tensor([[[3, 9, 0, 0], [5, 5, 4, 1], [9, 9, 0, 0]]])
+    learner = TfidfCentroid(n_way=2, scale=1.0)
+    logits = learner(support_x, support_y, query_x)
+    # idf of every support term = log(3/2) + 1 (each occurs in one of two texts): all weights equal
+    w = torch.log(torch.tensor(1.5)) + 1
+    s0 = torch.tensor([w, 2 * w]) / torch.tensor([w, 2 * w]).norm()  # terms 2, 3
+    assert logits[0, 0, 1] == 0 and torch.isclose(logits[0, 0, 0], s0[1], atol=1e-6)
+    # "5 5 4 <unk>": unk ignored, tf (4: 1, 5: 2), cosine with (4: 1, 5: 1)/sqrt(2)
+    expected = (1 + 2) / (5**0.5 * 2**0.5)
+    assert torch.isclose(logits[0, 1, 1], torch.tensor(expected), atol=1e-6) and logits[0, 1, 0] == 0
+    assert torch.equal(logits[0, 2], torch.zeros(2))  # no term in common: no evidence
+    assert learner.num_parameters() == 0
+
+
+def test_tfidf_centroid_is_query_independent_and_ignores_padding() -> None:
+    support_x, support_y, query_x, _ = text_episode(batch=3)
+    learner = TfidfCentroid(n_way=N)
+    full = learner(support_x, support_y, query_x)
+    torch.testing.assert_close(learner(support_x, support_y, query_x[:, :1]), full[:, :1])
+    torch.testing.assert_close(learner(pad_more(support_x, 9), support_y, pad_more(query_x, 9)), full)
+    with pytest.raises(ValueError, match="scale"):
+        TfidfCentroid(scale=0.0)
