@@ -378,6 +378,11 @@ def main(argv: Optional[list[str]] = None) -> None:
 
             compare_main(argv[1:])
             return
+        if argv and argv[0] == "predict":  # the few-shot job on a user's files, not Lightning's predict loop
+            from rnnmeta.predict import main as predict_main
+
+            predict_main(argv[1:])
+            return
         build_cli(None if from_command_line else argv)
     except USER_ERRORS as err:
         if debug:

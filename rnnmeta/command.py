@@ -1,7 +1,7 @@
 """The ``rnnmeta`` console script: answers ``--help`` at once and imports torch and Lightning only for a subcommand.
 
-``rnnmeta fit|validate|test|predict ...`` is :func:`rnnmeta.cli.main` (LightningCLI);
-``rnnmeta compare ...`` is :func:`rnnmeta.compare.main`.
+``rnnmeta fit|validate|test ...`` is :func:`rnnmeta.cli.main` (LightningCLI);
+``rnnmeta compare ...`` is :func:`rnnmeta.compare.main`; ``rnnmeta predict ...`` is :func:`rnnmeta.predict.main`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ subcommands:
   fit        meta-train a learner:        rnnmeta fit --config configs/omniglot/maml_5w1s.yaml
   validate   evaluate on the validation episodes of a config (with --ckpt_path)
   test       evaluate on the fixed test episodes:  rnnmeta test --config <config> --ckpt_path <ckpt>
-  predict    Lightning's predict loop over the config's data
+  predict    classify your own files with a trained learner (one CSV row per query file):
+             rnnmeta predict --ckpt_path <ckpt> --support <folder>/<class>/<files> --query <folder> [--output preds.csv]
   compare    several learners on the same tasks and budget, one table:
              rnnmeta compare --config configs/compare/sinusoid.yaml
 
