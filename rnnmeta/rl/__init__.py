@@ -3,7 +3,7 @@
 from rnnmeta.rl.bandits import BernoulliBandits
 from rnnmeta.rl.base import Actor, BatchedEnv, Box, Discrete, TaskFamily, Tasks, fingerprint, seeded_generator
 from rnnmeta.rl.mdps import TabularMDPs, value_iteration
-from rnnmeta.rl.trial import Evaluation, Trajectory, evaluate, run_trials
+from rnnmeta.rl.trial import Evaluation, Trajectory, eval_tasks, evaluate, run_trials
 
 __all__ = [
     "Actor",
@@ -16,6 +16,7 @@ __all__ = [
     "TaskFamily",
     "Tasks",
     "Trajectory",
+    "eval_tasks",
     "evaluate",
     "fingerprint",
     "run_trials",

@@ -110,7 +110,7 @@ def summarise_rewards(per_trial: Tensor) -> Evaluation:
 
 
 @torch.no_grad()
-def evaluate(actor: Actor, family: TaskFamily, tasks: Tasks, n_episodes: int, seed: int = 0, batch_trials: int = 1000) -> Evaluation:
+def evaluate(actor: Actor, family: TaskFamily, tasks: Tasks, n_episodes: int, seed: int = 0, batch_trials: int = 500) -> Evaluation:
     """Total reward per trial of ``actor`` on ``tasks`` (in chunks of ``batch_trials``), mean and 95% CI.
 
     The environment's generator is seeded by ``(seed, "env", chunk)`` and the actor's by
@@ -133,4 +133,17 @@ def evaluate(actor: Actor, family: TaskFamily, tasks: Tasks, n_episodes: int, se
     return summarise_rewards(torch.cat(totals))
 
 
-__all__ = ["Evaluation", "Trajectory", "evaluate", "run_trials", "summarise_rewards"]
+__all__ = ["Evaluation", "Trajectory", "eval_tasks", "evaluate", "run_trials", "summarise_rewards"]
+
+
+def eval_tasks(family: TaskFamily, n: int, seed: int, split: str = "test") -> Tasks:
+    """The fixed ``split`` tasks (``"val"`` or ``"test"``) of ``family``: ``n`` tasks drawn with ``(seed, split)``, on CPU.
+
+    Every agent and classical algorithm of a comparison is evaluated on these (fingerprinted by
+    :func:`rnnmeta.rl.base.fingerprint`).
+    """
+    from rnnmeta.rl.base import seeded_generator
+
+    if split not in ("val", "test"):
+        raise ValueError(f"eval_tasks: split must be 'val' or 'test', got {split!r}")
+    return family.sample_tasks(n, seeded_generator(seed, split))

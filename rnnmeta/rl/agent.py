@@ -1,0 +1,420 @@
+"""The agent contract: a LightningModule that acts in a batch of trials step by step, trained by PPO.
+
+A memory-based meta-RL agent (RL^2: Duan et al. 2016, Wang et al. 2016; SNAIL: Mishra et al. 2018)
+reads, at step ``t`` of a trial, the input
+
+    ``x_t = [encode(obs_t), encode(action_{t-1}), reward_{t-1}, done_{t-1}]``      ``[B, D]``
+
+(zeros for the ``t-1`` parts at ``t = 0``): the previous action, reward and episode-end flag are
+shifted by one step, so the agent never sees a reward before acting on it. Its memory (a GRU's
+state, SNAIL's cached keys and convolution inputs) starts fresh with each trial and carries across
+the trial's episodes. From its features a policy head gives the action distribution (categorical
+for :class:`~rnnmeta.rl.base.Discrete`, a diagonal Gaussian with a learned log-std for
+:class:`~rnnmeta.rl.base.Box`) and a value head ``V_t``.
+
+A subclass provides the memory, as two views of one function:
+
+* :meth:`SequenceAgent.initial_state` and :meth:`SequenceAgent.step` ``(x_t [B, D], state) ->
+  (features [B, F], state)``: acting, one step at a time, from cached state;
+* :meth:`SequenceAgent.features` ``x [B, T, D] -> features [B, T, F]``: training, whole trials at
+  once. Both must agree (tested for every agent).
+
+Training (:class:`SequenceAgent`): each PPO *iteration* collects ``batch_trials`` trials of tasks
+drawn from the seeded training stream, computes GAE advantages over whole trials (the episode
+boundaries are not terminal: the objective is the trial's total reward), and makes
+``ppo_epochs * ppo_minibatches`` gradient steps on them; one Lightning training step is one
+gradient step (``trainer.max_steps`` counts updates), so the Trainer's gradient clipping,
+accumulation and schedulers apply. Evaluation (``validate``/``test``) runs the fixed, seeded
+validation or test tasks (:func:`rnnmeta.rl.trial.eval_tasks`) and logs the mean total reward per
+trial (``val/return``, ``test/return`` and ``test/return_ci95``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from rnnmeta.rl.base import Box, Discrete, Space, TaskFamily, Tasks, check_positive, encode, index_tasks, seeded_generator, space_width, tasks_to
+from rnnmeta.rl.ppo import gae, normalise_advantages, ppo_clip_objective, value_loss
+from rnnmeta.rl.trial import Evaluation, Trajectory, eval_tasks, run_trials, summarise_rewards
+
+
+# ---------------------------------------------------------------------------------- policy heads
+def sample_action(space: Space, params: Tensor, generator: torch.Generator, greedy: bool = False,
+                  log_std: Optional[Tensor] = None) -> Tensor:
+    """An action for distribution parameters ``params [B, width]``: ``[B]`` int64 (logits) or ``[B, *shape]`` (Gaussian means)."""
+    if isinstance(space, Discrete):
+        if greedy:
+            return params.argmax(-1)
+        return torch.multinomial(params.softmax(-1), 1, generator=generator).squeeze(-1)
+    noise = torch.zeros_like(params) if greedy else torch.randn(params.shape, generator=generator, device=params.device)
+    return (params + log_std.exp() * noise).reshape(*params.shape[:-1], *space.shape)
+
+
+def action_log_prob(space: Space, params: Tensor, action: Tensor, log_std: Optional[Tensor] = None) -> Tensor:
+    """``[...]`` log-probability of ``action`` under ``params [..., width]`` (categorical logits or Gaussian means)."""
+    if isinstance(space, Discrete):
+        return params.log_softmax(-1).gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+    a = action.reshape(*params.shape)
+    z = (a - params) / log_std.exp()
+    return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def action_entropy(space: Space, params: Tensor, log_std: Optional[Tensor] = None) -> Tensor:
+    """``[...]`` entropy of the action distribution."""
+    if isinstance(space, Discrete):
+        logp = params.log_softmax(-1)
+        return -(logp.exp() * logp).sum(-1)
+    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum().expand(params.shape[:-1])
+
+
+class PolicyHead(nn.Module):
+    """Features ``[..., F]`` -> an action distribution over ``space``.
+
+    ``Discrete(n)``: logits ``Linear(F, n)``. ``Box(shape)``: mean ``Linear(F, prod(shape))`` and a
+    state-independent learned log-std (initial ``init_log_std``); actions are not clipped here (the
+    environment clips).
+    """
+
+    def __init__(self, features: int, space: Space, init_log_std: float = 0.0) -> None:
+        super().__init__()
+        self.space = space
+        self.out = nn.Linear(features, space_width(space))
+        self.log_std = nn.Parameter(torch.full((space_width(space),), float(init_log_std))) if isinstance(space, Box) else None
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Distribution parameters ``[..., width]`` (logits or means)."""
+        return self.out(h)
+
+    def sample(self, params: Tensor, generator: torch.Generator, greedy: bool = False) -> tuple[Tensor, Tensor]:
+        """``(action, logp)`` for params ``[B, width]``."""
+        action = sample_action(self.space, params, generator, greedy, self.log_std)
+        return action, self.log_prob(params, action)
+
+    def log_prob(self, params: Tensor, action: Tensor) -> Tensor:
+        return action_log_prob(self.space, params, action, self.log_std)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        return action_entropy(self.space, params, self.log_std)
+
+
+def check_same_spaces(agent_family: TaskFamily, family: TaskFamily, who: str) -> None:
+    """Refuse a family whose observation or action space differs from the one the agent was built for."""
+    for kind in ("observation_space", "action_space"):
+        mine, theirs = getattr(agent_family, kind), getattr(family, kind)
+        if mine != theirs:
+            raise ValueError(
+                f"{who} was built for {agent_family.describe()} with {kind} {mine}, but is asked to act in "
+                f"{family.describe()} whose {kind} is {theirs}; build the agent for that family"
+            )
+
+
+class _UpdateStream(IterableDataset):
+    """``0, 1, 2, ...``: the training loop's batches are only update indices (tasks are drawn in the step)."""
+
+    def __iter__(self):
+        i = 0
+        while True:
+            yield torch.tensor(i)
+            i += 1
+
+
+# ---------------------------------------------------------------------------------- the agent contract
+class MetaRLAgent(pl.LightningModule):
+    """Base of the meta-RL agents: the family and trial protocol they are built for, evaluation, the optimiser.
+
+    Args:
+        family: the task family (its spaces size the networks).
+        n_episodes: episodes per trial (>= 1).
+        batch_trials: trials collected per training iteration.
+        val_trials, test_trials: size of the fixed validation and test task sets.
+        eval_seed: seed of the validation and test tasks and of their environment randomness (the
+            same for every agent of a comparison).
+        seed: seed of the training task stream (the ``(seed, iteration)`` -> tasks map).
+        optimizer: the meta-optimiser (``torch.optim.Adam`` with its defaults, lr 1e-3, unless configured).
+    """
+
+    def __init__(
+        self,
+        family: TaskFamily,
+        n_episodes: int,
+        batch_trials: int = 64,
+        val_trials: int = 200,
+        test_trials: int = 1000,
+        eval_seed: int = 0,
+        seed: int = 0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+    ) -> None:
+        super().__init__()
+        check_positive(type(self).__name__, n_episodes=n_episodes, batch_trials=batch_trials, val_trials=val_trials,
+                       test_trials=test_trials)
+        if not isinstance(family, TaskFamily):
+            raise TypeError(f"{type(self).__name__}: family must be a rnnmeta.rl.TaskFamily, got {type(family).__name__}")
+        self.family, self.n_episodes = family, n_episodes
+        self.batch_trials, self.val_trials, self.test_trials = batch_trials, val_trials, test_trials
+        self.eval_seed, self.seed = eval_seed, seed
+        self.optimizer_factory = optimizer
+        self.trial_len = n_episodes * family.horizon
+        self._eval_totals: list[Tensor] = []
+        self.last_evaluation: Optional[Evaluation] = None
+
+    def _store_hparams(self) -> None:
+        self.save_hyperparameters(ignore=["family", "optimizer"])
+        self.hparams["family"] = self.family.describe()
+
+    # -- acting (subclasses) -----------------------------------------------------------------------
+    def actor(self, greedy: bool = False):
+        """An :class:`~rnnmeta.rl.base.Actor` that runs this agent (memory reset at ``begin_trials``)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def rollout(self, family: TaskFamily, tasks: Tasks, seed: int = 0, greedy: bool = False,
+                n_episodes: Optional[int] = None) -> Trajectory:
+        """Run one trial per task (``n_episodes`` defaults to the agent's); the environment seeded by ``(seed, "env")``."""
+        check_same_spaces(self.family, family, type(self).__name__)
+        tasks = tasks_to(tasks, self.device)
+        n = self.n_episodes if n_episodes is None else n_episodes
+        return run_trials(self.actor(greedy), family, tasks, n,
+                          seeded_generator(seed, "env", device=self.device), seeded_generator(seed, "actor", device=self.device))
+
+    # -- data ------------------------------------------------------------------------------------
+    def train_tasks(self, iteration: int) -> Tasks:
+        """The training tasks of ``iteration``: a pure function of ``(seed, rank, iteration)``."""
+        g = seeded_generator(self.seed, "train", self.global_rank, iteration)
+        return tasks_to(self.family.sample_tasks(self.batch_trials, g), self.device)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_UpdateStream(), batch_size=None)
+
+    def _eval_loader(self, n: int) -> DataLoader:
+        return DataLoader(list(range(math.ceil(n / self.batch_eval))), batch_size=None)
+
+    #: trials per evaluation chunk (as :func:`rnnmeta.rl.trial.evaluate`'s ``batch_trials``).
+    batch_eval = 500
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_trials)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_trials)
+
+    def _eval_step(self, split: str, chunk: Tensor) -> None:
+        n = self.val_trials if split == "val" else self.test_trials
+        tasks = eval_tasks(self.family, n, self.eval_seed, split)
+        i = int(chunk)
+        part = index_tasks(tasks, slice(i * self.batch_eval, (i + 1) * self.batch_eval))
+        dev = self.device
+        # outside inference mode: MAMLRL adapts with autograd while it acts (the others only pay nothing for it)
+        with torch.inference_mode(False), torch.no_grad():  # the same generators as rnnmeta.rl.trial.evaluate: common random numbers with the baselines
+            traj = run_trials(self.actor(), self.family, tasks_to(part, dev), self.n_episodes,
+                              seeded_generator(self.eval_seed, "env", i, device=dev),
+                              seeded_generator(self.eval_seed, "actor", i, device=dev))
+        self._eval_totals.append(traj.total_reward.detach().double().cpu())
+
+    def validation_step(self, chunk: Tensor, batch_idx: int) -> None:
+        self._eval_step("val", chunk)
+
+    def test_step(self, chunk: Tensor, batch_idx: int) -> None:
+        self._eval_step("test", chunk)
+
+    def _eval_end(self, split: str) -> None:
+        if not self._eval_totals:
+            return
+        ev = summarise_rewards(torch.cat(self._eval_totals))
+        self._eval_totals = []
+        self.last_evaluation = ev
+        self.log(f"{split}/return", ev.mean, prog_bar=True)
+        if split == "test":
+            self.log("test/return_ci95", ev.ci95)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_totals = []
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_totals = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.parameters())
+
+    def checkpoint_identity(self) -> dict[str, Any]:
+        return {"learner": type(self).__name__, "family": self.family.describe(), "n_episodes": self.n_episodes}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rnnmeta"] = self.checkpoint_identity()
+
+
+class SequenceAgent(MetaRLAgent):
+    """A memory agent trained by PPO + GAE on whole trials (RL^2, SNAIL). See the module docstring.
+
+    Args (beyond :class:`MetaRLAgent`'s):
+        gamma: discount over the trial's steps.
+        gae_lambda: GAE's lambda.
+        clip: PPO's clip range epsilon.
+        ppo_epochs: passes over each iteration's trials.
+        ppo_minibatches: minibatches (of whole trials) per pass.
+        value_coef: weight of the value loss.
+        entropy_coef: weight of the entropy bonus.
+    """
+
+    def __init__(
+        self,
+        family: TaskFamily,
+        n_episodes: int,
+        batch_trials: int = 64,
+        val_trials: int = 200,
+        test_trials: int = 1000,
+        eval_seed: int = 0,
+        seed: int = 0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.3,
+        clip: float = 0.2,
+        ppo_epochs: int = 4,
+        ppo_minibatches: int = 1,
+        value_coef: float = 0.5,
+        entropy_coef: float = 0.01,
+    ) -> None:
+        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer)
+        check_positive(type(self).__name__, ppo_epochs=ppo_epochs, ppo_minibatches=ppo_minibatches)
+        if ppo_minibatches > batch_trials:
+            raise ValueError(f"{type(self).__name__}: ppo_minibatches={ppo_minibatches} exceeds batch_trials={batch_trials}")
+        for name, v in (("gamma", gamma), ("gae_lambda", gae_lambda)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{type(self).__name__}: {name} must lie in [0, 1], got {name}={v!r}")
+        if not clip > 0:
+            raise ValueError(f"{type(self).__name__}: clip must be > 0, got clip={clip!r}")
+        self.gamma, self.gae_lambda, self.clip = gamma, gae_lambda, clip
+        self.ppo_epochs, self.ppo_minibatches = ppo_epochs, ppo_minibatches
+        self.value_coef, self.entropy_coef = value_coef, entropy_coef
+        self.input_size = space_width(family.observation_space) + space_width(family.action_space) + 2
+        self._batch: Optional[dict[str, Tensor]] = None
+
+    def build_heads(self, features: int) -> None:
+        """Policy and value heads on ``features`` channels (call from the subclass's ``__init__``)."""
+        self.policy = PolicyHead(features, self.family.action_space)
+        self.value = nn.Linear(features, 1)
+
+    # -- the memory (subclasses) -------------------------------------------------------------------
+    def initial_state(self, batch: int) -> Any:
+        raise NotImplementedError
+
+    def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """One step ``x [B, D]`` -> ``(features [B, F], state)``."""
+        raise NotImplementedError
+
+    def features(self, x: Tensor) -> Tensor:
+        """Whole trials ``x [B, T, D]`` -> ``features [B, T, F]``."""
+        raise NotImplementedError
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def make_input(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor) -> Tensor:
+        """``[encode(obs), prev_action features, prev_reward, prev_done]`` ``[..., D]`` (prev_action already encoded)."""
+        return torch.cat([encode(self.family.observation_space, obs), prev_action,
+                          prev_reward.unsqueeze(-1).float(), prev_done.unsqueeze(-1).float()], dim=-1)
+
+    def trajectory_inputs(self, traj: Trajectory) -> Tensor:
+        """The inputs ``[B, T, D]`` the agent saw while acting in ``traj`` (previous action/reward/done shifted by one)."""
+        def shift(x: Tensor) -> Tensor:
+            return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+
+        act = encode(self.family.action_space, traj.actions)
+        return self.make_input(traj.obs, shift(act), shift(traj.rewards), shift(traj.episode_end))
+
+    def actor(self, greedy: bool = False) -> "SequenceActor":
+        return SequenceActor(self, greedy)
+
+    # -- PPO -------------------------------------------------------------------------------------
+    @property
+    def updates_per_iteration(self) -> int:
+        return self.ppo_epochs * self.ppo_minibatches
+
+    def collect(self, iteration: int) -> dict[str, Tensor]:
+        """Trials of the training stream's ``iteration`` under the current policy, with advantages and returns."""
+        was_training = self.training
+        self.eval()
+        tasks = self.train_tasks(iteration)
+        with torch.no_grad():
+            traj = run_trials(self.actor(), self.family, tasks, self.n_episodes,
+                              seeded_generator(self.seed, "train-env", self.global_rank, iteration, device=self.device),
+                              seeded_generator(self.seed, "train-actor", self.global_rank, iteration, device=self.device))
+        self.train(was_training)
+        adv, ret = gae(traj.rewards, traj.extras["value"], self.gamma, self.gae_lambda)
+        return {"inputs": self.trajectory_inputs(traj), "actions": traj.actions, "old_logp": traj.extras["logp"],
+                "advantages": adv, "returns": ret, "alive": traj.alive, "total": traj.total_reward}
+
+    def ppo_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The PPO loss of a minibatch of whole trials (recomputed with :meth:`features`)."""
+        h = self.features(batch["inputs"])
+        params = self.policy(h)
+        logp = self.policy.log_prob(params, batch["actions"])
+        mask = batch["alive"]
+        adv = normalise_advantages(batch["advantages"], mask)
+        objective = ppo_clip_objective(logp, batch["old_logp"], adv, self.clip, mask)
+        v_loss = value_loss(self.value(h).squeeze(-1), batch["returns"], mask)
+        entropy = (self.policy.entropy(params) * mask).sum() / mask.sum().clamp_min(1)
+        loss = -objective + self.value_coef * v_loss - self.entropy_coef * entropy
+        return loss, {"objective": objective.detach(), "value_loss": v_loss.detach(), "entropy": entropy.detach()}
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        update = int(self.global_step)
+        iteration, k = divmod(update, self.updates_per_iteration)
+        if k == 0 or self._batch is None or self._batch.get("iteration") != iteration:
+            self._batch = self.collect(iteration)
+            self._batch["iteration"] = iteration
+            self.log("train/return", self._batch["total"].mean(), prog_bar=True)
+        epoch, mb = divmod(k, self.ppo_minibatches)
+        perm = torch.randperm(self.batch_trials, generator=seeded_generator(self.seed, "minibatch", iteration, epoch))
+        idx = perm.chunk(self.ppo_minibatches)[mb].to(self.device)
+        loss, stats = self.ppo_loss({key: self._batch[key][idx] for key in ("inputs", "actions", "old_logp", "advantages", "returns", "alive")})
+        self.log("train/loss", loss.detach())
+        self.log_dict({f"train/{k}": v for k, v in stats.items()})
+        return loss
+
+
+class SequenceActor:
+    """Runs a :class:`SequenceAgent` as an :class:`~rnnmeta.rl.base.Actor`: memory fresh per trial, inputs shifted by one."""
+
+    def __init__(self, agent: SequenceAgent, greedy: bool = False) -> None:
+        self.agent, self.greedy = agent, greedy
+
+    def begin_trials(self, family: TaskFamily, tasks: Tasks, n_episodes: int, generator: torch.Generator) -> None:
+        check_same_spaces(self.agent.family, family, type(self.agent).__name__)
+        if n_episodes * family.horizon > self.agent.trial_len:
+            raise ValueError(
+                f"{type(self.agent).__name__} was built for trials of {self.agent.trial_len} steps, got "
+                f"n_episodes={n_episodes} x horizon {family.horizon}"
+            )
+        b = family.check_tasks(tasks)
+        dev = next(iter(tasks.values())).device
+        self.generator = generator
+        self.state = self.agent.initial_state(b)
+        self.prev_action = torch.zeros(b, space_width(family.action_space), device=dev)
+        self.prev_reward = torch.zeros(b, device=dev)
+        self.prev_done = torch.zeros(b, device=dev)
+
+    def act(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        agent = self.agent
+        x = agent.make_input(obs, self.prev_action, self.prev_reward, self.prev_done)
+        h, self.state = agent.step(x, self.state)
+        action, logp = agent.policy.sample(agent.policy(h), self.generator, self.greedy)
+        return action, {"logp": logp, "value": agent.value(h).squeeze(-1)}
+
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
+        self.prev_action = encode(self.agent.family.action_space, action)
+        self.prev_reward = reward.float()
+        self.prev_done = episode_end.float()
+
+
+__all__ = ["MetaRLAgent", "PolicyHead", "SequenceActor", "SequenceAgent", "action_entropy", "action_log_prob", "check_same_spaces", "sample_action"]

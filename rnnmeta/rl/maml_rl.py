@@ -1,0 +1,250 @@
+"""MAML for reinforcement learning (Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast Adaptation
+of Deep Networks", Section 3.3 and 5.3), on the same trials as the memory agents.
+
+An MLP policy ``pi_theta(a | obs)`` (2 x 100 ReLU in the paper) with no memory of its own; it
+adapts to a task by policy-gradient steps. A trial of ``n_episodes`` episodes is split into
+``inner_steps + 1`` consecutive *chunks* of ``n_episodes // (inner_steps + 1)`` episodes (the last
+takes the remainder): chunk 0 is played with ``theta_0 = theta``; after chunk ``j`` one REINFORCE
+step on that chunk's episodes gives ``theta_{j+1} = theta_j + inner_lr * grad J_j(theta_j)``, which
+plays chunk ``j + 1``. Every reward of the trial counts, as for the other agents.
+
+* Inner step (per trial): REINFORCE with a linear feature baseline (Duan et al. 2016,
+  "Benchmarking Deep RL"; as in the MAML paper): ``J = mean_t log pi(a_t | s_t) (G_t - b(s_t, t))``,
+  ``G_t`` the discounted return to the end of the episode, ``b`` a ridge regression of ``G`` on
+  ``[obs, obs^2, t/H, (t/H)^2, (t/H)^3, 1]`` fitted on the chunk itself.
+* Outer step: PPO's clipped surrogate (the paper used TRPO), summed over the chunks, each under
+  its adapted ``theta_j(theta)`` recomputed from the recorded trajectories, with the chunk's
+  baseline-subtracted returns as advantages. ``first_order=True`` drops the second derivatives
+  (the inner gradients are treated as constants); otherwise the outer gradient runs through the
+  inner steps (``create_graph=True``). Like the paper's MAML, the gradient does not credit the
+  pre-update policy for the information its samples give the inner step.
+
+Per-trial parameters are ``[B, ...]`` tensors; the policy runs on them with
+``torch.func.vmap(torch.func.functional_call(...))`` and per-trial gradients come from one
+``autograd.grad`` of the summed per-trial losses with respect to ``theta`` expanded to ``[B, ...]``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from rnnmeta.rl.agent import MetaRLAgent, action_entropy, action_log_prob, check_same_spaces, sample_action
+from rnnmeta.rl.base import Box, TaskFamily, Tasks, check_positive, encode, seeded_generator, space_width
+from rnnmeta.rl.ppo import normalise_advantages, ppo_clip_objective
+from rnnmeta.rl.trial import run_trials
+
+Params = dict[str, Tensor]
+
+
+def returns_to_go(rewards: Tensor, episode_end: Tensor, gamma: float) -> Tensor:
+    """``[B, T]`` discounted return from each step to the end of its episode."""
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        running = rewards[:, t] + gamma * running * (~episode_end[:, t]).to(rewards.dtype)
+        out[:, t] = running
+    return out
+
+
+def linear_baseline(features: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
+    """Per-trial ridge regression of ``returns [B, T]`` on ``features [B, T, F]`` (``mask``ed steps only): fitted values ``[B, T]``."""
+    m = mask.to(features.dtype).unsqueeze(-1)
+    phi = features * m
+    a = phi.transpose(1, 2) @ phi + reg * torch.eye(features.shape[-1], device=features.device, dtype=features.dtype)
+    w = torch.linalg.solve(a, phi.transpose(1, 2) @ (returns.unsqueeze(-1) * m))
+    return (features @ w).squeeze(-1)
+
+
+class MAMLRL(MetaRLAgent):
+    """MAML-RL: an MLP policy adapted per trial by REINFORCE steps, meta-trained by PPO through them.
+
+    Args (beyond :class:`~rnnmeta.rl.agent.MetaRLAgent`'s):
+        hidden_sizes: the MLP's hidden widths (paper: [100, 100]).
+        inner_steps: adaptation steps per trial (>= 1; the trial has ``inner_steps + 1`` chunks).
+        inner_lr: the inner step size (paper: 0.1).
+        first_order: drop second derivatives.
+        gamma: discount of the returns within an episode.
+        clip: PPO's clip range.
+        ppo_epochs: outer updates per collected batch of trials.
+
+    Shapes: the policy maps ``encode(obs) [..., d_obs]`` to logits or means ``[..., width]``.
+    """
+
+    def __init__(
+        self,
+        family: TaskFamily,
+        n_episodes: int,
+        hidden_sizes: Optional[list[int]] = None,
+        inner_steps: int = 1,
+        inner_lr: float = 0.1,
+        first_order: bool = False,
+        batch_trials: int = 40,
+        val_trials: int = 200,
+        test_trials: int = 1000,
+        eval_seed: int = 0,
+        seed: int = 0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        gamma: float = 0.99,
+        clip: float = 0.2,
+        ppo_epochs: int = 4,
+        entropy_coef: float = 0.0,
+    ) -> None:
+        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer)
+        hidden_sizes = [100, 100] if hidden_sizes is None else list(hidden_sizes)
+        check_positive("MAMLRL", inner_steps=inner_steps, ppo_epochs=ppo_epochs, **{f"hidden_sizes[{i}]": h for i, h in enumerate(hidden_sizes)})
+        if inner_steps + 1 > n_episodes:
+            raise ValueError(f"MAMLRL: inner_steps + 1 = {inner_steps + 1} chunks need n_episodes >= {inner_steps + 1}, got n_episodes={n_episodes}")
+        if not inner_lr > 0:
+            raise ValueError(f"MAMLRL: inner_lr must be > 0, got inner_lr={inner_lr!r}")
+        if not 0.0 <= gamma <= 1.0 or not clip > 0:
+            raise ValueError(f"MAMLRL: gamma must lie in [0, 1] and clip > 0, got gamma={gamma!r}, clip={clip!r}")
+        self.inner_steps, self.inner_lr, self.first_order = inner_steps, inner_lr, first_order
+        self.gamma, self.clip, self.ppo_epochs, self.entropy_coef = gamma, clip, ppo_epochs, entropy_coef
+        widths = [space_width(family.observation_space), *hidden_sizes]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], space_width(family.action_space)))
+        self.net = nn.Sequential(*layers)
+        self.log_std = nn.Parameter(torch.zeros(space_width(family.action_space))) if isinstance(family.action_space, Box) else None
+        per = n_episodes // (inner_steps + 1)
+        self.chunk_episodes = [per] * inner_steps + [n_episodes - per * inner_steps]
+        self._batch: Optional[dict[str, Tensor]] = None
+        self._store_hparams()
+
+    # -- the functional policy ---------------------------------------------------------------------
+    def batched_params(self, batch: int) -> Params:
+        """``theta`` expanded to one copy per trial ``[B, ...]`` (views: gradients flow to ``theta``)."""
+        return {k: p.unsqueeze(0).expand(batch, *p.shape) for k, p in self.net.named_parameters()}
+
+    def policy_params(self, params: Params, obs: Tensor) -> Tensor:
+        """Per-trial parameters ``[B, ...]`` and observations ``[B, T, *obs]`` -> distribution parameters ``[B, T, width]``."""
+        x = encode(self.family.observation_space, obs)
+        return vmap(lambda p, xb: functional_call(self.net, p, (xb,)))(params, x)
+
+    def _baseline_features(self, obs: Tensor, step_in_episode: Tensor) -> Tensor:
+        o = encode(self.family.observation_space, obs)
+        t = step_in_episode.to(o.dtype).unsqueeze(-1) / self.family.horizon
+        return torch.cat([o, o**2, t, t**2, t**3, torch.ones_like(t)], -1)
+
+    def chunk_advantages(self, obs: Tensor, rewards: Tensor, episode_end: Tensor, alive: Tensor) -> Tensor:
+        """``G_t - b(s_t, t)`` over one chunk ``[B, t]`` (returns within episodes, baseline fitted on the chunk)."""
+        g = returns_to_go(rewards, episode_end, self.gamma)
+        steps = torch.arange(rewards.shape[1], device=rewards.device) % self.family.horizon
+        feats = self._baseline_features(obs, steps.expand_as(rewards))
+        return g - linear_baseline(feats, g, alive)
+
+    def inner_step(self, params: Params, obs: Tensor, actions: Tensor, adv: Tensor, alive: Tensor, create_graph: bool) -> Params:
+        """One REINFORCE ascent step per trial on a chunk ``[B, t]``: ``theta_j -> theta_{j+1}``."""
+        with torch.enable_grad():
+            logp = action_log_prob(self.family.action_space, self.policy_params(params, obs), actions, self.log_std)
+            m = alive.to(logp.dtype)
+            objective = (logp * adv.detach() * m).sum(1) / m.sum(1).clamp_min(1)  # [B]
+            names = list(params)
+            grads = torch.autograd.grad(objective.sum(), [params[k] for k in names], create_graph=create_graph)
+        return {k: params[k] + self.inner_lr * g for k, g in zip(names, grads)}
+
+    def chunk_bounds(self) -> list[tuple[int, int]]:
+        """``[(start, end)]`` steps of each chunk within the trial."""
+        h, out, start = self.family.horizon, [], 0
+        for e in self.chunk_episodes:
+            out.append((start, start + e * h))
+            start += e * h
+        return out
+
+    def actor(self, greedy: bool = False) -> "MAMLActor":
+        return MAMLActor(self, greedy)
+
+    # -- training ----------------------------------------------------------------------------------
+    def collect(self, iteration: int) -> dict[str, Tensor]:
+        tasks = self.train_tasks(iteration)
+        with torch.no_grad():
+            traj = run_trials(self.actor(), self.family, tasks, self.n_episodes,
+                              seeded_generator(self.seed, "train-env", self.global_rank, iteration, device=self.device),
+                              seeded_generator(self.seed, "train-actor", self.global_rank, iteration, device=self.device))
+        advs = [self.chunk_advantages(traj.obs[:, a:b], traj.rewards[:, a:b], traj.episode_end[:, a:b], traj.alive[:, a:b])
+                for a, b in self.chunk_bounds()]
+        return {"obs": traj.obs, "actions": traj.actions, "rewards": traj.rewards, "episode_end": traj.episode_end,
+                "alive": traj.alive, "old_logp": traj.extras["logp"], "advantages": torch.cat(advs, 1), "total": traj.total_reward}
+
+    def outer_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Minus the PPO surrogate summed over the chunks, each under ``theta_j(theta)`` recomputed through the inner steps."""
+        params = self.batched_params(batch["obs"].shape[0])
+        space, loss = self.family.action_space, 0.0
+        for j, (a, b) in enumerate(self.chunk_bounds()):
+            sl = slice(a, b)
+            dist = self.policy_params(params, batch["obs"][:, sl])
+            logp = action_log_prob(space, dist, batch["actions"][:, sl], self.log_std)
+            adv = normalise_advantages(batch["advantages"][:, sl], batch["alive"][:, sl])
+            loss = loss - ppo_clip_objective(logp, batch["old_logp"][:, sl], adv, self.clip, batch["alive"][:, sl])
+            if self.entropy_coef:
+                loss = loss - self.entropy_coef * action_entropy(space, dist, self.log_std).mean()
+            if j < self.inner_steps:
+                params = self.inner_step(params, batch["obs"][:, sl], batch["actions"][:, sl], batch["advantages"][:, sl],
+                                         batch["alive"][:, sl], create_graph=not self.first_order)
+                if self.first_order:
+                    params = {k: p.detach() + (p0 - p0.detach()) for (k, p), p0 in zip(params.items(), self.batched_params(batch["obs"].shape[0]).values())}
+        return loss
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        iteration, k = divmod(int(self.global_step), self.ppo_epochs)
+        if k == 0 or self._batch is None or self._batch.get("iteration") != iteration:
+            self._batch = self.collect(iteration)
+            self._batch["iteration"] = iteration
+            self.log("train/return", self._batch["total"].mean(), prog_bar=True)
+        loss = self.outer_loss(self._batch)
+        self.log("train/loss", loss.detach())
+        return loss
+
+
+class MAMLActor:
+    """Runs :class:`MAMLRL` in trials: ``theta`` for chunk 0, then one inner step after each chunk (per trial)."""
+
+    def __init__(self, agent: MAMLRL, greedy: bool = False) -> None:
+        self.agent, self.greedy = agent, greedy
+
+    def begin_trials(self, family: TaskFamily, tasks: Tasks, n_episodes: int, generator: torch.Generator) -> None:
+        check_same_spaces(self.agent.family, family, "MAMLRL")
+        if n_episodes != self.agent.n_episodes:
+            raise ValueError(f"MAMLRL was built for trials of n_episodes={self.agent.n_episodes} (its chunks), got n_episodes={n_episodes}")
+        self.b = family.check_tasks(tasks)
+        self.generator = generator
+        self.params = {k: v.detach() for k, v in self.agent.batched_params(self.b).items()}
+        self.t, self.chunk = 0, 0
+        self.bounds = self.agent.chunk_bounds()
+        self.buffer: dict[str, list[Tensor]] = {"obs": [], "actions": [], "rewards": [], "episode_end": []}
+
+    def act(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        agent = self.agent
+        with torch.no_grad():
+            dist = agent.policy_params(self.params, obs.unsqueeze(1))[:, 0]
+            action = sample_action(agent.family.action_space, dist, self.generator, self.greedy, agent.log_std)
+            logp = action_log_prob(agent.family.action_space, dist, action, agent.log_std)
+        self.buffer["obs"].append(obs)
+        self.buffer["actions"].append(action)
+        return action, {"logp": logp}
+
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
+        self.buffer["rewards"].append(reward)
+        self.buffer["episode_end"].append(episode_end)
+        self.t += 1
+        if self.chunk < self.agent.inner_steps and self.t == self.bounds[self.chunk][1]:
+            agent = self.agent
+            obs, actions = torch.stack(self.buffer["obs"], 1), torch.stack(self.buffer["actions"], 1)
+            rewards, ends = torch.stack(self.buffer["rewards"], 1), torch.stack(self.buffer["episode_end"], 1)
+            alive = torch.ones_like(rewards, dtype=torch.bool)
+            adv = agent.chunk_advantages(obs, rewards, ends, alive)
+            with torch.enable_grad():
+                params = {k: v.detach().requires_grad_(True) for k, v in self.params.items()}
+                new = agent.inner_step(params, obs, actions, adv, alive, create_graph=False)
+            self.params = {k: v.detach() for k, v in new.items()}
+            self.chunk += 1
+            self.buffer = {k: [] for k in self.buffer}
+
+
+__all__ = ["MAMLActor", "MAMLRL", "linear_baseline", "returns_to_go"]

@@ -1,0 +1,90 @@
+"""PPO with GAE as pure functions (Schulman et al. 2016, "High-Dimensional Continuous Control Using
+Generalized Advantage Estimation"; Schulman et al. 2017, "Proximal Policy Optimization Algorithms").
+
+The meta-RL agents optimise the total reward of a whole trial, so a trial is one sequence: the
+episode boundaries inside it are not terminal (the memory and the value carry across them), and
+the trial's last step is (``terminal`` marks other ends where needed).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def _masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def gae(rewards: Tensor, values: Tensor, gamma: float, lam: float, last_value: Optional[Tensor] = None,
+        terminal: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimates and the value targets (returns).
+
+    ``delta_t = r_t + gamma * V_{t+1} * (1 - terminal_t) - V_t``,
+    ``A_t = delta_t + gamma * lam * (1 - terminal_t) * A_{t+1}``, ``returns = A + V``.
+
+    Args:
+        rewards: ``[B, T]``.
+        values: ``[B, T]`` the value estimates ``V_t`` of the states acted in.
+        gamma: discount in [0, 1].
+        lam: GAE's lambda in [0, 1] (0: one-step TD; 1: Monte-Carlo returns minus ``V``).
+        last_value: ``[B]`` the value after the last step (bootstrap); ``None``: 0 (the trial ended).
+        terminal: ``[B, T]`` bool: step ``t`` ended the sequence (no bootstrap across it); ``None``: none.
+
+    Returns:
+        ``(advantages [B, T], returns [B, T])``, without gradient.
+    """
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        raise ValueError(f"gae needs gamma and lam in [0, 1], got gamma={gamma}, lam={lam}")
+    if rewards.shape != values.shape or rewards.dim() != 2:
+        raise ValueError(f"gae needs rewards and values of one shape [B, T], got {list(rewards.shape)} and {list(values.shape)}")
+    rewards, values = rewards.detach(), values.detach()
+    b, t = rewards.shape
+    nxt = torch.zeros(b, dtype=values.dtype, device=values.device) if last_value is None else last_value.detach()
+    cont = torch.ones_like(rewards) if terminal is None else (~terminal).to(rewards.dtype)
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(nxt)
+    for i in range(t - 1, -1, -1):
+        delta = rewards[:, i] + gamma * nxt * cont[:, i] - values[:, i]
+        running = delta + gamma * lam * cont[:, i] * running
+        adv[:, i] = running
+        nxt = values[:, i]
+    return adv, adv + values
+
+
+def ppo_clip_objective(logp: Tensor, old_logp: Tensor, advantages: Tensor, clip: float, mask: Optional[Tensor] = None) -> Tensor:
+    """PPO's clipped surrogate, to be *maximised*: ``mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A))``, ``rho = exp(logp - old_logp)``.
+
+    Args:
+        logp: ``[...]`` log-probabilities of the taken actions under the current policy (with gradient).
+        old_logp: ``[...]`` the same under the policy that collected the data.
+        advantages: ``[...]``.
+        clip: ``eps > 0``.
+        mask: ``[...]`` bool: the entries that count (others are left out of the mean).
+    """
+    if not clip > 0:
+        raise ValueError(f"ppo_clip_objective needs clip > 0, got clip={clip}")
+    ratio = torch.exp(logp - old_logp.detach())
+    adv = advantages.detach()
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
+    return _masked_mean(surrogate, mask)
+
+
+def value_loss(values: Tensor, returns: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """``mean((V - returns)^2) / 2``."""
+    return 0.5 * _masked_mean((values - returns.detach()) ** 2, mask)
+
+
+def normalise_advantages(advantages: Tensor, mask: Optional[Tensor] = None, eps: float = 1e-8) -> Tensor:
+    """Advantages scaled to mean 0, std 1 (over the ``mask``ed entries)."""
+    mean = _masked_mean(advantages, mask)
+    var = _masked_mean((advantages - mean) ** 2, mask)
+    return (advantages - mean) / (var.sqrt() + eps)
+
+
+__all__ = ["gae", "normalise_advantages", "ppo_clip_objective", "value_loss"]

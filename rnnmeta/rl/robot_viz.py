@@ -1,0 +1,182 @@
+"""What people want to look at in robot control: adaptation curves, 2D trajectories, a video of a trial.
+
+* :func:`episode_returns` splits each trial's reward into its episodes ``[B, n_episodes]``;
+  :func:`plot_adaptation` draws mean return (95% CI band) per episode of a trial for the memory
+  agents (RL^2, SNAIL: episode 1..n) or per inner gradient step for MAML (step 0..k) on one axis;
+* :func:`plot_point_trajectories` draws 2D-navigation paths toward a few test goals, one line per
+  episode of each trial (so adaptation shows as paths that bend toward the goal);
+* :func:`record_trial` renders one trial of a MuJoCo family (``rgb_array`` frames) and writes a GIF
+  (Pillow, always installed) or, when ``imageio-ffmpeg`` is installed, an MP4. Rendering needs an
+  OpenGL platform: on a headless Linux machine ``apt-get install libosmesa6`` and ``MUJOCO_GL=osmesa``
+  (set here when unset, before MuJoCo loads), or ``MUJOCO_GL=egl`` with a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from rnnmeta.rl.base import Tasks, seeded_generator
+from rnnmeta.rl.trial import Trajectory, run_trials
+
+
+def episode_returns(traj: Trajectory, horizon: int) -> Tensor:
+    """``[B, n_episodes]``: each trial's total reward in each of its episodes (``T = n_episodes * horizon``)."""
+    b, t = traj.rewards.shape
+    if t % horizon:
+        raise ValueError(f"episode_returns: a trial of {t} steps is not a whole number of episodes of horizon {horizon}")
+    return traj.rewards.reshape(b, t // horizon, horizon).sum(-1)
+
+
+def mean_ci(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and 95% CI half-width (1.96 std / sqrt(n)) over the first dimension of ``x [n, k]``."""
+    x = x.detach().double().cpu()
+    n = x.shape[0]
+    std = x.std(0) if n > 1 else torch.zeros_like(x[0])
+    return x.mean(0), 1.96 * std / math.sqrt(n)
+
+
+def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], title: str = "",
+                    reference: Optional[dict[str, Sequence[float]]] = None) -> Path:
+    """Mean return per episode of a trial (or per gradient step), one line with a 95% CI band per agent.
+
+    Args:
+        curves: agent -> returns ``[n_trials, k]`` (``k`` episodes, or ``k`` inner steps 0..k-1 for MAML:
+            name such an agent ``"... (steps)"`` and its x positions are 0..k-1, else 1..k).
+        path: the PNG to write.
+        reference: optional published curves (label -> values, drawn dashed), e.g. MAML's
+            ``[-40.41, -11.68, -3.33, -3.23]`` for 2D navigation.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, returns in curves.items():
+        mean, ci = mean_ci(returns)
+        x = list(range(mean.numel())) if "(steps)" in name else list(range(1, mean.numel() + 1))
+        ax.plot(x, mean.numpy(), marker="o", label=name)
+        ax.fill_between(x, (mean - ci).numpy(), (mean + ci).numpy(), alpha=0.2)
+    for name, values in (reference or {}).items():
+        ax.plot(list(range(len(values))), list(values), "k--", marker="x", label=name)
+    ax.set_xlabel("episode of the trial (memory agents) / inner gradient steps (MAML)")
+    ax.set_ylabel("return per episode (mean, 95% CI)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_point_trajectories(traj: Trajectory, goals: Tensor, horizon: int, path: Union[str, os.PathLike],
+                            trials: int = 4, title: str = "") -> Path:
+    """2D-navigation paths: trial ``b`` in its own colour, episode 1 dotted ... last episode solid, goal a star.
+
+    Args:
+        traj: trials of :class:`~rnnmeta.rl.navigation.PointNavigation2D` (``obs [B, T, 2]`` positions).
+        goals: ``[B, 2]`` the trials' goals.
+        horizon: steps per episode.
+        trials: how many of the first trials to draw.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    obs = traj.obs.detach().cpu()
+    alive = traj.alive.detach().cpu()
+    b, t = obs.shape[:2]
+    n_ep = t // horizon
+    styles = [":", "--", "-"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for i in range(min(trials, b)):
+        colour = f"C{i}"
+        for e in range(n_ep):
+            seg = obs[i, e * horizon:(e + 1) * horizon]
+            seg = seg[alive[i, e * horizon:(e + 1) * horizon]]
+            style = styles[-1] if e == n_ep - 1 else styles[min(e, len(styles) - 2)]
+            ax.plot(seg[:, 0].numpy(), seg[:, 1].numpy(), style, color=colour, alpha=0.5 + 0.5 * (e + 1) / n_ep,
+                    label=f"trial {i + 1}, episode {e + 1}" if i == 0 else None)
+        ax.plot([float(goals[i, 0])], [float(goals[i, 1])], "*", color=colour, markersize=14, markeredgecolor="k")
+    ax.plot([0], [0], "ko", markersize=5)
+    ax.set_xlim(-0.6, 0.6)
+    ax.set_ylim(-0.6, 0.6)
+    ax.set_aspect("equal")
+    ax.set_title(title or "2D navigation: paths toward test goals (star), start at the origin")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------------------------- video
+def record_trial(actor: Any, family: Any, task: Tasks, n_episodes: int, path: Union[str, os.PathLike],
+                 seed: int = 0, fps: int = 20, every: int = 2, size: tuple[int, int] = (320, 240)) -> Path:
+    """Run ``actor`` for one trial of ``task`` (one row) in a :class:`~rnnmeta.rl.gym_family.GymTaskFamily`
+    and write every ``every``-th rendered frame to ``path`` (``.gif``, or ``.mp4`` with imageio-ffmpeg).
+
+    The family's ``make_env`` must accept ``render_mode`` and ``width``/``height`` keywords (the MuJoCo
+    builders of :mod:`rnnmeta.rl.mujoco` do). Returns the path written.
+    """
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    from rnnmeta.rl.gym_family import GymBatchedEnv, GymTaskFamily
+
+    if not isinstance(family, GymTaskFamily):
+        raise TypeError(f"record_trial renders Gymnasium families, got {type(family).__name__}")
+    make = functools.partial(family.make_env, render_mode="rgb_array", width=size[0], height=size[1])
+    frames: list[Any] = []
+
+    class _Recording(GymBatchedEnv):
+        def reset(self) -> Tensor:
+            obs = super().reset()
+            frames.append(self.vec.envs[0].render())
+            return obs
+
+        def step(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            out = super().step(action)
+            frames.append(self.vec.envs[0].render())
+            return out
+
+    class _RecordingFamily(GymTaskFamily):
+        def make(self, tasks: Tasks, generator: torch.Generator) -> GymBatchedEnv:
+            env = super().make(tasks, generator)
+            return _Recording(self, env.vec, env._seed, env.device)
+
+    rec = _RecordingFamily(make, family.sample_task, family.horizon, "sync")
+    rec.check_tasks = family.check_tasks  # type: ignore[method-assign]
+    rec.observation_space, rec.action_space = family.observation_space, family.action_space
+    try:
+        with torch.no_grad():
+            run_trials(actor, rec, task, n_episodes, seeded_generator(seed, "env"), seeded_generator(seed, "actor"))
+    finally:
+        rec.close()
+    frames = frames[::every]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".mp4":
+        import imageio.v2 as imageio
+
+        imageio.mimsave(out, frames, fps=fps)
+    else:
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return out
+
+
+__all__ = ["episode_returns", "mean_ci", "plot_adaptation", "plot_point_trajectories", "record_trial"]
