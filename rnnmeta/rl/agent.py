@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnmeta.rl.base import Box, Discrete, Space, TaskFamily, Tasks, check_positive, encode, index_tasks, seeded_generator, space_width, tasks_to
+from rnnmeta.rl.normalization import RunningNorm
 from rnnmeta.rl.ppo import gae, normalise_advantages, ppo_clip_objective, value_loss
 from rnnmeta.rl.trial import Evaluation, Trajectory, eval_tasks, run_trials, summarise_rewards
 
@@ -138,6 +139,9 @@ class MetaRLAgent(pl.LightningModule):
             same for every agent of a comparison).
         seed: seed of the training task stream (the ``(seed, iteration)`` -> tasks map).
         optimizer: the meta-optimiser (``torch.optim.Adam`` with its defaults, lr 1e-3, unless configured).
+        normalize_observations: standardise ``Box`` observations by running mean and variance
+            (:class:`~rnnmeta.rl.normalization.RunningNorm`, clipped to +-10; buffers, so saved in the
+            checkpoint), updated with each training batch once its updates are done.
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class MetaRLAgent(pl.LightningModule):
         eval_seed: int = 0,
         seed: int = 0,
         optimizer: OptimizerCallable = torch.optim.Adam,
+        normalize_observations: bool = False,
     ) -> None:
         super().__init__()
         check_positive(type(self).__name__, n_episodes=n_episodes, batch_trials=batch_trials, val_trials=val_trials,
@@ -163,6 +168,22 @@ class MetaRLAgent(pl.LightningModule):
         self.trial_len = n_episodes * family.horizon
         self._eval_totals: list[Tensor] = []
         self.last_evaluation: Optional[Evaluation] = None
+        self.obs_norm: Optional[RunningNorm] = None
+        if normalize_observations:
+            if not isinstance(family.observation_space, Box):
+                raise ValueError(f"{type(self).__name__}: normalize_observations needs a Box observation space, "
+                                 f"got {family.observation_space} of {family.describe()}")
+            self.obs_norm = RunningNorm(space_width(family.observation_space))
+
+    def observation_features(self, obs: Tensor) -> Tensor:
+        """``encode(obs)`` ``[..., d_obs]``, standardised by the running statistics when ``normalize_observations``."""
+        x = encode(self.family.observation_space, obs)
+        return x if self.obs_norm is None else self.obs_norm(x)
+
+    def update_observation_statistics(self, obs: Tensor, alive: Tensor) -> None:
+        """Merge a batch's observations ``[B, T, *obs]`` (steps where ``alive [B, T]``) into the running statistics."""
+        if self.obs_norm is not None:
+            self.obs_norm.update(encode(self.family.observation_space, obs), alive)
 
     def _store_hparams(self) -> None:
         self.save_hyperparameters(ignore=["family", "optimizer"])
@@ -285,8 +306,10 @@ class SequenceAgent(MetaRLAgent):
         ppo_minibatches: int = 1,
         value_coef: float = 0.5,
         entropy_coef: float = 0.01,
+        normalize_observations: bool = False,
     ) -> None:
-        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer)
+        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
+                         normalize_observations=normalize_observations)
         check_positive(type(self).__name__, ppo_epochs=ppo_epochs, ppo_minibatches=ppo_minibatches)
         if ppo_minibatches > batch_trials:
             raise ValueError(f"{type(self).__name__}: ppo_minibatches={ppo_minibatches} exceeds batch_trials={batch_trials}")
@@ -321,7 +344,7 @@ class SequenceAgent(MetaRLAgent):
     # -- inputs ----------------------------------------------------------------------------------
     def make_input(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor) -> Tensor:
         """``[encode(obs), prev_action features, prev_reward, prev_done]`` ``[..., D]`` (prev_action already encoded)."""
-        return torch.cat([encode(self.family.observation_space, obs), prev_action,
+        return torch.cat([self.observation_features(obs), prev_action,
                           prev_reward.unsqueeze(-1).float(), prev_done.unsqueeze(-1).float()], dim=-1)
 
     def trajectory_inputs(self, traj: Trajectory) -> Tensor:
@@ -352,7 +375,7 @@ class SequenceAgent(MetaRLAgent):
         self.train(was_training)
         adv, ret = gae(traj.rewards, traj.extras["value"], self.gamma, self.gae_lambda)
         return {"inputs": self.trajectory_inputs(traj), "actions": traj.actions, "old_logp": traj.extras["logp"],
-                "advantages": adv, "returns": ret, "alive": traj.alive, "total": traj.total_reward}
+                "advantages": adv, "returns": ret, "alive": traj.alive, "total": traj.total_reward, "obs": traj.obs}
 
     def ppo_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The PPO loss of a minibatch of whole trials (recomputed with :meth:`features`)."""
@@ -371,6 +394,8 @@ class SequenceAgent(MetaRLAgent):
         update = int(self.global_step)
         iteration, k = divmod(update, self.updates_per_iteration)
         if k == 0 or self._batch is None or self._batch.get("iteration") != iteration:
+            if self._batch is not None:  # the previous batch's updates are done: its observations join the statistics
+                self.update_observation_statistics(self._batch["obs"], self._batch["alive"])
             self._batch = self.collect(iteration)
             self._batch["iteration"] = iteration
             self.log("train/return", self._batch["total"].mean(), prog_bar=True)

@@ -93,8 +93,10 @@ class MAMLRL(MetaRLAgent):
         clip: float = 0.2,
         ppo_epochs: int = 4,
         entropy_coef: float = 0.0,
+        normalize_observations: bool = False,
     ) -> None:
-        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer)
+        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
+                         normalize_observations=normalize_observations)
         hidden_sizes = [100, 100] if hidden_sizes is None else list(hidden_sizes)
         check_positive("MAMLRL", inner_steps=inner_steps, ppo_epochs=ppo_epochs, **{f"hidden_sizes[{i}]": h for i, h in enumerate(hidden_sizes)})
         if inner_steps + 1 > n_episodes:
@@ -124,7 +126,7 @@ class MAMLRL(MetaRLAgent):
 
     def policy_params(self, params: Params, obs: Tensor) -> Tensor:
         """Per-trial parameters ``[B, ...]`` and observations ``[B, T, *obs]`` -> distribution parameters ``[B, T, width]``."""
-        x = encode(self.family.observation_space, obs)
+        x = self.observation_features(obs)
         return vmap(lambda p, xb: functional_call(self.net, p, (xb,)))(params, x)
 
     def _baseline_features(self, obs: Tensor, step_in_episode: Tensor) -> Tensor:
@@ -194,6 +196,8 @@ class MAMLRL(MetaRLAgent):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         iteration, k = divmod(int(self.global_step), self.ppo_epochs)
         if k == 0 or self._batch is None or self._batch.get("iteration") != iteration:
+            if self._batch is not None:  # the previous batch's updates are done: its observations join the statistics
+                self.update_observation_statistics(self._batch["obs"], self._batch["alive"])
             self._batch = self.collect(iteration)
             self._batch["iteration"] = iteration
             self.log("train/return", self._batch["total"].mean(), prog_bar=True)

@@ -49,9 +49,11 @@ class RL2(SequenceAgent):
         ppo_minibatches: int = 1,
         value_coef: float = 0.5,
         entropy_coef: float = 0.01,
+        normalize_observations: bool = False,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
-                         gamma, gae_lambda, clip, ppo_epochs, ppo_minibatches, value_coef, entropy_coef)
+                         gamma, gae_lambda, clip, ppo_epochs, ppo_minibatches, value_coef, entropy_coef,
+                         normalize_observations=normalize_observations)
         if cell not in ("gru", "lstm"):
             raise ValueError(f"RL2: cell must be 'gru' or 'lstm', got cell={cell!r}")
         check_positive("RL2", hidden_size=hidden_size)

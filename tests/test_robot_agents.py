@@ -1,0 +1,120 @@
+"""Every agent with continuous actions (issue 16): a user's Gymnasium env, 2D navigation, MuJoCo, observation normalisation.
+
+Needs gymnasium (the ``mujoco`` extra); the GymTaskFamily tests skip with the import error where it is absent.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from rnnmeta.rl.base import Box, seeded_generator
+from rnnmeta.rl.maml_rl import MAMLRL
+from rnnmeta.rl.navigation import PointNavigation2D
+from rnnmeta.rl.rl2 import RL2
+from rnnmeta.rl.snail_agent import SNAILAgent
+
+AGENTS = {
+    "rl2": functools.partial(RL2, hidden_size=16),
+    "snail": functools.partial(SNAILAgent, layout=["tc:8", "attn:8:8"], embed_size=8),
+    "maml": functools.partial(MAMLRL, hidden_sizes=[16, 16], inner_steps=1),
+}
+
+
+def trainer(steps: int) -> pl.Trainer:
+    return pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0, accelerator="cpu", num_sanity_val_steps=0)
+
+
+def updates_per_iteration(agent) -> int:
+    return agent.updates_per_iteration if hasattr(agent, "updates_per_iteration") else agent.ppo_epochs
+
+
+def train_a_few_steps(agent, iterations: int = 2) -> None:
+    before = {k: v.detach().clone() for k, v in agent.named_parameters()}
+    trainer(iterations * updates_per_iteration(agent)).fit(agent)
+    after = dict(agent.named_parameters())
+    assert all(torch.isfinite(p).all() for p in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before), "training changed no parameter"
+
+
+def reach_family():
+    pytest.importorskip("gymnasium", reason="GymTaskFamily needs gymnasium: pip install 'rnnmeta[mujoco]'")
+    from tests.test_robot_gym_family import Reach1D, sample_target
+
+    from rnnmeta.rl.gym_family import GymTaskFamily
+
+    return GymTaskFamily(Reach1D, sample_target, horizon=6)
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_every_agent_trains_on_a_users_gym_env(name):
+    fam = reach_family()
+    agent = AGENTS[name](fam, n_episodes=2, batch_trials=4, val_trials=4, test_trials=4, normalize_observations=True)
+    train_a_few_steps(agent)
+    traj = agent.rollout(fam, fam.sample_tasks(3, seeded_generator(0, "test")))
+    assert traj.actions.shape == (3, 12, 1) and traj.actions.dtype == torch.float32
+    assert torch.isfinite(traj.rewards).all() and (traj.rewards <= 0).all()
+    assert agent.obs_norm.count.item() > 0  # the first batch's observations joined the statistics
+    fam.close()
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_every_agent_trains_on_point_navigation(name):
+    fam = PointNavigation2D(horizon=10)
+    agent = AGENTS[name](fam, n_episodes=2, batch_trials=4, val_trials=4, test_trials=4)
+    assert agent.obs_norm is None
+    train_a_few_steps(agent)
+    traj = agent.rollout(fam, fam.sample_tasks(3, seeded_generator(0, "test")))
+    assert traj.actions.shape == (3, 20, 2) and torch.isfinite(traj.rewards).all()
+
+
+def test_observation_statistics_survive_a_checkpoint_round_trip(tmp_path):
+    fam = reach_family()
+    agent = RL2(fam, n_episodes=2, hidden_size=8, batch_trials=4, val_trials=4, test_trials=4, normalize_observations=True)
+    t = trainer(2 * agent.updates_per_iteration + 1)
+    t.fit(agent)
+    norm = agent.obs_norm
+    assert norm.count.item() == 2 * 4 * 12  # two batches of 4 trials x 12 steps (none ended early)
+    assert not torch.equal(norm.var, torch.ones_like(norm.var))
+    path = tmp_path / "agent.ckpt"
+    t.save_checkpoint(path)
+    assert "obs_norm.mean" in torch.load(path, weights_only=False)["state_dict"]
+    restored = RL2.load_from_checkpoint(path, family=fam)
+    for key in ("count", "mean", "var"):
+        assert torch.equal(getattr(restored.obs_norm, key), getattr(norm, key)), key
+    tasks = fam.sample_tasks(3, seeded_generator(1, "test"))
+    a = agent.rollout(fam, tasks, seed=3, greedy=True).actions
+    b = restored.rollout(fam, tasks, seed=3, greedy=True).actions
+    assert torch.equal(a, b)
+    # the statistics matter: a restored agent without them acts differently on the same inputs
+    fresh = RL2.load_from_checkpoint(path, family=fam)
+    fresh.obs_norm.mean.zero_()
+    fresh.obs_norm.var.fill_(1.0)
+    assert not torch.equal(fresh.rollout(fam, tasks, seed=3, greedy=True).actions, a)
+    fam.close()
+
+
+def test_normalize_observations_refuses_discrete_observations():
+    from rnnmeta.rl.bandits import BernoulliBandits
+
+    with pytest.raises(ValueError, match="normalize_observations needs a Box observation space"):
+        RL2(BernoulliBandits(3), n_episodes=2, normalize_observations=True)
+
+
+def test_rl2_trains_on_half_cheetah_vel_with_normalisation():
+    try:
+        from rnnmeta.rl.mujoco import HalfCheetahVel, require_mujoco
+
+        require_mujoco()
+    except ImportError as err:
+        pytest.skip(f"MuJoCo families skipped, mujoco cannot load: {err}")
+    fam = HalfCheetahVel(horizon=8)
+    assert fam.action_space == Box((6,), -1.0, 1.0)
+    agent = RL2(fam, n_episodes=2, hidden_size=16, batch_trials=3, val_trials=3, test_trials=3, normalize_observations=True)
+    train_a_few_steps(agent, iterations=2)
+    assert agent.obs_norm.count.item() == 3 * 16
+    fam.close()
