@@ -1,6 +1,7 @@
 """Peak memory over a long evaluation: is it flat from 100 to 1,000 test episodes?
 
-Evaluates Omniglot 5-way 1-shot test episodes with ``trainer.test`` (what users run), for MAML
+Evaluates Omniglot 5-way 1-shot test episodes as ``rnnmeta test`` does (the learner, data module
+and trainer built by :func:`rnnmeta.cli.build_cli` from the config), for MAML
 (``configs/omniglot/maml_5w1s.yaml``: second order, 3 inner steps at test) and the learned
 optimizer (``configs/omniglot/learned_optimizer_5w1s.yaml``: 10 inner steps at test), both at
 their configured architecture and a seeded initialisation (memory does not depend on the
@@ -13,25 +14,24 @@ Each learner runs in a fresh process, so one learner's peak does not hide the ot
 
     python scripts/benchmark_eval_memory.py --omniglot-root ../shared/data/omniglot
     python scripts/benchmark_eval_memory.py --episodes 1000 --learners maml learned_optimizer --eval-batch-size 1
+    python scripts/benchmark_eval_memory.py --episodes 4 --every 2 --omniglot-root ../shared/data/omniglot   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 CONFIGS = {
     "maml": REPO / "configs" / "omniglot" / "maml_5w1s.yaml",
@@ -61,38 +61,28 @@ def _is_tensor(obj: Any) -> bool:
         return False
 
 
-def instantiate(spec: Any) -> Any:
-    """Build ``{"class_path": ..., "init_args": {...}}`` (nested specs too), as LightningCLI does."""
-    if isinstance(spec, dict) and "class_path" in spec:
-        module, _, name = spec["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        return cls(**{k: instantiate(v) for k, v in (spec.get("init_args") or {}).items()})
-    if isinstance(spec, list):
-        return [instantiate(v) for v in spec]
-    return spec
-
-
 def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Test ``args.episodes`` episodes with learner ``name`` in this process; memory every 100 episodes."""
-    import pytorch_lightning as pl
     import torch
     import yaml
     from pytorch_lightning.callbacks import Callback
 
+    from rnnmeta.cli import build_cli
+
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    config = yaml.safe_load(CONFIGS[name].read_text())
-    pl.seed_everything(0, verbose=False)
-    learner = instantiate(config["model"])
-    data = dict(config["data"])
-    init = dict(data["init_args"])
-    dataset = dict(init["dataset"])
+    configured_batch = yaml.safe_load(CONFIGS[name].read_text())["data"]["init_args"].get("eval_batch_size")
+    overrides = ["--seed_everything", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                 "--trainer.enable_model_summary", "false", "--trainer.accelerator", args.accelerator,
+                 "--trainer.devices", "1", "--trainer.default_root_dir", tempfile.mkdtemp(prefix="eval_memory_"),
+                 "--data.init_args.test_episodes", str(args.episodes)]
+    if args.eval_batch_size:
+        overrides += ["--data.init_args.eval_batch_size", str(args.eval_batch_size)]
     if args.omniglot_root:
-        dataset["init_args"] = {**dataset["init_args"], "root": args.omniglot_root, "download": False}
-    init["dataset"] = dataset
-    configured_batch = init.get("eval_batch_size")
-    init.update(test_episodes=args.episodes, eval_batch_size=args.eval_batch_size or configured_batch)
-    dm = instantiate({"class_path": data["class_path"], "init_args": init})
+        overrides += ["--data.init_args.dataset.init_args.root", args.omniglot_root,
+                      "--data.init_args.dataset.init_args.download", "false"]
+    cli = build_cli(["--config", str(CONFIGS[name]), *overrides], run=False)
+    learner, dm, trainer = cli.model, cli.datamodule, cli.trainer
 
     class MemoryMonitor(Callback):
         def __init__(self) -> None:
@@ -115,8 +105,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     self.next_report += args.every
 
     monitor = MemoryMonitor()
-    trainer = pl.Trainer(accelerator=args.accelerator, devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor])
+    trainer.callbacks.append(monitor)
     print(f"[{name}] {type(learner).__name__}, eval_batch_size={dm.eval_batch_size} "
           f"(configured: {configured_batch}), {args.episodes} test episodes, {torch.get_num_threads()} threads; "
           f"before test: peak RSS {peak_rss_mib():.1f} MiB, RSS {current_rss_mib():.1f} MiB", flush=True)

@@ -41,9 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rnnmeta.episode import Episode  # noqa: E402
-from rnnmeta.learners.maml import MAML  # noqa: E402
+from rnnmeta.episode import Episode
+from rnnmeta.learners.maml import MAML
 
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 N_WAY, K_SHOT, Q, INNER_LR = 5, 1, 15, 0.4

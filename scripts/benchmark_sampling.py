@@ -20,18 +20,16 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from rnnmeta.data import EpisodicDataModule, Omniglot
+from rnnmeta.nets.conv4 import Conv4
 
-from rnnmeta.data import EpisodicDataModule, Omniglot  # noqa: E402
-from rnnmeta.nets.conv4 import Conv4  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def median_time(fn, reps: int, warmup: int = 1) -> float:

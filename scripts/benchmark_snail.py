@@ -7,29 +7,37 @@
     precomputed), which isolates what the caching saves.
 (b) Training throughput in episodes per second (forward, backward and Adam step), 5-way 1-shot,
     with the meta-batch and queries per class given.
-(c) ``--train-minutes N``: meta-train on Omniglot 5-way 1-shot for N minutes with the data
-    module and a ``pl.Trainer(max_time=...)``, then report test accuracy with its 95% CI over
-    1,000 fixed test episodes.
+(c) ``--train-steps N``: meta-train on Omniglot 5-way 1-shot for N steps and report test accuracy
+    with its 95% CI over the 1,000 fixed test episodes: the ``snail`` learner of
+    ``configs/compare/omniglot_5w1s.yaml`` run by :func:`rnnmeta.compare.compare` (the same data,
+    test episodes and logging as that comparison), with this script's layout, ``--max-shots``,
+    ``--meta-batch`` and ``--queries`` as its training protocol.
 
 Run:  python scripts/benchmark_snail.py [--repeats 10] [--meta-batch 32] [--queries 15]
-      python scripts/benchmark_snail.py --skip-timing --train-minutes 5 [--compact --max-shots 1 --queries 1]
+      python scripts/benchmark_snail.py --skip-timing --train-steps 2000 [--compact --max-shots 1 --queries 1]
+      python scripts/benchmark_snail.py --skip-timing --train-steps 2 --test-episodes 20 --repeats 1   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
+from comparison_config import REPO, load, narrowed
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rnnmeta.learners.snail import SNAIL  # noqa: E402
-from rnnmeta.nets import Conv4  # noqa: E402
+from rnnmeta.learners.snail import SNAIL
+from rnnmeta.nets import Conv4
 
-OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+#: The compact layout for CPU runs: Conv4 with 32 filters, narrow blocks (the paper's is SNAIL's default).
+COMPACT: dict[str, Any] = {
+    "backbone": {"class_path": "rnnmeta.nets.Conv4", "init_args": {"hidden": 32, "track_running_stats": True}},
+    "key_sizes": [16, 32, 64],
+    "value_sizes": [16, 32, 32],
+    "tc_filters": [32, 32],
+}
 
 
 def random_episode(batch: int, n_way: int, k_shot: int, m: int, seed: int = 0):
@@ -96,7 +104,7 @@ def query_cost(repeats: int) -> None:
 
 def throughput(meta_batch: int, queries: int, max_shots: int, repeats: int, compact: bool) -> None:
     torch.manual_seed(0)
-    learner = make_learner(compact, max_shots, 1e-3).train()
+    learner = make_learner(compact, max_shots).train()
     opt = torch.optim.Adam(learner.parameters(), lr=1e-3)
     sx, sy, qx, qy = random_episode(meta_batch, 5, 1, 5 * queries)
 
@@ -115,63 +123,33 @@ def throughput(meta_batch: int, queries: int, max_shots: int, repeats: int, comp
     )
 
 
-def make_learner(compact: bool, max_shots: int, lr: float) -> SNAIL:
-    """The Omniglot layout of the paper, or a compact one (Conv4 with 32 filters, narrow blocks) for CPU runs."""
+def make_learner(compact: bool, max_shots: int) -> SNAIL:
+    """The Omniglot layout of the paper, or the :data:`COMPACT` one for CPU runs."""
     if not compact:
-        return SNAIL(n_way=5, max_shots=max_shots, lr=lr)
-    return SNAIL(
-        backbone=Conv4(hidden=32, track_running_stats=True),
-        n_way=5,
-        max_shots=max_shots,
-        lr=lr,
-        key_sizes=[16, 32, 64],
-        value_sizes=[16, 32, 32],
-        tc_filters=[32, 32],
-    )
+        return SNAIL(n_way=5, max_shots=max_shots)
+    layout = dict(COMPACT, backbone=Conv4(**COMPACT["backbone"]["init_args"]))
+    return SNAIL(n_way=5, max_shots=max_shots, **layout)
 
 
-def train(minutes: float, meta_batch: int, queries: int, max_shots: int, lr: float, seed: int, compact: bool) -> None:
-    import pytorch_lightning as pl
+def train(args: argparse.Namespace) -> None:
+    """(c): the comparison's ``snail`` learner for ``args.train_steps`` steps, through :func:`rnnmeta.compare.compare`."""
+    from rnnmeta.compare import compare
 
-    from rnnmeta.data import EpisodicDataModule, Omniglot
-
-    pl.seed_everything(seed, workers=True)
-    dm = EpisodicDataModule(
-        dataset=Omniglot(root=str(OMNIGLOT)),
-        n_way=5,
-        k_shot=1,
-        q_queries=queries,
-        meta_batch_size=meta_batch,
-        eval_batch_size=50,
-        train_batches_per_epoch=100_000,
-        val_episodes=100,
-        test_episodes=1000,
-        seed=seed,
-    )
-    learner = make_learner(compact, max_shots, lr)
-    trainer = pl.Trainer(
-        max_time={"minutes": minutes},
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        accelerator="cpu",
-        devices=1,
-    )
-    t0 = time.perf_counter()
-    trainer.fit(learner, datamodule=dm)
-    fit_s = time.perf_counter() - t0
-    steps = trainer.global_step
-    (result,) = trainer.test(learner, datamodule=dm, verbose=False)
-    acc, ci = 100 * result["test/acc"], 100 * result["test/acc_ci95"]
+    config = narrowed(load("omniglot_5w1s"), ["snail"], args.train_steps, args.val_episodes, args.test_episodes,
+                      str(args.omniglot_root), args.output_dir, workers=1, seeds=[args.seed])
+    run = config["learners"]["snail"]
+    init = run["model"]["init_args"]
+    init["max_shots"] = args.max_shots
+    if args.compact:
+        init.update(COMPACT)
+    run["train_data"] = {"meta_batch_size": args.meta_batch, "q_queries": args.queries}
+    config["name"] = f"snail_{'compact' if args.compact else 'paper'}_{args.train_steps}_steps"
+    (row,) = compare(**config)
     print(
-        f"(c) trained {fit_s / 60:.1f} min, {steps} steps x {meta_batch} episodes ({steps * meta_batch / fit_s:.1f} episodes/s), "
-        f"{'compact' if compact else 'paper'} layout ({learner.num_parameters():,} parameters), max_shots={max_shots}, "
-        f"meta-batch {meta_batch}, {queries} queries per class, lr={lr}: test accuracy 5-way 1-shot = {acc:.2f} +- {ci:.2f} % "
-        f"over {int(result['test/episodes'])} episodes"
+        f"(c) {row['steps']:,.0f} steps x {args.meta_batch} episodes, {'compact' if args.compact else 'paper'} layout "
+        f"({row['parameters']:,} parameters), max_shots={args.max_shots}, {args.queries} queries per class: test accuracy "
+        f"5-way 1-shot = {100 * row['mean']:.2f} +- {100 * row['ci95']:.2f} % over {row['test_episodes']} episodes "
+        f"(tables, costs and curves in {args.output_dir}/{config['name']}/)"
     )
 
 
@@ -181,19 +159,22 @@ def main() -> None:
     parser.add_argument("--meta-batch", type=int, default=32)
     parser.add_argument("--queries", type=int, default=15, help="queries per class")
     parser.add_argument("--max-shots", type=int, default=5, help="T = 5 * max_shots + 1")
-    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compact", action="store_true", help="compact layout for (b) and (c) (see make_learner)")
     parser.add_argument("--skip-timing", action="store_true", help="skip (a) and (b)")
-    parser.add_argument("--train-minutes", type=float, default=0.0, help="run (c) for this many minutes")
+    parser.add_argument("--train-steps", type=int, default=0, help="run (c) for this many meta-training steps")
+    parser.add_argument("--val-episodes", type=int, default=None, help="(c): default the comparison's 100")
+    parser.add_argument("--test-episodes", type=int, default=None, help="(c): default the comparison's 1,000")
+    parser.add_argument("--omniglot-root", default=str(OMNIGLOT))
+    parser.add_argument("--output-dir", default="results/snail", help="(c): where the comparison's folder goes")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU only")
     if not args.skip_timing:
         query_cost(args.repeats)
         throughput(args.meta_batch, args.queries, args.max_shots, args.repeats, args.compact)
-    if args.train_minutes > 0:
-        train(args.train_minutes, args.meta_batch, args.queries, args.max_shots, args.lr, args.seed, args.compact)
+    if args.train_steps > 0:
+        train(args)
 
 
 if __name__ == "__main__":

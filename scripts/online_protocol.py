@@ -1,51 +1,68 @@
 """The online protocol of Santoro et al. (2016) on 5-way Omniglot: per-instance accuracy of LSTMLearner, MANN and SNAIL.
 
 Each learner is meta-trained on streams of N classes x 10 instances (labels one step late) for
-``--minutes`` of wall time, then evaluated on ``--test-streams`` fixed test streams (Vinyals split).
-Writes one PNG plot of accuracy by instance number, with Santoro's MANN numbers marked (82.8% at
-the 2nd instance, 94.9% at the 5th, after 100,000 training episodes), the numbers beside it as JSON,
-and a Markdown table on stdout.
+``--steps`` meta-iterations, then evaluated on ``--test-streams`` fixed test streams (Vinyals split).
+The runs are built by rnnmeta's command-line layer (:class:`rnnmeta.cli.RnnmetaCLI`, as
+``rnnmeta fit`` builds its runs) from ``configs/online/omniglot_5w.yaml``, with ``model.learner``
+swapped for each learner and this script's options applied. Writes one PNG plot of accuracy by
+instance number, with Santoro's MANN numbers marked (82.8% at the 2nd instance, 94.9% at the 5th,
+after 100,000 training episodes), the numbers beside it as JSON, and a Markdown table on stdout.
 
-Run:  python scripts/online_protocol.py --minutes 3 --out results/online_protocol.png
+Run:  python scripts/online_protocol.py --steps 500 --out results/online_protocol.png
+      python scripts/online_protocol.py --steps 2 --test-streams 10 --out /tmp/online.png   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import sys
 import time
 import warnings
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-import pytorch_lightning as pl
 import torch
+import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rnnmeta.data import Omniglot  # noqa: E402
-from rnnmeta.data.online import OnlineDataModule  # noqa: E402
-from rnnmeta.learners.lstm import LSTMLearner  # noqa: E402
-from rnnmeta.learners.mann import MANN  # noqa: E402
-from rnnmeta.learners.snail import SNAIL  # noqa: E402
-from rnnmeta.learners.online import REPORTED_INSTANCES, SANTORO_MANN, OnlineMetaLearner, format_table  # noqa: E402
-from rnnmeta.nets import Conv4  # noqa: E402
+from rnnmeta.data.online import OnlineDataModule
+from rnnmeta.learners.online import REPORTED_INSTANCES, SANTORO_MANN, OnlineMetaLearner, format_table
 
-OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+REPO = Path(__file__).resolve().parents[1]
+OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+CONFIG = REPO / "configs" / "online" / "omniglot_5w.yaml"
 
 
-def make_learner(name: str, args: argparse.Namespace) -> torch.nn.Module:
-    backbone = Conv4(hidden=args.filters, track_running_stats=True)
+def learner_spec(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``model.learner`` of the config for learner ``name``, as a ``class_path`` spec."""
+    backbone = {"class_path": "rnnmeta.nets.Conv4", "init_args": {"hidden": args.filters, "track_running_stats": True}}
+    common = {"backbone": backbone, "n_way": args.n_way}
     if name == "lstm":
-        return LSTMLearner(backbone=backbone, hidden_size=args.hidden, num_layers=1, n_way=args.n_way)
+        return {"class_path": "rnnmeta.learners.LSTMLearner", "init_args": {**common, "hidden_size": args.hidden, "num_layers": 1}}
     if name.startswith("mann"):
         slots = int(name[4:]) if name[4:] else args.memory_slots
-        return MANN(backbone=backbone, controller_size=args.hidden, memory_slots=slots, memory_width=40,
-                    read_heads=4, n_way=args.n_way)
+        return {"class_path": "rnnmeta.learners.MANN", "init_args": {
+            **common, "controller_size": args.hidden, "memory_slots": slots, "memory_width": 40, "read_heads": 4}}
     if name == "snail":
         # one model for streams of n_way * instances steps: max_shots = instances
-        return SNAIL(backbone=backbone, max_shots=args.instances, n_way=args.n_way)
+        return {"class_path": "rnnmeta.learners.SNAIL", "init_args": {**common, "max_shots": args.instances}}
     raise ValueError(f"unknown learner {name!r}; expected 'lstm', 'snail', 'mann' or 'mann<slots>' (e.g. mann16)")
+
+
+def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """``configs/online/omniglot_5w.yaml`` with learner ``name`` and this script's options."""
+    config = copy.deepcopy(yaml.safe_load(CONFIG.read_text()))
+    config["seed_everything"] = args.seed
+    config["trainer"]["max_steps"] = args.steps
+    model = config["model"]
+    model["learner"] = learner_spec(name, args)
+    model["optimizer"]["init_args"]["lr"] = args.lr
+    model["max_instance"] = args.instances
+    data = config["data"]
+    data["dataset"]["init_args"]["root"] = str(args.root)
+    data.update(n_way=args.n_way, instances=args.instances, batch_size=args.batch_size, test_streams=args.test_streams,
+                seed=args.seed)
+    return config
 
 
 def label_of(name: str, args: argparse.Namespace) -> str:
@@ -58,21 +75,18 @@ def label_of(name: str, args: argparse.Namespace) -> str:
 
 
 def run(name: str, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, int, float]:
-    """Train one learner for the budget and test it: (mean [10], ci95 [10], steps, training CPU seconds)."""
-    pl.seed_everything(args.seed, workers=True)
-    module = OnlineMetaLearner(make_learner(name, args), lr=args.lr, grad_clip_norm=1.0, max_instance=args.instances)
-    dm = OnlineDataModule(Omniglot(root=str(args.root)), n_way=args.n_way, instances=args.instances,
-                          batch_size=args.batch_size, eval_batch_size=50, train_batches_per_epoch=100_000,
-                          test_streams=args.test_streams, seed=args.seed)
-    trainer = pl.Trainer(max_time=timedelta(minutes=args.minutes), max_steps=-1, max_epochs=-1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu", devices=1)
+    """Train one learner for ``args.steps`` steps and test it: (mean [instances], ci95 [instances], steps, training CPU s)."""
+    from rnnmeta.cli import LoggerSaveConfigCallback, RnnmetaCLI
+
+    cli = RnnmetaCLI(OnlineMetaLearner, OnlineDataModule, save_config_callback=LoggerSaveConfigCallback,
+                     save_config_kwargs={"overwrite": True}, args=run_config(name, args), run=False,
+                     auto_configure_optimizers=False)
     cpu = time.process_time()
-    trainer.fit(module, datamodule=dm)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     cpu = time.process_time() - cpu
-    trainer.test(module, datamodule=dm, verbose=False)
-    mean, ci = module.summary("test")
-    return mean, ci, int(trainer.global_step), cpu
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    mean, ci = cli.model.summary("test")
+    return mean, ci, int(cli.trainer.global_step), cpu
 
 
 def plot(results: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path, caption: str) -> None:
@@ -104,7 +118,7 @@ def plot(results: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path, capt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock training budget per learner")
+    parser.add_argument("--steps", type=int, default=500, help="meta-training steps per learner")
     parser.add_argument("--learners", default="lstm,mann,snail",
                         help="comma-separated: lstm, snail, mann (--memory-slots rows), mann<slots> (e.g. mann16)")
     parser.add_argument("--root", type=Path, default=OMNIGLOT)
@@ -131,7 +145,7 @@ def main() -> None:
         rows.append((f"{label}, {steps} meta-iterations x {args.batch_size} streams, {cpu:.0f} CPU-s", mean, ci))
         print(f"{label}: {steps} meta-iterations, {cpu:.0f} CPU-s; "
               + ", ".join(f"inst {i}: {100 * float(mean[i - 1]):.1f}" for i in REPORTED_INSTANCES), flush=True)
-    caption = f"{args.minutes:g} min per learner, {args.test_streams} test streams, 95% CI"
+    caption = f"{args.steps:,} meta-iterations per learner, {args.test_streams} test streams, 95% CI"
     plot(results, args.out, caption)
     print(format_table(rows, [i for i in REPORTED_INSTANCES if i <= args.instances]))
     record = {name: {"mean": mean.tolist(), "ci95": ci.tolist()} for name, (mean, ci) in results.items()}
