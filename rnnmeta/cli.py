@@ -319,9 +319,13 @@ def _wandb_run_description(logger: WandbLogger) -> str:
 def build_cli(args: Optional[list[str]] = None, run: bool = True) -> RnnmetaCLI:
     """Construct the CLI (``run=False`` only parses and instantiates, for tests and notebooks)."""
     ensure_wandb_mode()
+    # meta-RL (issue 15): a config whose model is a rnnmeta.rl agent gets MetaRLAgent and no data module
+    from rnnmeta.rl.cli import cli_classes
+
+    model_class, datamodule_class = cli_classes(args, MetaLearner, EpisodicDataModule)
     return RnnmetaCLI(
-        MetaLearner,
-        EpisodicDataModule,
+        model_class,
+        datamodule_class,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=LoggerSaveConfigCallback,

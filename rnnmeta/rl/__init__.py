@@ -3,9 +3,18 @@
 from rnnmeta.rl.bandits import BernoulliBandits
 from rnnmeta.rl.base import Actor, BatchedEnv, Box, Discrete, TaskFamily, Tasks, fingerprint, seeded_generator
 from rnnmeta.rl.mdps import TabularMDPs, value_iteration
+from rnnmeta.rl.agent import MetaRLAgent, SequenceAgent
+from rnnmeta.rl.maml_rl import MAMLRL
+from rnnmeta.rl.rl2 import RL2
+from rnnmeta.rl.snail_agent import SNAILAgent
 from rnnmeta.rl.trial import Evaluation, Trajectory, eval_tasks, evaluate, run_trials
 
 __all__ = [
+    "MAMLRL",
+    "MetaRLAgent",
+    "RL2",
+    "SNAILAgent",
+    "SequenceAgent",
     "Actor",
     "BatchedEnv",
     "BernoulliBandits",

@@ -287,6 +287,7 @@ class SequenceAgent(MetaRLAgent):
         ppo_minibatches: minibatches (of whole trials) per pass.
         value_coef: weight of the value loss.
         entropy_coef: weight of the entropy bonus.
+        init_log_std: initial log standard deviation of the Gaussian policy (``Box`` actions; 0: std 1).
     """
 
     def __init__(
@@ -307,9 +308,11 @@ class SequenceAgent(MetaRLAgent):
         value_coef: float = 0.5,
         entropy_coef: float = 0.01,
         normalize_observations: bool = False,
+        init_log_std: float = 0.0,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
                          normalize_observations=normalize_observations)
+        self.init_log_std = float(init_log_std)
         check_positive(type(self).__name__, ppo_epochs=ppo_epochs, ppo_minibatches=ppo_minibatches)
         if ppo_minibatches > batch_trials:
             raise ValueError(f"{type(self).__name__}: ppo_minibatches={ppo_minibatches} exceeds batch_trials={batch_trials}")
@@ -326,7 +329,7 @@ class SequenceAgent(MetaRLAgent):
 
     def build_heads(self, features: int) -> None:
         """Policy and value heads on ``features`` channels (call from the subclass's ``__init__``)."""
-        self.policy = PolicyHead(features, self.family.action_space)
+        self.policy = PolicyHead(features, self.family.action_space, self.init_log_std)
         self.value = nn.Linear(features, 1)
 
     # -- the memory (subclasses) -------------------------------------------------------------------

@@ -71,6 +71,7 @@ class MAMLRL(MetaRLAgent):
         gamma: discount of the returns within an episode.
         clip: PPO's clip range.
         ppo_epochs: outer updates per collected batch of trials.
+        init_log_std: initial log standard deviation of the Gaussian policy (``Box`` actions; 0: std 1).
 
     Shapes: the policy maps ``encode(obs) [..., d_obs]`` to logits or means ``[..., width]``.
     """
@@ -94,6 +95,7 @@ class MAMLRL(MetaRLAgent):
         ppo_epochs: int = 4,
         entropy_coef: float = 0.0,
         normalize_observations: bool = False,
+        init_log_std: float = 0.0,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
                          normalize_observations=normalize_observations)
@@ -113,7 +115,8 @@ class MAMLRL(MetaRLAgent):
             layers += [nn.Linear(a, b), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], space_width(family.action_space)))
         self.net = nn.Sequential(*layers)
-        self.log_std = nn.Parameter(torch.zeros(space_width(family.action_space))) if isinstance(family.action_space, Box) else None
+        self.log_std = (nn.Parameter(torch.full((space_width(family.action_space),), float(init_log_std)))
+                        if isinstance(family.action_space, Box) else None)
         per = n_episodes // (inner_steps + 1)
         self.chunk_episodes = [per] * inner_steps + [n_episodes - per * inner_steps]
         self._batch: Optional[dict[str, Tensor]] = None

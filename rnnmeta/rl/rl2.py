@@ -50,10 +50,11 @@ class RL2(SequenceAgent):
         value_coef: float = 0.5,
         entropy_coef: float = 0.01,
         normalize_observations: bool = False,
+        init_log_std: float = 0.0,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
                          gamma, gae_lambda, clip, ppo_epochs, ppo_minibatches, value_coef, entropy_coef,
-                         normalize_observations=normalize_observations)
+                         normalize_observations=normalize_observations, init_log_std=init_log_std)
         if cell not in ("gru", "lstm"):
             raise ValueError(f"RL2: cell must be 'gru' or 'lstm', got cell={cell!r}")
         check_positive("RL2", hidden_size=hidden_size)

@@ -1,0 +1,198 @@
+"""The meta-RL agents: memory across episodes and trials, shifted inputs, acting equals training, learning a bandit."""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from rnnmeta.rl import BernoulliBandits, TabularMDPs, evaluate, run_trials, seeded_generator
+from rnnmeta.rl.classical import make_baseline
+from rnnmeta.rl.maml_rl import MAMLRL, linear_baseline, returns_to_go
+from rnnmeta.rl.rl2 import RL2
+from rnnmeta.rl.snail_agent import SNAILAgent
+
+torch.set_num_threads(1)
+
+SMALL = {
+    "rl2": lambda fam, n: RL2(fam, n, hidden_size=16, batch_trials=4),
+    "lstm": lambda fam, n: RL2(fam, n, cell="lstm", hidden_size=16, batch_trials=4),
+    "snail": lambda fam, n: SNAILAgent(fam, n, layout=["tc:8", "attn:8:8", "tc:4"], embed_size=8, batch_trials=4),
+    "maml": lambda fam, n: MAMLRL(fam, n, hidden_sizes=[16], inner_steps=2, inner_lr=1.0, batch_trials=4),
+}
+
+
+def _trial(agent, fam, tasks, n_episodes, seed=0, greedy=False):
+    return run_trials(agent.actor(greedy), fam, tasks, n_episodes, seeded_generator(seed, "e"), seeded_generator(seed, "a"))
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_memory_persists_across_episodes_and_resets_between_trials(name):
+    torch.manual_seed(0)
+    fam = TabularMDPs(n_states=3, n_actions=2, horizon=3)
+    agent = SMALL[name](fam, 6)
+    tasks = fam.sample_tasks(4, seeded_generator(0, "t"))
+    first = _trial(agent, fam, tasks, 6)
+    # reset between trials: the same actor object, run again, acts exactly as on its first trial
+    actor = agent.actor()
+    runs = [run_trials(actor, fam, tasks, 6, seeded_generator(0, "e"), seeded_generator(0, "a")) for _ in range(2)]
+    for run in runs:
+        torch.testing.assert_close(run.extras["logp"], first.extras["logp"], rtol=0, atol=0)
+        assert torch.equal(run.actions, first.actions)
+    # persistence: the later episodes' action probabilities depend on the first episode's rewards
+    other = fam.sample_tasks(4, seeded_generator(1, "t"))  # other rewards and transitions, same seeds
+    second = _trial(agent, fam, other, 6)
+    # at the first step the agent knows nothing of its task: the same start states (common random numbers) and
+    # the same actions get the same probabilities on other tasks
+    assert torch.equal(first.obs[:, 0], second.obs[:, 0])
+    same = first.actions[:, 0] == second.actions[:, 0]
+    torch.testing.assert_close(second.extras["logp"][:, 0][same], first.extras["logp"][:, 0][same])
+    late = slice(fam.horizon * 4, fam.horizon * 6)  # episodes 5 and 6 (for MAMLRL: its last chunk, after adapting)
+    log_probs = lambda traj: _replay_logp(agent, fam, tasks, traj, late)  # noqa: E731
+    assert not torch.allclose(log_probs(first), log_probs(_swap_rewards(first))), "later episodes ignore the first ones"
+
+
+def _swap_rewards(traj):
+    """The same trajectory with other rewards in its first episodes."""
+    from dataclasses import replace
+
+    rewards = traj.rewards.clone()
+    rewards[:, :6] = rewards[:, :6] + 5.0
+    return replace(traj, rewards=rewards)
+
+
+def _replay_logp(agent, fam, tasks, traj, steps):
+    """log pi(a_t) over ``steps`` when the agent is fed ``traj``'s observations, actions and rewards step by step."""
+    actor = agent.actor()
+    actor.begin_trials(fam, tasks, agent.n_episodes, seeded_generator(0, "a"))
+    out = []
+    for t in range(traj.obs.shape[1]):
+        if isinstance(agent, MAMLRL):
+            # the adapted policy's log-probability of the recorded action
+            with torch.no_grad():
+                dist = agent.policy_params(actor.params, traj.obs[:, t : t + 1])[:, 0]
+            from rnnmeta.rl.agent import action_log_prob
+
+            out.append(action_log_prob(fam.action_space, dist, traj.actions[:, t]))
+            actor.buffer["obs"].append(traj.obs[:, t])
+            actor.buffer["actions"].append(traj.actions[:, t])
+        else:
+            x = agent.make_input(traj.obs[:, t], actor.prev_action, actor.prev_reward, actor.prev_done)
+            with torch.no_grad():
+                h, actor.state = agent.step(x, actor.state)
+                out.append(agent.policy.log_prob(agent.policy(h), traj.actions[:, t]))
+        actor.observe(traj.actions[:, t], traj.rewards[:, t], traj.episode_end[:, t])
+    return torch.stack(out, 1)[:, steps]
+
+
+@pytest.mark.parametrize("name", ["rl2", "lstm", "snail"])
+def test_acting_step_by_step_equals_training_on_whole_trials(name):
+    torch.manual_seed(0)
+    fam = TabularMDPs(n_states=3, n_actions=2, horizon=3)
+    agent = SMALL[name](fam, 5)
+    traj = _trial(agent, fam, fam.sample_tasks(4, seeded_generator(0, "t")), 5)
+    with torch.no_grad():
+        h = agent.features(agent.trajectory_inputs(traj))
+        logp = agent.policy.log_prob(agent.policy(h), traj.actions)
+        value = agent.value(h).squeeze(-1)
+    torch.testing.assert_close(logp, traj.extras["logp"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(value, traj.extras["value"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["rl2", "snail"])
+def test_reward_reaches_the_agent_one_step_later(name):
+    torch.manual_seed(0)
+    fam = BernoulliBandits(3)
+    agent = SMALL[name](fam, 8)
+    traj = _trial(agent, fam, fam.sample_tasks(4, seeded_generator(0, "t")), 8)
+    x = agent.trajectory_inputs(traj)
+    from dataclasses import replace
+
+    rewards = traj.rewards.clone()
+    rewards[:, 4] = 7.0
+    x2 = agent.trajectory_inputs(replace(traj, rewards=rewards))
+    assert torch.equal(x[:, :5], x2[:, :5])  # steps 0..4 act before reward 4 is known
+    assert x2[:, 5, -2].eq(7.0).all() and not torch.equal(x[:, 5], x2[:, 5])  # step 5 reads it as previous reward
+    with torch.no_grad():  # and the network is causal: features up to step 4 do not change
+        torch.testing.assert_close(agent.features(x)[:, :5], agent.features(x2)[:, :5], rtol=0, atol=0)
+        assert not torch.allclose(agent.features(x)[:, 5:], agent.features(x2)[:, 5:])
+    assert x[:, 0, -3:].eq(0).all()  # no previous action bit... (bandit: one-hot prev action, reward, done all 0 at t = 0)
+
+
+def test_maml_returns_and_linear_baseline():
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    ends = torch.tensor([[False, True, False, True]])
+    torch.testing.assert_close(returns_to_go(r, ends, 0.5), torch.tensor([[2.0, 2.0, 5.0, 4.0]]))
+    # a baseline on [t, 1] recovers a linear return exactly
+    t = torch.arange(5.0)
+    feats = torch.stack([t, torch.ones(5)], -1).unsqueeze(0)
+    g = (3 * t + 1).unsqueeze(0)
+    torch.testing.assert_close(linear_baseline(feats, g, torch.ones(1, 5, dtype=torch.bool)), g, atol=1e-3, rtol=0)
+
+
+def test_maml_first_and_second_order_gradients_differ_only_through_the_inner_step():
+    # (an MDP: on bandits the observation is constant, the fitted baseline's residuals sum to zero over a chunk
+    # and the second-order term nearly vanishes)
+    fam = TabularMDPs(n_states=3, n_actions=2, horizon=3)
+    grads = {}
+    for first_order in (False, True):
+        torch.manual_seed(0)
+        agent = MAMLRL(fam, 4, hidden_sizes=[8], inner_steps=1, inner_lr=0.5, first_order=first_order, batch_trials=6)
+        batch = agent.collect(0)
+        agent.outer_loss(batch).backward()
+        grads[first_order] = torch.cat([p.grad.flatten() for p in agent.net.parameters()])
+    assert torch.isfinite(grads[False]).all() and not torch.allclose(grads[False], grads[True])
+    assert torch.nn.functional.cosine_similarity(grads[False], grads[True], dim=0) > 0.5
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: RL2(BernoulliBandits(2), 0), "n_episodes=0"),
+        (lambda: RL2(BernoulliBandits(2), 5, cell="rnn"), "cell='rnn'"),
+        (lambda: SNAILAgent(BernoulliBandits(2), 5, layout=["conv:3"]), "conv:3"),
+        (lambda: MAMLRL(BernoulliBandits(2), 1), "n_episodes=1"),
+        (lambda: RL2(BernoulliBandits(2), 5, gamma=2.0), "gamma=2.0"),
+        (lambda: RL2(BernoulliBandits(5), 5).rollout(BernoulliBandits(3), {"means": torch.rand(2, 3)}), "action_space"),
+        (lambda: MAMLRL(BernoulliBandits(5), 5).rollout(TabularMDPs(), TabularMDPs().sample_tasks(2, seeded_generator(0))), "space"),
+    ],
+)
+def test_bad_agent_settings_name_the_value(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+# ---------------------------------------------------------------------------------- learning
+LEARN = {
+    "rl2": (lambda fam: RL2(fam, 10, hidden_size=64, batch_trials=64, optimizer=partial(torch.optim.Adam, lr=1e-2)), 300),
+    "snail": (lambda fam: SNAILAgent(fam, 10, batch_trials=64, optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
+    "maml": (lambda fam: MAMLRL(fam, 10, batch_trials=40, inner_lr=0.5, optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(LEARN))
+def test_every_agent_learns_a_two_armed_bandit(name):
+    """2 arms, 10 pulls: random earns 5.05 on these test tasks, Gittins 6.13; each agent must pass 5.5 within 300 updates."""
+    fam = BernoulliBandits(2)
+    pl.seed_everything(0, verbose=False)
+    make, updates = LEARN[name]
+    agent = make(fam)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(max_steps=updates, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             limit_val_batches=0, enable_model_summary=False)
+        trainer.fit(agent)
+        trainer.test(agent, verbose=False)
+    random = evaluate(make_baseline("random"), fam, _test_tasks(fam, agent), 10).mean
+    assert random < 5.2
+    assert agent.last_evaluation.mean > 5.5, f"{name}: {agent.last_evaluation.mean:.3f} after {updates} updates (random {random:.3f})"
+
+
+def _test_tasks(fam, agent):
+    from rnnmeta.rl import eval_tasks
+
+    return eval_tasks(fam, agent.test_trials, agent.eval_seed)
