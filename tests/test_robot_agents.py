@@ -65,8 +65,10 @@ def test_every_agent_trains_on_a_users_gym_env(name):
 @pytest.mark.parametrize("name", sorted(AGENTS))
 def test_every_agent_trains_on_point_navigation(name):
     fam = PointNavigation2D(horizon=10)
-    agent = AGENTS[name](fam, n_episodes=2, batch_trials=4, val_trials=4, test_trials=4)
+    agent = AGENTS[name](fam, n_episodes=2, batch_trials=4, val_trials=4, test_trials=4, init_log_std=-1.0)
     assert agent.obs_norm is None
+    log_std = agent.log_std if name == "maml" else agent.policy.log_std
+    assert torch.equal(log_std.detach(), torch.full((2,), -1.0))  # the Gaussian's initial std, e^-1
     train_a_few_steps(agent)
     traj = agent.rollout(fam, fam.sample_tasks(3, seeded_generator(0, "test")))
     assert traj.actions.shape == (3, 20, 2) and torch.isfinite(traj.rewards).all()

@@ -1,0 +1,159 @@
+"""Compare meta-RL agents on one robot-control task family: train each, test on fixed tasks, table and plots.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/robot_compare.py --config configs/compare/point2d.yaml
+
+The config (``configs/compare/point2d.yaml``, ``configs/compare/cheetah_vel.yaml``) names one task
+``family`` shared by every agent, the fixed test set (``test_trials`` tasks drawn with ``eval_seed``:
+the same tasks and the same environment randomness for every agent), and per agent its ``model``
+(as ``rnnmeta fit`` takes it: ``class_path`` and ``init_args``, without ``family``, which is injected)
+and its budget ``max_steps`` (optimiser updates; the table also prints the environment steps they
+cost). Agents train one after another, each with ``threads`` torch threads, and print their
+training return as they go.
+
+Written to ``--out`` (default ``results/<name>/``):
+
+* ``results.csv`` and the printed table: per agent, the mean test return of each episode of a trial
+  (memory agents: episode 1..n) or of each adaptation stage (MAMLRL: after 0..k inner steps, the mean
+  episode return of each chunk), with 95% CIs, the updates, environment steps, CPU seconds of training;
+* ``adaptation.png``: those curves side by side (with the paper's reference curve when the config
+  gives one), :func:`rnnmeta.rl.robot_viz.plot_adaptation`;
+* ``trajectories_<agent>.png`` for 2D navigation (:func:`~rnnmeta.rl.robot_viz.plot_point_trajectories`);
+* ``<agent>.ckpt``: the trained agent (Lightning checkpoint; the observation statistics included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+
+def build_agent(model_cfg: dict[str, Any], family_cfg: dict[str, Any]):
+    """The agent of ``model_cfg`` (class_path/init_args) on the family of ``family_cfg``, through jsonargparse."""
+    from jsonargparse import ArgumentParser
+
+    from rnnmeta.rl.agent import MetaRLAgent
+
+    cfg = copy.deepcopy(model_cfg)
+    cfg.setdefault("init_args", {})["family"] = copy.deepcopy(family_cfg)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(MetaRLAgent, "model")
+    return parser.instantiate_classes(parser.parse_object({"model": cfg})).model
+
+
+def stage_returns(agent, episode_returns_: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """``[n, k]`` returns per stage and the x label: per episode (memory agents) or per chunk (MAMLRL)."""
+    from rnnmeta.rl.maml_rl import MAMLRL
+
+    if isinstance(agent, MAMLRL):
+        cols, start = [], 0
+        for e in agent.chunk_episodes:
+            cols.append(episode_returns_[:, start:start + e].mean(1))
+            start += e
+        return torch.stack(cols, 1), "steps"
+    return episode_returns_, "episodes"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", default=None, help="output folder (default results/<name>)")
+    ap.add_argument("--only", nargs="*", default=None, help="agents to run (default: all)")
+    ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every max_steps (a quick look: 0.1)")
+    args = ap.parse_args()
+
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    for key in ("name", "family", "learners"):
+        if key not in cfg:
+            sys.exit(f"robot_compare: {args.config} needs a '{key}' key")
+    threads = int(cfg.get("threads", 1))
+    torch.set_num_threads(threads)
+    import pytorch_lightning as pl
+
+    from rnnmeta.rl.robot_viz import episode_returns, mean_ci, plot_adaptation, plot_point_trajectories
+    from rnnmeta.rl.trial import eval_tasks
+
+    out = Path(args.out or f"results/{cfg['name']}")
+    out.mkdir(parents=True, exist_ok=True)
+    test_trials, eval_seed, seed = int(cfg.get("test_trials", 200)), int(cfg.get("eval_seed", 0)), int(cfg.get("seed", 0))
+    cpu = platform.processor() or platform.machine()
+    print(f"robot_compare {cfg['name']}: {len(cfg['learners'])} agents, {threads} thread(s), {os.cpu_count()} CPUs ({cpu}), "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    rows, curves = [], {}
+    for name, spec in cfg["learners"].items():
+        if args.only and name not in args.only:
+            continue
+        pl.seed_everything(seed, workers=False, verbose=False)
+        agent = build_agent(spec["model"], cfg["family"])
+        family = agent.family
+        steps = max(1, int(round(int(spec["max_steps"]) * args.steps_scale)))
+        per_iter = getattr(agent, "updates_per_iteration", None) or agent.ppo_epochs
+        log_every = max(per_iter, (steps // 20) // per_iter * per_iter)
+
+        class Progress(pl.Callback):
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                if trainer.global_step % log_every == 0 and module._batch is not None:
+                    print(f"  {name}: update {trainer.global_step}/{steps}, train return per trial "
+                          f"{float(module._batch['total'].mean()):.2f}, {time.process_time() - c0:.0f} CPU s", flush=True)
+
+        trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                             accelerator=cfg.get("accelerator", "cpu"), devices=1, callbacks=[Progress()],
+                             **spec.get("trainer", {}))
+        print(f"{name}: {type(agent).__name__} on {family.describe()}, {steps} updates", flush=True)
+        c0, w0 = time.process_time(), time.perf_counter()
+        trainer.fit(agent)
+        train_cpu, train_wall = time.process_time() - c0, time.perf_counter() - w0
+        trainer.save_checkpoint(out / f"{name}.ckpt")
+        iterations = -(-steps // per_iter)
+        env_steps = iterations * agent.batch_trials * agent.trial_len
+
+        tasks = eval_tasks(family, test_trials, eval_seed, "test")
+        agent.eval()
+        traj = agent.rollout(family, tasks, seed=eval_seed)
+        per_ep = episode_returns(traj, family.horizon)
+        stages, kind = stage_returns(agent, per_ep)
+        mean, ci = mean_ci(stages)
+        label = f"{name} ({kind})"
+        curves[label] = stages
+        row = {"agent": name, "class": type(agent).__name__, "stages": kind,
+               **{f"{kind[:-1]}_{i + (0 if kind == 'steps' else 1)}": f"{m:.2f} +- {c:.2f}" for i, (m, c) in enumerate(zip(mean.tolist(), ci.tolist()))},
+               "trial_return": f"{float(traj.total_reward.mean()):.2f}", "updates": steps, "env_steps": env_steps,
+               "train_cpu_s": f"{train_cpu:.0f}", "train_wall_s": f"{train_wall:.0f}", "threads": threads}
+        rows.append(row)
+        print(f"{name}: test return per {kind[:-1]}: " + ", ".join(f"{m:.2f}+-{c:.2f}" for m, c in zip(mean.tolist(), ci.tolist()))
+              + f"; {env_steps:,} env steps, {train_cpu:.0f} CPU s", flush=True)
+        if "goal" in tasks:
+            plot_point_trajectories(traj, tasks["goal"], family.horizon, out / f"trajectories_{name}.png",
+                                    title=f"{name}: paths toward 4 test goals (star), episode 1 dotted ... last solid")
+        if hasattr(family, "close"):
+            family.close()
+
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
+    ref = cfg.get("reference")
+    plot_adaptation(curves, out / "adaptation.png", title=f"{cfg['name']}: test return within a trial",
+                    reference={ref["label"]: ref["values"]} if ref else None)
+    print(f"\nwritten: {out}/results.csv, {out}/adaptation.png, the checkpoints and plots beside them")
+
+
+if __name__ == "__main__":
+    main()
