@@ -17,6 +17,7 @@ Tasks: ``omniglot`` (MAML, 5-way 1-shot, its inner loop running at test time) an
 
 from __future__ import annotations
 
+from functools import partial
 import argparse
 import hashlib
 import json
@@ -83,7 +84,7 @@ def learner(task: str) -> MetaLearner:
     torch.manual_seed(0)
     if task == "omniglot":
         return MAML(inner_steps=1, inner_lr=0.4, eval_inner_steps=3, kind="classification", n_way=5)
-    return LSTMLearner(hidden_size=32, num_layers=1, kind="regression", target_dim=1, lr=1e-2)
+    return LSTMLearner(hidden_size=32, num_layers=1, kind="regression", target_dim=1, optimizer=partial(torch.optim.Adam, lr=1e-2))
 
 
 class Recorder(Callback):

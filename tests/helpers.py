@@ -35,6 +35,7 @@ def short_omniglot_run(
     steps: int = 100,
     test_episodes: int = 100,
     seed: int = 0,
+    gradient_clip_val: float = 0.0,
 ) -> float:
     """Meta-train ``learner`` for ``steps`` iterations on Omniglot (Vinyals split) and return test accuracy."""
     from rnnmeta.data import EpisodicDataModule, Omniglot
@@ -63,6 +64,7 @@ def short_omniglot_run(
         limit_val_batches=0,
         accelerator="cpu",
         devices=1,
+        gradient_clip_val=gradient_clip_val or None,
     )
     trainer.fit(learner, datamodule=dm)
     (result,) = trainer.test(learner, datamodule=dm, verbose=False)

@@ -9,6 +9,7 @@ the case's working folder, which is also the current folder and the cache folder
 
 from __future__ import annotations
 
+from functools import partial
 import io
 import re
 import sys
@@ -272,18 +273,16 @@ CASES = [
          r"(?s)Parser key \"k_shot\":\s*Expected a <class 'int'>\. Got value: 2\.5"),
     Case("cli-unknown-task-kind", lambda w: _cli("--model.init_args.kind=clasification"), SystemExit,
          r"(?s)Parser key \"kind\":.*classification.*regression.*Got value: clasification"),
-    Case("cli-lr-infinite", lambda w: _cli("--model.init_args.lr=.inf"), ValueError, r"lr must be a finite number > 0, got inf"),
-    Case("cli-grad_clip_norm-nan", lambda w: _cli("--model.init_args.grad_clip_norm=.nan"), ValueError,
-         r"grad_clip_norm must be a finite number >= 0, got nan"),
-    Case("cli-weight_decay-nan", lambda w: _cli("--model.init_args.weight_decay=.nan"), ValueError,
-         r"weight_decay must be a finite number >= 0, got nan"),
-    Case("cli-lr_gamma-negative", lambda w: _cli("--model.init_args.lr_gamma=-0.5"), ValueError,
-         r"lr_gamma must be a finite number > 0, got -0\.5"),
+    Case("cli-lr-infinite", lambda w: _cli("--model.init_args.optimizer.lr=.inf"), ValueError,
+         r"optimizer lr must be a finite number > 0, got inf"),
+    Case("cli-weight_decay-nan", lambda w: _cli("--model.init_args.optimizer=AdamW", "--model.init_args.optimizer.weight_decay=.nan"),
+         ValueError, r"optimizer weight_decay must be a finite number >= 0, got nan"),
     Case("cli-checkpoint-of-another-learner", _wrong_learner_checkpoint_case, ValueError,
          r"checkpoint \S+/maml\.ckpt was saved from rnnmeta\.learners\.maml\.MAML, but the config builds "
          r"rnnmeta\.learners\.lstm\.LSTMLearner"),
     # ---- configuration values through the classes
-    Case("learner-lr-infinite", lambda w: lambda: LSTMLearner(lr=float("inf")), ValueError, r"lr must be a finite number > 0, got inf"),
+    Case("learner-lr-infinite", lambda w: lambda: LSTMLearner(optimizer=partial(torch.optim.Adam, lr=float("inf"))), ValueError,
+         r"optimizer lr must be a finite number > 0, got inf"),
     Case("learned-optimizer-init_inner_lr-negative", lambda w: lambda: LearnedOptimizer(init_inner_lr=-1), ValueError,
          r"init_inner_lr must lie in \(0, 1\) \(the update rule's input gate at initialisation\), got -1"),
     Case("learner-n_way-one", lambda w: lambda: MAML(n_way=1), ValueError, r"n_way must be >= 2 for classification, got 1"),

@@ -191,12 +191,12 @@ def test_a_checkpoint_of_another_architecture_names_the_tensors_and_hyperparamet
 def test_errors_after_parsing_are_one_message_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RNNMETA_DEBUG", raising=False)
-    args = ["fit", "--config", str(SINUSOID_MAML), "--trainer.logger=false", "--model.init_args.lr=.inf", *TINY]
+    args = ["fit", "--config", str(SINUSOID_MAML), "--trainer.logger=false", "--model.init_args.optimizer.lr=.inf", *TINY]
     with pytest.raises(SystemExit) as info:
         _main(args, monkeypatch)
     assert info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-2:] == ["rnnmeta: error: ValueError: lr must be a finite number > 0, got inf",
+    assert err[-2:] == ["rnnmeta: error: ValueError: optimizer lr must be a finite number > 0, got inf",
                         "(run again with --debug, or RNNMETA_DEBUG=1, to see the traceback)"]
     with pytest.raises(ValueError, match="lr must be a finite number > 0, got inf"):
         _main([*args, "--debug"], monkeypatch)

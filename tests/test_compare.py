@@ -34,7 +34,7 @@ DATA = {
 MLP = {"class_path": "rnnmeta.nets.MLP", "init_args": {"in_features": 1, "hidden": [16, 16]}}
 LEARNERS = {
     "maml": {"model": {"class_path": "rnnmeta.learners.MAML",
-                       "init_args": {"kind": "regression", "backbone": MLP, "inner_lr": 0.01, "lr": 1e-3}}},
+                       "init_args": {"kind": "regression", "backbone": MLP, "inner_lr": 0.01, "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-3}}}}},
     "lstm": {"model": {"class_path": "rnnmeta.learners.LSTMLearner",
                        "init_args": {"kind": "regression", "backbone": MLP, "hidden_size": 16, "num_layers": 1}}},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 import inspect
 
 import pytest
@@ -240,7 +241,7 @@ def test_bad_arguments_and_inputs_get_clear_errors():
 
 
 def test_hyperparameters_rebuild_the_learner():
-    learner = small_lstm(lr=2e-3)
+    learner = small_lstm(optimizer=partial(torch.optim.Adam, lr=2e-3))
     clone = LSTMLearner(**learner.hparams).eval()
     clone.load_state_dict(learner.state_dict())
     sx, sy, qx = image_task()
@@ -256,9 +257,9 @@ def test_learns_omniglot_5way_1shot_far_above_chance():
     try:
         torch.manual_seed(0)
         learner = LSTMLearner(backbone=Conv4(hidden=32, track_running_stats=True), hidden_size=128, num_layers=1,
-                              n_way=5, lr=3e-3, grad_clip_norm=1.0)
+                              n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
         acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=16, steps=120,
-                                 test_episodes=100)
+                                 test_episodes=100, gradient_clip_val=1.0)
     finally:
         torch.set_num_threads(threads)
     assert acc > 0.4, f"5-way 1-shot accuracy {acc:.3f} after a short run; chance is 0.2"

@@ -3,6 +3,7 @@ Meta-SGD, evaluation without graphs, argument checks, and learning on real Omnig
 
 from __future__ import annotations
 
+from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
@@ -321,7 +322,7 @@ def test_learns_omniglot_far_above_chance():
     torch.manual_seed(0)
     # measured: 0.80 after these 100 meta-steps (about 10 s on 2 idle cores); chance is 0.2
     learner = MAML(backbone=Conv4(hidden=32, track_running_stats=False), n_way=5, inner_steps=1, inner_lr=0.4,
-                   eval_inner_steps=3, lr=3e-3)
+                   eval_inner_steps=3, optimizer=partial(torch.optim.Adam, lr=3e-3))
     acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=4, steps=100, test_episodes=100)
     assert acc > 0.6, f"5-way 1-shot test accuracy {acc:.3f} after 100 meta-steps (chance 0.2)"
 

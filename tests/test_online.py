@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 import math
 
 import pytest
@@ -191,7 +192,7 @@ def test_regression_learners_refuse_streams():
 def test_online_meta_learner_trains_and_reports_per_instance_accuracy(tmp_path):
     torch.manual_seed(0)
     learner = LSTMLearner(backbone=MLP(4, [8]), hidden_size=12, num_layers=1, n_way=3)
-    module = OnlineMetaLearner(learner, lr=1e-2)
+    module = OnlineMetaLearner(learner, optimizer=partial(torch.optim.Adam, lr=1e-2))
     dm = OnlineDataModule(TinyDataset(), n_way=3, instances=4, batch_size=4, eval_batch_size=3,
                           train_batches_per_epoch=3, val_streams=3, test_streams=7)
     before = [p.detach().clone() for p in learner.parameters()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -137,7 +138,7 @@ def test_training_step_gets_gradients_to_the_backbone():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    learner = small_protonet(lr_schedule="constant")
+    learner = small_protonet()
     with torch.no_grad():  # move the weights and the running statistics away from their initial values
         for p in learner.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -165,8 +166,7 @@ def test_learns_omniglot_5way_1shot_above_80_percent():
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        learner = ProtoNet(backbone=Conv4(hidden=32, track_running_stats=True), n_way=5, lr=3e-3,
-                           lr_schedule="constant")
+        learner = ProtoNet(backbone=Conv4(hidden=32, track_running_stats=True), n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
         acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=8, steps=100,
                                  test_episodes=100)
     finally:

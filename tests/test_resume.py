@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Literal, Optional
 
+from pytorch_lightning.cli import OptimizerCallable
+
 import numpy as np
 import pytest
 import torch
@@ -59,9 +61,9 @@ class NoisyLearner(MetaLearner):
         kind: Literal["classification", "regression"] = "regression",
         n_way: int = 5,
         target_dim: int = 1,
-        lr: float = 1e-2,
+        optimizer: OptimizerCallable = torch.optim.Adam,
     ) -> None:
-        super().__init__(kind=kind, n_way=n_way, target_dim=target_dim, lr=lr)
+        super().__init__(kind=kind, n_way=n_way, target_dim=target_dim, optimizer=optimizer)
         self.save_hyperparameters()
         self.dropout = dropout
         self.inp = nn.Linear(1 + target_dim, hidden)
@@ -110,7 +112,7 @@ def _class_path(obj: type) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-NOISY_MODEL = {"class_path": _class_path(NoisyLearner), "init_args": {"hidden": 16, "dropout": 0.2, "lr": 1e-2}}
+NOISY_MODEL = {"class_path": _class_path(NoisyLearner), "init_args": {"hidden": 16, "dropout": 0.2, "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-2}}}}
 
 
 def _write_config(folder: Path, name: str, model: Optional[dict] = None, extra_callbacks: tuple[dict, ...] = ()) -> Path:

@@ -434,7 +434,6 @@ def test_learns_omniglot_5way_1shot_far_above_chance():
         key_sizes=[16, 32, 64],
         value_sizes=[16, 32, 32],
         tc_filters=[32, 32],
-        lr=1e-3,
     )
     acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=2, meta_batch_size=16, steps=300, test_episodes=100)
     assert acc > 0.5, f"5-way 1-shot accuracy {acc:.3f} after 300 steps; chance is 0.2"

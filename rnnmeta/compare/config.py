@@ -63,12 +63,15 @@ class LearnerRun:
             ``max_steps`` (learners converge at different rates; the table prints each one's steps).
         threads: torch intra-op threads of this learner's runs, instead of the comparison's.
         train_data: training-side data overrides (:class:`TrainingProtocol`).
+        trainer: Trainer arguments of this learner's runs on top of the comparison's ``trainer``
+            section, e.g. ``{gradient_clip_val: 1.0}`` for a recurrent learner.
     """
 
     model: MetaLearner
     max_steps: Optional[int] = None
     threads: Optional[int] = None
     train_data: TrainingProtocol = field(default_factory=TrainingProtocol)
+    trainer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ def _normalise_learner(name: str, spec: Any) -> Any:
     if not isinstance(spec, dict) or "model" not in spec:
         raise ComparisonConfigError(
             f"learner {name!r} must be a mapping with model: {{class_path: ..., init_args: ...}} "
-            f"(and optionally max_steps, threads, train_data), got {spec!r}"
+            f"(and optionally max_steps, threads, train_data, trainer), got {spec!r}"
         )
     return spec
 
@@ -227,20 +230,27 @@ def _check_seeds(seeds: Any) -> list[int]:
     return list(seeds)
 
 
-def _check_trainer(trainer: Optional[dict]) -> dict[str, Any]:
+def _check_trainer(trainer: Optional[dict], where: str = "trainer") -> dict[str, Any]:
     import pytorch_lightning as pl
 
     trainer = dict(trainer or {})
     accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
     for key in trainer:
         if key in _RESERVED_TRAINER_KEYS:
-            raise ComparisonConfigError(f"trainer.{key} is set by the comparison: {_RESERVED_TRAINER_KEYS[key]}")
+            raise ComparisonConfigError(f"{where}.{key} is set by the comparison: {_RESERVED_TRAINER_KEYS[key]}")
         if key not in accepted:
             close = [k for k in sorted(accepted) if k.split("_")[0] == key.split("_")[0]][:5]
             raise ComparisonConfigError(
-                f"trainer.{key} is not a pytorch_lightning.Trainer argument" + (f" (did you mean one of {close}?)" if close else "")
+                f"{where}.{key} is not a pytorch_lightning.Trainer argument" + (f" (did you mean one of {close}?)" if close else "")
             )
     return trainer
+
+
+def _step_count(what: str, value: Any) -> int:
+    """A learner's own step budget: an integer >= 0 (0: a training-free learner, such as a TF-IDF baseline, tested as built)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ComparisonConfigError(f"{what} must be an integer >= 0, got {value!r}")
+    return value
 
 
 def _budget(max_steps: Any, max_cpu_minutes: Any, max_wall_minutes: Any, every_learner_has_steps: bool) -> Budget:
@@ -314,12 +324,27 @@ def plan_runs(
                 f"learner {name!r} has n_way={learner.n_way} but the data module has n_way={datamodule.n_way}"
             )
         learner_budget = budget if run.get("max_steps") is None else Budget(
-            _positive_int(f"learners.{name}.max_steps", run["max_steps"]), budget.max_cpu_seconds, budget.max_wall_seconds
+            _step_count(f"learners.{name}.max_steps", run["max_steps"]), budget.max_cpu_seconds, budget.max_wall_seconds
         )
         run_threads = threads if run.get("threads") is None else _positive_int(f"learners.{name}.threads", run["threads"])
+        run_trainer = {**trainer, **_check_trainer(run.get("trainer"), f"learners.{name}.trainer")}
+        _check_schedule_length(name, run["model"], learner_budget)
         for seed in seeds:
-            plans.append(RunPlan(name, seed, run["model"], run_data, learner_budget, run_threads, trainer, target))
+            plans.append(RunPlan(name, seed, run["model"], run_data, learner_budget, run_threads, run_trainer, target))
     return plans
+
+
+def _check_schedule_length(name: str, model: dict[str, Any], budget: Budget) -> None:
+    """Refuse a cosine schedule whose ``T_max`` is not the learner's step budget (it would not end at 0, or restart)."""
+    schedule = (model.get("init_args") or {}).get("lr_scheduler") or {}
+    if not isinstance(schedule, dict) or not str(schedule.get("class_path", "")).endswith("CosineAnnealingLR"):
+        return
+    t_max = (schedule.get("init_args") or {}).get("T_max")
+    if budget.max_steps is not None and t_max != budget.max_steps:
+        raise ComparisonConfigError(
+            f"learner {name!r}: lr_scheduler CosineAnnealingLR has T_max={t_max} but the learner trains "
+            f"max_steps={budget.max_steps} steps; set T_max to {budget.max_steps} so the schedule ends at the budget"
+        )
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:

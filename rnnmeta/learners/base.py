@@ -7,7 +7,7 @@ Every learner in rnnmeta is a function from a support set and query inputs to qu
     # query_x   [B, M, *x_shape]   preds     [B, M, n_way] logits, or [B, M, d_y]
 
 :class:`MetaLearner` owns everything the learners share: the loss for the task kind, accuracy,
-logging (synchronised across ranks), the meta-optimiser and its schedule, gradient clipping,
+logging (synchronised across ranks), the injected meta-optimiser and its schedule,
 numerical-fault checks, and the evaluation protocol (mean and 95% CI over a fixed set of test
 episodes, gathered from every rank). A subclass implements :meth:`MetaLearner.forward` (and,
 where it can do better than re-reading the support set, :meth:`MetaLearner.adapt`) and nothing
@@ -17,13 +17,14 @@ of Lightning's plumbing.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Optional, Protocol
+from typing import Any, Literal, Optional, Protocol
 
 import warnings
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -31,6 +32,7 @@ from rnnmeta.episode import CLASSIFICATION, REGRESSION, TASK_KINDS, Episode
 from rnnmeta.evaluation import MeanCI, gather_episode_rows, mean_ci95
 from rnnmeta.nets import backbone_spec
 from rnnmeta.nets.factory import check_backbone_input
+from rnnmeta.specs import callable_spec, partial_from_spec
 
 # Learners keep their backbone among the hyperparameters on purpose: on_save_checkpoint stores it as
 # its class_path spec, so Lightning's advice to ignore it would only lose the architecture.
@@ -62,13 +64,21 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss, gradient, weight or evaluation value becomes NaN or infinite."""
 
 
-def _check_finite_number(name: str, value: object, low: float, strict: bool) -> None:
-    """Refuse a hyperparameter that is not a finite real number ``> low`` (``strict``) or ``>= low``."""
-    relation = ">" if strict else ">="
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value) or (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {value}")
+def check_optimizer_arguments(factory: Any) -> None:
+    """Refuse an optimiser factory whose ``lr`` is not a finite number > 0 or ``weight_decay`` not finite >= 0.
+
+    torch's own checks let ``lr=inf`` through (and the first step then writes NaN weights).
+    """
+    init_args = (callable_spec(factory) or {}).get("init_args", {})
+    for name, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False)):
+        if name not in init_args:
+            continue
+        value = init_args[name]
+        relation = ">" if strict else ">="
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"optimizer {name} must be a finite number {relation} {low:g}, got {value!r} ({type(value).__name__})")
+        if not math.isfinite(value) or (value <= low if strict else value < low):
+            raise ValueError(f"optimizer {name} must be a finite number {relation} {low:g}, got {value}")
 
 
 class MetaLearner(pl.LightningModule):
@@ -78,14 +88,18 @@ class MetaLearner(pl.LightningModule):
         kind: ``"classification"`` (cross-entropy, accuracy) or ``"regression"`` (MSE).
         n_way: classes per task; the width of the logits (classification only).
         target_dim: size ``d_y`` of a regression target (regression only).
-        lr: meta-learning rate of Adam.
-        weight_decay: decoupled weight decay (AdamW) of the meta-optimiser; 0 gives plain Adam.
-        lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at ``trainer.max_steps``) or ``"step"``
-            (multiply by ``lr_gamma`` every ``lr_step_size`` steps).
-        lr_warmup_steps: linear warm-up of the meta learning rate over this many steps.
-        lr_step_size: period of the ``"step"`` schedule, in meta-iterations.
-        lr_gamma: factor of the ``"step"`` schedule.
-        grad_clip_norm: clip the meta-gradient to this global L2 norm; 0 disables.
+        optimizer: the meta-optimiser, a factory ``params -> torch.optim.Optimizer`` (default
+            ``torch.optim.Adam`` at its learning rate 1e-3). In a config, as LightningCLI documents
+            it: ``optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 3e-4}}`` or
+            ``--model.init_args.optimizer=AdamW --model.init_args.optimizer.lr=3e-4``; in code,
+            ``functools.partial(torch.optim.Adam, lr=3e-4)``.
+        lr_scheduler: optional schedule, a factory ``optimizer -> LRScheduler``, stepped once per
+            meta-iteration (``{class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args:
+            {T_max: <max_steps>}}`` decays to 0 at the end of training); ``ReduceLROnPlateau``
+            is stepped after each validation on ``val/loss``.
+
+    Gradient clipping is the Trainer's: ``trainer.gradient_clip_val`` (with
+    ``gradient_clip_algorithm: norm``, the default, it clips the meta-gradient's global L2 norm).
     """
 
     #: Learners whose forward needs autograd at evaluation time (an inner loop) set this to True;
@@ -97,13 +111,8 @@ class MetaLearner(pl.LightningModule):
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
         target_dim: int = 1,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
-        lr_warmup_steps: int = 0,
-        lr_step_size: int = 10_000,
-        lr_gamma: float = 0.5,
-        grad_clip_norm: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__()
         if kind not in TASK_KINDS:
@@ -115,28 +124,13 @@ class MetaLearner(pl.LightningModule):
             raise ValueError(f"n_way must be >= 2 for classification, got {n_way}")
         if kind == REGRESSION and target_dim < 1:
             raise ValueError(f"target_dim must be >= 1 for regression, got {target_dim}")
-        for name, value, low, strict in (
-            ("lr", lr, 0.0, True),
-            ("weight_decay", weight_decay, 0.0, False),
-            ("grad_clip_norm", grad_clip_norm, 0.0, False),
-            ("lr_gamma", lr_gamma, 0.0, True),
-        ):
-            _check_finite_number(name, value, low, strict)
-        if lr_warmup_steps < 0 or lr_step_size < 1:
-            raise ValueError(
-                f"lr_warmup_steps must be >= 0 and lr_step_size >= 1, got lr_warmup_steps={lr_warmup_steps}, "
-                f"lr_step_size={lr_step_size}"
-            )
         self.kind = kind
         self.n_way = n_way
         self.target_dim = target_dim
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.lr_schedule = lr_schedule
-        self.lr_warmup_steps = lr_warmup_steps
-        self.lr_step_size = lr_step_size
-        self.lr_gamma = lr_gamma
-        self.grad_clip_norm = grad_clip_norm
+        # a checkpoint stores the factories as class_path specs (weights_only loading): accept those too
+        self.optimizer_factory = partial_from_spec(optimizer, "optimizer")
+        check_optimizer_arguments(self.optimizer_factory)
+        self.lr_scheduler_factory = None if lr_scheduler is None else partial_from_spec(lr_scheduler, "lr_scheduler")
         self._eval_values: dict[str, list[list[float]]] = {}  # stage -> per-episode [loss, metric]
         #: Per-episode metric of the last ``"val"``/``"test"`` epoch, gathered from all ranks, in
         #: episode order (float64, on the CPU); :attr:`eval_stats` holds its mean and 95% CI.
@@ -262,7 +256,7 @@ class MetaLearner(pl.LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"{type(self).__name__}: training loss is {loss.item()} at global step {self.global_step}; "
-                "lower the learning rate or enable grad_clip_norm"
+                f"{self._lr_advice()} or set trainer.gradient_clip_val"
             )
         bs = batch.batch_size
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -347,8 +341,8 @@ class MetaLearner(pl.LightningModule):
         bad = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             return (
-                f"the weights themselves hold NaN or infinity ({bad[:3]}): training diverged; lower lr "
-                f"(now {self.lr:g}), set grad_clip_norm, or evaluate an earlier checkpoint"
+                f"the weights themselves hold NaN or infinity ({bad[:3]}): training diverged; {self._lr_advice()}, "
+                "set trainer.gradient_clip_val, or evaluate an earlier checkpoint"
             )
         settings = [
             f"{name} (now {getattr(self, name):g})"
@@ -358,9 +352,9 @@ class MetaLearner(pl.LightningModule):
         if settings:
             return (
                 f"the inner loop at evaluation diverged: lower {' or '.join(settings)}; "
-                f"if training diverged too, lower lr (now {self.lr:g}) or set grad_clip_norm"
+                f"if training diverged too, {self._lr_advice()} or set trainer.gradient_clip_val"
             )
-        return f"the weights diverged: lower lr (now {self.lr:g}), set grad_clip_norm, or evaluate an earlier checkpoint"
+        return f"the weights diverged: {self._lr_advice()}, set trainer.gradient_clip_val, or evaluate an earlier checkpoint"
 
     def _check_finite_eval(self, stage: str, values: Tensor) -> None:
         """Refuse an evaluation whose per-episode loss or metric is NaN or infinite, naming learner, stage and fix."""
@@ -374,44 +368,31 @@ class MetaLearner(pl.LightningModule):
             )
 
     # ------------------------------------------------------------- optimisation
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        if self.weight_decay > 0:
-            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(params, lr=self.lr)
-        schedule = self._lr_lambda()
-        if schedule is None:
+    def configure_optimizers(self) -> Any:
+        """The injected optimiser over the trainable parameters, and its schedule stepped every meta-iteration."""
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.lr_scheduler_factory is None:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _lr_lambda(self) -> Optional[Callable[[int], float]]:
-        warmup, kind = self.lr_warmup_steps, self.lr_schedule
-        if kind == "constant" and warmup == 0:
-            return None
-        total = None
-        if kind == "cosine":
-            total = self.trainer.max_steps if self.trainer is not None else -1
-            if total is None or total <= 0:
-                raise ValueError("lr_schedule='cosine' needs trainer.max_steps > 0 to know where the schedule ends")
-        step_size, gamma = self.lr_step_size, self.lr_gamma
-
-        def factor(step: int) -> float:
-            scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
-            if kind == "cosine":
-                scale *= 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-            elif kind == "step":
-                scale *= gamma ** (step // step_size)
-            return scale
-
-        return factor
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if self.grad_clip_norm > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+        scheduler = self.lr_scheduler_factory(optimizer)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            schedule = {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}
         else:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            schedule = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def meta_lr(self) -> Optional[float]:
+        """The meta learning rate now (the trainer's optimiser), else the one configured; None if unknown."""
+        trainer = self._trainer
+        if trainer is not None and trainer.optimizers:
+            return float(trainer.optimizers[0].param_groups[0]["lr"])
+        spec = callable_spec(self.optimizer_factory)
+        lr = (spec or {}).get("init_args", {}).get("lr")
+        return float(lr) if isinstance(lr, (int, float)) else None
+
+    def _lr_advice(self) -> str:
+        """``"lower the meta learning rate (now 0.001)"``, for error messages."""
+        lr = self.meta_lr()
+        return f"lower the optimizer's lr{f' (now {lr:g})' if lr is not None else ''}"
 
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for p in self.parameters() if p.grad is not None]
@@ -446,7 +427,7 @@ class MetaLearner(pl.LightningModule):
             raise NonFiniteLossError(
                 f"{type(self).__name__}: refusing to write a checkpoint at global step {self.global_step}: "
                 f"{len(bad)} of {len(state)} tensors hold NaN or infinity ({bad[:5]}); the meta-update diverged: "
-                f"lower lr (now {self.lr:g}), set grad_clip_norm, or resume from the last good checkpoint"
+                f"{self._lr_advice()}, set trainer.gradient_clip_val, or resume from the last good checkpoint"
             )
         checkpoint["rnnmeta"] = self.checkpoint_identity()
         # Modules among the hyperparameters (a backbone) are stored as their class_path spec, so the
@@ -455,7 +436,17 @@ class MetaLearner(pl.LightningModule):
         if hparams:
             hparams = dict(hparams)
             for key, value in list(hparams.items()):
-                if isinstance(value, nn.Module):
+                if key in ("optimizer", "lr_scheduler") and value is not None and not isinstance(value, dict):
+                    spec = callable_spec(value)
+                    if spec is None:
+                        del hparams[key]
+                        rank_zero_warn(
+                            f"{type(self).__name__}: the {key} {value!r} is not a class or a partial of one, so the "
+                            f"checkpoint cannot record it; pass {key}= again when loading"
+                        )
+                    else:
+                        hparams[key] = spec
+                elif isinstance(value, nn.Module):
                     spec = backbone_spec(value)
                     if spec is None:
                         del hparams[key]

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import batch_norm_layers, check_query_bn, reference_batch_norm, require_batch_statistics, resolve_backbone
 from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer, MetaOptimizer, apply_updates
@@ -121,7 +122,7 @@ class LearnedOptimizer(MetaLearner):
             network has no batch norm; with batch norm (default Conv4) tasks run one by one, since
             ``vmap`` over batch norm was measured to give wrong meta-gradients. Both paths give the
             same predictions and meta-gradients (tested against each other in float64).
-        lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size, lr_gamma, grad_clip_norm:
+        optimizer, lr_scheduler:
             the meta-optimiser, see :class:`MetaLearner`.
 
     Shapes:
@@ -150,25 +151,15 @@ class LearnedOptimizer(MetaLearner):
         second_order: bool = False,
         query_bn: Literal["transductive", "support"] = "transductive",
         batch_tasks: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
-        lr_warmup_steps: int = 0,
-        lr_step_size: int = 10_000,
-        lr_gamma: float = 0.5,
-        grad_clip_norm: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__(
             kind=kind,
             n_way=n_way,
             target_dim=target_dim,
-            lr=lr,
-            weight_decay=weight_decay,
-            lr_schedule=lr_schedule,
-            lr_warmup_steps=lr_warmup_steps,
-            lr_step_size=lr_step_size,
-            lr_gamma=lr_gamma,
-            grad_clip_norm=grad_clip_norm,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.save_hyperparameters()
         if inner_steps < 1:

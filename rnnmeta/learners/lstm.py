@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 from rnnmeta.nets import backbone_features, resolve_backbone
@@ -155,8 +156,7 @@ class LSTMLearner(MetaLearner):
         key_std: scale of the shared input/output-gate embedding weights of that initialisation.
         forget_bias: initial forget-gate bias of that initialisation.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
-        kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
-        lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.base.MetaLearner`.
+        kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
     Shapes:
         ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
@@ -181,25 +181,15 @@ class LSTMLearner(MetaLearner):
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
         target_dim: int = 1,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
-        lr_warmup_steps: int = 0,
-        lr_step_size: int = 10_000,
-        lr_gamma: float = 0.5,
-        grad_clip_norm: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__(
             kind=kind,
             n_way=n_way,
             target_dim=target_dim,
-            lr=lr,
-            weight_decay=weight_decay,
-            lr_schedule=lr_schedule,
-            lr_warmup_steps=lr_warmup_steps,
-            lr_step_size=lr_step_size,
-            lr_gamma=lr_gamma,
-            grad_clip_norm=grad_clip_norm,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         check_positive(hidden_size=hidden_size, num_layers=num_layers)
         # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one

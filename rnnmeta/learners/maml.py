@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from rnnmeta.episode import Episode
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import (
     MLP,
@@ -177,8 +178,7 @@ class MAML(MetaLearner):
         in_channels: image channels (classification) or input features (regression) of the
             default backbone.
         image_size: image side of the default Conv4.
-        kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size,
-        lr_gamma, grad_clip_norm: see :class:`~rnnmeta.learners.MetaLearner`.
+        kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.MetaLearner`.
 
     Shapes:
         ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
@@ -213,16 +213,11 @@ class MAML(MetaLearner):
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
         target_dim: int = 1,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine", "step"] = "constant",
-        lr_warmup_steps: int = 0,
-        lr_step_size: int = 10_000,
-        lr_gamma: float = 0.5,
-        grad_clip_norm: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__(
-            kind, n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size, lr_gamma, grad_clip_norm
+            kind=kind, n_way=n_way, target_dim=target_dim, optimizer=optimizer, lr_scheduler=lr_scheduler
         )
         self.save_hyperparameters()
         eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps

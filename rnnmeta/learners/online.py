@@ -22,12 +22,14 @@ from __future__ import annotations
 from typing import Protocol, Sequence, runtime_checkable
 
 import pytorch_lightning as pl
+from pytorch_lightning.cli import OptimizerCallable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.data.online import NO_LABEL, OnlineStream
 from rnnmeta.evaluation import gather_episode_rows
+from rnnmeta.specs import partial_from_spec
 
 __all__ = [
     "REPORTED_INSTANCES",
@@ -119,21 +121,24 @@ class OnlineMetaLearner(pl.LightningModule):
 
     Args:
         learner: a module with ``predict_stream`` and ``n_way`` (e.g. ``LSTMLearner``, ``MANN``).
-        lr: Adam learning rate.
-        grad_clip_norm: clip the global gradient norm; 0 disables.
+        optimizer: the optimiser factory (default Adam at 1e-3), as :class:`~rnnmeta.learners.MetaLearner`
+            takes it; clip gradients with the Trainer's ``gradient_clip_val`` (Santoro et al. clip).
         max_instance: instances ``1..max_instance`` are measured.
     """
 
-    def __init__(self, learner: nn.Module, lr: float = 1e-3, grad_clip_norm: float = 1.0, max_instance: int = 10) -> None:
+    def __init__(
+        self, learner: nn.Module, optimizer: OptimizerCallable = torch.optim.Adam, max_instance: int = 10
+    ) -> None:
         super().__init__()
         if not callable(getattr(learner, "predict_stream", None)):
             raise TypeError(f"{type(learner).__name__} has no predict_stream(x, prev_y); it cannot run the online protocol")
-        if not lr > 0 or grad_clip_norm < 0 or max_instance < 1:
-            raise ValueError(f"need lr > 0, grad_clip_norm >= 0, max_instance >= 1; got {lr}, {grad_clip_norm}, {max_instance}")
-        self.save_hyperparameters(ignore=["learner"])
+        if max_instance < 1:
+            raise ValueError(f"max_instance must be >= 1, got {max_instance}")
+        self.save_hyperparameters(ignore=["learner", "optimizer"])
         self.learner = learner
         self.n_way = int(learner.n_way)
-        self.lr, self.grad_clip_norm, self.max_instance = lr, grad_clip_norm, max_instance
+        self.optimizer_factory = partial_from_spec(optimizer, "optimizer")
+        self.max_instance = max_instance
         self.results: dict[str, list[Tensor]] = {}
 
     def forward(self, x: Tensor, prev_y: Tensor) -> Tensor:
@@ -208,12 +213,8 @@ class OnlineMetaLearner(pl.LightningModule):
         missing = torch.full_like(mean, float("nan"))
         return torch.where(present > 0, mean, missing), torch.where(present > 0, 1.96 * var.sqrt() / n.sqrt(), missing)
 
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        if self.grad_clip_norm > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())
 
 
 def format_table(rows: Sequence[tuple[str, Tensor, Tensor]], instances: Sequence[int] = REPORTED_INSTANCES) -> str:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import backbone_features, batch_norm_layers, resolve_backbone
 
@@ -104,9 +105,10 @@ class ProtoNet(MetaLearner):
             statistics: 64-d embeddings of 28x28 Omniglot), as in the paper.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         kind: must be ``"classification"``; ``"regression"`` raises ``ValueError``.
-        n_way, target_dim, lr, weight_decay, lr_schedule, lr_warmup_steps, lr_step_size, lr_gamma,
-        grad_clip_norm: see :class:`~rnnmeta.learners.base.MetaLearner`. The paper's schedule is
-        ``lr=1e-3, lr_schedule="step", lr_step_size=2000, lr_gamma=0.5``.
+        n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`. The
+            paper's schedule is Adam at 1e-3 halved every 2,000 episodes: ``lr_scheduler:
+            {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 2000, gamma: 0.5}}``
+            (the shipped configs set it).
 
     Shapes:
         ``forward(support_x [B, S, *x], support_y [B, S], query_x [B, M, *x]) -> [B, M, n_way]``.
@@ -124,13 +126,8 @@ class ProtoNet(MetaLearner):
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
         target_dim: int = 1,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine", "step"] = "step",
-        lr_warmup_steps: int = 0,
-        lr_step_size: int = 2000,
-        lr_gamma: float = 0.5,
-        grad_clip_norm: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         if kind != CLASSIFICATION:
             raise ValueError(
@@ -141,13 +138,8 @@ class ProtoNet(MetaLearner):
             kind=kind,
             n_way=n_way,
             target_dim=target_dim,
-            lr=lr,
-            weight_decay=weight_decay,
-            lr_schedule=lr_schedule,
-            lr_warmup_steps=lr_warmup_steps,
-            lr_step_size=lr_step_size,
-            lr_gamma=lr_gamma,
-            grad_clip_norm=grad_clip_norm,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
         self.save_hyperparameters()

@@ -7,7 +7,6 @@ Checkpoints store a backbone as its spec ``{"class_path": ..., "init_args": ...}
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Optional, Union
 
 from torch import Tensor, nn
@@ -15,6 +14,7 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.nets.conv4 import Conv4
 from rnnmeta.nets.mlp import MLP
+from rnnmeta.specs import instantiate, is_spec
 
 
 def default_backbone(
@@ -50,15 +50,8 @@ def resolve_backbone(
         return default_backbone(kind, track_running_stats, **default_kwargs)
     if isinstance(backbone, nn.Module):
         return backbone
-    if isinstance(backbone, dict) and isinstance(backbone.get("class_path"), str):
-        module_name, _, class_name = backbone["class_path"].rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"backbone class_path {backbone['class_path']!r} cannot be imported: {err}") from err
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise TypeError(f"backbone class_path {backbone['class_path']!r} is not an nn.Module subclass")
-        return cls(**backbone.get("init_args", {}))
+    if is_spec(backbone):
+        return instantiate(backbone, "backbone class_path", base=nn.Module)
     raise TypeError(
         f"backbone must be an nn.Module, a {{'class_path': ..., 'init_args': ...}} mapping or None, got {type(backbone).__name__}"
     )
