@@ -259,6 +259,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     """``rnnmeta compare --config configs/compare/<name>.yaml [--max_steps N] [--force true]``."""
     import sys
 
+    # meta-RL (issue 15): a config with a top-level `family` is run by rnnmeta.rl.compare
+    from rnnmeta.rl.compare import is_rl_comparison
+
+    if is_rl_comparison(argv):
+        from rnnmeta.rl.compare import main as rl_main
+
+        return rl_main(argv)
     parser = build_parser()
     try:
         cfg = parser.parse_args(argv)

@@ -1,0 +1,355 @@
+"""``rnnmeta compare`` for meta-RL: agents and classical algorithms on the same fixed test tasks, one table.
+
+A comparison config (``configs/compare/bandits_n10_k5.yaml``)::
+
+    name: bandits_n10_k5          # results go to <output_dir>/<name>/, W&B group <name>
+    family: {class_path: rnnmeta.rl.BernoulliBandits, init_args: {n_arms: 5}}
+    n_episodes: 10                # episodes per trial
+    test_trials: 1000             # the fixed test tasks (seeded by eval_seed), shared by every row
+    eval_seed: 0
+    seeds: [0]                    # one training run per agent and seed
+    max_steps: 1000               # PPO updates per run (an agent's own max_steps takes precedence)
+    threads: 1
+    baselines: [random, greedy, epsilon_greedy, ucb1, thompson, gittins]   # fixed rows (rnnmeta.rl.classical)
+    normalise_by: null            # or value_iteration: every mean divided by that row's (SNAIL's MDP table)
+    paper: {gittins: 6.6, rl2: 6.7}   # optional: the paper's number beside each row
+    learners:
+      rl2: {model: {class_path: rnnmeta.rl.RL2, init_args: {...}}, max_steps: 2000}
+
+``family``, ``n_episodes``, ``test_trials``, ``eval_seed`` and ``seed`` are set on every agent by
+the comparison. Results (``<output_dir>/<name>/``): ``results.md``/``.csv`` (mean total reward per
+trial with its 95% CI over the test trials, the standard deviation across seeds, the normalised
+score, the paper's number, the test-task fingerprint; a function of the config with a step budget),
+``costs.md``/``.csv`` (CPU and wall seconds of training, updates per CPU second, the CPU),
+``curves.png`` (validation return against updates, the baselines as horizontal lines), and per
+run ``runs/<learner>-seed<k>/`` (checkpoints, ``metrics.csv``, the W&B offline run, ``result.json``).
+A finished run whose config is unchanged is loaded, not retrained.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+RESULT_FILE = "result.json"
+
+
+class RLComparisonError(ValueError):
+    """A meta-RL comparison config with a wrong key, type or value (raised before any run)."""
+
+
+def is_rl_comparison(argv: Optional[list[str]]) -> bool:
+    """Whether ``--config FILE`` among ``argv`` is a meta-RL comparison (it has a top-level ``family``)."""
+    args = list(argv or [])
+    for i, arg in enumerate(args):
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else (args[i + 1] if arg == "--config" and i + 1 < len(args) else None)
+        if path:
+            try:
+                cfg = yaml.safe_load(Path(path).read_text())
+            except (OSError, yaml.YAMLError):
+                return False
+            return isinstance(cfg, dict) and "family" in cfg
+    return False
+
+
+KEYS = {"name", "family", "n_episodes", "test_trials", "val_trials", "eval_seed", "seeds", "max_steps", "threads",
+        "baselines", "normalise_by", "paper", "learners", "output_dir", "wandb_project", "val_check_interval", "force"}
+
+
+def _instantiate(spec: dict, what: str) -> Any:
+    from jsonargparse import ArgumentParser
+
+    from rnnmeta.rl.agent import MetaRLAgent
+    from rnnmeta.rl.base import TaskFamily
+
+    base = {"family": TaskFamily, "model": MetaRLAgent}[what]
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(base, what, required=True)
+    try:
+        cfg = parser.parse_object({what: spec})
+        return parser.instantiate_classes(cfg)[what]
+    except Exception as err:  # jsonargparse wraps the learner's own error
+        from rnnmeta.cli import unwrap_parser_error
+
+        raise RLComparisonError(f"{what}: {unwrap_parser_error(err)}") from err
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def compare_rl(
+    name: str,
+    family: dict,
+    n_episodes: int,
+    learners: dict[str, dict],
+    seeds: list[int] = [0],  # noqa: B006
+    max_steps: int = 1000,
+    test_trials: int = 1000,
+    val_trials: int = 500,
+    eval_seed: int = 0,
+    threads: int = 1,
+    baselines: list[str] = [],  # noqa: B006
+    normalise_by: Optional[str] = None,
+    paper: Optional[dict[str, float]] = None,
+    val_check_interval: int = 100,
+    output_dir: str = "results",
+    wandb_project: str = "rnnmeta",
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """Train every agent x seed, evaluate it and the classical algorithms on the same test tasks; write the tables.
+
+    Returns one record per row of ``results.csv`` (``learner``, ``kind``, ``mean``, ``ci95``, ...).
+
+    Raises:
+        RLComparisonError: a wrong key, type or value (before any run).
+    """
+    import torch
+
+    from rnnmeta.compare.config import check_name
+    from rnnmeta.rl.base import fingerprint
+    from rnnmeta.rl.classical import BASELINES, make_baseline
+    from rnnmeta.rl.trial import eval_tasks, evaluate
+
+    check_name("comparison name", name)
+    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
+        raise RLComparisonError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    for key, value in (("n_episodes", n_episodes), ("max_steps", max_steps), ("test_trials", test_trials),
+                       ("val_trials", val_trials), ("threads", threads), ("val_check_interval", val_check_interval)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RLComparisonError(f"{key} must be an integer >= 1, got {key}={value!r}")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise RLComparisonError(f"unknown baselines {unknown}; expected some of {sorted(BASELINES)}")
+    if normalise_by is not None and normalise_by not in list(baselines) + list(learners):
+        raise RLComparisonError(f"normalise_by={normalise_by!r} names no row; expected one of {list(baselines) + list(learners)}")
+    if not learners and not baselines:
+        raise RLComparisonError("a comparison needs at least one learner or baseline")
+    fam = _instantiate(family, "family")
+    specs: dict[str, tuple[dict, int]] = {}
+    for lname, entry in learners.items():
+        check_name("learner name", lname)
+        entry = dict(entry)
+        spec = dict(entry.pop("model", entry))
+        steps = entry.pop("max_steps", max_steps)
+        init = dict(spec.get("init_args") or {})
+        init.update({"family": family, "n_episodes": n_episodes, "test_trials": test_trials, "val_trials": val_trials,
+                     "eval_seed": eval_seed})
+        spec["init_args"] = init
+        _instantiate(spec, "model")  # every agent is built once before the first run: a bad key fails now
+        specs[lname] = (spec, steps)
+
+    torch.set_num_threads(threads)
+    out = Path(output_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = eval_tasks(fam, test_trials, eval_seed)
+    test_print = fingerprint(tasks)
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, list[tuple[int, float]]] = {}
+    costs: list[dict[str, Any]] = []
+    for bname in baselines:
+        start = time.process_time()
+        ev = evaluate(make_baseline(bname), fam, tasks, n_episodes, seed=eval_seed)
+        rows.append({"learner": bname, "kind": "classical", "mean": ev.mean, "ci95": ev.ci95, "seed_std": float("nan"),
+                     "seeds": 0, "steps": 0, "parameters": 0})
+        costs.append({"learner": bname, "train_cpu_seconds": 0.0, "train_wall_seconds": 0.0,
+                      "eval_cpu_seconds": time.process_time() - start})
+    for lname, (spec, steps) in specs.items():
+        results = []
+        for seed in seeds:
+            run_spec = json.loads(json.dumps(spec))
+            run_spec["init_args"]["seed"] = seed
+            results.append(_run(name, lname, seed, run_spec, steps, threads, val_check_interval, out / "runs" / f"{lname}-seed{seed}",
+                                wandb_project, force))
+        values = [r["mean"] for r in results]
+        rows.append({"learner": lname, "kind": spec["class_path"].rsplit(".", 1)[-1], "mean": statistics.fmean(values),
+                     "ci95": statistics.fmean(r["ci95"] for r in results),
+                     "seed_std": statistics.stdev(values) if len(values) > 1 else float("nan"), "seeds": len(results),
+                     "steps": steps, "parameters": results[0]["parameters"]})
+        curves[lname] = results[0]["curve"]
+        costs.append({"learner": lname, "train_cpu_seconds": statistics.fmean(r["cpu_seconds"] for r in results),
+                      "train_wall_seconds": statistics.fmean(r["wall_seconds"] for r in results),
+                      "eval_cpu_seconds": statistics.fmean(r["eval_cpu_seconds"] for r in results)})
+    norm = next((r["mean"] for r in rows if r["learner"] == normalise_by), None)
+    for r in rows:
+        r["normalised"] = r["mean"] / norm if norm else float("nan")
+        r["paper"] = (paper or {}).get(r["learner"], float("nan"))
+        r.update({"threads": threads, "test_trials": test_trials, "test_fingerprint": test_print})
+    from rnnmeta.compare.runner import cpu_name
+
+    for c in costs:
+        steps = next(r["steps"] for r in rows if r["learner"] == c["learner"])
+        c["updates_per_cpu_second"] = steps / c["train_cpu_seconds"] if c["train_cpu_seconds"] else float("nan")
+        c.update({"threads": threads, "cpu": cpu_name(), "load_average": os.getloadavg()[0]})
+    title = (f"Comparison: {name} ({fam.describe()}, {n_episodes} episodes per trial, {test_trials} test trials "
+             f"fingerprint {test_print}; mean total reward per trial +- 95% CI over trials)")
+    _write(out, rows, costs, title, normalise_by)
+    _plot(out, curves, rows, name)
+    print((out / "results.md").read_text())
+    print((out / "costs.md").read_text())
+    print(f"Results: {out / 'results.md'}, {out / 'results.csv'}; costs: {out / 'costs.md'}; curves: {out / 'curves.png'}")
+    return rows
+
+
+def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threads: int, val_every: int, run_dir: Path,
+         wandb_project: str, force: bool) -> dict[str, Any]:
+    """Train one agent (or load its finished result), test it; the record of ``result.json``."""
+    import shutil
+    import warnings
+
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    from rnnmeta.callbacks import RandomStateCheckpoint
+    from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache
+
+    config = {"spec": spec, "max_steps": steps, "threads": threads, "val_check_interval": val_every}
+    fp = _fingerprint(config)
+    result_file = run_dir / RESULT_FILE
+    if result_file.exists() and not force:
+        saved = json.loads(result_file.read_text())
+        if saved.get("fingerprint") == fp:
+            return saved
+        raise RLComparisonError(f"{run_dir} was made with another config; run with --force true to delete it and train again, "
+                                "or use another name or output_dir")
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    pl.seed_everything(seed, verbose=False)
+    agent = _instantiate(spec, "model")
+    ensure_wandb_mode()
+    point_wandb_cache(run_dir)
+    loggers = [CSVLogger(str(run_dir), name="csv", version=""),
+               WandbLogger(project=wandb_project, group=comparison, name=f"{learner}-seed{seed}", save_dir=str(run_dir / "wandb_logs"),
+                           config={"comparison": comparison, **config, "fingerprint": fp})]
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=loggers, val_check_interval=min(val_every, steps),
+                             check_val_every_n_epoch=None, num_sanity_val_steps=0, enable_progress_bar=False,
+                             enable_model_summary=False, log_every_n_steps=max(1, min(50, val_every)),
+                             callbacks=[RandomStateCheckpoint(), ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)])
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        trainer.fit(agent, ckpt_path=str(last) if last.exists() else None)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        e0 = time.process_time()
+        trainer.test(agent, verbose=False)
+        eval_cpu = time.process_time() - e0
+    for lg in loggers:
+        lg.finalize("success")
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:  # pragma: no cover
+        pass
+    ev = agent.last_evaluation
+    record = {"learner": learner, "seed": seed, "mean": ev.mean, "ci95": ev.ci95, "trials": ev.trials, "steps": steps,
+              "parameters": sum(p.numel() for p in agent.parameters()), "cpu_seconds": cpu, "wall_seconds": wall,
+              "eval_cpu_seconds": eval_cpu, "curve": _read_curve(run_dir / "csv" / "metrics.csv"), "fingerprint": fp,
+              "config": config}
+    result_file.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _read_curve(path: Path) -> list[tuple[int, float]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [(int(row["step"]), float(row["val/return"])) for row in csv.DictReader(f) if row.get("val/return")]
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "-" if math.isnan(x) else f"{x:.4g}" if abs(x) >= 100 else f"{x:.3f}"
+    return str(x)
+
+
+def _write(out: Path, rows: list[dict], costs: list[dict], title: str, normalise_by: Optional[str]) -> None:
+    for stem, table, cols in (
+        ("results", rows, ["learner", "kind", "mean", "ci95", "normalised", "paper", "seed_std", "seeds", "steps", "parameters",
+                           "threads", "test_trials", "test_fingerprint"]),
+        ("costs", costs, ["learner", "train_cpu_seconds", "train_wall_seconds", "updates_per_cpu_second", "eval_cpu_seconds",
+                          "threads", "cpu", "load_average"]),
+    ):
+        with (out / f"{stem}.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(table)
+        if stem == "results" and normalise_by is None:
+            cols = [c for c in cols if c != "normalised"]
+        lines = [f"{title}" if stem == "results" else "Training cost on this machine (wall time depends on its load)", "",
+                 "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in table]
+        if stem == "results" and normalise_by:
+            lines += ["", f"normalised: mean total reward divided by that of {normalise_by}"]
+        (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+def _plot(out: Path, curves: dict[str, list[tuple[int, float]]], rows: list[dict], name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for lname, curve in curves.items():
+        if curve:
+            ax.plot([s for s, _ in curve], [v for _, v in curve], marker="o", label=lname)
+    for i, r in enumerate(x for x in rows if x["kind"] == "classical"):
+        ax.axhline(r["mean"], ls="--", lw=1, color=f"C{(i + len(curves)) % 10}", label=f"{r['learner']} (test)")
+    ax.set_xlabel("PPO updates")
+    ax.set_ylabel("validation return per trial")
+    ax.set_title(name)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``rnnmeta compare --config configs/compare/<rl config>.yaml [--max_steps N] [--force true] [--seeds '[0,1]']``."""
+    args = list(argv or [])
+    cfg: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, _, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not key:
+            raise RLComparisonError(f"unexpected argument {arg!r}; expected --config FILE and --<key> VALUE overrides")
+        if not value:
+            if i + 1 >= len(args):
+                raise RLComparisonError(f"{arg} needs a value")
+            value, i = args[i + 1], i + 1
+        if key == "config":
+            loaded = yaml.safe_load(Path(value).read_text())
+            if not isinstance(loaded, dict):
+                raise RLComparisonError(f"{value} holds no mapping")
+            cfg.update(loaded)
+        else:
+            cfg[key] = yaml.safe_load(value)
+        i += 1
+    unknown = sorted(set(cfg) - KEYS)
+    if unknown:
+        raise RLComparisonError(f"unknown keys {unknown} in the meta-RL comparison; expected some of {sorted(KEYS)}")
+    missing = [k for k in ("name", "family", "n_episodes") if k not in cfg]
+    if missing:
+        raise RLComparisonError(f"the meta-RL comparison needs {missing}")
+    compare_rl(**{k: v for k, v in cfg.items() if k != "learners"}, learners=cfg.get("learners") or {})
+
+
+__all__ = ["RLComparisonError", "compare_rl", "is_rl_comparison", "main"]
