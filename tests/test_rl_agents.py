@@ -169,7 +169,7 @@ def test_bad_agent_settings_name_the_value(make, message):
 LEARN = {
     "rl2": (lambda fam: RL2(fam, 10, hidden_size=64, batch_trials=64, optimizer=partial(torch.optim.Adam, lr=1e-2)), 300),
     "snail": (lambda fam: SNAILAgent(fam, 10, batch_trials=64, optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
-    "maml": (lambda fam: MAMLRL(fam, 10, batch_trials=40, inner_lr=0.5, optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
+    "maml": (lambda fam: MAMLRL(fam, 10, batch_trials=64, inner_lr=0.1, optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
 }
 
 
