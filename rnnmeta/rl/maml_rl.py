@@ -52,12 +52,18 @@ def returns_to_go(rewards: Tensor, episode_end: Tensor, gamma: float) -> Tensor:
 
 
 def linear_baseline(features: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
-    """Per-trial ridge regression of ``returns [B, T]`` on ``features [B, T, F]`` (``mask``ed steps only): fitted values ``[B, T]``."""
-    m = mask.to(features.dtype).unsqueeze(-1)
-    phi = features * m
-    a = phi.transpose(1, 2) @ phi + reg * torch.eye(features.shape[-1], device=features.device, dtype=features.dtype)
-    w = torch.linalg.solve(a, phi.transpose(1, 2) @ (returns.unsqueeze(-1) * m))
-    return (features @ w).squeeze(-1)
+    """Per-trial ridge regression of ``returns [B, T]`` on ``features [B, T, F]`` (``mask``ed steps only): fitted values ``[B, T]``.
+
+    Solved in float64: a trial whose observation stops changing (a point that reached its goal and
+    is absorbing) makes ``obs``, ``obs^2`` and the constant collinear, and ``phi^T phi + reg I`` is
+    then singular to float32 precision.
+    """
+    f64 = features.double()
+    m = mask.to(torch.float64).unsqueeze(-1)
+    phi = f64 * m
+    a = phi.transpose(1, 2) @ phi + reg * torch.eye(features.shape[-1], device=features.device, dtype=torch.float64)
+    w = torch.linalg.solve(a, phi.transpose(1, 2) @ (returns.double().unsqueeze(-1) * m))
+    return (f64 @ w).squeeze(-1).to(returns.dtype)
 
 
 class MAMLRL(MetaRLAgent):
@@ -68,6 +74,11 @@ class MAMLRL(MetaRLAgent):
         inner_steps: adaptation steps per trial (>= 1; the trial has ``inner_steps + 1`` chunks).
         inner_lr: the inner step size (paper: 0.1).
         first_order: drop second derivatives.
+        outer_baseline: the baseline of the outer step's advantages: ``"batch"`` (one linear feature
+            baseline fitted over all trials of the batch, so a trial whose adaptation earned more
+            than others' is credited) or ``"trial"`` (fitted per trial, as the inner step's; then
+            only differences within a trial count, and on bandits the outer step cannot credit
+            stronger adaptation).
         gamma: discount of the returns within an episode.
         clip: PPO's clip range.
         ppo_epochs: outer updates per collected batch of trials.
@@ -84,6 +95,7 @@ class MAMLRL(MetaRLAgent):
         inner_steps: int = 1,
         inner_lr: float = 0.1,
         first_order: bool = False,
+        outer_baseline: str = "batch",
         batch_trials: int = 40,
         val_trials: int = 200,
         test_trials: int = 1000,
@@ -107,7 +119,10 @@ class MAMLRL(MetaRLAgent):
             raise ValueError(f"MAMLRL: inner_lr must be > 0, got inner_lr={inner_lr!r}")
         if not 0.0 <= gamma <= 1.0 or not clip > 0:
             raise ValueError(f"MAMLRL: gamma must lie in [0, 1] and clip > 0, got gamma={gamma!r}, clip={clip!r}")
+        if outer_baseline not in ("batch", "trial"):
+            raise ValueError(f"MAMLRL: outer_baseline must be 'batch' or 'trial', got outer_baseline={outer_baseline!r}")
         self.inner_steps, self.inner_lr, self.first_order = inner_steps, inner_lr, first_order
+        self.outer_baseline = outer_baseline
         self.gamma, self.clip, self.ppo_epochs, self.entropy_coef = gamma, clip, ppo_epochs, entropy_coef
         widths = [space_width(family.observation_space), *hidden_sizes]
         layers: list[nn.Module] = []
@@ -137,11 +152,15 @@ class MAMLRL(MetaRLAgent):
         t = step_in_episode.to(o.dtype).unsqueeze(-1) / self.family.horizon
         return torch.cat([o, o**2, t, t**2, t**3, torch.ones_like(t)], -1)
 
-    def chunk_advantages(self, obs: Tensor, rewards: Tensor, episode_end: Tensor, alive: Tensor) -> Tensor:
-        """``G_t - b(s_t, t)`` over one chunk ``[B, t]`` (returns within episodes, baseline fitted on the chunk)."""
+    def chunk_advantages(self, obs: Tensor, rewards: Tensor, episode_end: Tensor, alive: Tensor, pooled: bool = False) -> Tensor:
+        """``G_t - b(s_t, t)`` over one chunk ``[B, t]`` (returns within episodes; the baseline fitted on the
+        chunk per trial, or with ``pooled`` over all the batch's trials at once)."""
         g = returns_to_go(rewards, episode_end, self.gamma)
         steps = torch.arange(rewards.shape[1], device=rewards.device) % self.family.horizon
         feats = self._baseline_features(obs, steps.expand_as(rewards))
+        if pooled:
+            b, t = g.shape
+            return g - linear_baseline(feats.reshape(1, b * t, -1), g.reshape(1, b * t), alive.reshape(1, b * t)).reshape(b, t)
         return g - linear_baseline(feats, g, alive)
 
     def inner_step(self, params: Params, obs: Tensor, actions: Tensor, adv: Tensor, alive: Tensor, create_graph: bool) -> Params:
@@ -172,10 +191,11 @@ class MAMLRL(MetaRLAgent):
             traj = run_trials(self.actor(), self.family, tasks, self.n_episodes,
                               seeded_generator(self.seed, "train-env", self.global_rank, iteration, device=self.device),
                               seeded_generator(self.seed, "train-actor", self.global_rank, iteration, device=self.device))
-        advs = [self.chunk_advantages(traj.obs[:, a:b], traj.rewards[:, a:b], traj.episode_end[:, a:b], traj.alive[:, a:b])
-                for a, b in self.chunk_bounds()]
+        chunks = [(traj.obs[:, a:b], traj.rewards[:, a:b], traj.episode_end[:, a:b], traj.alive[:, a:b]) for a, b in self.chunk_bounds()]
+        inner = [self.chunk_advantages(*c) for c in chunks]  # what the actor adapted with
+        advs = [self.chunk_advantages(*c, pooled=self.outer_baseline == "batch") for c in chunks]
         return {"obs": traj.obs, "actions": traj.actions, "rewards": traj.rewards, "episode_end": traj.episode_end,
-                "alive": traj.alive, "old_logp": traj.extras["logp"], "advantages": torch.cat(advs, 1), "total": traj.total_reward}
+                "alive": traj.alive, "old_logp": traj.extras["logp"], "advantages": torch.cat(advs, 1), "inner_advantages": torch.cat(inner, 1), "total": traj.total_reward}
 
     def outer_loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Minus the PPO surrogate summed over the chunks, each under ``theta_j(theta)`` recomputed through the inner steps."""
@@ -190,7 +210,7 @@ class MAMLRL(MetaRLAgent):
             if self.entropy_coef:
                 loss = loss - self.entropy_coef * action_entropy(space, dist, self.log_std).mean()
             if j < self.inner_steps:
-                params = self.inner_step(params, batch["obs"][:, sl], batch["actions"][:, sl], batch["advantages"][:, sl],
+                params = self.inner_step(params, batch["obs"][:, sl], batch["actions"][:, sl], batch["inner_advantages"][:, sl],
                                          batch["alive"][:, sl], create_graph=not self.first_order)
                 if self.first_order:
                     params = {k: p.detach() + (p0 - p0.detach()) for (k, p), p0 in zip(params.items(), self.batched_params(batch["obs"].shape[0]).values())}
