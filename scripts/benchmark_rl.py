@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=64, help="trials stepped at once (an agent's batch_trials)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--robot", action="store_true",
+                        help="then the robot-control families (issue 16): scripts/benchmark_robot.py, sync vs async MuJoCo vectors")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = [("bandits K=5, N=100", BernoulliBandits(5), 100), ("MDP S=10 A=5 H=10, N=10", TabularMDPs(), 10)]
@@ -100,6 +102,13 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    if args.robot:  # robot control (2D navigation, MuJoCo through gymnasium.vector): its own script and table
+        import subprocess
+        import sys
+
+        print()
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark_robot.py"),
+                        "--batch", "1", "8", str(args.trials), "--agents"], check=True)
 
 
 if __name__ == "__main__":

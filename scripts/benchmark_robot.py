@@ -51,16 +51,17 @@ def time_env(family, batch: int, steps: int, seed: int = 0) -> tuple[float, floa
     return batch * steps / wall, 1e6 * cpu / (batch * steps)
 
 
-def time_acting(agent_or_actor, family, batch: int, episodes: int, seed: int = 0) -> float:
-    """Env steps per second of ``run_trials`` (acting + stepping) for ``batch`` trials of ``episodes`` episodes."""
+def time_acting(agent_or_actor, family, batch: int, episodes: int, seed: int = 0) -> tuple[float, float]:
+    """``(env steps per wall second, per CPU second of this process)`` of ``run_trials`` (acting + stepping)."""
     from rnnmeta.rl.base import seeded_generator
     from rnnmeta.rl.trial import run_trials
 
     tasks = family.sample_tasks(batch, seeded_generator(seed, "tasks"))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         run_trials(agent_or_actor, family, tasks, episodes, seeded_generator(seed, "env"), seeded_generator(seed, "actor"))
-    return batch * episodes * family.horizon / (time.perf_counter() - t0)
+    n = batch * episodes * family.horizon
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
 def main() -> None:
@@ -82,7 +83,7 @@ def main() -> None:
 
         return {"cheetah_vel": HalfCheetahVel, "ant_dir": AntDir}[name](vectorization=mode)
 
-    print("| family | vector | B | env steps/s | CPU ms per 1k steps (this process) |")
+    print("| family | vector | B | env steps per wall s | CPU ms per 1k steps (this process; async workers not counted) |")
     print("|---|---|---|---|---|")
     for name in args.families:
         modes = ["torch"] if name == "point2d" else ["sync", "async"]
@@ -95,16 +96,17 @@ def main() -> None:
                     fam.close()
 
     if args.agents:
-        from rnnmeta.rl.classical import RandomActor  # type: ignore[attr-defined]
+        from rnnmeta.rl.classical import RandomActor
         from rnnmeta.rl.rl2 import RL2
 
-        print("\n| family | actor | B | env steps/s (acting + stepping, run_trials) |")
-        print("|---|---|---|---|")
+        print("\n| family | actor | B | env steps per wall s (acting + stepping, run_trials) | per CPU s |")
+        print("|---|---|---|---|---|")
         for name in args.families:
             fam = build(name, "sync")
             for label, actor in (("random", RandomActor()), ("RL2 GRU-256", RL2(fam, n_episodes=1).actor())):
                 for b in args.batch:
-                    print(f"| {name} | {label} | {b} | {time_acting(actor, fam, b, 1):,.0f} |", flush=True)
+                    wall, cpu = time_acting(actor, fam, b, 1)
+                    print(f"| {name} | {label} | {b} | {wall:,.0f} | {cpu:,.0f} |", flush=True)
             if hasattr(fam, "close"):
                 fam.close()
 
