@@ -96,7 +96,7 @@ class TextCNN(nn.Module):
     """
 
     def __init__(
-        self, vocab_size: int = 4096, embedding_dim: int = 64, filters: int = 64, kernel_sizes: list[int] = [3, 4, 5]  # noqa: B006
+        self, vocab_size: int = 8192, embedding_dim: int = 64, filters: int = 64, kernel_sizes: list[int] = [3, 4, 5]  # noqa: B006
     ) -> None:
         super().__init__()
         _check_positive("TextCNN", vocab_size=vocab_size, embedding_dim=embedding_dim, filters=filters)
@@ -138,22 +138,31 @@ class BagOfEmbeddings(nn.Module):
         vocab_size: rows of the embedding table (at least the dataset's ``max_vocab``); row 0 is padding.
         embedding_dim: word-embedding width.
         hidden: width of a ReLU layer after the mean; 0 for none (the embedding is the mean itself).
+        token_weights: a weighted mean, ``sum_t exp(w[id_t]) e[id_t] / sum_t exp(w[id_t])`` with one
+            learned ``w`` per word (initialised to 0, the plain mean): lets meta-learning discount
+            words that carry no class (the role IDF plays for TF-IDF; cf. the word-importance
+            weights of Bao et al. 2020, "Few-shot Text Classification with Distributional Signatures").
 
     Shapes:
         ``ids [..., L]`` int -> ``[..., hidden or embedding_dim]`` float.
     """
 
-    def __init__(self, vocab_size: int = 4096, embedding_dim: int = 128, hidden: int = 0) -> None:
+    def __init__(self, vocab_size: int = 8192, embedding_dim: int = 128, hidden: int = 0, token_weights: bool = False) -> None:
         super().__init__()
         _check_positive("BagOfEmbeddings", vocab_size=vocab_size, embedding_dim=embedding_dim)
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
             raise ValueError(f"BagOfEmbeddings hidden must be an integer >= 0, got {hidden!r}")
         if vocab_size < 3:
             raise ValueError(f"BagOfEmbeddings vocab_size must be >= 3 (pad, unk, one word), got {vocab_size}")
-        self.init_args = dict(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden=hidden)
+        self.init_args = dict(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden=hidden, token_weights=token_weights)
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
         self.project: Optional[nn.Linear] = nn.Linear(embedding_dim, hidden) if hidden else None
+        #: one learned log-weight per word (0 at init: the plain mean), so a learner can learn which words matter
+        self.token_logit: Optional[nn.Embedding] = None
+        if token_weights:
+            self.token_logit = nn.Embedding(vocab_size, 1, padding_idx=PAD_ID)
+            nn.init.zeros_(self.token_logit.weight)
         self.out_features = hidden or embedding_dim
 
     def forward(self, ids: Tensor) -> Tensor:
@@ -161,6 +170,8 @@ class BagOfEmbeddings(nn.Module):
         lead = ids.shape[:-1]
         flat = _trim(ids.reshape(-1, ids.shape[-1]))
         mask = text_mask(flat).unsqueeze(-1).to(self.embedding.weight.dtype)  # [N, L, 1]
+        if self.token_logit is not None:
+            mask = mask * torch.exp(self.token_logit(flat))  # weight exp(w_v) per real token, 0 at padding
         summed = (self.embedding(flat) * mask).sum(1)
         out = summed / mask.sum(1).clamp_min(1.0)
         if self.project is not None:

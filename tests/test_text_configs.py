@@ -1,0 +1,93 @@
+"""The shipped text configs: a user's JSON Lines file trains and tests with `rnnmeta fit`/`rnnmeta test`; every CLINC150
+config and comparison builds."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT_FILE_CONFIG = REPO / "configs" / "text_file" / "protonet_5w1s.yaml"
+CLINC_CONFIGS = sorted((REPO / "configs" / "clinc150").glob("*.yaml"))
+CLINC_DIR = REPO.parent / "shared" / "data" / "clinc150"
+
+
+def synthetic_intents(path: Path, n_labels: int = 30, per_label: int = 10, seed: int = 0) -> Path:
+    """A few hundred sentences: each label has 3 keywords (from a pool every split draws on) among filler words."""
+    rng = random.Random(seed)
+    filler = "please can you i want to the a my for me now could would like".split()
+    pool = [f"topic{i}" for i in range(40)]
+    rows = []
+    for label in range(n_labels):
+        keys = rng.sample(pool, 3)
+        for _ in range(per_label):
+            words = rng.sample(filler, 4) + rng.sample(keys, 2)
+            rng.shuffle(words)
+            rows.append({"text": " ".join(words), "label": f"intent_{label}"})
+    rng.shuffle(rows)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _main(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnmeta.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["rnnmeta"])
+    main(args)
+
+
+@pytest.mark.slow
+def test_a_users_jsonl_file_trains_validates_and_tests_with_the_shipped_config(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = synthetic_intents(tmp_path / "my_text.jsonl")
+    monkeypatch.chdir(tmp_path)
+    common = [
+        "--config", str(TEXT_FILE_CONFIG), f"--data.init_args.dataset.init_args.path={data}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--data.init_args.val_episodes=50", "--data.init_args.test_episodes=100",
+    ]
+    _main(["fit", *common, "--trainer.max_steps=150", "--data.init_args.train_batches_per_epoch=150"], monkeypatch)
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    header, *lines = metrics.read_text().splitlines()
+    column = header.split(",").index("val/acc")
+    val_acc = [float(line.split(",")[column]) for line in lines if line.split(",")[column]]
+    assert val_acc and val_acc[-1] > 0.5  # chance is 0.2: the keywords of unseen labels are matched
+    (last,) = tmp_path.rglob("last.ckpt")
+    capsys.readouterr()
+    _main(["test", *common, "--trainer.logger=false", f"--ckpt_path={last}"], monkeypatch)
+    out = capsys.readouterr().out
+    assert "test/acc" in out
+
+
+@pytest.mark.parametrize("config", CLINC_CONFIGS, ids=[p.stem for p in CLINC_CONFIGS])
+def test_clinc150_configs_build_their_learner_and_data(config: Path) -> None:
+    from rnnmeta.compare.config import build_run
+
+    assert len(CLINC_CONFIGS) == 18
+    cfg = yaml.safe_load(config.read_text())
+    if not (CLINC_DIR / "data_full.json").exists():
+        pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
+    cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = str(CLINC_DIR)
+    datamodule, learner = build_run(cfg["model"], cfg["data"])
+    assert learner.n_way == datamodule.n_way == int(config.stem.split("_")[-1].split("w")[0])
+    assert datamodule.dataset.max_vocab <= learner.backbone.vocab_size
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_clinc150_comparisons_plan_every_learner_with_the_tfidf_floor(shots: int, monkeypatch) -> None:
+    from rnnmeta.compare.config import plan_runs
+
+    if not (CLINC_DIR / "data_full.json").exists():
+        pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
+    monkeypatch.chdir(REPO)
+    cfg = yaml.safe_load((REPO / "configs" / "compare" / f"clinc150_5w{shots}s.yaml").read_text())
+    plans = plan_runs(cfg["data"], cfg["learners"], cfg["seeds"], cfg.get("max_steps"), cfg.get("max_cpu_minutes"),
+                      None, cfg["threads"], cfg.get("trainer"), cfg.get("target"))
+    names = [p.learner for p in plans]
+    assert {"tfidf", "protonet", "maml", "snail", "lstm", "mann", "learned_optimizer"} <= set(names)
+    tfidf = plans[names.index("tfidf")]
+    assert tfidf.budget.max_steps == 0
