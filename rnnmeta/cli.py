@@ -44,6 +44,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from rnnmeta.callbacks import RandomStateCheckpoint
@@ -51,8 +52,9 @@ from rnnmeta.checkpoint import LIGHTNING_CKPT_ALIASES, check_checkpoint_file
 from rnnmeta.compare.runner import ComparisonLockedError
 from rnnmeta.data import EpisodicDataModule
 from rnnmeta.learners import MetaLearner
-from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache
+from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache, quiet_console
 from rnnmeta.nets import backbone_spec
+from rnnmeta.specs import link_data_to_model
 
 #: Errors a person fixes by changing a value, a file or a setting: printed without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -204,6 +206,12 @@ class RnnmetaCLI(LightningCLI):
     _ckpt_header: Optional[dict[str, Any]] = None
     _ckpt_path: Optional[str] = None
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Set the learner's task kind and ``n_way`` from the data module: written once, in ``data``."""
+        if self.datamodule_class is None:
+            return  # a meta-RL agent owns its tasks
+        link_data_to_model(parser, "data", "model.init_args")
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then refuse a missing, truncated or corrupt ``--ckpt_path`` before anything unpickles it."""
         super().parse_arguments(parser, args)
@@ -248,7 +256,7 @@ class RnnmetaCLI(LightningCLI):
         if not trainer.loggers and any(isinstance(cb, LearningRateMonitor) for cb in trainer.callbacks):
             # the shipped configs monitor the learning rate, which Lightning refuses without a logger
             trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, LearningRateMonitor)]
-            warnings.warn("--trainer.logger false: the config's LearningRateMonitor is left out (it needs a logger)", stacklevel=2)
+            rank_zero_info("--trainer.logger false: the config's LearningRateMonitor is left out (it needs a logger)")
         if not any(isinstance(cb, RandomStateCheckpoint) for cb in trainer.callbacks):
             trainer.callbacks.insert(0, RandomStateCheckpoint())
         for logger in trainer.loggers:
@@ -319,6 +327,7 @@ def _wandb_run_description(logger: WandbLogger) -> str:
 def build_cli(args: Optional[list[str]] = None, run: bool = True) -> RnnmetaCLI:
     """Construct the CLI (``run=False`` only parses and instantiates, for tests and notebooks)."""
     ensure_wandb_mode()
+    quiet_console()
     # meta-RL (issue 15): a config whose model is a rnnmeta.rl agent gets MetaRLAgent and no data module
     from rnnmeta.rl.cli import cli_classes
 

@@ -1,4 +1,8 @@
-"""Weights & Biases set-up: online with an account, offline without one, never a prompt.
+"""Console and Weights & Biases set-up: online with an account, offline without one, never a prompt.
+
+:func:`quiet_console` keeps third-party chatter (Lightning's promotional tips, deprecation notices
+raised inside Lightning) out of the ``rnnmeta`` commands' output; it is called by the commands,
+never at import time, so a user's own Python session keeps its warnings.
 
 ``rnnmeta`` logs to W&B by default. With no account configured (no ``WANDB_API_KEY`` and no
 ``api.wandb.ai`` entry in ``~/.netrc``) and no explicit ``WANDB_MODE``, runs are written offline
@@ -11,7 +15,9 @@ runs (``<save_dir>/wandb/logs/``) unless ``WANDB_CACHE_DIR`` is set.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -50,3 +56,24 @@ def point_wandb_cache(save_dir: str | os.PathLike) -> Optional[Path]:
     root = Path(save_dir).expanduser().absolute()
     os.environ["WANDB_CACHE_DIR"] = str(root)
     return root / "wandb" / "logs"
+
+
+class _DropTips(logging.Filter):
+    """Drop Lightning's promotional ``💡 Tip:`` log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.getMessage())
+
+
+#: Warnings raised inside Lightning about its own dependencies: nothing a user of rnnmeta can act on.
+THIRD_PARTY_CHATTER = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
+def quiet_console() -> None:
+    """Keep Lightning's tips and third-party deprecation chatter out of a command's console (idempotent)."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in log.filters):
+            log.addFilter(_DropTips())
+    for message in THIRD_PARTY_CHATTER:
+        warnings.filterwarnings("ignore", message=message)

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import operator
 from typing import Any, Callable, Optional
 
-__all__ = ["callable_spec", "import_class", "instantiate", "is_spec", "partial_from_spec"]
+__all__ = ["LINKED_FROM_DATA", "callable_spec", "import_class", "instantiate", "is_spec", "link_data_to_model", "partial_from_spec"]
+
+#: Learner arguments that the data module decides (:func:`link_data_to_model`).
+LINKED_FROM_DATA = ("kind", "n_way")
 
 
 def is_spec(value: Any) -> bool:
@@ -76,3 +80,14 @@ def callable_spec(factory: Any) -> Optional[dict[str, Any]]:
             cls = classes[0]
             return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(factory.keywords)}
     return None
+
+
+def link_data_to_model(parser: Any, data_key: str = "data", model_key: str = "model.init_args") -> None:
+    """Link the instantiated data module's ``kind`` and ``n_way`` into the learner's arguments.
+
+    jsonargparse's ``link_arguments``, applied on instantiation (LightningCLI documents it for
+    exactly this): a config states its task once, in the ``data`` section; a value written for the
+    learner is replaced by the data module's. Used by ``rnnmeta fit/test`` and ``rnnmeta compare``.
+    """
+    for name in LINKED_FROM_DATA:
+        parser.link_arguments(data_key, f"{model_key}.{name}", compute_fn=operator.attrgetter(name), apply_on="instantiate")

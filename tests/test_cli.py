@@ -252,3 +252,33 @@ def test_wandb_runs_get_their_own_config_and_wandb_debug_logs_stay_beside_the_ru
     assert f"W&B run          offline, runs/wandb/{offline.name} (upload with: wandb sync runs/wandb/{offline.name})" in proc.stdout
     assert list((work / "runs" / "wandb" / "logs").glob("core-debug-*.log")), "W&B's debug logs are not beside the runs"
     assert not (home / ".cache" / "wandb").exists(), f"W&B wrote under ~/.cache/wandb: {_listing(home / '.cache' / 'wandb')}"
+
+
+def test_the_data_section_decides_the_learners_task_kind_and_n_way():
+    """kind and n_way are linked from the data module (LightningCLI link_arguments): stated once, in data."""
+    from rnnmeta.cli import build_cli
+
+    cli = build_cli(["--config", str(REPO / "configs/sinusoid/maml_k5.yaml"), "--trainer.logger", "false",
+                     "--model.init_args.kind=classification"], run=False)
+    assert cli.model.kind == "regression" == cli.datamodule.kind
+    cfg = yaml.safe_load((REPO / "configs/sinusoid/lstm_k5.yaml").read_text())
+    assert "kind" not in cfg["model"]["init_args"] and "n_way" not in cfg["model"]["init_args"]
+
+
+def test_commands_keep_lightning_tips_and_third_party_chatter_out_of_the_console(caplog):
+    import logging
+    import warnings
+
+    from rnnmeta.logging import quiet_console
+
+    quiet_console()
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        log.info("💡 Tip: try installing something")
+        log.info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+    with warnings.catch_warnings(record=True) as seen:
+        quiet_console()  # catch_warnings restores the filters on exit; install them again inside
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use something else", DeprecationWarning)
+        warnings.warn("a warning of rnnmeta's own", UserWarning)
+    assert [str(w.message) for w in seen] == ["a warning of rnnmeta's own"]

@@ -166,9 +166,6 @@ def test_a_bad_key_in_the_last_learner_fails_before_any_training(tmp_path):
     with pytest.raises(ComparisonConfigError, match=r"(?s)learner 'mann'.*memory_slotz"):
         _run(tmp_path, learners=learners)
     assert not (tmp_path / "results").exists()
-    wrong_kind = {**LEARNERS, "snail": {"model": {"class_path": "rnnmeta.learners.SNAIL", "init_args": {"n_way": 5}}}}
-    with pytest.raises(ComparisonConfigError, match=r"learner 'snail' is a classification learner but the data gives regression"):
-        _run(tmp_path, learners=wrong_kind)
     with pytest.raises(ComparisonConfigError, match=r"trainer.max_stepz is not a pytorch_lightning.Trainer argument"):
         _run(tmp_path, trainer={"max_stepz": 3})
     with pytest.raises(ComparisonConfigError, match=r"trainer.logger is set by the comparison"):
@@ -327,3 +324,29 @@ def test_worker_processes_end_when_the_comparison_is_killed(tmp_path):
     while _workers_of(out) and time.time() < deadline:
         time.sleep(0.5)
     assert _workers_of(out) == []  # orphaned workers stop by themselves; a rerun resumes their checkpoints
+
+
+def test_the_learners_task_is_linked_from_the_data():
+    """kind and n_way are stated once, in data: a learner's own value is replaced by the data module's."""
+    lstm = LEARNERS["lstm"]["model"]
+    learners = {"lstm": {"model": {**lstm, "init_args": {**lstm["init_args"], "kind": "classification", "n_way": 7}}}}
+    (plan,) = plan_runs(DATA, learners, [0], 4, None, None, 1, {}, None)
+    assert plan.model["init_args"]["kind"] == "regression" and plan.model["init_args"]["n_way"] == DATA["init_args"].get("n_way", 5)
+
+
+def test_a_cosine_schedule_must_end_at_the_learners_budget():
+    learners = {"maml": {**LEARNERS["maml"], "max_steps": 6}}
+    learners["maml"]["model"] = {**learners["maml"]["model"], "init_args": {
+        **learners["maml"]["model"]["init_args"],
+        "lr_scheduler": {"class_path": "torch.optim.lr_scheduler.CosineAnnealingLR", "init_args": {"T_max": 8}}}}
+    with pytest.raises(ComparisonConfigError, match=r"learner 'maml': lr_scheduler CosineAnnealingLR has T_max=8 but the "
+                                                    r"learner trains max_steps=6 steps"):
+        plan_runs(DATA, learners, [0], 4, None, None, 1, {}, None)
+
+
+def test_per_learner_trainer_settings_are_checked_and_merged():
+    learners = {"maml": {**LEARNERS["maml"], "trainer": {"gradient_clip_val": 1.0}}}
+    (plan,) = plan_runs(DATA, learners, [0], 4, None, None, 1, {"log_every_n_steps": 2}, None)
+    assert plan.trainer == {"log_every_n_steps": 2, "gradient_clip_val": 1.0}
+    with pytest.raises(ComparisonConfigError, match=r"learners\.maml\.trainer\.max_steps is set by the comparison"):
+        plan_runs(DATA, {"maml": {**LEARNERS["maml"], "trainer": {"max_steps": 3}}}, [0], 4, None, None, 1, {}, None)

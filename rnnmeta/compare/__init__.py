@@ -266,6 +266,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         from rnnmeta.rl.compare import main as rl_main
 
         return rl_main(argv)
+    from rnnmeta.logging import quiet_console
+
+    quiet_console()
     parser = build_parser()
     try:
         cfg = parser.parse_args(argv)

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from rnnmeta.data import EpisodicDataModule
 from rnnmeta.learners import MetaLearner
+from rnnmeta.specs import LINKED_FROM_DATA, link_data_to_model
 
 __all__ = [
     "Budget",
@@ -208,6 +209,7 @@ def build_run(model: dict[str, Any], data: dict[str, Any]) -> tuple[EpisodicData
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(MetaLearner, "model", required=True)
     parser.add_subclass_arguments(EpisodicDataModule, "data", required=True)
+    link_data_to_model(parser)
     objs = parser.instantiate_classes(parser.parse_object({"model": model, "data": data}))
     return objs.data, objs.model
 
@@ -317,12 +319,8 @@ def plan_runs(
             datamodule, learner = build_run(run["model"], run_data)
         except Exception as err:
             raise ComparisonConfigError(f"learner {name!r} cannot be built: {err}") from None
-        if learner.kind != datamodule.kind:
-            raise ComparisonConfigError(f"learner {name!r} is a {learner.kind} learner but the data gives {datamodule.kind} tasks")
-        if learner.kind == "classification" and learner.n_way != datamodule.n_way:
-            raise ComparisonConfigError(
-                f"learner {name!r} has n_way={learner.n_way} but the data module has n_way={datamodule.n_way}"
-            )
+        # the task is stated once, in data: the learner's kind and n_way are linked from it
+        run["model"]["init_args"].update({key: getattr(datamodule, key) for key in LINKED_FROM_DATA})
         learner_budget = budget if run.get("max_steps") is None else Budget(
             _step_count(f"learners.{name}.max_steps", run["max_steps"]), budget.max_cpu_seconds, budget.max_wall_seconds
         )

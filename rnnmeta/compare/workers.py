@@ -94,7 +94,9 @@ def _exit_with_parent(parent: int, period: float = 1.0) -> None:
 
 def _main(run_dir: Path, parent: int) -> None:
     from rnnmeta.compare.runner import train_and_save
+    from rnnmeta.logging import quiet_console
 
+    quiet_console()
     _exit_with_parent(parent)  # also when the comparison died before this process got here
 
     job = json.loads((run_dir / JOB_FILE).read_text())

@@ -37,9 +37,6 @@ from rnnmeta.episode import Episode
 
 __all__ = ["EpisodicDataModule", "EvalEpisodeSet", "TrainEpisodeStream"]
 
-# Our streams split their work among DataLoader workers themselves (see the module docstring), so
-# their __len__ is exact with any number of workers; Lightning's generic caution does not apply.
-warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 def _worker_slot() -> tuple[int, int]:
@@ -305,6 +302,10 @@ class EpisodicDataModule(pl.LightningDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         """Load the splits the stage needs and check that ``n_way``/``k_shot``/``q_queries`` fit them."""
+        # Our streams split their work among DataLoader workers themselves (see the module docstring),
+        # so their __len__ is exact with any number of workers; Lightning's generic caution about
+        # IterableDatasets with a length (raised when the loaders are first used) does not apply.
+        warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
         if stage in (None, "fit"):
             self._check_split("train", self.k_shot_max, self.q_queries)
         if stage in (None, "fit", "validate"):

@@ -16,6 +16,7 @@ of Lightning's plumbing.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Literal, Optional, Protocol
 
@@ -34,14 +35,12 @@ from rnnmeta.nets import backbone_spec
 from rnnmeta.nets.factory import check_backbone_input
 from rnnmeta.specs import callable_spec, partial_from_spec
 
-# Learners keep their backbone among the hyperparameters on purpose: on_save_checkpoint stores it as
-# its class_path spec, so Lightning's advice to ignore it would only lose the architecture.
-warnings.filterwarnings("ignore", message=r".*is an instance of `nn.Module` and is already saved during checkpointing.*")
-# The evaluation statistics are computed from the episodes of every rank before they are logged
-# (see MetaLearner.gather_episode_values), so Lightning's advice to sync them does not apply.
-warnings.filterwarnings(
-    "ignore", message=r"It is recommended to use `self.log\('(val|test)/(loss|acc|mse|acc_ci95|mse_ci95|episodes)'"
-)
+#: Lightning's advice to ignore module arguments in save_hyperparameters: learners keep their
+#: backbone among the hyperparameters on purpose (on_save_checkpoint stores it as its class_path spec).
+_MODULE_HPARAM_ADVICE = r".*is an instance of `nn.Module` and is already saved during checkpointing.*"
+#: Lightning's advice to sync epoch-level values across ranks: the evaluation statistics are computed
+#: from the episodes of every rank before they are logged (see MetaLearner.gather_episode_values).
+_SYNC_DIST_ADVICE = r"It is recommended to use `self.log\('(val|test)/"
 
 
 class Predictor(Protocol):
@@ -136,6 +135,14 @@ class MetaLearner(pl.LightningModule):
         #: episode order (float64, on the CPU); :attr:`eval_stats` holds its mean and 95% CI.
         self.eval_episode_values: dict[str, Tensor] = {}
         self.eval_stats: dict[str, MeanCI] = {}
+
+    def save_hyperparameters(self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True) -> None:
+        """Lightning's ``save_hyperparameters``, without its advice to leave the backbone out (see :meth:`on_save_checkpoint`)."""
+        if frame is None:
+            frame = inspect.currentframe().f_back  # the subclass's __init__, whose arguments are recorded
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_MODULE_HPARAM_ADVICE)
+            super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
 
     # ------------------------------------------------------------------ contract
     @property
@@ -330,11 +337,13 @@ class MetaLearner(pl.LightningModule):
         name = f"{stage}/{self.metric_name}"
         # Every rank holds the same gathered values, so the numbers are already global: logging
         # them with sync_dist would only average identical numbers.
-        self.log(f"{stage}/loss", float(losses.mean()), sync_dist=False, rank_zero_only=False)
-        self.log(name, stats.mean, prog_bar=True, sync_dist=False, rank_zero_only=False)
-        if stats.n > 1:
-            self.log(f"{name}_ci95", stats.ci95, sync_dist=False, rank_zero_only=False)
-        self.log(f"{stage}/episodes", float(stats.n), sync_dist=False, rank_zero_only=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_SYNC_DIST_ADVICE)
+            self.log(f"{stage}/loss", float(losses.mean()), sync_dist=False, rank_zero_only=False)
+            self.log(name, stats.mean, prog_bar=True, sync_dist=False, rank_zero_only=False)
+            if stats.n > 1:
+                self.log(f"{name}_ci95", stats.ci95, sync_dist=False, rank_zero_only=False)
+            self.log(f"{stage}/episodes", float(stats.n), sync_dist=False, rank_zero_only=False)
 
     def _eval_hint(self) -> str:
         """What to change when evaluation diverges: the learner's evaluation settings, then the training ones."""
