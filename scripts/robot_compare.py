@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="output folder (default results/<name>)")
     ap.add_argument("--only", nargs="*", default=None, help="agents to run (default: all)")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every max_steps (a quick look: 0.1)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: the table and plot from the <agent>_result.pt files in the output folder "
+                         "(agents run in separate processes with --only and the same --out)")
     args = ap.parse_args()
 
     cfg = yaml.safe_load(Path(args.config).read_text())
@@ -89,9 +92,8 @@ def main() -> None:
     print(f"robot_compare {cfg['name']}: {len(cfg['learners'])} agents, {threads} thread(s), {os.cpu_count()} CPUs ({cpu}), "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    rows, curves = [], {}
     for name, spec in cfg["learners"].items():
-        if args.only and name not in args.only:
+        if args.report_only or (args.only and name not in args.only):
             continue
         pl.seed_everything(seed, workers=False, verbose=False)
         agent = build_agent(spec["model"], cfg["family"])
@@ -125,12 +127,11 @@ def main() -> None:
         stages, kind = stage_returns(agent, per_ep)
         mean, ci = mean_ci(stages)
         label = f"{name} ({kind})"
-        curves[label] = stages
         row = {"agent": name, "class": type(agent).__name__, "stages": kind,
                **{f"{kind[:-1]}_{i + (0 if kind == 'steps' else 1)}": f"{m:.2f} +- {c:.2f}" for i, (m, c) in enumerate(zip(mean.tolist(), ci.tolist()))},
                "trial_return": f"{float(traj.total_reward.mean()):.2f}", "updates": steps, "env_steps": env_steps,
                "train_cpu_s": f"{train_cpu:.0f}", "train_wall_s": f"{train_wall:.0f}", "threads": threads}
-        rows.append(row)
+        torch.save({"row": row, "label": label, "stages": stages}, out / f"{name}_result.pt")
         print(f"{name}: test return per {kind[:-1]}: " + ", ".join(f"{m:.2f}+-{c:.2f}" for m, c in zip(mean.tolist(), ci.tolist()))
               + f"; {env_steps:,} env steps, {train_cpu:.0f} CPU s", flush=True)
         if "goal" in tasks:
@@ -139,6 +140,12 @@ def main() -> None:
         if hasattr(family, "close"):
             family.close()
 
+    rows, curves = [], {}
+    for name in cfg["learners"]:  # every agent with a result in the folder, in the config's order
+        if (out / f"{name}_result.pt").exists():
+            saved = torch.load(out / f"{name}_result.pt", weights_only=False)
+            rows.append(saved["row"])
+            curves[saved["label"]] = saved["stages"]
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
