@@ -1,0 +1,87 @@
+"""``rnnmeta fit``/``test`` with a meta-RL config, and ``rnnmeta compare`` with a meta-RL comparison config."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rnnmeta.cli import main as cli_main
+from rnnmeta.compare import main as compare_main
+from rnnmeta.rl.compare import RLComparisonError, is_rl_comparison
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_fit_then_test_an_rl_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs/rl/bandits_n10_k5_rl2.yaml")
+    small = ["--trainer.max_steps", "8", "--trainer.val_check_interval", "4", "--trainer.logger", "false",
+             "--trainer.enable_progress_bar", "false", "--model.init_args.hidden_size", "8", "--model.init_args.batch_trials", "4",
+             "--model.init_args.val_trials", "20", "--model.init_args.test_trials", "30"]
+    cli_main(["fit", "--config", config, *small])
+    out = capsys.readouterr().out
+    last = next(line.split()[-1] for line in out.splitlines() if "last checkpoint" in line)
+    assert Path(last).is_file()
+    cli_main(["test", "--config", config, *small, "--ckpt_path", last])
+    assert "test/return" in capsys.readouterr().out
+
+
+def test_rl_config_errors_name_the_value(tmp_path, capsys):
+    config = str(REPO / "configs/rl/bandits_n10_k5_rl2.yaml")
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", config, "--model.init_args.n_episodes", "0", "--trainer.logger", "false"])
+    assert "n_episodes" in capsys.readouterr().err
+
+
+def _comparison(tmp_path: Path, **extra) -> Path:
+    cfg = {
+        "name": "tiny",
+        "family": {"class_path": "rnnmeta.rl.BernoulliBandits", "init_args": {"n_arms": 2}},
+        "n_episodes": 5,
+        "test_trials": 40,
+        "val_trials": 20,
+        "seeds": [0],
+        "max_steps": 4,
+        "val_check_interval": 2,
+        "baselines": ["random", "gittins"],
+        "paper": {"gittins": 3.0},
+        "output_dir": str(tmp_path / "results"),
+        "learners": {"rl2": {"model": {"class_path": "rnnmeta.rl.RL2", "init_args": {"hidden_size": 8, "batch_trials": 4}}}},
+        **extra,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_compare_writes_one_table_with_the_classical_rows(tmp_path):
+    path = _comparison(tmp_path)
+    assert is_rl_comparison(["--config", str(path)])
+    compare_main(["--config", str(path)])
+    out = tmp_path / "results" / "tiny"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["learner"] for r in rows] == ["random", "gittins", "rl2"]
+    assert len({r["test_fingerprint"] for r in rows}) == 1 and all(r["test_trials"] == "40" for r in rows)
+    assert rows[1]["paper"] == "3.0" and rows[2]["kind"] == "RL2"
+    assert (out / "curves.png").is_file() and (out / "costs.md").is_file()
+    result = out / "runs" / "rl2-seed0" / "result.json"
+    before = json.loads(result.read_text())
+    assert before["steps"] == 4 and before["curve"]
+    compare_main(["--config", str(path)])  # finished runs are loaded, not retrained: the same record
+    assert json.loads(result.read_text()) == before
+    with pytest.raises(RLComparisonError, match="another config"):
+        compare_main(["--config", str(path), "--max_steps", "6"])
+
+
+def test_compare_refuses_bad_settings_before_any_run(tmp_path):
+    with pytest.raises(RLComparisonError, match="n_episodes=0"):
+        compare_main(["--config", str(_comparison(tmp_path, n_episodes=0))])
+    with pytest.raises(RLComparisonError, match="unknown baselines"):
+        compare_main(["--config", str(_comparison(tmp_path, baselines=["oracle"]))])
+    with pytest.raises(RLComparisonError, match="n_arms"):
+        compare_main(["--config", str(_comparison(tmp_path, family={"class_path": "rnnmeta.rl.BernoulliBandits", "init_args": {"n_arms": 0}}))])
+    assert not (tmp_path / "results" / "tiny" / "runs").exists()
