@@ -109,10 +109,15 @@ def test_csv_rows_equal_the_learner_called_directly(folders, tmp_path):
         assert row["predicted_class"] == cls
         assert float(row["probability"]) == pytest.approx(prob, abs=2e-6)
         assert 1 / 3 <= float(row["probability"]) <= 1
-    # the file is a function of its inputs: a second run (other support order seed too, for ProtoNet) is identical
+    # the file is a function of its inputs: the same command again writes the same bytes
     again = tmp_path / "again.csv"
-    predict(str(ckpt), str(support), str(query), output=str(again), seed=5, batch_size=2)
+    predict(str(ckpt), str(support), str(query), output=str(again))
     assert again.read_text() == out.read_text()
+    # a ProtoNet's answers do not depend on the support order (--seed) or on how the queries are batched
+    other = predict(str(ckpt), str(support), str(query), output=str(tmp_path / "other.csv"), seed=5, batch_size=2)
+    for p, row in zip(other, rows):
+        assert p.file == row["file"] and p.predicted_class == row["predicted_class"]
+        assert p.probability == pytest.approx(float(row["probability"]), abs=1e-5)
 
 
 def test_an_inner_loop_learner_transductive_queries(folders, tmp_path, capsys):
@@ -128,6 +133,28 @@ def test_an_inner_loop_learner_transductive_queries(folders, tmp_path, capsys):
     expected = direct(learner, support, query)
     for p in preds:
         assert (p.predicted_class, p.probability) == (expected[p.file][0], pytest.approx(expected[p.file][1], abs=1e-5))
+
+
+def test_an_order_dependent_learner_sees_the_support_in_the_seeded_order(folders, tmp_path):
+    """SNAIL reads the support set as a sequence: predict shows it in torch.randperm(S, seed) order of the sorted files."""
+    support, query, _ = folders
+    torch.manual_seed(0)
+    learner = perturbed(SNAIL(backbone=Conv4(hidden=4, image_size=SIDE, track_running_stats=True), n_way=3, max_shots=2,
+                              key_sizes=[8, 8], value_sizes=[8, 8], tc_filters=[8]))
+    ckpt = save_checkpoint(learner, tmp_path / "snail.ckpt")
+    preds = predict(str(ckpt), str(support), str(query), output=str(tmp_path / "p.csv"), seed=3)
+    files = [p for c in CLASSES for p in sorted((support / c).iterdir())]
+    labels = torch.tensor([i for i in range(3) for _ in range(2)])
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(3))
+    sx = torch.stack([read_png(files[i]) for i in order.tolist()])[None]
+    qx = torch.stack([read_png(query / p.file) for p in preds])[None]
+    with torch.no_grad():
+        probs = torch.softmax(learner(sx, labels[order][None], qx)[0].double(), -1)
+    for p, row in zip(preds, probs):
+        assert p.predicted_class == CLASSES[int(row.argmax())] and p.probability == pytest.approx(float(row.max()), abs=1e-6)
+    # another order gives other answers for a sequence learner (so the order above is the one that was used)
+    shuffled = predict(str(ckpt), str(support), str(query), output=str(tmp_path / "q.csv"), seed=4)
+    assert [p.probability for p in shuffled] != pytest.approx([p.probability for p in preds], abs=1e-6)
 
 
 def test_the_learner_is_rebuilt_from_the_checkpoint_alone(tmp_path):
