@@ -18,7 +18,9 @@ Written to ``--out`` (default ``results/<name>/``):
 * ``adaptation.png``: those curves side by side (with the paper's reference curve when the config
   gives one), :func:`rnnmeta.rl.robot_viz.plot_adaptation`;
 * ``trajectories_<agent>.png`` for 2D navigation (:func:`~rnnmeta.rl.robot_viz.plot_point_trajectories`);
-* ``<agent>.ckpt``: the trained agent (Lightning checkpoint; the observation statistics included).
+* ``<agent>.ckpt``: the trained agent (Lightning checkpoint; the observation statistics included);
+* ``<agent>_trial.gif`` with ``video: true`` (MuJoCo families): one rendered test trial of the trained
+  agent, every ``video_every``-th frame (:func:`~rnnmeta.rl.robot_viz.record_trial`).
 """
 
 from __future__ import annotations
@@ -137,6 +139,16 @@ def main() -> None:
         if "goal" in tasks:
             plot_point_trajectories(traj, tasks["goal"], family.horizon, out / f"trajectories_{name}.png",
                                     title=f"{name}: paths toward 4 test goals (star), episode 1 dotted ... last solid")
+        if cfg.get("video"):  # one test trial of the trained agent, rendered (MuJoCo families; needs OpenGL)
+            from rnnmeta.rl.base import index_tasks
+            from rnnmeta.rl.robot_viz import record_trial
+
+            try:
+                gif = record_trial(agent.actor(), family, index_tasks(tasks, slice(0, 1)), agent.n_episodes,
+                                   out / f"{name}_trial.gif", seed=eval_seed, every=int(cfg.get("video_every", 4)))
+                print(f"{name}: video of test trial 1 in {gif}", flush=True)
+            except Exception as err:  # rendering is optional: say why there is none
+                print(f"{name}: no video ({type(err).__name__}: {err}); see docs/ROBOT.md, 'What to look at'", flush=True)
         if hasattr(family, "close"):
             family.close()
 
