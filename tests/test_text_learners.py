@@ -38,6 +38,7 @@ def pad_more(ids: torch.Tensor, extra: int) -> torch.Tensor:
 ENCODERS = {
     "cnn": lambda: TextCNN(vocab_size=VOCAB, embedding_dim=8, filters=6, kernel_sizes=[2, 3]),
     "bag": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, hidden=10),
+    "bag_weighted": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True),
 }
 
 LEARNERS = {
@@ -147,3 +148,15 @@ def test_tfidf_centroid_is_query_independent_and_ignores_padding() -> None:
     torch.testing.assert_close(learner(pad_more(support_x, 9), support_y, pad_more(query_x, 9)), full)
     with pytest.raises(ValueError, match="scale"):
         TfidfCentroid(scale=0.0)
+
+
+def test_token_weights_start_as_the_plain_mean_and_are_learned() -> None:
+    torch.manual_seed(0)
+    plain = BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8)
+    weighted = BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True)
+    weighted.embedding.load_state_dict(plain.embedding.state_dict())
+    ids = random_ids(torch.Generator().manual_seed(4), 3, 2)
+    torch.testing.assert_close(weighted(ids), plain(ids))
+    weighted(ids).sum().backward()
+    grad = weighted.token_logit.weight.grad
+    assert float(grad[ids[ids != 0]].abs().sum()) > 0 and float(grad[0].abs().sum()) == 0
