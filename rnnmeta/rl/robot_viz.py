@@ -66,6 +66,9 @@ def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], ti
         ax.fill_between(x, (mean - ci).numpy(), (mean + ci).numpy(), alpha=0.2)
     for name, values in (reference or {}).items():
         ax.plot(list(range(len(values))), list(values), "k--", marker="x", label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("episode of the trial (memory agents) / inner gradient steps (MAML)")
     ax.set_ylabel("return per episode (mean, 95% CI)")
     ax.set_title(title)
