@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from rnnmeta.learners import ProtoNet
-from rnnmeta.learners.protonet import ProtoPredictor, class_prototypes, squared_euclidean_logits
+from rnnmeta.learners.protonet import ProtoNetPredictor, class_prototypes, squared_euclidean_logits
 from rnnmeta.nets import MLP, Conv4
 
 from helpers import short_omniglot_run
@@ -73,7 +73,7 @@ def test_adapt_equals_forward_and_holds_the_prototypes():
     sx, sy, qx = image_task(m=6)
     with torch.no_grad():
         predict = learner.adapt(sx, sy)
-        assert isinstance(predict, ProtoPredictor) and predict.prototypes.shape == (2, 3, learner.embed_dim)
+        assert isinstance(predict, ProtoNetPredictor) and predict.prototypes.shape == (2, 3, learner.embed_dim)
         torch.testing.assert_close(predict(qx), learner(sx, sy, qx), rtol=1e-5, atol=1e-5)
         # the predictor answers a new query batch of any size without the support set
         torch.testing.assert_close(predict(qx[:, 2:4]), learner(sx, sy, qx[:, 2:4]), rtol=1e-5, atol=1e-5)

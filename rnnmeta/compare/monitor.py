@@ -10,7 +10,6 @@ every step once.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from typing import Any, Optional
@@ -19,20 +18,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-__all__ = ["RunMonitor", "resident_bytes"]
+from rnnmeta.process import resident_bytes
 
-
-def resident_bytes() -> int:
-    """Current resident memory of this process (``/proc/self/statm``; peak RSS where /proc is absent)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
+__all__ = ["RunMonitor"]
 
 
 class RunMonitor(Callback):

@@ -49,7 +49,7 @@ class Predictor(Protocol):
     def __call__(self, query_x: Tensor) -> Tensor: ...
 
 
-class _SupportPredictor:
+class SupportSetPredictor:
     """Default predictor: keeps the support set and calls the learner on each new query batch."""
 
     def __init__(self, learner: "MetaLearner", support_x: Tensor, support_y: Tensor) -> None:
@@ -185,7 +185,7 @@ class MetaLearner(pl.LightningModule):
         adapted state (encoded support, fine-tuned weights) override it.
         """
         self.check_inputs(support_x, support_y)
-        return _SupportPredictor(self, support_x, support_y)
+        return SupportSetPredictor(self, support_x, support_y)
 
     def check_inputs(self, support_x: Tensor, support_y: Tensor, query_x: Optional[Tensor] = None) -> None:
         """Validate tensors passed by a user with a message that names the wrong one."""

@@ -50,13 +50,15 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from rnnmeta.learners.sequence import check_query
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import batch_norm_layers, check_query_bn, reference_batch_norm, require_batch_statistics, resolve_backbone
-from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer, MetaOptimizer, apply_updates
+from rnnmeta.optim.base import MetaOptimizer, apply_updates
+from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer
 from rnnmeta.optim.ravi_larochelle import RaviLarochelleUpdate
 
 
-class _AdaptedPredictor:
+class LearnedOptimizerPredictor:
     """Answers queries with the adapted weights of each task.
 
     ``adapted`` is one parameter list per task, or (``batched``) one list of ``[B, *shape]``
@@ -318,7 +320,7 @@ class LearnedOptimizer(MetaLearner):
             meta_graph,
         )
 
-    def adapt(self, support_x: Tensor, support_y: Tensor) -> _AdaptedPredictor:
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> LearnedOptimizerPredictor:
         """Run the inner loop on every task; return a predictor ``query_x [B, M, *x] -> preds``."""
         self.check_inputs(support_x, support_y)
         meta_graph = self.training and torch.is_grad_enabled()
@@ -328,15 +330,11 @@ class LearnedOptimizer(MetaLearner):
                 support_x, support_y = support_x.clone(), support_y.clone()
             if self.runs_tasks_batched():
                 batched = self.adapt_tasks(support_x, support_y, steps, meta_graph)
-                return _AdaptedPredictor(self, batched, keep_graph=meta_graph, batched=True)
+                return LearnedOptimizerPredictor(self, batched, keep_graph=meta_graph, batched=True)
             adapted = [self.adapt_task(sx, sy, steps, meta_graph) for sx, sy in zip(support_x, support_y)]
         normalise_with = support_x if self.query_bn == "support" and batch_norm_layers(self.backbone) else None
-        return _AdaptedPredictor(self, adapted, keep_graph=meta_graph, support_x=normalise_with)
+        return LearnedOptimizerPredictor(self, adapted, keep_graph=meta_graph, support_x=normalise_with)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        if query_x.dim() != support_x.dim() or query_x.shape[0] != support_x.shape[0] or query_x.shape[2:] != support_x.shape[2:]:
-            raise ValueError(
-                f"query_x must be [B, M, *x_shape] matching support_x {tuple(support_x.shape)} in B and x_shape, "
-                f"got {tuple(query_x.shape)}"
-            )
+        check_query(support_x, query_x)
         return self.adapt(support_x, support_y)(query_x)

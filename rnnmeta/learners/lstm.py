@@ -51,39 +51,13 @@ from rnnmeta.episode import CLASSIFICATION
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
+from rnnmeta.learners.sequence import check_positive, check_query, embed, encode_labels, label_width
 from rnnmeta.nets import backbone_features, resolve_backbone
 
-__all__ = [
-    "LSTMLearner",
-    "LSTMPredictor",
-    "backbone_features",
-    "check_query",
-    "encode_labels",
-    "key_value_init_",
-    "label_width",
-]
+__all__ = ["LSTMLearner", "LSTMPredictor", "key_value_init_"]
 
 
-# --------------------------------------------------------------------------- shared helpers
-def label_width(kind: str, n_way: int, target_dim: int) -> int:
-    """Width of the label slot of a step: ``n_way`` one-hot, or ``target_dim`` targets plus a given-flag."""
-    return n_way if kind == CLASSIFICATION else target_dim + 1
-
-
-def encode_labels(y: Tensor, kind: str, n_way: int) -> Tensor:
-    """Label slot of support steps.
-
-    Args:
-        y: ``[B, S]`` int64 labels (classification) or ``[B, S, d_y]`` float targets.
-
-    Returns:
-        ``[B, S, n_way]`` one-hot, or ``[B, S, d_y + 1]`` targets with a trailing ``1`` flag.
-    """
-    if kind == CLASSIFICATION:
-        return F.one_hot(y, n_way).float()
-    return torch.cat([y, torch.ones_like(y[..., :1])], dim=-1)
-
-
+# --------------------------------------------------------------------------- initialisation
 def key_value_init_(lstm: nn.LSTM, embed_dim: int, key_std: float = 2.0, forget_bias: float = 3.0) -> None:
     """Key-value initialisation of the first layer of ``lstm`` (in place; see the module docstring).
 
@@ -102,31 +76,6 @@ def key_value_init_(lstm: nn.LSTM, embed_dim: int, key_std: float = 2.0, forget_
         w[rows["cell"], embed_dim:].normal_(0.0, 1.0)
         b_ih[rows["forget"]].fill_(forget_bias)
         b_hh[rows["forget"]].zero_()
-
-
-def embed(backbone: nn.Module, x: Tensor, n_lead: int = 2) -> Tensor:
-    """Embed ``x [*lead, *x_shape]`` (``n_lead`` leading dims) to ``[*lead, E]`` in one backbone call."""
-    lead = x.shape[:n_lead]
-    e = backbone(x.reshape(-1, *x.shape[n_lead:]))
-    return e.reshape(*lead, e.shape[-1])
-
-
-def check_query(support_x: Tensor, query_x: Tensor) -> None:
-    """Raise ``ValueError`` unless ``query_x`` is ``[B, M, *x_shape]`` matching ``support_x [B, S, *x_shape]``."""
-    if not isinstance(query_x, Tensor):
-        raise TypeError(f"query_x must be a torch.Tensor, got {type(query_x).__name__}")
-    if query_x.dim() != support_x.dim() or query_x.shape[0] != support_x.shape[0] or query_x.shape[2:] != support_x.shape[2:]:
-        raise ValueError(
-            f"query_x must be [B, M, *x_shape] matching support_x {list(support_x.shape)} in B and x_shape, "
-            f"got {list(query_x.shape)}"
-        )
-
-
-def check_positive(**values: int) -> None:
-    """Raise ``ValueError`` naming every argument that is not a positive integer."""
-    for name, v in values.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
 # --------------------------------------------------------------------------- the learner

@@ -398,7 +398,7 @@ class MAML(MetaLearner):
             metrics.append(self.task_metrics(preds, batch.query_y[task]))
         return loss_with_gradient(torch.cat(losses).mean(), meta_params, meta_grads), torch.cat(metrics)
 
-    def adapt(self, support_x: Tensor, support_y: Tensor) -> "AdaptedMAML":
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> "MAMLPredictor":
         """Fine-tune on the support set and return a predictor holding the adapted weights.
 
         In evaluation mode the weights are detached (no graph); in training mode they keep the
@@ -409,17 +409,17 @@ class MAML(MetaLearner):
         self.check_inputs(support_x, support_y)
         return self._adapt(support_x, support_y)
 
-    def _adapt(self, support_x: Tensor, support_y: Tensor) -> "AdaptedMAML":
+    def _adapt(self, support_x: Tensor, support_y: Tensor) -> "MAMLPredictor":
         with torch.inference_mode(False), torch.enable_grad():
             if support_x.is_inference():  # tensors made under inference mode cannot be saved for backward
                 support_x, support_y = support_x.clone(), support_y.clone()
             params = self.adapt_weights(support_x, support_y)
         if not self.training:
             params = {n: p.detach() for n, p in params.items()}
-        return AdaptedMAML(self, params, self._query_support(support_x))
+        return MAMLPredictor(self, params, self._query_support(support_x))
 
 
-class AdaptedMAML:
+class MAMLPredictor:
     """Predictor with task weights adapted by :meth:`MAML.adapt`: ``query_x [B, M, *x] -> preds``."""
 
     def __init__(self, learner: MAML, params: Params, support_x: Optional[Tensor] = None) -> None:

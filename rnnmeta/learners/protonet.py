@@ -8,7 +8,7 @@ distances to the prototypes::
     logits_n(q) = -||f(q) - c_n||^2                               (eq. 2, softmax over n)
 
 Nothing is adapted per task but the prototypes, so :meth:`ProtoNet.adapt` returns a
-:class:`ProtoPredictor` that holds them (``[B, N, E]``) and embeds new queries only.
+:class:`ProtoNetPredictor` that holds them (``[B, N, E]``) and embeds new queries only.
 
 Queries are answered independently in evaluation mode: the default backbone (Conv4 with batch
 norm keeping running statistics, :func:`rnnmeta.nets.default_backbone`) embeds each example on its
@@ -36,10 +36,11 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from rnnmeta.learners.sequence import check_query
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import backbone_features, batch_norm_layers, resolve_backbone
 
-__all__ = ["ProtoNet", "ProtoPredictor", "class_prototypes", "squared_euclidean_logits"]
+__all__ = ["ProtoNet", "ProtoNetPredictor", "class_prototypes", "squared_euclidean_logits"]
 
 
 def class_prototypes(embeddings: Tensor, labels: Tensor, n_way: int) -> Tensor:
@@ -81,18 +82,14 @@ def squared_euclidean_logits(queries: Tensor, prototypes: Tensor) -> Tensor:
     return -(queries.unsqueeze(2) - prototypes.unsqueeze(1)).pow(2).sum(-1)
 
 
-class ProtoPredictor:
+class ProtoNetPredictor:
     """The prototypes of adapted tasks: answers ``query_x [B, M, *x] -> [B, M, n_way]`` logits."""
 
     def __init__(self, learner: "ProtoNet", prototypes: Tensor, x_shape: tuple[int, ...]) -> None:
         self.learner, self.prototypes, self.x_shape = learner, prototypes, x_shape
 
     def __call__(self, query_x: Tensor) -> Tensor:
-        batch = self.prototypes.shape[0]
-        if query_x.dim() < 3 or query_x.shape[0] != batch or tuple(query_x.shape[2:]) != self.x_shape:
-            raise ValueError(
-                f"query_x must be [B={batch}, M, *{list(self.x_shape)}] like the adapted support set, got {list(query_x.shape)}"
-            )
+        check_query(torch.empty(self.prototypes.shape[0], 0, *self.x_shape), query_x)  # an empty shape reference
         return squared_euclidean_logits(self.learner.embed(query_x), self.prototypes)
 
 
@@ -168,8 +165,8 @@ class ProtoNet(MetaLearner):
         prototypes = class_prototypes(e[:, :n_support], support_y, self.n_way)
         return squared_euclidean_logits(e[:, n_support:], prototypes)
 
-    def adapt(self, support_x: Tensor, support_y: Tensor) -> ProtoPredictor:
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> ProtoNetPredictor:
         """Embed the support set once; the predictor holds the prototypes ``[B, n_way, E]``."""
         self.check_inputs(support_x, support_y)
         prototypes = class_prototypes(self.embed(support_x), support_y, self.n_way)
-        return ProtoPredictor(self, prototypes, tuple(support_x.shape[2:]))
+        return ProtoNetPredictor(self, prototypes, tuple(support_x.shape[2:]))

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from rnnmeta.learners.sequence import check_query
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.snail_blocks import AttentionBlock, BlockState, SNAILNetwork, map_state
 from rnnmeta.nets import backbone_features, resolve_backbone
@@ -68,11 +69,7 @@ class SNAILPredictor:
         self.batch_size, self.x_shape = batch_size, x_shape
 
     def __call__(self, query_x: Tensor) -> Tensor:
-        if query_x.dim() < 3 or query_x.shape[0] != self.batch_size or tuple(query_x.shape[2:]) != self.x_shape:
-            raise ValueError(
-                f"query_x must be [B={self.batch_size}, M, *{list(self.x_shape)}] like the adapted support set, "
-                f"got {list(query_x.shape)}"
-            )
+        check_query(torch.empty(self.batch_size, 0, *self.x_shape), query_x)  # an empty shape reference
         return self.learner.answer(self.states, query_x)
 
     def detach(self) -> "SNAILPredictor":

@@ -8,14 +8,8 @@ meta-parameters, with pure ``init(params) -> state`` and
 lives apart in :mod:`rnnmeta.optim.meta_train`; optimizee task families in :mod:`rnnmeta.optim.tasks`.
 """
 
-from rnnmeta.optim.lstm_optimizer import (
-    CoordinatewiseLSTMOptimizer,
-    LSTMOptimizerState,
-    MetaOptimizer,
-    apply_updates,
-    load_meta_optimizer,
-    preprocess_gradients,
-)
+from rnnmeta.optim.base import MetaOptimizer, apply_updates, load_meta_optimizer, register_meta_optimizer
+from rnnmeta.optim.lstm_optimizer import CoordinatewiseLSTMOptimizer, LSTMOptimizerState, preprocess_gradients
 from rnnmeta.optim.meta_train import MetaTrainResult, meta_train, rollout, unroll
 from rnnmeta.optim.ravi_larochelle import RaviLarochelleState, RaviLarochelleUpdate
 from rnnmeta.optim.tasks import MLPClassificationTask, OmniglotMLPFamily, QuadraticFamily, QuadraticTask
@@ -37,6 +31,7 @@ __all__ = [
     "load_meta_optimizer",
     "meta_train",
     "preprocess_gradients",
+    "register_meta_optimizer",
     "rollout",
     "unroll",
 ]

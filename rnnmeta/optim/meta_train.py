@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from rnnmeta.optim.lstm_optimizer import MetaOptimizer, apply_updates
+from rnnmeta.optim.base import MetaOptimizer, apply_updates
 from rnnmeta.optim.tasks import OptimizeeTask, TaskFamily
 
 

@@ -22,13 +22,8 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from rnnmeta.optim.lstm_optimizer import (
-    MetaOptimizer,
-    flatten,
-    preprocess_gradients,
-    register_meta_optimizer,
-    unflatten,
-)
+from rnnmeta.optim.base import MetaOptimizer, flatten, register_meta_optimizer, unflatten
+from rnnmeta.optim.lstm_optimizer import preprocess_gradients
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import torch
 from torch import Tensor
 
-from rnnmeta.optim.lstm_optimizer import MetaOptimizer, PathLike, load_meta_optimizer
+from rnnmeta.optim.base import MetaOptimizer, PathLike, load_meta_optimizer
 
 
 class LSTMOptimizer(torch.optim.Optimizer):
