@@ -281,3 +281,52 @@ def test_text_files_with_the_checkpoints_vocabulary(tmp_path):
     assert [p.file for p in preds] == ["a.txt", "b.txt"]
     for p, row in zip(preds, probs):
         assert p.predicted_class == names[int(row.argmax())] and p.probability == pytest.approx(float(row.max()), abs=1e-6)
+
+
+# ------------------------------------------------------------------ the whole path: rnnmeta fit on any dataset, then predict
+class Blobs(torch.utils.data.Dataset):
+    """9 classes x 8 noisy copies of a fixed random 16x16 uint8 image per class (a torchvision-style dataset)."""
+
+    def __len__(self) -> int:
+        return 72
+
+    def __getitem__(self, i: int):
+        label, copy = i % 9, i // 9
+        base = torch.rand(1, SIDE, SIDE, generator=torch.Generator().manual_seed(label))
+        noise = torch.rand(1, SIDE, SIDE, generator=torch.Generator().manual_seed(100 + i))
+        return (255 * (0.8 * base + 0.2 * noise)).to(torch.uint8), label
+
+
+def test_fit_on_a_labelled_dataset_then_predict_from_its_checkpoint(folders, tmp_path, monkeypatch, capsys):
+    """`rnnmeta fit` with LabelledDataset in the config (2 steps), then `rnnmeta predict` with the run's checkpoint."""
+    import sys
+
+    import yaml
+
+    support, query, _ = folders
+    config = {
+        "trainer": {"max_steps": 2, "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(tmp_path / "run"), "accelerator": "cpu"},
+        "model": {"class_path": "rnnmeta.learners.ProtoNet", "init_args": {
+            "backbone": {"class_path": "rnnmeta.nets.Conv4", "init_args": {"hidden": 4, "image_size": SIDE,
+                                                                           "track_running_stats": True}}}},
+        "data": {"class_path": "rnnmeta.data.EpisodicDataModule", "init_args": {
+            "dataset": {"class_path": "rnnmeta.data.LabelledDataset", "init_args": {
+                "dataset": {"class_path": f"{__name__}.Blobs"},
+                "split_labels": {"train": [0, 1, 2], "val": [3, 4, 5], "test": [6, 7, 8]}}},
+            "n_way": 3, "k_shot": 1, "q_queries": 2, "meta_batch_size": 2, "train_batches_per_epoch": 2,
+            "val_episodes": 4, "test_episodes": 4}},
+    }
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(sys, "argv", ["rnnmeta"])
+    cli_main(["fit", "--config", str(path)])
+    (last,) = (tmp_path / "run").rglob("*.ckpt")  # Lightning's default checkpoint: epoch=0-step=2.ckpt
+    cli_main(["predict", "--ckpt_path", str(last), "--support", str(support), "--query", str(query),
+              "--output", str(tmp_path / "p.csv")])
+    rows = read_csv(tmp_path / "p.csv")
+    expected = direct(load_learner(last), support, query)
+    assert len(rows) == 6
+    for row in rows:
+        assert row["predicted_class"] == expected[row["file"]][0]
+        assert float(row["probability"]) == pytest.approx(expected[row["file"]][1], abs=2e-6)
