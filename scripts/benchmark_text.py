@@ -9,7 +9,11 @@ hold on a shared machine:
   vectorised sampler and one ``index_select`` on the id tensor), against the learner's own step
   (forward, backward and the Adam update) on the same batches; medians over ``--steps`` steps.
 
-    OMP_NUM_THREADS=1 python scripts/benchmark_text.py --config configs/compare/clinc150_5w1s.yaml
+    OMP_NUM_THREADS=1 python scripts/benchmark_text.py --config configs/compare/clinc150_5w1s.yaml [--vocabulary]
+
+``--vocabulary`` adds the measurement behind the vocabulary's ``min_freq`` default: TF-IDF accuracy
+on 1,000 fixed test episodes and the share of test-intent tokens outside the vocabulary, for
+``min_freq`` 1 and 2.
 """
 
 from __future__ import annotations
@@ -37,11 +41,35 @@ def cpu_median(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def vocabulary_choice(root: str, episodes: int) -> None:
+    """TF-IDF accuracy and out-of-vocabulary rates of the test intents for vocabularies with min_freq 1 and 2."""
+    from rnnmeta.data import CLINC150, EpisodicDataModule, tokenize
+    from rnnmeta.learners import TfidfCentroid
+
+    print(f"\nvocabulary of the training intents: TF-IDF centroid on {episodes} fixed CLINC150 test episodes (5-way, 5 queries)")
+    print("| min_freq | words | test tokens not in the vocabulary | TF-IDF 5w1s | TF-IDF 5w5s |")
+    print("|---|---|---|---|---|")
+    for min_freq in (1, 2):
+        ds = CLINC150(root, min_freq=min_freq)
+        tokens = [t for i in ds.class_splits["test"] for text in ds.texts[i] for t in tokenize(text)]
+        oov = sum(t not in ds.vocabulary for t in tokens) / len(tokens)
+        accs = []
+        for shots in (1, 5):
+            dm = EpisodicDataModule(ds, n_way=5, k_shot=shots, q_queries=5, test_episodes=episodes, eval_batch_size=50)
+            learner = TfidfCentroid(n_way=5)
+            values = torch.cat([learner.task_metrics(learner(b.support_x, b.support_y, b.query_x), b.query_y)
+                                for b in dm.eval_set("test")])
+            accs.append(f"{values.mean():.4f} +- {1.96 * values.std() / len(values) ** 0.5:.4f}")
+        print(f"| {min_freq} | {len(ds.vocabulary) - 2:,} | {100 * oov:.1f}% | {accs[0]} | {accs[1]} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path("configs/compare/clinc150_5w1s.yaml"))
     parser.add_argument("--steps", type=int, default=10, help="training steps timed per learner (after 2 warm-up steps)")
     parser.add_argument("--batches", type=int, default=200, help="meta-batches drawn to time the sampler")
+    parser.add_argument("--vocabulary", action="store_true", help="also compare vocabularies (min_freq 1 and 2) by TF-IDF accuracy")
+    parser.add_argument("--episodes", type=int, default=1000, help="test episodes of the vocabulary comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = yaml.safe_load(args.config.read_text())
@@ -86,6 +114,8 @@ def main() -> None:
         batch = dm.train_batch(0)
         print(f"| {name} | {batch.batch_size} x ({batch.n_support} + {batch.n_query}) | {sample_ms:.2f} | "
               f"{step_ms:.1f} | {100 * sample_ms / step_ms:.1f}% |", flush=True)
+    if args.vocabulary:
+        vocabulary_choice(dataset_cfg["init_args"]["root"], args.episodes)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ A few-shot text dataset builds its vocabulary from the texts of its meta-trainin
 maps to ``<unk>``, exactly as a word never seen at all would, so nothing of the test classes leaks
 into the model. ``min_freq=2`` would also send the words seen once in training to ``<unk>`` (so
 that its embedding is trained on real rare words); on CLINC150 that lost 2.4 points of TF-IDF
-accuracy and 1.6 of ProtoNet's (docs/TEXT.md), so the datasets keep every training word
+accuracy, 5-way 1-shot (``scripts/benchmark_text.py --vocabulary``), so the datasets keep every training word
 (``min_freq=1``). 10% of the test classes' tokens are not among the training classes' words.
 
 The vocabulary is plain data (:meth:`Vocabulary.state_dict`: a list of strings), stored in
