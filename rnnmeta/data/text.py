@@ -29,8 +29,6 @@ import csv
 import io
 import json
 import logging
-import math
-import random
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
@@ -38,14 +36,15 @@ import torch
 from torch import Tensor
 
 from rnnmeta.data.archive import ChecksumError, download_url, md5sum
-from rnnmeta.data.base import SPLITS, FewShotDataset, check_split_name
+from rnnmeta.data.base import FewShotDataset, check_split_name
+from rnnmeta.data.image_folder import assign_class_splits, check_split_fractions, check_split_list_keys
 from rnnmeta.data.sampling import ClassIndexSource
 from rnnmeta.data.vocab import Vocabulary
 from rnnmeta.episode import CLASSIFICATION, Episode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLINC150", "TextDataset", "TextFile", "TextSource", "assign_class_splits", "read_text_file"]
+__all__ = ["CLINC150", "TextDataset", "TextFile", "TextSource", "read_text_file", "text_class_splits"]
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -105,7 +104,7 @@ def _read_label_list(split: str, path_str: str, root: Path, known: dict[str, Any
     return names
 
 
-def assign_class_splits(
+def text_class_splits(
     classes: Sequence[str],
     split_fractions: Sequence[float],
     split_lists: Optional[dict[str, str]],
@@ -113,42 +112,25 @@ def assign_class_splits(
     root: Path,
     owner: str,
 ) -> dict[str, list[str]]:
-    """Class-level train/val/test split, with :class:`~rnnmeta.data.ImageFolder`'s conventions.
+    """Class-level train/val/test split with :func:`~rnnmeta.data.image_folder.assign_class_splits` (ImageFolder's).
 
-    * fractions: the sorted class names shuffled with ``random.Random(seed)``, cut at
-      ``round(n * f_train)`` and ``round(n * (f_train + f_val))``;
-    * lists: per split a file with one label a line (blank lines, ``#`` comments ignored; relative
-      paths tried as given, then relative to ``root``). A split without a list has no classes.
+    ``split_lists`` maps a split to a file with one label a line (blank lines, ``#`` comments
+    ignored; a relative path is tried as given, then relative to ``root``); the files are read here
+    and the lists checked by the shared function. Without lists, ``split_fractions`` of the sorted
+    labels, shuffled with ``seed``.
 
     Raises:
         FileNotFoundError: a list file is missing.
-        ValueError: bad fractions, an unknown split key, a listed label not in the data, a label in two lists.
+        ValueError: bad fractions, an unknown split key, a listed label not in the data (named with
+            its line), a label in two lists.
     """
-    fractions = tuple(float(f) for f in split_fractions)
-    if len(fractions) != 3 or any(f < 0 or math.isnan(f) for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(
-            f"{owner} split_fractions must be three non-negative numbers summing to 1 (train, val, test), "
-            f"got {tuple(split_fractions)!r}"
-        )
+    fractions = check_split_fractions(split_fractions, owner)
     known = {c: True for c in classes}
+    lists = None
     if split_lists is not None:
-        unknown = [k for k in split_lists if k not in SPLITS]
-        if unknown:
-            raise ValueError(f"{owner} split_lists keys must be among {SPLITS}, got {unknown}")
-        out = {split: _read_label_list(split, p, root, known, owner) for split, p in split_lists.items()}
-        seen: dict[str, str] = {}
-        for split, names in out.items():
-            for name in names:
-                if name in seen and seen[name] != split:
-                    raise ValueError(f"{owner}: label {name!r} is listed in both {seen[name]!r} and {split!r}")
-                seen[name] = split
-        return {split: sorted(set(names)) for split, names in out.items()}
-    order = sorted(classes)
-    random.Random(seed).shuffle(order)
-    n = len(order)
-    cut1 = round(n * fractions[0])
-    cut2 = round(n * (fractions[0] + fractions[1]))
-    return {"train": sorted(order[:cut1]), "val": sorted(order[cut1:cut2]), "test": sorted(order[cut2:])}
+        check_split_list_keys(split_lists, owner)
+        lists = {split: _read_label_list(split, p, root, known, owner) for split, p in split_lists.items()}
+    return assign_class_splits(sorted(classes), fractions, seed, lists, owner)
 
 
 # ------------------------------------------------------------------------------------------------- base
@@ -386,7 +368,7 @@ class TextFile(TextDataset):
             found = f"only the label {next(iter(texts))!r}" if texts else "no examples"
             raise ValueError(f"TextFile: {self.path} has {found}; few-shot classification needs at least two labels")
         self.texts = {label: texts[label] for label in sorted(texts)}
-        self.class_splits = assign_class_splits(
+        self.class_splits = text_class_splits(
             list(self.texts), split_fractions, split_lists, seed, self.path.parent, "TextFile"
         )
 
