@@ -5,8 +5,8 @@ and trainer built by :func:`rnnmeta.cli.build_cli` from the config), for MAML
 (``configs/omniglot/maml_5w1s.yaml``: second order, 3 inner steps at test) and the learned
 optimizer (``configs/omniglot/learned_optimizer_5w1s.yaml``: 10 inner steps at test), both at
 their configured architecture and a seeded initialisation (memory does not depend on the
-weights). A callback reads the peak resident memory (``ru_maxrss``) and the current resident
-memory (``/proc/self/statm``) after every 100 episodes. Learners whose evaluation needs autograd
+weights). A callback reads the peak and the current resident memory (:mod:`rnnmeta.process`:
+``VmHWM`` and ``/proc/self/statm``) after every 100 episodes. Learners whose evaluation needs autograd
 (an inner loop) run outside inference mode, where a graph kept by mistake would grow memory by
 the same amount per episode: a flat peak from 100 to 1,000 episodes rules that out.
 
@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,15 +39,17 @@ MIB = 1024 * 1024
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process (``ru_maxrss``; KiB on Linux), in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB
+    """Peak resident memory of this process in MiB (:func:`rnnmeta.process.peak_resident_bytes`)."""
+    from rnnmeta.process import peak_resident_bytes
+
+    return peak_resident_bytes() / MIB
 
 
 def current_rss_mib() -> float:
-    """Current resident memory of this process (``/proc/self/statm``, field 2, in pages), in MiB."""
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / MIB
+    """Current resident memory of this process in MiB (:func:`rnnmeta.process.resident_bytes`)."""
+    from rnnmeta.process import resident_bytes
+
+    return resident_bytes() / MIB
 
 
 def _is_tensor(obj: Any) -> bool:

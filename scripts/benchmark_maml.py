@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from torch.func import functional_call
 
 from rnnmeta.episode import Episode
 from rnnmeta.learners.maml import MAML
+from rnnmeta.process import peak_resident_bytes, reset_peak_resident
 
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 N_WAY, K_SHOT, Q, INNER_LR = 5, 1, 15, 0.4
@@ -180,21 +180,13 @@ def conv4_flops_per_image(hidden: int = 64, side: int = 28, in_channels: int = 1
 
 # ----------------------------------------------------------------------------- runs
 def peak_rss_mib() -> float:
-    """This process's peak resident set size (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size in MiB (:func:`rnnmeta.process.peak_resident_bytes`)."""
+    return peak_resident_bytes() / 2**20
 
 
 def reset_peak_rss() -> None:
-    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5), so the warm-up's peak is not counted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    """Reset the peak to the current RSS, so the warm-up's peak is not counted."""
+    reset_peak_resident()
 
 
 def memory_child(method: str, first_order: bool, meta_batch: int) -> None:
