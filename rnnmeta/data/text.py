@@ -65,6 +65,7 @@ class TextSource(ClassIndexSource):
         if ids.dim() != 2 or ids.dtype != torch.int64:
             raise ValueError(f"TextSource ids must be a [n_texts, L] int64 tensor, got {list(ids.shape)} {ids.dtype}")
         super().__init__(ids, counts, class_names, name)
+        self._smallest = int(self.counts.min())
 
     def _gather(self, cls: Tensor, slot: Tensor) -> Tensor:
         rows = (self.offsets[cls] + slot).reshape(-1)
@@ -73,8 +74,8 @@ class TextSource(ClassIndexSource):
     def sample(self, generator: torch.Generator, batch_size: int, n_way: int, k_shot: int, q_queries: int) -> Episode:
         """Draw ``batch_size`` tasks; refuses, naming every one, labels with fewer than ``k_shot + q_queries`` texts."""
         per_task = k_shot + q_queries if isinstance(k_shot, int) and isinstance(q_queries, int) else 0
-        short = (self.counts < per_task).nonzero().flatten().tolist()
-        if short and isinstance(n_way, int) and n_way <= self.n_classes:
+        if per_task > self._smallest and isinstance(n_way, int) and n_way <= self.n_classes:
+            short = (self.counts < per_task).nonzero().flatten().tolist()
             names = self.class_names or [str(i) for i in range(self.n_classes)]
             listed = ", ".join(f"{names[i]!r} ({int(self.counts[i])})" for i in short[:20])
             more = f" and {len(short) - 20} more" if len(short) > 20 else ""
