@@ -12,9 +12,11 @@ plays chunk ``j + 1``. Every reward of the trial counts, as for the other agents
   "Benchmarking Deep RL"; as in the MAML paper): ``J = mean_t log pi(a_t | s_t) (G_t - b(s_t, t))``,
   ``G_t`` the discounted return to the end of the episode, ``b`` a ridge regression of ``G`` on
   ``[obs, obs^2, t/H, (t/H)^2, (t/H)^3, 1]`` fitted on the chunk itself.
-* Outer step: PPO's clipped surrogate (the paper used TRPO), summed over the chunks, each under
-  its adapted ``theta_j(theta)`` recomputed from the recorded trajectories, with the chunk's
-  baseline-subtracted returns as advantages. ``first_order=True`` drops the second derivatives
+* Outer step: PPO's clipped surrogate (the paper used TRPO), summed over the chunks after an
+  inner step (``pre_update_objective`` adds chunk 0), each under its adapted ``theta_j(theta)``
+  recomputed from the recorded trajectories, with returns minus a linear feature baseline fitted
+  over the whole batch as advantages (``outer_baseline``), plus an entropy bonus of the
+  pre-update policy (``entropy_coef``). ``first_order=True`` drops the second derivatives
   (the inner gradients are treated as constants); otherwise the outer gradient runs through the
   inner steps (``create_graph=True``). Like the paper's MAML, the gradient does not credit the
   pre-update policy for the information its samples give the inner step.
@@ -79,9 +81,16 @@ class MAMLRL(MetaRLAgent):
             than others' is credited) or ``"trial"`` (fitted per trial, as the inner step's; then
             only differences within a trial count, and on bandits the outer step cannot credit
             stronger adaptation).
+        pre_update_objective: also maximise the reward of chunk 0 (played before any inner step) in
+            the outer step. Off by default, as in Finn et al. (the outer objective is the return
+            after adaptation; the pre-update policy's job is to explore).
         gamma: discount of the returns within an episode.
         clip: PPO's clip range.
         ppo_epochs: outer updates per collected batch of trials.
+        entropy_coef: weight of the pre-update policy's entropy bonus in the outer step. Without it the
+            pre-update policy drifts onto one arm of a bandit within ~30 iterations and its chunk
+            stops informing the inner step (measured: 2-armed bandits, 10 pulls, p = 0.9998 for one
+            arm after 100 iterations with 0, 0.57 with 0.05).
         init_log_std: initial log standard deviation of the Gaussian policy (``Box`` actions; 0: std 1).
 
     Shapes: the policy maps ``encode(obs) [..., d_obs]`` to logits or means ``[..., width]``.
@@ -96,6 +105,7 @@ class MAMLRL(MetaRLAgent):
         inner_lr: float = 0.1,
         first_order: bool = False,
         outer_baseline: str = "batch",
+        pre_update_objective: bool = False,
         batch_trials: int = 40,
         val_trials: int = 200,
         test_trials: int = 1000,
@@ -105,7 +115,7 @@ class MAMLRL(MetaRLAgent):
         gamma: float = 0.99,
         clip: float = 0.2,
         ppo_epochs: int = 4,
-        entropy_coef: float = 0.0,
+        entropy_coef: float = 0.05,
         normalize_observations: bool = False,
         init_log_std: float = 0.0,
     ) -> None:
@@ -122,7 +132,7 @@ class MAMLRL(MetaRLAgent):
         if outer_baseline not in ("batch", "trial"):
             raise ValueError(f"MAMLRL: outer_baseline must be 'batch' or 'trial', got outer_baseline={outer_baseline!r}")
         self.inner_steps, self.inner_lr, self.first_order = inner_steps, inner_lr, first_order
-        self.outer_baseline = outer_baseline
+        self.outer_baseline, self.pre_update_objective = outer_baseline, pre_update_objective
         self.gamma, self.clip, self.ppo_epochs, self.entropy_coef = gamma, clip, ppo_epochs, entropy_coef
         widths = [space_width(family.observation_space), *hidden_sizes]
         layers: list[nn.Module] = []
@@ -206,8 +216,9 @@ class MAMLRL(MetaRLAgent):
             dist = self.policy_params(params, batch["obs"][:, sl])
             logp = action_log_prob(space, dist, batch["actions"][:, sl], self.log_std)
             adv = normalise_advantages(batch["advantages"][:, sl], batch["alive"][:, sl])
-            loss = loss - ppo_clip_objective(logp, batch["old_logp"][:, sl], adv, self.clip, batch["alive"][:, sl])
-            if self.entropy_coef:
+            if j > 0 or self.pre_update_objective:
+                loss = loss - ppo_clip_objective(logp, batch["old_logp"][:, sl], adv, self.clip, batch["alive"][:, sl])
+            if self.entropy_coef and j == 0:  # the pre-update (exploring) policy's entropy
                 loss = loss - self.entropy_coef * action_entropy(space, dist, self.log_std).mean()
             if j < self.inner_steps:
                 params = self.inner_step(params, batch["obs"][:, sl], batch["actions"][:, sl], batch["inner_advantages"][:, sl],
