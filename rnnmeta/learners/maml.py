@@ -10,16 +10,14 @@ through the inner loop: exactly (second order, ``create_graph=True``) or with th
 gradients treated as constants (first order: the meta-gradient is the query gradient at
 ``theta'``). ``alpha`` is one scalar, or a learned tensor per parameter (Meta-SGD).
 
-Batching: by default the tasks run one by one (:func:`torch.func.functional_call` per task),
-which measured fastest on the CPU. In training, each task's meta-gradient is taken as soon as
-its query loss is known and its graph freed (:meth:`MAML.episode_step`), so memory holds one
-task's graph at a time, as in a plain per-task loop. With ``batch_tasks=True`` and the default backbones
-(:class:`~rnnmeta.nets.Conv4`, :class:`~rnnmeta.nets.MLP`) all ``B`` tasks run at once. Each parameter is stacked into ``[B, *shape]``; a convolution
-runs once for all tasks as a grouped convolution (tasks as groups: activations
-``[N, B*C, H, W]``, ``groups=B``), batch norm over that layout normalises each task's channels
-with the task's own statistics, and linear layers are batched matmuls. Any other backbone
-falls back to a per-task loop of :func:`torch.func.functional_call`. Both give the same
-losses and gradients (see ``tests/test_maml.py``).
+The whole algorithm is :meth:`MAML._inner_loop` (the update above, a few lines) and
+:meth:`MAML.episode_step` (the meta-gradient, task by task). Tasks run one by one
+(:func:`torch.func.functional_call` per task), which measured fastest on the CPU for Conv4; in
+training, each task's meta-gradient is taken as soon as its query loss is known and its graph
+freed, so memory holds one task's graph at a time, as in a plain per-task loop. For an MLP
+(sinusoid) all tasks run at once by default, with weights stacked per task
+(:mod:`rnnmeta.learners.maml_batched`: one backward for the meta-batch instead of one per task);
+both paths give the same losses and gradients (``tests/test_maml.py``).
 
 References:
     C. Finn, P. Abbeel, S. Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep
@@ -40,18 +38,15 @@ from torch.func import functional_call
 from rnnmeta.episode import Episode
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
+from rnnmeta.learners.maml_batched import Params, batched_forward, batched_layers
 from rnnmeta.nets import (
     MLP,
-    Conv4,
     batch_norm_layers,
     check_query_bn,
     reference_batch_norm,
     require_batch_statistics,
     resolve_backbone,
 )
-
-Params = dict[str, Tensor]
-
 
 def maml_update(params: Params, grads: Params, lrs: dict[str, Tensor] | float) -> Params:
     """One step of gradient descent on a dict of (possibly task-stacked) weights."""
@@ -70,59 +65,6 @@ def loss_with_gradient(value: Tensor, params: list[Tensor], grads: list[Tensor])
     """
     surrogate = sum((p * g).sum() for p, g in zip(params, grads))
     return value.detach() + (surrogate - surrogate.detach())
-
-
-def _batched_layers(backbone: nn.Module, head: nn.Linear) -> Optional[list[tuple[str, nn.Module]]]:
-    """``(name prefix, layer)`` in execution order when every layer can run task-batched, else None."""
-    if isinstance(backbone, Conv4):
-        layers = [(f"backbone.blocks.{i}", m) for i, m in enumerate(backbone.blocks)]
-    elif isinstance(backbone, MLP):
-        layers = [(f"backbone.layers.{i}", m) for i, m in enumerate(backbone.layers)]
-    else:
-        return None
-    ok = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.MaxPool2d)
-    if not all(isinstance(m, ok) for _, m in layers):
-        return None
-    if any(isinstance(m, nn.Conv2d) and (m.padding_mode != "zeros" or m.groups != 1) for _, m in layers):
-        return None
-    return layers + [("head", head)]
-
-
-def batched_forward(layers: list[tuple[str, nn.Module]], params: Params, x: Tensor) -> Tensor:
-    """Run ``B`` tasks with their own weights at once.
-
-    Args:
-        layers: from :func:`_batched_layers`.
-        params: name -> ``[B, *shape]`` stacked task weights.
-        x: ``[B, N, *x_shape]`` inputs (images ``[B, N, C, H, W]`` or features ``[B, N, F]``).
-
-    Returns:
-        ``[B, N, out]``.
-    """
-    B, N = x.shape[:2]
-    if x.dim() == 5:  # images: tasks become channel groups, [N, B*C, H, W]
-        x = x.transpose(0, 1).reshape(N, B * x.shape[2], *x.shape[3:])
-    for name, m in layers:
-        if isinstance(m, nn.Conv2d):
-            w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
-            x = F.conv2d(
-                x, w.flatten(0, 1), None if b is None else b.flatten(), m.stride, m.padding, m.dilation, groups=B
-            )
-        elif isinstance(m, nn.BatchNorm2d):
-            # per (task, channel) statistics over the task's own images: batch norm in training mode
-            w, b = params.get(f"{name}.weight"), params.get(f"{name}.bias")
-            x = F.batch_norm(
-                x, None, None, None if w is None else w.flatten(), None if b is None else b.flatten(), True, 0.0, m.eps
-            )
-        elif isinstance(m, nn.Linear):
-            if x.dim() == 4:  # leave the conv layout: [N, B*C, h, w] -> [B, N, C*h*w]
-                x = x.reshape(N, B, -1).transpose(0, 1)
-            w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
-            out = torch.bmm(x, w.transpose(1, 2))
-            x = out if b is None else out + b.unsqueeze(1)
-        else:  # ReLU, MaxPool2d act on any layout
-            x = m(x)
-    return x
 
 
 class MAML(MetaLearner):
@@ -253,7 +195,7 @@ class MAML(MetaLearner):
         )
         if batch_tasks is None:
             batch_tasks = isinstance(backbone, MLP) and not compile_query and not (query_bn == "support" and self._has_batch_norm)
-        self._layers = _batched_layers(self.backbone, self.head) if batch_tasks else None
+        self._layers = batched_layers(self.backbone, self.head) if batch_tasks else None
         if compile_query and batch_tasks:
             raise ValueError("compile_query applies to the per-task loop: set batch_tasks=False")
         if batch_tasks and query_bn == "support" and self._has_batch_norm:
@@ -324,7 +266,8 @@ class MAML(MetaLearner):
         steps = self.inner_steps if self.training else self.eval_inner_steps
         lrs = self._lrs()
         weights = self._weights()
-        if self.training:
+        meta_graph = self.training  # keep the graph from the adapted weights to the meta-parameters
+        if meta_graph:
             second_order = not self.first_order
             params = weights if tasks is None else {n: p.expand(tasks, *p.shape) for n, p in weights.items()}
         else:  # evaluation: nothing of the graph outlives a step
@@ -339,7 +282,7 @@ class MAML(MetaLearner):
                 loss = self.task_losses(predict(params, support_x), support_y).sum() * self._inner_loss_scale()
                 grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=second_order)))
                 params = maml_update(params, grads, lrs)
-                if not self.training:
+                if not meta_graph:
                     params = {n: p.detach().requires_grad_() for n, p in params.items()}
         return params
 
