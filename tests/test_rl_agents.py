@@ -168,7 +168,8 @@ def test_bad_agent_settings_name_the_value(make, message):
 # ---------------------------------------------------------------------------------- learning
 LEARN = {
     "rl2": (lambda fam: RL2(fam, 10, hidden_size=64, batch_trials=64, optimizer=partial(torch.optim.Adam, lr=1e-2)), 300),
-    "snail": (lambda fam: SNAILAgent(fam, 10, batch_trials=64, optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
+    "snail": (lambda fam: SNAILAgent(fam, 10, layout=["tc:16", "attn:16:16"], embed_size=16, batch_trials=64,
+                                     optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
     "maml": (lambda fam: MAMLRL(fam, 10, batch_trials=64, inner_lr=0.1, optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
 }
 
