@@ -206,6 +206,11 @@ class RnnmetaCLI(LightningCLI):
     _ckpt_header: Optional[dict[str, Any]] = None
     _ckpt_path: Optional[str] = None
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """Lightning's subcommands less ``predict``: ``rnnmeta predict`` is the few-shot job (:mod:`rnnmeta.predict`)."""
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Set the learner's task kind and ``n_way`` from the data module: written once, in ``data``."""
         if self.datamodule_class is None:

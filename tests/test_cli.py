@@ -282,3 +282,9 @@ def test_commands_keep_lightning_tips_and_third_party_chatter_out_of_the_console
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use something else", DeprecationWarning)
         warnings.warn("a warning of rnnmeta's own", UserWarning)
     assert [str(w.message) for w in seen] == ["a warning of rnnmeta's own"]
+
+
+def test_predict_is_the_few_shot_job_not_lightnings_loop():
+    from rnnmeta.cli import RnnmetaCLI
+
+    assert set(RnnmetaCLI.subcommands()) == {"fit", "validate", "test"}

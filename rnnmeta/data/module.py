@@ -23,6 +23,7 @@ index rather than assuming equal shards.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, Callable, Iterator, Optional
@@ -35,7 +36,7 @@ from rnnmeta.data.base import FewShotDataset, TaskSource
 from rnnmeta.data.sampling import make_generator
 from rnnmeta.episode import Episode
 
-__all__ = ["EpisodicDataModule", "EvalEpisodeSet", "TrainEpisodeStream"]
+__all__ = ["EpisodicDataModule", "EvalEpisodeSet", "TrainEpisodeStream", "draw_episodes", "trainer_rank_world"]
 
 
 
@@ -44,50 +45,37 @@ def _worker_slot() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
+def draw_episodes(
+    source: TaskSource, batch_size: int, n_way: int, k_shot: int, k_shot_max: int, q_queries: int, generator: torch.Generator
+) -> Episode:
+    """``batch_size`` tasks from ``source``; ``K`` drawn uniformly from ``k_shot..k_shot_max`` with the same generator."""
+    k = k_shot
+    if k_shot_max > k_shot:
+        k += int(torch.randint(k_shot_max - k_shot + 1, (1,), generator=generator))
+    return source.sample(generator, batch_size, n_way, k, q_queries)
+
+
 class TrainEpisodeStream(IterableDataset):
     """One epoch of training batches on one rank: batches ``start_batch .. start_batch + n_batches - 1``.
 
-    Batch ``b`` is a pure function of ``(seed, "train", rank, b)``; when ``k_shot_max > k_shot`` its
-    ``K`` is drawn uniformly from ``k_shot..k_shot_max`` with the same generator (one ``K`` per batch,
-    so the tasks stack).
+    Batch ``b`` is ``draw(generator)`` with the generator seeded from ``(seed, "train", rank, b)``:
+    a pure function of those values. ``draw`` makes a batch of any kind (an
+    :class:`~rnnmeta.episode.Episode` here, a batch of streams for the online protocol).
     """
 
-    def __init__(
-        self,
-        source: TaskSource,
-        seed: int,
-        rank: int,
-        world_size: int,
-        n_batches: int,
-        batch_size: int,
-        n_way: int,
-        k_shot: int,
-        k_shot_max: int,
-        q_queries: int,
-        start_batch: int = 0,
-    ) -> None:
+    def __init__(self, draw: Callable[[torch.Generator], Any], seed: int, rank: int, n_batches: int, start_batch: int = 0) -> None:
         super().__init__()
-        self.source = source
+        self.draw = draw
         self.seed = seed
         self.rank = rank
-        self.world_size = world_size
         self.n_batches = n_batches
-        self.batch_size = batch_size
-        self.n_way = n_way
-        self.k_shot = k_shot
-        self.k_shot_max = k_shot_max
-        self.q_queries = q_queries
         self.start_batch = start_batch
 
-    def batch(self, index: int) -> Episode:
+    def batch(self, index: int) -> Any:
         """Training batch ``index`` of this rank."""
-        generator = make_generator(self.seed, "train", self.rank, index)
-        k = self.k_shot
-        if self.k_shot_max > self.k_shot:
-            k += int(torch.randint(self.k_shot_max - self.k_shot + 1, (1,), generator=generator))
-        return self.source.sample(generator, self.batch_size, self.n_way, k, self.q_queries)
+        return self.draw(make_generator(self.seed, "train", self.rank, index))
 
-    def __iter__(self) -> Iterator[Episode]:
+    def __iter__(self) -> Iterator[Any]:
         worker, n_workers = _worker_slot()
         start = self.start_batch
         for position in range(self.n_batches):
@@ -101,33 +89,29 @@ class TrainEpisodeStream(IterableDataset):
 class EvalEpisodeSet(IterableDataset):
     """This rank's shard of a fixed evaluation set, in batches of ``batch_size`` episodes.
 
-    Episode ``i`` is a pure function of ``(seed, split, i)``; this rank holds ``i % world_size == rank``.
+    Episode ``i`` is ``draw_one(generator)`` with the generator seeded from ``(seed, split, i)``;
+    this rank holds ``i % world_size == rank``; a batch is ``collate([episodes])``.
     """
 
     def __init__(
         self,
-        source: TaskSource,
+        draw_one: Callable[[torch.Generator], Any],
+        collate: Callable[[list[Any]], Any],
         seed: int,
         split: str,
         n_episodes: int,
         rank: int,
         world_size: int,
         batch_size: int,
-        n_way: int,
-        k_shot: int,
-        q_queries: int,
     ) -> None:
         super().__init__()
-        self.source = source
+        self.draw_one, self.collate = draw_one, collate
         self.seed = seed
         self.split = split
         self.n_episodes = n_episodes
         self.rank = rank
         self.world_size = world_size
         self.batch_size = batch_size
-        self.n_way = n_way
-        self.k_shot = k_shot
-        self.q_queries = q_queries
 
     @property
     def indices(self) -> list[int]:
@@ -139,22 +123,28 @@ class EvalEpisodeSet(IterableDataset):
         idx = self.indices
         return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
 
-    def episode(self, index: int) -> Episode:
+    def episode(self, index: int) -> Any:
         """Evaluation episode ``index`` (batch size 1)."""
-        generator = make_generator(self.seed, self.split, index)
-        return self.source.sample(generator, 1, self.n_way, self.k_shot, self.q_queries)
+        return self.draw_one(make_generator(self.seed, self.split, index))
 
-    def __iter__(self) -> Iterator[Episode]:
+    def __iter__(self) -> Iterator[Any]:
         worker, n_workers = _worker_slot()
         for position, chunk in enumerate(self.batches()):
             if position % n_workers == worker:
-                yield Episode.collate([self.episode(i) for i in chunk])
+                yield self.collate([self.episode(i) for i in chunk])
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)
 
 
-class _TrainLoader(DataLoader):
+def trainer_rank_world(trainer: Optional["pl.Trainer"]) -> tuple[int, int]:
+    """``(global_rank, world_size)`` of an attached trainer, ``(0, 1)`` without one."""
+    if trainer is None:
+        return 0, 1
+    return int(trainer.global_rank), int(trainer.world_size)
+
+
+class ResumableTrainLoader(DataLoader):
     """A DataLoader that sets the stream's start batch each time an epoch's iterator is created."""
 
     def __init__(self, dataset: TrainEpisodeStream, start_fn: Callable[[], int], num_workers: int = 0) -> None:
@@ -262,10 +252,7 @@ class EpisodicDataModule(pl.LightningDataModule):
         return getattr(self, "trainer", None)
 
     def _rank_world(self) -> tuple[int, int]:
-        trainer = self._attached_trainer()
-        if trainer is None:
-            return 0, 1
-        return int(trainer.global_rank), int(trainer.world_size)
+        return trainer_rank_world(self._attached_trainer())
 
     @property
     def train_start_batch(self) -> int:
@@ -316,19 +303,10 @@ class EpisodicDataModule(pl.LightningDataModule):
     # ---------------------------------------------------------------- streams
     def train_stream(self, rank: int = 0, world_size: int = 1) -> TrainEpisodeStream:
         """The training stream of ``rank`` (starting at :attr:`train_start_batch`)."""
-        return TrainEpisodeStream(
-            self.source("train"),
-            self.seed,
-            rank,
-            world_size,
-            self.train_batches_per_epoch,
-            self.meta_batch_size,
-            self.n_way,
-            self.k_shot,
-            self.k_shot_max,
-            self.q_queries,
-            start_batch=self.train_start_batch,
+        draw = functools.partial(
+            draw_episodes, self.source("train"), self.meta_batch_size, self.n_way, self.k_shot, self.k_shot_max, self.q_queries
         )
+        return TrainEpisodeStream(draw, self.seed, rank, self.train_batches_per_epoch, start_batch=self.train_start_batch)
 
     def train_batch(self, index: int, rank: int = 0) -> Episode:
         """Training batch ``index`` of ``rank`` (a pure function of ``(seed, rank, index)``)."""
@@ -336,19 +314,10 @@ class EpisodicDataModule(pl.LightningDataModule):
 
     def eval_set(self, split: str, rank: int = 0, world_size: int = 1) -> EvalEpisodeSet:
         """Rank ``rank``'s shard of the fixed ``"val"`` or ``"test"`` episode set."""
-        indices_n = self._n_eval(split)
-        return EvalEpisodeSet(
-            self.source(split),
-            self.seed,
-            split,
-            indices_n,
-            rank,
-            world_size,
-            self.eval_batch_size,
-            self.n_way,
-            self.eval_k_shot,
-            self.eval_q_queries,
+        draw_one = functools.partial(
+            draw_episodes, self.source(split), 1, self.n_way, self.eval_k_shot, self.eval_k_shot, self.eval_q_queries
         )
+        return EvalEpisodeSet(draw_one, Episode.collate, self.seed, split, self._n_eval(split), rank, world_size, self.eval_batch_size)
 
     def eval_episode(self, split: str, index: int) -> Episode:
         """Evaluation episode ``index`` of ``split`` (batch size 1)."""
@@ -375,7 +344,7 @@ class EpisodicDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
         stream = self.train_stream(rank, world)
-        return _TrainLoader(stream, lambda: self.train_start_batch, num_workers=self.num_workers)
+        return ResumableTrainLoader(stream, lambda: self.train_start_batch, num_workers=self.num_workers)
 
     def _eval_loader(self, split: str) -> DataLoader:
         rank, world = self._rank_world()

@@ -19,16 +19,18 @@ Reference:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from rnnmeta.data.base import FewShotDataset
-from rnnmeta.data.sampling import ClassIndexSource, make_generator
+from rnnmeta.data.module import EvalEpisodeSet, TrainEpisodeStream, ResumableTrainLoader, trainer_rank_world
+from rnnmeta.data.sampling import ClassIndexSource
 
 __all__ = [
     "NO_LABEL",
@@ -160,40 +162,6 @@ def sample_stream(
 
 
 # --------------------------------------------------------------------------- data module
-class _TrainStreams(IterableDataset):
-    def __init__(self, source: ClassIndexSource, seed: int, rank: int, start: int, n_batches: int, batch_size: int,
-                 n_way: int, instances: int) -> None:
-        super().__init__()
-        self.source, self.seed, self.rank, self.start = source, seed, rank, start
-        self.n_batches, self.batch_size, self.n_way, self.instances = n_batches, batch_size, n_way, instances
-
-    def __iter__(self) -> Iterator[OnlineStream]:
-        for b in range(self.start, self.start + self.n_batches):
-            generator = make_generator(self.seed, "train", self.rank, b)
-            yield sample_stream(self.source, generator, self.batch_size, self.n_way, self.instances)
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-
-class _EvalStreams(IterableDataset):
-    def __init__(self, source: ClassIndexSource, seed: int, split: str, indices: list[int], batch_size: int,
-                 n_way: int, instances: int) -> None:
-        super().__init__()
-        self.source, self.seed, self.split, self.indices = source, seed, split, indices
-        self.batch_size, self.n_way, self.instances = batch_size, n_way, instances
-
-    def stream(self, index: int) -> OnlineStream:
-        return sample_stream(self.source, make_generator(self.seed, self.split, index), 1, self.n_way, self.instances)
-
-    def __iter__(self) -> Iterator[OnlineStream]:
-        for i in range(0, len(self.indices), self.batch_size):
-            yield OnlineStream.collate([self.stream(j) for j in self.indices[i : i + self.batch_size]])
-
-    def __len__(self) -> int:
-        return -(-len(self.indices) // self.batch_size)
-
-
 class OnlineDataModule(pl.LightningDataModule):
     """Streams of the online protocol from any classification :class:`~rnnmeta.data.base.FewShotDataset`.
 
@@ -248,35 +216,39 @@ class OnlineDataModule(pl.LightningDataModule):
             self._sources[split] = self.dataset.split(split)
         return self._sources[split]
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer: Optional[pl.Trainer] = getattr(self, "trainer", None)
-        return (0, 1) if trainer is None else (int(trainer.global_rank), int(trainer.world_size))
+    def _draw(self, split: str, batch_size: int) -> functools.partial:
+        """``generator -> OnlineStream`` of ``batch_size`` streams from ``split``."""
+        return functools.partial(_draw_streams, self.source(split), batch_size, self.n_way, self.instances)
 
     def train_batch(self, index: int, rank: int = 0) -> OnlineStream:
         """Training batch ``index`` of ``rank``."""
-        return sample_stream(self.source("train"), make_generator(self.seed, "train", rank, index), self.batch_size,
-                             self.n_way, self.instances)
+        return TrainEpisodeStream(self._draw("train", self.batch_size), self.seed, rank, 1).batch(index)
 
     def eval_stream(self, split: str, index: int) -> OnlineStream:
         """Evaluation stream ``index`` of ``split`` (batch size 1)."""
-        return sample_stream(self.source(split), make_generator(self.seed, split, index), 1, self.n_way, self.instances)
+        return self._eval_set(split).episode(index)
+
+    def _eval_set(self, split: str, rank: int = 0, world: int = 1) -> EvalEpisodeSet:
+        return EvalEpisodeSet(self._draw(split, 1), OnlineStream.collate, self.seed, split, self.n_streams[split], rank, world,
+                              self.eval_batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        rank, _ = self._rank_world()
+        """This rank's training streams, continuing at the batch after the last optimiser step (resume)."""
         trainer = getattr(self, "trainer", None)
-        start = 0 if trainer is None else int(trainer.global_step)
-        data = _TrainStreams(self.source("train"), self.seed, rank, start, self.train_batches_per_epoch,
-                             self.batch_size, self.n_way, self.instances)
-        return DataLoader(data, batch_size=None)
+        rank, _ = trainer_rank_world(trainer)
+        stream = TrainEpisodeStream(self._draw("train", self.batch_size), self.seed, rank, self.train_batches_per_epoch)
+        return ResumableTrainLoader(stream, lambda: 0 if trainer is None else int(trainer.global_step))
 
     def _eval_loader(self, split: str) -> DataLoader:
-        rank, world = self._rank_world()
-        indices = list(range(rank, self.n_streams[split], world))
-        data = _EvalStreams(self.source(split), self.seed, split, indices, self.eval_batch_size, self.n_way, self.instances)
-        return DataLoader(data, batch_size=None)
+        rank, world = trainer_rank_world(getattr(self, "trainer", None))
+        return DataLoader(self._eval_set(split, rank, world), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def _draw_streams(source: ClassIndexSource, batch_size: int, n_way: int, instances: int, generator: torch.Generator) -> OnlineStream:
+    return sample_stream(source, generator, batch_size, n_way, instances)

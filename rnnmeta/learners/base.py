@@ -80,7 +80,70 @@ def check_optimizer_arguments(factory: Any) -> None:
             raise ValueError(f"optimizer {name} must be a finite number {relation} {low:g}, got {value}")
 
 
-class MetaLearner(pl.LightningModule):
+class InjectedOptimizerModule(pl.LightningModule):
+    """A LightningModule whose optimiser and schedule are injected, as LightningCLI documents it.
+
+    Shared by :class:`MetaLearner` and :class:`~rnnmeta.learners.OnlineMetaLearner`. ``optimizer``
+    is a factory ``params -> Optimizer`` (``OptimizerCallable``; default Adam at 1e-3) and
+    ``lr_scheduler`` a factory ``optimizer -> LRScheduler`` (``LRSchedulerCallable``) stepped every
+    training step (``ReduceLROnPlateau``: after each validation, on ``val/loss``); both may also be
+    ``class_path`` specs, the form checkpoints store them in.
+    """
+
+    def __init__(
+        self, optimizer: OptimizerCallable = torch.optim.Adam, lr_scheduler: Optional[LRSchedulerCallable] = None
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = partial_from_spec(optimizer, "optimizer")
+        check_optimizer_arguments(self.optimizer_factory)
+        self.lr_scheduler_factory = None if lr_scheduler is None else partial_from_spec(lr_scheduler, "lr_scheduler")
+
+    def configure_optimizers(self) -> Any:
+        """The injected optimiser over the trainable parameters, and its schedule stepped every meta-iteration."""
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            schedule = {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}
+        else:
+            schedule = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def meta_lr(self) -> Optional[float]:
+        """The meta learning rate now (the trainer's optimiser), else the one configured; None if unknown."""
+        trainer = self._trainer
+        if trainer is not None and trainer.optimizers:
+            return float(trainer.optimizers[0].param_groups[0]["lr"])
+        spec = callable_spec(self.optimizer_factory)
+        lr = (spec or {}).get("init_args", {}).get("lr")
+        return float(lr) if isinstance(lr, (int, float)) else None
+
+    def _lr_advice(self) -> str:
+        """``"lower the meta learning rate (now 0.001)"``, for error messages."""
+        lr = self.meta_lr()
+        return f"lower the optimizer's lr{f' (now {lr:g})' if lr is not None else ''}"
+
+    def factories_as_specs(self, hparams: dict[str, Any]) -> dict[str, Any]:
+        """``hparams`` with the optimiser and schedule factories as ``class_path`` specs (``weights_only`` checkpoints)."""
+        hparams = dict(hparams)
+        for key in ("optimizer", "lr_scheduler"):
+            value = hparams.get(key)
+            if value is None or isinstance(value, dict):
+                continue
+            spec = callable_spec(value)
+            if spec is None:
+                del hparams[key]
+                rank_zero_warn(
+                    f"{type(self).__name__}: the {key} {value!r} is not a class or a partial of one, so the "
+                    f"checkpoint cannot record it; pass {key}= again when loading"
+                )
+            else:
+                hparams[key] = spec
+        return hparams
+
+
+class MetaLearner(InjectedOptimizerModule):
     """Base class of every rnnmeta learner (a LightningModule).
 
     Args:
@@ -113,7 +176,7 @@ class MetaLearner(pl.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler)
         if kind not in TASK_KINDS:
             raise ValueError(f"kind must be one of {TASK_KINDS}, got {kind!r}")
         for name, value in (("n_way", n_way), ("target_dim", target_dim)):
@@ -126,10 +189,6 @@ class MetaLearner(pl.LightningModule):
         self.kind = kind
         self.n_way = n_way
         self.target_dim = target_dim
-        # a checkpoint stores the factories as class_path specs (weights_only loading): accept those too
-        self.optimizer_factory = partial_from_spec(optimizer, "optimizer")
-        check_optimizer_arguments(self.optimizer_factory)
-        self.lr_scheduler_factory = None if lr_scheduler is None else partial_from_spec(lr_scheduler, "lr_scheduler")
         self._eval_values: dict[str, list[list[float]]] = {}  # stage -> per-episode [loss, metric]
         #: Per-episode metric of the last ``"val"``/``"test"`` epoch, gathered from all ranks, in
         #: episode order (float64, on the CPU); :attr:`eval_stats` holds its mean and 95% CI.
@@ -377,32 +436,6 @@ class MetaLearner(pl.LightningModule):
             )
 
     # ------------------------------------------------------------- optimisation
-    def configure_optimizers(self) -> Any:
-        """The injected optimiser over the trainable parameters, and its schedule stepped every meta-iteration."""
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            schedule = {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}
-        else:
-            schedule = {"scheduler": scheduler, "interval": "step"}
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
-
-    def meta_lr(self) -> Optional[float]:
-        """The meta learning rate now (the trainer's optimiser), else the one configured; None if unknown."""
-        trainer = self._trainer
-        if trainer is not None and trainer.optimizers:
-            return float(trainer.optimizers[0].param_groups[0]["lr"])
-        spec = callable_spec(self.optimizer_factory)
-        lr = (spec or {}).get("init_args", {}).get("lr")
-        return float(lr) if isinstance(lr, (int, float)) else None
-
-    def _lr_advice(self) -> str:
-        """``"lower the meta learning rate (now 0.001)"``, for error messages."""
-        lr = self.meta_lr()
-        return f"lower the optimizer's lr{f' (now {lr:g})' if lr is not None else ''}"
-
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads:
@@ -439,23 +472,13 @@ class MetaLearner(pl.LightningModule):
                 f"{self._lr_advice()}, set trainer.gradient_clip_val, or resume from the last good checkpoint"
             )
         checkpoint["rnnmeta"] = self.checkpoint_identity()
-        # Modules among the hyperparameters (a backbone) are stored as their class_path spec, so the
-        # checkpoint loads with weights_only=True and load_from_checkpoint rebuilds them.
+        # Modules among the hyperparameters (a backbone) and the optimiser factories are stored as their
+        # class_path specs, so the checkpoint loads with weights_only=True and load_from_checkpoint rebuilds them.
         hparams = checkpoint.get("hyper_parameters")
         if hparams:
-            hparams = dict(hparams)
+            hparams = self.factories_as_specs(hparams)
             for key, value in list(hparams.items()):
-                if key in ("optimizer", "lr_scheduler") and value is not None and not isinstance(value, dict):
-                    spec = callable_spec(value)
-                    if spec is None:
-                        del hparams[key]
-                        rank_zero_warn(
-                            f"{type(self).__name__}: the {key} {value!r} is not a class or a partial of one, so the "
-                            f"checkpoint cannot record it; pass {key}= again when loading"
-                        )
-                    else:
-                        hparams[key] = spec
-                elif isinstance(value, nn.Module):
+                if isinstance(value, nn.Module):
                     spec = backbone_spec(value)
                     if spec is None:
                         del hparams[key]

@@ -19,17 +19,16 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
-import pytorch_lightning as pl
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.data.online import NO_LABEL, OnlineStream
 from rnnmeta.evaluation import gather_episode_rows
-from rnnmeta.specs import partial_from_spec
+from rnnmeta.learners.base import InjectedOptimizerModule
 
 __all__ = [
     "REPORTED_INSTANCES",
@@ -111,7 +110,7 @@ def per_instance_accuracy(
     return hits / count, count  # 0 / 0 = nan where an instance never occurs
 
 
-class OnlineMetaLearner(pl.LightningModule):
+class OnlineMetaLearner(InjectedOptimizerModule):
     """Meta-train any stream learner on the online protocol.
 
     The loss is the cross-entropy of every step of every stream (Santoro et al. 2016). Training
@@ -121,23 +120,27 @@ class OnlineMetaLearner(pl.LightningModule):
 
     Args:
         learner: a module with ``predict_stream`` and ``n_way`` (e.g. ``LSTMLearner``, ``MANN``).
-        optimizer: the optimiser factory (default Adam at 1e-3), as :class:`~rnnmeta.learners.MetaLearner`
-            takes it; clip gradients with the Trainer's ``gradient_clip_val`` (Santoro et al. clip).
+        optimizer, lr_scheduler: injected as :class:`~rnnmeta.learners.MetaLearner` takes them
+            (:class:`~rnnmeta.learners.base.InjectedOptimizerModule`); clip gradients with the
+            Trainer's ``gradient_clip_val`` (Santoro et al. clip).
         max_instance: instances ``1..max_instance`` are measured.
     """
 
     def __init__(
-        self, learner: nn.Module, optimizer: OptimizerCallable = torch.optim.Adam, max_instance: int = 10
+        self,
+        learner: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        max_instance: int = 10,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler)
         if not callable(getattr(learner, "predict_stream", None)):
             raise TypeError(f"{type(learner).__name__} has no predict_stream(x, prev_y); it cannot run the online protocol")
         if max_instance < 1:
             raise ValueError(f"max_instance must be >= 1, got {max_instance}")
-        self.save_hyperparameters(ignore=["learner", "optimizer"])
+        self.save_hyperparameters(ignore=["learner", "optimizer", "lr_scheduler"])
         self.learner = learner
         self.n_way = int(learner.n_way)
-        self.optimizer_factory = partial_from_spec(optimizer, "optimizer")
         self.max_instance = max_instance
         self.results: dict[str, list[Tensor]] = {}
 
@@ -212,9 +215,6 @@ class OnlineMetaLearner(pl.LightningModule):
         var = torch.nansum((values - mean) ** 2, 0) / (n - 1).clamp(min=1)
         missing = torch.full_like(mean, float("nan"))
         return torch.where(present > 0, mean, missing), torch.where(present > 0, 1.96 * var.sqrt() / n.sqrt(), missing)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
 
 
 def format_table(rows: Sequence[tuple[str, Tensor, Tensor]], instances: Sequence[int] = REPORTED_INSTANCES) -> str:
