@@ -10,6 +10,7 @@ A comparison config (``configs/compare/bandits_n10_k5.yaml``)::
     seeds: [0]                    # one training run per agent and seed
     max_steps: 1000               # PPO updates per run (an agent's own max_steps takes precedence)
     threads: 1
+    accelerator: auto             # Lightning's: cpu, gpu, auto (the device the agents train and act on)
     baselines: [random, greedy, epsilon_greedy, ucb1, thompson, gittins]   # fixed rows (rnnmeta.rl.classical)
     normalise_by: null            # or value_iteration: every mean divided by that row's (SNAIL's MDP table)
     paper: {gittins: 6.6, rl2: 6.7}   # optional: the paper's number beside each row
@@ -62,7 +63,8 @@ def is_rl_comparison(argv: Optional[list[str]]) -> bool:
 
 
 KEYS = {"name", "family", "n_episodes", "test_trials", "val_trials", "eval_seed", "seeds", "max_steps", "threads",
-        "baselines", "normalise_by", "paper", "learners", "output_dir", "wandb_project", "val_check_interval", "force"}
+        "baselines", "normalise_by", "paper", "learners", "output_dir", "wandb_project", "val_check_interval", "force",
+        "accelerator"}
 
 
 def _instantiate(spec: dict, what: str) -> Any:
@@ -105,6 +107,7 @@ def compare_rl(
     output_dir: str = "results",
     wandb_project: str = "rnnmeta",
     force: bool = False,
+    accelerator: str = "auto",
 ) -> list[dict[str, Any]]:
     """Train every agent x seed, evaluate it and the classical algorithms on the same test tasks; write the tables.
 
@@ -169,7 +172,7 @@ def compare_rl(
             run_spec = json.loads(json.dumps(spec))
             run_spec["init_args"]["seed"] = seed
             results.append(_run(name, lname, seed, run_spec, steps, threads, val_check_interval, out / "runs" / f"{lname}-seed{seed}",
-                                wandb_project, force))
+                                wandb_project, force, accelerator))
         values = [r["mean"] for r in results]
         rows.append({"learner": lname, "kind": spec["class_path"].rsplit(".", 1)[-1], "mean": statistics.fmean(values),
                      "ci95": statistics.fmean(r["ci95"] for r in results),
@@ -201,7 +204,7 @@ def compare_rl(
 
 
 def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threads: int, val_every: int, run_dir: Path,
-         wandb_project: str, force: bool) -> dict[str, Any]:
+         wandb_project: str, force: bool, accelerator: str = "auto") -> dict[str, Any]:
     """Train one agent (or load its finished result), test it; the record of ``result.json``."""
     import shutil
     import warnings
@@ -238,7 +241,7 @@ def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threa
     last = ckpt_dir / "last.ckpt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=loggers, val_check_interval=min(val_every, steps),
+        trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=loggers, accelerator=accelerator, devices=1, val_check_interval=min(val_every, steps),
                              check_val_every_n_epoch=None, num_sanity_val_steps=0, enable_progress_bar=False,
                              enable_model_summary=False, log_every_n_steps=max(1, min(50, val_every)),
                              callbacks=[RandomStateCheckpoint(), ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)])
