@@ -197,3 +197,21 @@ def _test_tasks(fam, agent):
     from rnnmeta.rl import eval_tasks
 
     return eval_tasks(fam, agent.test_trials, agent.eval_seed)
+
+
+def test_maml_per_trial_outer_baseline_loses_the_second_order_term_on_bandits():
+    """Constant observations: per-trial baseline residuals sum to zero in each trial, and the second-order term goes."""
+    fam = BernoulliBandits(3)
+
+    def relative_gap(outer_baseline):
+        grads = {}
+        for first_order in (False, True):
+            torch.manual_seed(0)
+            agent = MAMLRL(fam, 4, hidden_sizes=[8], inner_steps=1, inner_lr=0.5, first_order=first_order, batch_trials=6,
+                           outer_baseline=outer_baseline)
+            agent.outer_loss(agent.collect(0)).backward()
+            grads[first_order] = torch.cat([p.grad.flatten() for p in agent.net.parameters()])
+        return float((grads[False] - grads[True]).abs().max() / grads[False].abs().max())
+
+    assert relative_gap("trial") < 1e-5
+    assert relative_gap("batch") > 1e-3
