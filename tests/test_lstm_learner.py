@@ -240,15 +240,6 @@ def test_bad_arguments_and_inputs_get_clear_errors():
         learner(sx, sy, qx[:1])
 
 
-def test_hyperparameters_rebuild_the_learner():
-    learner = small_lstm(optimizer=partial(torch.optim.Adam, lr=2e-3))
-    clone = LSTMLearner(**learner.hparams).eval()
-    clone.load_state_dict(learner.state_dict())
-    sx, sy, qx = image_task()
-    with torch.no_grad():
-        torch.testing.assert_close(clone(sx, sy, qx), learner(sx, sy, qx), rtol=0, atol=0)
-
-
 @pytest.mark.slow
 def test_learns_omniglot_5way_1shot_far_above_chance():
     """Real data, a short run: with the key-value initialisation the learner leaves chance within ~50 iterations."""

@@ -70,16 +70,16 @@ class LearnedOptimizerPredictor:
         learner: "LearnedOptimizer",
         adapted: list,
         meta_graph: bool,
+        shape_ref: Tensor,
         batched: bool = False,
         support_x: Optional[Tensor] = None,
     ) -> None:
         self.learner, self.adapted, self.meta_graph, self.batched = learner, adapted, meta_graph, batched
+        self.shape_ref = shape_ref  # [B, 0, *x]: the adapted support set's shape, for checking queries
         self.support_x = support_x  # [B, S, *x]: batch-norm statistics of the query pass (query_bn="support")
 
     def __call__(self, query_x: Tensor) -> Tensor:
-        tasks = self.adapted[0].shape[0] if self.batched else len(self.adapted)
-        if query_x.shape[0] != tasks:
-            raise ValueError(f"query_x has {query_x.shape[0]} tasks but the support set had {tasks}")
+        check_query(self.shape_ref, query_x)
         with torch.set_grad_enabled(self.meta_graph and torch.is_grad_enabled()):
             if self.batched:
                 return self.learner.batched_forward(self.adapted, query_x)
@@ -330,10 +330,10 @@ class LearnedOptimizer(MetaLearner):
                 support_x, support_y = support_x.clone(), support_y.clone()
             if self.runs_tasks_batched():
                 batched = self.adapt_tasks(support_x, support_y, steps, meta_graph)
-                return LearnedOptimizerPredictor(self, batched, meta_graph=meta_graph, batched=True)
+                return LearnedOptimizerPredictor(self, batched, meta_graph, support_x[:, :0], batched=True)
             adapted = [self.adapt_task(sx, sy, steps, meta_graph) for sx, sy in zip(support_x, support_y)]
         normalise_with = support_x if self.query_bn == "support" and batch_norm_layers(self.backbone) else None
-        return LearnedOptimizerPredictor(self, adapted, meta_graph=meta_graph, support_x=normalise_with)
+        return LearnedOptimizerPredictor(self, adapted, meta_graph, support_x[:, :0], support_x=normalise_with)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         check_query(support_x, query_x)

@@ -39,6 +39,7 @@ from rnnmeta.episode import Episode
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.maml_batched import Params, batched_forward, batched_layers
+from rnnmeta.learners.sequence import check_query
 from rnnmeta.nets import (
     MLP,
     batch_norm_layers,
@@ -359,16 +360,21 @@ class MAML(MetaLearner):
             params = self.adapt_weights(support_x, support_y)
         if not self.training:
             params = {n: p.detach() for n, p in params.items()}
-        return MAMLPredictor(self, params, self._query_support(support_x))
+        return MAMLPredictor(self, params, support_x[:, :0], self._query_support(support_x))
 
 
 class MAMLPredictor:
-    """Predictor with task weights adapted by :meth:`MAML.adapt`: ``query_x [B, M, *x] -> preds``."""
+    """Predictor with task weights adapted by :meth:`MAML.adapt`: ``query_x [B, M, *x] -> preds``.
 
-    def __init__(self, learner: MAML, params: Params, support_x: Optional[Tensor] = None) -> None:
-        self.learner, self.params, self.support_x = learner, params, support_x
+    ``shape_ref`` is ``support_x[:, :0]`` (the support set's shape, for checking queries);
+    ``support_x``, given with ``query_bn="support"``, supplies the queries' batch-norm statistics.
+    """
+
+    def __init__(self, learner: MAML, params: Params, shape_ref: Tensor, support_x: Optional[Tensor] = None) -> None:
+        self.learner, self.params, self.shape_ref, self.support_x = learner, params, shape_ref, support_x
 
     def __call__(self, query_x: Tensor) -> Tensor:
+        check_query(self.shape_ref, query_x)
         if self.learner.training:
             return self.learner.predict(self.params, query_x, query=True, support_x=self.support_x)
         with torch.no_grad():
