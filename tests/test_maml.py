@@ -218,6 +218,27 @@ def test_compiled_query_pass_matches_eager_in_training_and_eval():
         MAML(compile_query=True, batch_tasks=True)
 
 
+def test_compile_query_without_a_compiler_or_with_a_failing_backend_runs_eagerly(monkeypatch):
+    """No C++ compiler: one warning and the eager function; a compiled call that fails: one warning, then eager."""
+    import rnnmeta.learners.maml as maml_module
+
+    def double(x):
+        return 2 * x
+
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler found"):
+        assert maml_module.compiled_or_eager(double) is double
+
+    def broken(x):
+        raise RuntimeError("backend unavailable")
+
+    fallback = maml_module._FirstCallFallback(broken, double)
+    with pytest.warns(UserWarning, match="torch.compile failed \\(RuntimeError: backend unavailable\\)"):
+        assert fallback(torch.ones(2)).tolist() == [2.0, 2.0]
+    assert fallback(torch.ones(1)).tolist() == [2.0]  # eager from then on, no second warning
+
+
 def test_custom_backbone_uses_per_task_loop_and_matches_reference():
     torch.manual_seed(4)
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 8), nn.Tanh())

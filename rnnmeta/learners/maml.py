@@ -28,7 +28,10 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+import os
+import shutil
+import warnings
+from typing import Any, Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +69,40 @@ def loss_with_gradient(value: Tensor, params: list[Tensor], grads: list[Tensor])
     """
     surrogate = sum((p * g).sum() for p, g in zip(params, grads))
     return value.detach() + (surrogate - surrogate.detach())
+
+
+def compiled_or_eager(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``torch.compile(fn)``, or ``fn`` itself with a one-line warning where compiling cannot work.
+
+    The CPU backend (inductor) needs a C++ compiler at run time; without one (``CXX``, ``c++``,
+    ``g++`` or ``clang++`` on ``PATH``), or when the first compiled call fails, the query pass runs
+    eagerly: the same values, without the speed-up. An error of ``fn`` itself is raised by the
+    eager call.
+    """
+    compilers = [c for c in (os.environ.get("CXX"), "c++", "g++", "clang++") if c]
+    if not any(shutil.which(c) for c in compilers):
+        warnings.warn("MAML compile_query: no C++ compiler found (CXX, c++, g++, clang++); the query pass runs eagerly", stacklevel=3)
+        return fn
+    return _FirstCallFallback(torch.compile(fn, dynamic=False), fn)
+
+
+class _FirstCallFallback:
+    """Calls ``compiled``; if its first call fails, warns once and calls ``eager`` from then on."""
+
+    def __init__(self, compiled: Callable[..., Tensor], eager: Callable[..., Tensor]) -> None:
+        self.compiled, self.eager, self.first = compiled, eager, True
+
+    def __call__(self, *args: Any) -> Tensor:
+        if not self.first:
+            return self.compiled(*args)
+        self.first = False
+        try:
+            return self.compiled(*args)
+        except Exception as err:  # noqa: BLE001 - a backend failure: the same computation, eagerly
+            warnings.warn(f"MAML compile_query: torch.compile failed ({type(err).__name__}: {str(err)[:120]}); "
+                          "the query pass runs eagerly", stacklevel=2)
+            self.compiled = self.eager
+            return self.eager(*args)
 
 
 class MAML(MetaLearner):
@@ -301,7 +338,7 @@ class MAML(MetaLearner):
         forward = self._task_forward
         if query and self.compile_query:
             if self._compiled_task_forward is None:
-                self._compiled_task_forward = torch.compile(self._task_forward, dynamic=False)
+                self._compiled_task_forward = compiled_or_eager(self._task_forward)
             forward = self._compiled_task_forward
         return forward(params, x[0]).unsqueeze(0)
 
