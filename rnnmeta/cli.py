@@ -213,8 +213,8 @@ class RnnmetaCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Set the learner's task kind and ``n_way`` from the data module: written once, in ``data``."""
-        if self.datamodule_class is None:
-            return  # a meta-RL agent owns its tasks
+        if self.datamodule_class is None or not issubclass(self.model_class, MetaLearner):
+            return  # a meta-RL agent owns its tasks; the online protocol's module has no kind or n_way
         link_data_to_model(parser, "data", "model.init_args")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

@@ -78,13 +78,7 @@ def run(name: str, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor
     """Train one learner for ``args.steps`` steps and test it: (mean [instances], ci95 [instances], steps, training CPU s)."""
     from rnnmeta.cli import LoggerSaveConfigCallback, RnnmetaCLI
 
-    class OnlineCLI(RnnmetaCLI):
-        """rnnmeta's CLI for the online module, whose stream learner is given its ``n_way`` in the config."""
-
-        def add_arguments_to_parser(self, parser) -> None:  # no MetaLearner kind / n_way to link from the data
-            pass
-
-    cli = OnlineCLI(OnlineMetaLearner, OnlineDataModule, save_config_callback=LoggerSaveConfigCallback,
+    cli = RnnmetaCLI(OnlineMetaLearner, OnlineDataModule, save_config_callback=LoggerSaveConfigCallback,
                      save_config_kwargs={"overwrite": True}, args=run_config(name, args), run=False,
                      auto_configure_optimizers=False)
     cpu = time.process_time()

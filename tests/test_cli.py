@@ -36,6 +36,15 @@ def test_every_shipped_config_parses_and_instantiates(config, tmp_path):
             for i in range(3):
                 Image.new("RGB", (90, 90), (25 * c, 10 * i, 0)).save(tmp_path / f"class{c}" / f"{i}.png")
         extra = [f"--data.init_args.dataset.init_args.root={tmp_path}"]
+    if config.parent.name == "online":  # the online protocol's own module and data (scripts/online_protocol.py)
+        from rnnmeta.cli import RnnmetaCLI
+        from rnnmeta.data import OnlineDataModule
+        from rnnmeta.learners import OnlineMetaLearner
+
+        cli = RnnmetaCLI(OnlineMetaLearner, OnlineDataModule, args=["--config", str(config)], run=False,
+                         auto_configure_optimizers=False)
+        assert cli.model.n_way == cli.datamodule.n_way
+        return
     cli = build_cli(["--config", str(config), "--trainer.logger", "false", *extra], run=False)
     assert cli.model.kind == cli.datamodule.kind
     if cli.model.kind == "classification":
