@@ -215,3 +215,17 @@ def test_maml_per_trial_outer_baseline_loses_the_second_order_term_on_bandits():
 
     assert relative_gap("trial") < 1e-5
     assert relative_gap("batch") > 1e-3
+
+
+@pytest.mark.parametrize("name", ["rl2", "snail", "maml"])
+def test_injected_lr_schedule_steps_once_per_update(name):
+    fam = BernoulliBandits(2)
+    schedule = partial(torch.optim.lr_scheduler.LinearLR, start_factor=1.0, end_factor=0.0, total_iters=6)
+    cls = {"rl2": RL2, "snail": SNAILAgent, "maml": MAMLRL}[name]
+    agent = cls(fam, 4, batch_trials=4, lr_scheduler=schedule, optimizer=partial(torch.optim.SGD, lr=0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             limit_val_batches=0, enable_model_summary=False)
+        trainer.fit(agent)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)  # half of the 6 updates: half the lr

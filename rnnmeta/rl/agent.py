@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -139,6 +139,8 @@ class MetaRLAgent(pl.LightningModule):
             same for every agent of a comparison).
         seed: seed of the training task stream (the ``(seed, iteration)`` -> tasks map).
         optimizer: the meta-optimiser (``torch.optim.Adam`` with its defaults, lr 1e-3, unless configured).
+        lr_scheduler: an optional schedule of it, stepped after every update (e.g.
+            ``{class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args: {T_max: 4000}}``).
         normalize_observations: standardise ``Box`` observations by running mean and variance
             (:class:`~rnnmeta.rl.normalization.RunningNorm`, clipped to +-10; buffers, so saved in the
             checkpoint), updated with each training batch once its updates are done.
@@ -155,6 +157,7 @@ class MetaRLAgent(pl.LightningModule):
         seed: int = 0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         normalize_observations: bool = False,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__()
         check_positive(type(self).__name__, n_episodes=n_episodes, batch_trials=batch_trials, val_trials=val_trials,
@@ -164,7 +167,7 @@ class MetaRLAgent(pl.LightningModule):
         self.family, self.n_episodes = family, n_episodes
         self.batch_trials, self.val_trials, self.test_trials = batch_trials, val_trials, test_trials
         self.eval_seed, self.seed = eval_seed, seed
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.trial_len = n_episodes * family.horizon
         self._eval_totals: list[Tensor] = []
         self.last_evaluation: Optional[Evaluation] = None
@@ -267,7 +270,11 @@ class MetaRLAgent(pl.LightningModule):
         self._eval_end("test")
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.parameters())
+        """The injected optimiser, and the injected schedule stepped once per update (``interval: step``)."""
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"}}
 
     def checkpoint_identity(self) -> dict[str, Any]:
         return {"learner": type(self).__name__, "family": self.family.describe(), "n_episodes": self.n_episodes}
@@ -309,9 +316,10 @@ class SequenceAgent(MetaRLAgent):
         entropy_coef: float = 0.01,
         normalize_observations: bool = False,
         init_log_std: float = 0.0,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
-                         normalize_observations=normalize_observations)
+                         normalize_observations=normalize_observations, lr_scheduler=lr_scheduler)
         self.init_log_std = float(init_log_std)
         check_positive(type(self).__name__, ppo_epochs=ppo_epochs, ppo_minibatches=ppo_minibatches)
         if ppo_minibatches > batch_trials:

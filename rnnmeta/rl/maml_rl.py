@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -118,9 +118,10 @@ class MAMLRL(MetaRLAgent):
         entropy_coef: float = 0.05,
         normalize_observations: bool = False,
         init_log_std: float = 0.0,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
-                         normalize_observations=normalize_observations)
+                         normalize_observations=normalize_observations, lr_scheduler=lr_scheduler)
         hidden_sizes = [100, 100] if hidden_sizes is None else list(hidden_sizes)
         check_positive("MAMLRL", inner_steps=inner_steps, ppo_epochs=ppo_epochs, **{f"hidden_sizes[{i}]": h for i, h in enumerate(hidden_sizes)})
         if inner_steps + 1 > n_episodes:

@@ -10,10 +10,10 @@ used TRPO with GAE).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rnnmeta.rl.agent import SequenceAgent
@@ -51,10 +51,12 @@ class RL2(SequenceAgent):
         entropy_coef: float = 0.01,
         normalize_observations: bool = False,
         init_log_std: float = 0.0,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
                          gamma, gae_lambda, clip, ppo_epochs, ppo_minibatches, value_coef, entropy_coef,
-                         normalize_observations=normalize_observations, init_log_std=init_log_std)
+                         normalize_observations=normalize_observations, init_log_std=init_log_std,
+                         lr_scheduler=lr_scheduler)
         if cell not in ("gru", "lstm"):
             raise ValueError(f"RL2: cell must be 'gru' or 'lstm', got cell={cell!r}")
         check_positive("RL2", hidden_size=hidden_size)

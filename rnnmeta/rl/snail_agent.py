@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rnnmeta.learners.snail_blocks import AttentionBlock, DenseBlock, TCBlock
@@ -77,10 +77,12 @@ class SNAILAgent(SequenceAgent):
         entropy_coef: float = 0.01,
         normalize_observations: bool = False,
         init_log_std: float = 0.0,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
                          gamma, gae_lambda, clip, ppo_epochs, ppo_minibatches, value_coef, entropy_coef,
-                         normalize_observations=normalize_observations, init_log_std=init_log_std)
+                         normalize_observations=normalize_observations, init_log_std=init_log_std,
+                         lr_scheduler=lr_scheduler)
         layout = ["tc:32", "tc:32", "attn:32:32"] if layout is None else list(layout)
         if isinstance(embed_size, bool) or not isinstance(embed_size, int) or embed_size < 0:
             raise ValueError(f"SNAILAgent: embed_size must be an integer >= 0, got embed_size={embed_size!r}")
