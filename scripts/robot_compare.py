@@ -138,7 +138,7 @@ def main() -> None:
               + f"; {env_steps:,} env steps, {train_cpu:.0f} CPU s", flush=True)
         if "goal" in tasks:
             plot_point_trajectories(traj, tasks["goal"], family.horizon, out / f"trajectories_{name}.png",
-                                    title=f"{name}: paths toward 4 test goals (star), episode 1 dotted ... last solid")
+                                    title=f"{name}: paths to 4 test goals (stars)")
         if cfg.get("video"):  # one test trial of the trained agent, rendered (MuJoCo families; needs OpenGL)
             from rnnmeta.rl.base import index_tasks
             from rnnmeta.rl.robot_viz import record_trial
