@@ -60,6 +60,14 @@ def _no_shared_wandb_service() -> Iterator[None]:
     os.environ.pop("WANDB_SERVICE", None)
 
 
+@pytest.fixture(autouse=True)
+def _no_debug_mode_carried_over() -> Iterator[None]:
+    """``rnnmeta ... --debug`` sets ``RNNMETA_DEBUG=1`` in the process (for DDP ranks); it must not reach the next test."""
+    os.environ.pop("RNNMETA_DEBUG", None)
+    yield
+    os.environ.pop("RNNMETA_DEBUG", None)
+
+
 def _omniglot_missing_message() -> str:
     return (
         f"Omniglot data not found at {OMNIGLOT_DIR}: put images_background.zip and images_evaluation.zip "

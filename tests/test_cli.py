@@ -36,6 +36,20 @@ def test_every_shipped_config_parses_and_instantiates(config, tmp_path):
             for i in range(3):
                 Image.new("RGB", (90, 90), (25 * c, 10 * i, 0)).save(tmp_path / f"class{c}" / f"{i}.png")
         extra = [f"--data.init_args.dataset.init_args.root={tmp_path}"]
+    if "TextFile" in config.read_text():  # point it at a generated JSON Lines file of 8 labels x 12 sentences
+        import json
+
+        lines = [json.dumps({"text": f"word{c} sentence number {i} about topic{c}", "label": f"label{c}"})
+                 for c in range(8) for i in range(12)]
+        (tmp_path / "my_text.jsonl").write_text("\n".join(lines) + "\n")
+        extra = [f"--data.init_args.dataset.init_args.path={tmp_path / 'my_text.jsonl'}"]
+    if config.parent.name == "rl":  # an agent owns its task family: no data module
+        from rnnmeta.rl.agent import MetaRLAgent
+
+        # (the accelerator-sized configs ask for a GPU; parsing and building them is what is checked here)
+        cli = build_cli(["--config", str(config), "--trainer.logger", "false", "--trainer.accelerator", "cpu"], run=False)
+        assert isinstance(cli.model, MetaRLAgent) and cli.datamodule is None
+        return
     if config.parent.name == "online":  # the online protocol's own module and data (scripts/online_protocol.py)
         from rnnmeta.cli import RnnmetaCLI
         from rnnmeta.data import OnlineDataModule
