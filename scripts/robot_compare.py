@@ -137,8 +137,12 @@ def main() -> None:
         print(f"{name}: test return per {kind[:-1]}: " + ", ".join(f"{m:.2f}+-{c:.2f}" for m, c in zip(mean.tolist(), ci.tolist()))
               + f"; {env_steps:,} env steps, {train_cpu:.0f} CPU s", flush=True)
         if "goal" in tasks:
+            firsts = None
+            if kind == "steps":  # MAMLRL: the first episode after each number of inner steps
+                starts = [sum(agent.chunk_episodes[:j]) for j in range(len(agent.chunk_episodes))]
+                firsts = {e: f"after {j} step{'s' if j != 1 else ''}" for j, e in enumerate(starts)}
             plot_point_trajectories(traj, tasks["goal"], family.horizon, out / f"trajectories_{name}.png",
-                                    title=f"{name}: paths to 4 test goals (stars)")
+                                    title=f"{name}: paths to 4 test goals (stars)", episodes=firsts)
         if cfg.get("video"):  # one test trial of the trained agent, rendered (MuJoCo families; needs OpenGL)
             from rnnmeta.rl.base import index_tasks
             from rnnmeta.rl.robot_viz import record_trial

@@ -83,7 +83,7 @@ def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], ti
 
 
 def plot_point_trajectories(traj: Trajectory, goals: Tensor, horizon: int, path: Union[str, os.PathLike],
-                            trials: int = 4, title: str = "") -> Path:
+                            trials: int = 4, title: str = "", episodes: Optional[dict[int, str]] = None) -> Path:
     """2D-navigation paths: trial ``b`` in its own colour, episode 1 dotted ... last episode solid, goal a star.
 
     Args:
@@ -91,6 +91,8 @@ def plot_point_trajectories(traj: Trajectory, goals: Tensor, horizon: int, path:
         goals: ``[B, 2]`` the trials' goals.
         horizon: steps per episode.
         trials: how many of the first trials to draw.
+        episodes: which episodes to draw (0-based index -> legend label); all by default. For MAMLRL, the
+            first episode of each chunk (``{0: "0 steps", 5: "1 step", ...}``).
     """
     import matplotlib
 
@@ -103,14 +105,16 @@ def plot_point_trajectories(traj: Trajectory, goals: Tensor, horizon: int, path:
     n_ep = t // horizon
     styles = [":", "--", "-"]
     fig, ax = plt.subplots(figsize=(5, 5))
+    chosen = episodes if episodes is not None else {e: f"episode {e + 1}" for e in range(n_ep)}
+    order = sorted(e for e in chosen if 0 <= e < n_ep)
     for i in range(min(trials, b)):
         colour = f"C{i}"
-        for e in range(n_ep):
+        for k, e in enumerate(order):
             seg = obs[i, e * horizon:(e + 1) * horizon]
             seg = seg[alive[i, e * horizon:(e + 1) * horizon]]
-            style = styles[-1] if e == n_ep - 1 else styles[min(e, len(styles) - 2)]
-            ax.plot(seg[:, 0].numpy(), seg[:, 1].numpy(), style, color=colour, alpha=0.5 + 0.5 * (e + 1) / n_ep,
-                    label=f"trial {i + 1}, episode {e + 1}" if i == 0 else None)
+            style = styles[-1] if k == len(order) - 1 else styles[min(k, len(styles) - 2)]
+            ax.plot(seg[:, 0].numpy(), seg[:, 1].numpy(), style, color=colour, alpha=0.5 + 0.5 * (k + 1) / len(order),
+                    label=f"trial 1, {chosen[e]}" if i == 0 else None)
         ax.plot([float(goals[i, 0])], [float(goals[i, 1])], "*", color=colour, markersize=14, markeredgecolor="k")
     ax.plot([0], [0], "ko", markersize=5)
     ax.set_xlim(-0.6, 0.6)
