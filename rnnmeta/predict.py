@@ -267,11 +267,10 @@ def load_learner(ckpt_path: str | os.PathLike, learner_class: Optional[type] = N
         ValueError: a truncated or corrupt file, a checkpoint not written by an rnnmeta learner,
             a learner class that cannot be imported or is not a :class:`MetaLearner`.
     """
-    import importlib
-
     from rnnmeta.checkpoint import check_checkpoint_file
     from rnnmeta.cli import read_checkpoint_header
     from rnnmeta.learners import MetaLearner
+    from rnnmeta.specs import import_class
 
     path = check_checkpoint_file(ckpt_path)
     try:
@@ -291,11 +290,10 @@ def load_learner(ckpt_path: str | os.PathLike, learner_class: Optional[type] = N
                 f"{path} names the learner class {class_path!r}, outside the rnnmeta package; load it from Python with "
                 "rnnmeta.predict.load_learner(path, learner_class=YourLearner) if you trust it"
             )
-        module_name, _, name = class_path.rpartition(".")
         try:
-            learner_class = getattr(importlib.import_module(module_name), name)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"{path}: the learner class {class_path!r} cannot be imported ({err})") from err
+            learner_class = import_class(class_path, "learner class")
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: {err}") from err
     if not (isinstance(learner_class, type) and issubclass(learner_class, MetaLearner)):
         raise ValueError(f"{learner_class!r} is not an rnnmeta MetaLearner class")
     with warnings.catch_warnings():  # the backbone is among the hyperparameters on purpose (stored as its spec)
