@@ -206,6 +206,27 @@ class RnnmetaCLI(LightningCLI):
     _ckpt_header: Optional[dict[str, Any]] = None
     _ckpt_path: Optional[str] = None
 
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``seed_everything`` and ``threads``: the run's torch intra-op thread count, chosen in the config."""
+        super().add_default_arguments_to_parser(parser)
+        parser.add_argument(
+            "--threads",
+            type=Optional[int],
+            default=None,
+            help="torch intra-op threads of this run (torch.set_num_threads), recorded in its config.yaml; "
+            "null: torch's default (one per core). Small models (the sinusoid MLPs) run fastest on 1; see docs/PERFORMANCE.md.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Set the run's thread count before anything is built, and record the number in force in the config."""
+        key = f"{self.subcommand}.threads" if self.subcommand else "threads"
+        threads = self.config.get(key)
+        if threads is not None:
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise ValueError(f"threads must be an integer >= 1 (or null for torch's default), got {threads!r}")
+            torch.set_num_threads(threads)
+        self.config[key] = torch.get_num_threads()
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """Lightning's subcommands less ``predict``: ``rnnmeta predict`` is the few-shot job (:mod:`rnnmeta.predict`)."""

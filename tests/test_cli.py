@@ -311,3 +311,24 @@ def test_predict_is_the_few_shot_job_not_lightnings_loop():
     from rnnmeta.cli import RnnmetaCLI
 
     assert set(RnnmetaCLI.subcommands()) == {"fit", "validate", "test"}
+
+
+def test_threads_are_chosen_in_the_config_and_recorded(tmp_path, monkeypatch):
+    import torch
+
+    from rnnmeta.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    try:
+        cli = build_cli(["--config", str(REPO / "configs/sinusoid/maml_k5.yaml"), "--trainer.logger", "false",
+                         "--threads", "1"], run=False)
+        assert torch.get_num_threads() == 1 and cli.config["threads"] == 1
+        cli = build_cli(["--config", str(REPO / "configs/sinusoid/maml_k5.yaml"), "--trainer.logger", "false",
+                         "--threads", "null"], run=False)
+        assert cli.config["threads"] == torch.get_num_threads()  # the number in force is what the run records
+        with pytest.raises(ValueError, match=r"threads must be an integer >= 1 \(or null for torch's default\), got 0"):
+            build_cli(["--config", str(REPO / "configs/sinusoid/maml_k5.yaml"), "--trainer.logger", "false",
+                       "--threads", "0"], run=False)
+    finally:
+        torch.set_num_threads(before)
