@@ -324,10 +324,24 @@ class MetaLearner(InjectedOptimizerModule):
                 f"{type(self).__name__}: training loss is {loss.item()} at global step {self.global_step}; "
                 f"{self._lr_advice()} or set trainer.gradient_clip_val"
             )
-        bs = batch.batch_size
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log(f"train/{self.metric_name}", metric.mean(), prog_bar=True, batch_size=bs)
+        if self.logs_this_step():
+            bs = batch.batch_size
+            self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+            self.log(f"train/{self.metric_name}", metric.mean(), prog_bar=True, batch_size=bs)
         return loss
+
+    def logs_this_step(self) -> bool:
+        """Whether this training step's values reach the logger (every ``trainer.log_every_n_steps`` steps).
+
+        Lightning records every ``self.log`` call and writes only every ``log_every_n_steps``
+        steps; recording cost about a fifth of a sinusoid MAML step (docs/PERFORMANCE.md), so the
+        other steps skip it. The progress bar shows the values of the logged steps.
+        """
+        connector = getattr(self._trainer, "_logger_connector", None)
+        try:
+            return connector is None or bool(connector.should_update_logs)
+        except (AttributeError, NotImplementedError):  # outside a fit loop, or another Lightning version
+            return True
 
     def eval_episode_step(self, batch: Episode) -> tuple[Tensor, Tensor]:
         """Per-task loss ``[B]`` and per-task metric ``[B]`` of an evaluation batch, detached."""

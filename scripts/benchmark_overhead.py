@@ -1,0 +1,87 @@
+"""Lightning's per-step cost for the small models of the main job: ``rnnmeta fit`` against a plain loop.
+
+Both train the same learner from the same config for ``--steps`` meta-iterations on one thread:
+
+* ``rnnmeta fit``: the run as the command builds it (``rnnmeta.cli.build_cli(run=False)``, with
+  the callbacks rnnmeta adds: random-state checkpointing, logging every ``log_every_n_steps``),
+  validation and checkpoints off;
+* a plain loop: the same data module's training batches, ``learner.episode_step``, ``backward``,
+  the same optimiser, nothing else.
+
+Prints process-CPU seconds per step of each and the framework's share of a ``rnnmeta fit`` step.
+
+Run:  python scripts/benchmark_overhead.py --config configs/sinusoid/maml_k5.yaml --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+
+def lightning_step_cpu(config: str, steps: int, warmup: int) -> float:
+    import pytorch_lightning as pl
+
+    from rnnmeta.cli import build_cli
+
+    cli = build_cli(["--config", config, "--threads", "1", "--trainer.logger", "false", "--trainer.max_steps",
+                     str(warmup + steps), "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+                     "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
+                     "--trainer.enable_model_summary", "false"], run=False)
+    marks: dict[str, float] = {}
+
+    class Clock(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == warmup and not marks:
+                marks["cpu"] = time.process_time()
+
+    cli.trainer.callbacks.append(Clock())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return (time.process_time() - marks["cpu"]) / steps
+
+
+def plain_step_cpu(config: str, steps: int, warmup: int) -> float:
+    from rnnmeta.cli import build_cli
+
+    cli = build_cli(["--config", config, "--threads", "1", "--trainer.logger", "false"], run=False)
+    learner, data = cli.model.train(), cli.datamodule
+    data.setup("fit")
+    stream = data.train_stream()
+    optimizer = learner.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    start = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.process_time()
+        loss, _ = learner.episode_step(stream.batch(i))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.process_time() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/sinusoid/maml_k5.yaml")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    lightning, plain = [], []
+    for _ in range(args.repeats):  # alternate, so a change of machine load hits both
+        plain.append(plain_step_cpu(args.config, args.steps, args.warmup))
+        lightning.append(lightning_step_cpu(args.config, args.steps, args.warmup))
+    lit, loop = statistics.median(lightning), statistics.median(plain)
+    print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          f"{args.config}, {args.steps} steps after {args.warmup}, median of {args.repeats}, 1 thread")
+    print(f"rnnmeta fit: {1e3 * lit:.2f} ms CPU/step; plain loop: {1e3 * loop:.2f} ms CPU/step; "
+          f"framework share of a step: {100 * (lit - loop) / lit:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
