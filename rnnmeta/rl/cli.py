@@ -8,7 +8,6 @@ and no ``data``: the agent owns its task family, its trial protocol and its fixe
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,6 +39,7 @@ def _model_class_paths(args: list[str]) -> list[str]:
 def is_rl_agent(class_path: str) -> bool:
     """Whether ``class_path`` names a :class:`~rnnmeta.rl.agent.MetaRLAgent` (``rnnmeta.rl.RL2``, or a user's subclass)."""
     from rnnmeta.rl.agent import MetaRLAgent
+    from rnnmeta.specs import import_class
 
     module, _, name = class_path.rpartition(".")
     if not module:
@@ -47,10 +47,10 @@ def is_rl_agent(class_path: str) -> bool:
 
         return isinstance(getattr(rl, name, None), type) and issubclass(getattr(rl, name), MetaRLAgent)
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
+        import_class(class_path, "model class_path", base=MetaRLAgent)
+    except (ValueError, TypeError):
         return False
-    return isinstance(cls, type) and issubclass(cls, MetaRLAgent)
+    return True
 
 
 def cli_classes(args: Optional[list[str]], model_class: Any, datamodule_class: Any) -> tuple[Any, Any]:
