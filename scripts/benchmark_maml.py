@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
 import statistics
 import subprocess
 import sys
@@ -115,6 +117,23 @@ def torchopt_metasgd(learner: MAML, batch) -> list[torch.Tensor]:
     return [p.grad for p in model.parameters()]
 
 
+def higher_loop(learner: MAML, batch) -> list[torch.Tensor]:
+    """higher's ``innerloop_ctx`` with a differentiable SGD step per task (``copy_initial_weights=False``)."""
+    import higher
+
+    sx, sy, qx, qy = batch
+    model = torch.nn.Sequential(learner.backbone, learner.head)
+    model.zero_grad(set_to_none=True)
+    inner = torch.optim.SGD(model.parameters(), lr=INNER_LR)
+    for t in range(sx.shape[0]):
+        with higher.innerloop_ctx(model, inner, copy_initial_weights=False) as (
+            fmodel, diffopt,
+        ):
+            diffopt.step(F.cross_entropy(fmodel(sx[t]), sy[t]))
+            (F.cross_entropy(fmodel(qx[t]), qy[t]) / sx.shape[0]).backward()
+    return [p.grad for p in model.parameters()]
+
+
 def training_step_floor(learner: MAML, batch) -> list[torch.Tensor]:
     """Not MAML: one ordinary training step of the same network on the same images, task by task.
 
@@ -148,6 +167,7 @@ METHODS: dict[str, tuple[Callable, dict]] = {
     "rnnmeta batched": (ours, {"batch_tasks": True}),
     "loop": (plain_loop, {}),
     "torchopt": (torchopt_metasgd, {}),
+    "higher": (higher_loop, {}),
     "rnnmeta bf16": (bf16(ours), {}),
     "loop bf16": (bf16(plain_loop), {}),
     "floor": (training_step_floor, {}),
@@ -166,6 +186,15 @@ def methods(first_order: bool, names: list[str]) -> dict[str, tuple[Callable, di
         if reason:
             print(f"note: torchopt skipped ({reason})")
             del out["torchopt"]
+    if "higher" in out and first_order:
+        print("note: higher skipped (first order: its fast weights are cut from the initial ones, so no meta-gradient reaches them)")
+        del out["higher"]
+    if "higher" in out:
+        try:
+            import higher  # noqa: F401
+        except Exception as err:  # noqa: BLE001
+            print(f"note: higher skipped ({type(err).__name__}: {err}; pip install higher==0.2.1)")
+            del out["higher"]
     return out
 
 
@@ -212,6 +241,17 @@ def measure_memory(method: str, first_order: bool, meta_batch: int) -> str:
     return f"{m['peak_mib']:.0f} MiB peak ({m['peak_mib'] - m['base_mib']:+.0f} MiB over setup)"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=5, help="timed meta-iterations per method (after 1 warm-up)")
@@ -234,6 +274,7 @@ def main() -> None:
     n_img = args.meta_batch * N_WAY * (K_SHOT + Q)
     f_img = conv4_flops_per_image()
     f_s, f_q = f_img * args.meta_batch * N_WAY * K_SHOT, f_img * args.meta_batch * N_WAY * Q
+    print(f"CPU: {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.1f}")
     print(f"data: {source}")
     print(
         f"setup: 5-way 1-shot, {Q} queries/class, meta-batch {args.meta_batch} ({n_img} images), Conv4-64, 1 inner step; "
@@ -256,8 +297,11 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in fns}
         grads: dict[str, list[torch.Tensor]] = {}
         warmup: dict[str, float] = {}
-        for it in range(args.iters + 1):  # interleaved, so that load from other processes hits all alike
-            for name, (fn, _) in fns.items():
+        for it in range(args.iters + 1):  # interleaved and shuffled, so that load and warm caches hit all alike
+            order_names = list(fns)
+            random.Random(it).shuffle(order_names)
+            for name in order_names:
+                fn = fns[name][0]
                 t0 = time.perf_counter()
                 g = fn(learners[name], batch)
                 if it == 0:
@@ -274,8 +318,9 @@ def main() -> None:
             flops = 3 * (f_s + f_q) if first_order or name == "floor" else 3 * f_q + 9 * f_s
             mem = "not measured (--quick)" if args.quick else measure_memory(name, first_order, args.meta_batch)
             print(
-                f"  {name:16s} {med:6.2f} s/iter (min {min(times[name]):.2f}, {flops / med / 1e9:5.1f} GFLOP/s, "
-                f"first call {warmup[name]:.1f} s)  max|grad - {first}| "
+                f"  {name:16s} {med:6.2f} s/iter median of {len(times[name])} [min {min(times[name]):.2f}, max {max(times[name]):.2f}], "
+                f"{flops / med / 1e9:5.1f} GFLOP/s, "
+                f"first call {warmup[name]:.1f} s;  max|grad - {first}| "
                 + ("- (not MAML)" if name == "floor" else f"{diff:.1e} (of max {scale:.1e})")
                 + f"  memory {mem}"
             )
