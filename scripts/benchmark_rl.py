@@ -13,7 +13,6 @@ import argparse
 import os
 import statistics
 import time
-from functools import partial
 
 import torch
 

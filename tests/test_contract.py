@@ -16,7 +16,6 @@ from typing import Callable
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
 
 from rnnmeta import Episode
 from rnnmeta.learners import MAML, MANN, SNAIL, LearnedOptimizer, LSTMLearner, MetaLearner, ProtoNet

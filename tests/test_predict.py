@@ -291,7 +291,7 @@ class Blobs(torch.utils.data.Dataset):
         return 72
 
     def __getitem__(self, i: int):
-        label, copy = i % 9, i // 9
+        label = i % 9
         base = torch.rand(1, SIDE, SIDE, generator=torch.Generator().manual_seed(label))
         noise = torch.rand(1, SIDE, SIDE, generator=torch.Generator().manual_seed(100 + i))
         return (255 * (0.8 * base + 0.2 * noise)).to(torch.uint8), label

@@ -5,7 +5,6 @@ Needs gymnasium (the ``mujoco`` extra); skipped with the import error where it i
 
 from __future__ import annotations
 
-import functools
 import io
 
 import numpy as np

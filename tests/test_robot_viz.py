@@ -10,7 +10,7 @@ import torch
 from rnnmeta.rl.base import seeded_generator
 from rnnmeta.rl.navigation import PointNavigation2D
 from rnnmeta.rl.robot_viz import episode_returns, mean_ci, plot_adaptation, plot_point_trajectories
-from rnnmeta.rl.trial import Trajectory, run_trials
+from rnnmeta.rl.trial import run_trials
 
 
 class TowardGoal:

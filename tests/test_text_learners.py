@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from rnnmeta.data.vocab import PAD_ID as DATA_PAD_ID
 from rnnmeta.learners import MAML, MANN, SNAIL, LearnedOptimizer, LSTMLearner, ProtoNet, TfidfCentroid

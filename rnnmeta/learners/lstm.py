@@ -44,7 +44,6 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from rnnmeta.learners.snail_blocks import AttentionBlock, DenseBlock, TCBlock
 from rnnmeta.rl.agent import SequenceAgent
-from rnnmeta.rl.base import TaskFamily, check_positive
+from rnnmeta.rl.base import TaskFamily
 
 
 def _parse_layout(layout: list[str]) -> list[tuple[str, list[int]]]:
