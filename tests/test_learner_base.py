@@ -153,6 +153,7 @@ def test_optimizer_factories_survive_a_weights_only_checkpoint(tmp_path):
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.param_groups[0]["weight_decay"] == 0.1
     assert loaded.meta_lr() == pytest.approx(3e-3)
+    assert MetaLearner(kind="regression").meta_lr() == pytest.approx(1e-3)  # Adam's own default, named in messages
 
 
 class _FixedEpisodes(torch.utils.data.IterableDataset):

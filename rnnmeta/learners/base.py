@@ -33,7 +33,7 @@ from rnnmeta.episode import CLASSIFICATION, REGRESSION, TASK_KINDS, Episode
 from rnnmeta.evaluation import MeanCI, gather_episode_rows, mean_ci95
 from rnnmeta.nets import backbone_spec
 from rnnmeta.nets.factory import check_backbone_input
-from rnnmeta.specs import callable_spec, partial_from_spec
+from rnnmeta.specs import callable_spec, import_class, partial_from_spec
 
 #: Lightning's advice to ignore module arguments in save_hyperparameters: learners keep their
 #: backbone among the hyperparameters on purpose (on_save_checkpoint stores it as its class_path spec).
@@ -116,11 +116,18 @@ class InjectedOptimizerModule(pl.LightningModule):
         if trainer is not None and trainer.optimizers:
             return float(trainer.optimizers[0].param_groups[0]["lr"])
         spec = callable_spec(self.optimizer_factory)
-        lr = (spec or {}).get("init_args", {}).get("lr")
-        return float(lr) if isinstance(lr, (int, float)) else None
+        if spec is None:
+            return None
+        lr = spec["init_args"].get("lr")
+        if lr is None:  # not given: the optimiser class's own default (Adam's 1e-3)
+            try:
+                lr = inspect.signature(import_class(spec["class_path"])).parameters["lr"].default
+            except (KeyError, TypeError, ValueError):
+                return None
+        return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
 
     def _lr_advice(self) -> str:
-        """``"lower the meta learning rate (now 0.001)"``, for error messages."""
+        """``"lower the optimizer's lr (now 0.001)"``, for error messages."""
         lr = self.meta_lr()
         return f"lower the optimizer's lr{f' (now {lr:g})' if lr is not None else ''}"
 
