@@ -6,10 +6,11 @@ Run the comparisons first, then this script::
     rnnmeta compare --config configs/compare/sinusoid_k10.yaml
     rnnmeta compare --config configs/compare/omniglot_5w1s.yaml
     rnnmeta compare --config configs/compare/omniglot_20w1s.yaml
-    python scripts/write_results_doc.py            # results/ -> docs/RESULTS.md and docs/img/
+    python scripts/write_results_doc.py            # results/ -> docs/RESULTS.md
 
 Each section holds the command, the results table (a function of the config), the costs table
-(of the machine named in it), the curves and, for regression, the predictions plot. A comparison
+(of the machine named in it) and where the command writes its plots (curves and, for regression,
+predictions; the plots are outputs of the command, not files of the repository). A comparison
 whose folder is missing is listed as not run. Notes per comparison come from ``NOTES`` below and
 are the only hand-written text.
 """
@@ -17,7 +18,6 @@ are the only hand-written text.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ lent for these runs, so there are no GPU numbers yet.
 """
 
 
-def section(results: Path, name: str, title: str, images: Path, notes: dict[str, str]) -> str:
+def section(results: Path, name: str, title: str, notes: dict[str, str]) -> str:
     out = results / name
     command = f"rnnmeta compare --config configs/compare/{name}.yaml"
     lines = [f"## {title}", "", "```bash", command, "```", ""]
@@ -49,12 +49,9 @@ def section(results: Path, name: str, title: str, images: Path, notes: dict[str,
     results_md = (out / "results.md").read_text().split("\n", 2)[2]  # drop the '## Comparison: ...' title
     costs_md = (out / "costs.md").read_text().replace("## Costs on this machine", "**Costs on the machine**", 1)
     lines += [results_md.strip(), "", costs_md.strip(), ""]
-    for plot in ("curves", "predictions"):
-        source = out / f"{plot}.png"
-        if source.exists():
-            images.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, images / f"{name}_{plot}.png")
-            lines += [f"![{name} {plot}](img/{name}_{plot}.png)", ""]
+    plots = [f"`results/{name}/{plot}.png`" for plot in ("curves", "predictions") if (out / f"{plot}.png").exists()]
+    if plots:
+        lines += [f"Plots written by the command: {', '.join(plots)}.", ""]
     if name in notes:
         lines += [notes[name].strip(), ""]
     return "\n".join(lines)
@@ -68,7 +65,7 @@ def main() -> None:
                         help="folder of <comparison>.md notes appended to each section")
     args = parser.parse_args()
     notes = {p.stem: p.read_text() for p in args.notes.glob("*.md")} if args.notes.is_dir() else {}
-    body = [HEADER] + [section(args.results, name, title, args.out.parent / "img", notes) for name, title in SECTIONS]
+    body = [HEADER] + [section(args.results, name, title, notes) for name, title in SECTIONS]
     body.append("## Per-learner pages\n\n[SNAIL](SNAIL.md), [LSTMLearner and MANN](RECURRENT.md), "
                 "[ProtoNet](PROTONET.md), [MAML](MAML.md), [the learned optimizer](LEARNED_OPTIMIZER.md).\n")
     args.out.write_text("\n".join(body))
