@@ -34,12 +34,12 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
+from rnnmeta.learners.base import InjectedOptimizerModule
 from rnnmeta.rl.base import Box, Discrete, Space, TaskFamily, Tasks, check_positive, encode, index_tasks, seeded_generator, space_width, tasks_to
 from rnnmeta.rl.normalization import RunningNorm
 from rnnmeta.rl.ppo import gae, normalise_advantages, ppo_clip_objective, value_loss
@@ -127,7 +127,7 @@ class _UpdateStream(IterableDataset):
 
 
 # ---------------------------------------------------------------------------------- the agent contract
-class MetaRLAgent(pl.LightningModule):
+class MetaRLAgent(InjectedOptimizerModule):
     """Base of the meta-RL agents: the family and trial protocol they are built for, evaluation, the optimiser.
 
     Args:
@@ -159,7 +159,7 @@ class MetaRLAgent(pl.LightningModule):
         normalize_observations: bool = False,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, lr_scheduler)
         check_positive(type(self).__name__, n_episodes=n_episodes, batch_trials=batch_trials, val_trials=val_trials,
                        test_trials=test_trials)
         if not isinstance(family, TaskFamily):
@@ -167,7 +167,6 @@ class MetaRLAgent(pl.LightningModule):
         self.family, self.n_episodes = family, n_episodes
         self.batch_trials, self.val_trials, self.test_trials = batch_trials, val_trials, test_trials
         self.eval_seed, self.seed = eval_seed, seed
-        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.trial_len = n_episodes * family.horizon
         self._eval_totals: list[Tensor] = []
         self.last_evaluation: Optional[Evaluation] = None
@@ -268,13 +267,6 @@ class MetaRLAgent(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
-
-    def configure_optimizers(self):
-        """The injected optimiser, and the injected schedule stepped once per update (``interval: step``)."""
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"}}
 
     def checkpoint_identity(self) -> dict[str, Any]:
         return {"learner": type(self).__name__, "family": self.family.describe(), "n_episodes": self.n_episodes}
