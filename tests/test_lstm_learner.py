@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnmeta.episode import Episode
-from rnnmeta.learners.lstm import LSTMLearner, LSTMPredictor
+from rnnmeta.learners.lstm import LSTMLearner, LSTMPredictor, label_readout_init_
 from rnnmeta.nets import MLP, Conv4
 
 from helpers import finite_difference_grad, short_omniglot_run
@@ -93,6 +93,40 @@ def test_key_value_initialisation():
     assert isinstance(default.norm, nn.Identity) and isinstance(learner.norm, nn.LayerNorm)
     with pytest.raises(ValueError, match="key_std"):
         LSTMLearner(key_std=0.0)
+
+
+def test_label_readout_initialisation():
+    """The head starts as scale * tanh(cell-candidate label weights): row j reads the cell direction label j writes."""
+    learner = LSTMLearner(backbone=MLP(6, [8]), hidden_size=16, n_way=3, readout_init=0.5, input_bias=-1.5)
+    w, b_ih, h, e = learner.lstm.weight_ih_l0, learner.lstm.bias_ih_l0, 16, 8
+    assert torch.all(b_ih[:h] == -1.5)
+    torch.testing.assert_close(learner.head.weight, 0.5 * torch.tanh(w[2 * h : 3 * h, e:]).T)
+    assert torch.all(learner.head.bias == 0)
+    # one support step of label j moves the cell along tanh(V[:, j]); the tied head scores j highest
+    with torch.no_grad():
+        for j in range(3):
+            cell = torch.sigmoid(b_ih[:h]) * torch.tanh(w[2 * h : 3 * h, e + j])
+            assert int(learner.head(cell).argmax()) == j
+    random_head = LSTMLearner(backbone=MLP(6, [8]), hidden_size=16, n_way=3, readout_init=0.0)
+    assert not torch.allclose(random_head.head.weight, 0.3 * torch.tanh(random_head.lstm.weight_ih_l0[2 * h : 3 * h, e:]).T)
+    regression = LSTMLearner(backbone=MLP(1, [8]), hidden_size=16, kind="regression")
+    assert regression.head.bias.abs().sum() > 0  # regression keeps nn.Linear's random head
+    with pytest.raises(ValueError, match="one label-slot column per output"):
+        label_readout_init_(nn.Linear(16, 4), learner.lstm, e)
+
+
+@pytest.mark.slow
+def test_learns_omniglot_20way_1shot_far_above_chance():
+    """20-way 1-shot, the case a random head left at chance (docs/RECURRENT.md): chance is 0.05."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        learner = LSTMLearner(n_way=20, hidden_size=512, num_layers=1, key_std=4.0, input_bias=-2.0)
+        acc = short_omniglot_run(learner, n_way=20, q_queries=1, meta_batch_size=4, steps=150, gradient_clip_val=1.0)
+    finally:
+        torch.set_num_threads(threads)
+    assert acc > 0.15, acc
 
 
 def test_queries_are_answered_independently():
