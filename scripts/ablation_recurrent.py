@@ -1,11 +1,11 @@
-"""Why LSTMLearner sat at chance on Omniglot 20-way 1-shot: an ablation of its initialisation and size.
+"""Ablations of the memory learners on Omniglot, each a table of docs/RECURRENT.md or docs/SNAIL.md.
 
-Each variant is the ``lstm`` learner of ``configs/compare/omniglot_20w1s.yaml`` with some of its
-arguments changed, trained for the same number of meta-iterations (``--steps``, default 200) on the
-same task stream and tested on the same fixed episodes, through :func:`rnnmeta.compare.compare`
-(one thread per run). Prints the table that docs/RECURRENT.md shows; each run's curves, costs and
-W&B log are in ``<output-dir>/recurrent_ablation_20w1s/``.
+Every variant is a learner of a shipped comparison config with some arguments changed, trained on
+the same task stream and tested on the same fixed episodes through :func:`rnnmeta.compare.compare`
+(one thread per run); each run's curves, costs and W&B log are in ``<output-dir>/ablation_<study>/``.
 
+``--study lstm_20w1s`` (default): why LSTMLearner sat at chance on 20-way 1-shot. The ``lstm``
+learner of ``configs/compare/omniglot_20w1s.yaml``, ``--steps`` (default 200) meta-iterations each.
 Variants (``--variants`` picks some):
   nn_lstm        nn.LSTM's default initialisation, no LayerNorm on the embedding (the first design)
   key_value      key-value initialisation and LayerNorm, a random head (the default before the fix)
@@ -14,7 +14,14 @@ Variants (``--variants`` picks some):
   sparse_h512    + sparser writes (``key_std: 4``, ``input_bias: -2``): the 20-way config's learner
   random_head    the 20-way config's learner with a random head (``readout_init: 0``)
 
+``--study snail_5w1s``: SNAIL's training protocol and initialisation at the budget of
+``configs/compare/omniglot_5w1s.yaml`` (3 CPU-minutes each, or ``--steps``):
+  snail          the config's: 32 tasks of one query per class per step, rnnmeta's initialisation
+  many_queries   8 tasks of 5 queries per class per step (the data module's default)
+  paper_init     32 tasks of one query per class, the paper's initialisation
+
 Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 CPU-seconds + tests
+      python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
       python scripts/ablation_recurrent.py --steps 2 --test-episodes 20 --val-episodes 10   # smoke test
 """
 
@@ -33,43 +40,71 @@ VARIANTS: dict[str, dict] = {
     "sparse_h512": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0},
     "random_head": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "readout_init": 0.0},
 }
+SNAIL_VARIANTS: dict[str, tuple[dict, dict]] = {  # model arguments, training data arguments
+    "snail": ({}, {"meta_batch_size": 32, "q_queries": 1}),
+    "many_queries": ({}, {"meta_batch_size": 8, "q_queries": 5}),
+    "paper_init": ({"embedding_norm": False, "similarity_init": False}, {"meta_batch_size": 32, "q_queries": 1}),
+}
 # arguments a variant sets unless it names them: the LSTMLearner defaults, so that a change of the
 # 20-way config's lstm entry does not leak into the variants
 BASE = {"hidden_size": 256, "num_layers": 1, "key_value_init": True, "embedding_norm": True, "key_std": 2.0,
         "input_bias": None, "readout_init": 0.3}
 
 
+def lstm_study(args: argparse.Namespace) -> dict:
+    """The 20-way config narrowed to the LSTM variants."""
+    config = narrowed(load("omniglot_20w1s"), ["lstm"], args.steps or 200, args.val_episodes, args.test_episodes,
+                      args.omniglot_root, args.output_dir, args.workers, args.seeds)
+    template = config["learners"].pop("lstm")
+    for name in args.variants or list(VARIANTS):
+        run = copy.deepcopy(template)
+        run["model"]["init_args"].update({**BASE, **VARIANTS[name]})
+        config["learners"][name] = run
+    return config
+
+
+def snail_study(args: argparse.Namespace) -> dict:
+    """The 5-way config narrowed to the SNAIL protocol and initialisation variants."""
+    config = narrowed(load("omniglot_5w1s"), ["snail"], args.steps, args.val_episodes, args.test_episodes,
+                      args.omniglot_root, args.output_dir, args.workers, args.seeds)
+    template = config["learners"].pop("snail")
+    for name, (model_args, data_args) in SNAIL_VARIANTS.items():
+        run = copy.deepcopy(template)
+        run["model"]["init_args"].update(model_args)
+        run["train_data"] = data_args
+        config["learners"][name] = run
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--steps", type=int, default=200, help="meta-training steps per variant")
+    parser.add_argument("--study", default="lstm_20w1s", choices=["lstm_20w1s", "snail_5w1s"])
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="lstm_20w1s variants")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="meta-training steps per variant (default: 200 for lstm_20w1s, the config's budget for snail_5w1s)")
     parser.add_argument("--val-episodes", type=int, default=None, help="default: the config's")
     parser.add_argument("--test-episodes", type=int, default=None, help="default: the config's (1,000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's ([0])")
     parser.add_argument("--workers", type=int, default=None, help="runs at once (default: the config's 2)")
     parser.add_argument("--omniglot-root", default=str(REPO.parent / "shared" / "data" / "omniglot"))
-    parser.add_argument("--output-dir", default="results", help="where recurrent_ablation_20w1s/ goes")
+    parser.add_argument("--output-dir", default="results", help="where <study>/ goes")
     args = parser.parse_args()
 
-    config = narrowed(load("omniglot_20w1s"), ["lstm"], args.steps, args.val_episodes, args.test_episodes,
-                      args.omniglot_root, args.output_dir, args.workers, args.seeds)
-    config["name"] = "recurrent_ablation_20w1s"
-    template = config["learners"].pop("lstm")
-    for name in args.variants:
-        run = copy.deepcopy(template)
-        init_args = run["model"]["init_args"]
-        init_args.update({**BASE, **VARIANTS[name]})
-        config["learners"][name] = run
+    config = (lstm_study if args.study == "lstm_20w1s" else snail_study)(args)
+    config["name"] = f"ablation_{args.study}"
 
     from rnnmeta.compare import compare
 
     rows = compare(**config)
-    print(f"\nOmniglot 20-way 1-shot, LSTMLearner variants, {args.steps} meta-iterations each (chance 0.05)\n")
-    print("| variant | changed arguments | test acc | +- 95% CI | parameters |")
-    print("|---|---|---|---|---|")
+    budget = f"{config['max_steps']} meta-iterations" if config.get("max_steps") else f"{config['max_cpu_minutes']} CPU-minutes"
+    print(f"\nOmniglot {args.study}: variants, {budget} each\n")
+    print("| variant | changed arguments | test acc | +- 95% CI | steps | parameters |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
-        changed = ", ".join(f"{k}: {v}" for k, v in VARIANTS[row["learner"]].items())
-        print(f"| {row['learner']} | {changed} | {row['mean']:.4f} | {row['ci95']:.4f} | {row['parameters']:,} |")
+        name = row["learner"]
+        changed = VARIANTS[name] if args.study == "lstm_20w1s" else {**SNAIL_VARIANTS[name][0], **SNAIL_VARIANTS[name][1]}
+        shown = ", ".join(f"{k}: {v}" for k, v in changed.items()) or "-"
+        print(f"| {name} | {shown} | {row['mean']:.4f} | {row['ci95']:.4f} | {row['steps']:,.0f} | {row['parameters']:,} |")
 
 
 if __name__ == "__main__":

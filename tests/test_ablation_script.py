@@ -1,0 +1,65 @@
+"""scripts/ablation_recurrent.py: the variants it runs are the config's learner with only the named arguments changed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO, omniglot_root_or_skip
+
+sys.path.insert(0, str(REPO / "scripts"))
+import ablation_recurrent  # noqa: E402
+
+
+def namespace(**overrides) -> argparse.Namespace:
+    args = dict(variants=None, steps=None, val_episodes=None, test_episodes=None, seeds=None, workers=None,
+                omniglot_root="/data/omniglot", output_dir="out")
+    args.update(overrides)
+    return argparse.Namespace(**args)
+
+
+def test_lstm_study_changes_only_the_variant_arguments():
+    config = ablation_recurrent.lstm_study(namespace(variants=["readout", "random_head"]))
+    assert sorted(config["learners"]) == ["random_head", "readout"]
+    assert config["max_steps"] == 200 and config["data"]["init_args"]["n_way"] == 20
+    readout = config["learners"]["readout"]["model"]["init_args"]
+    random_head = config["learners"]["random_head"]["model"]["init_args"]
+    assert readout["readout_init"] == 0.3 and random_head["readout_init"] == 0.0
+    assert random_head["hidden_size"] == 512 and random_head["input_bias"] == -2.0
+    assert readout["input_bias"] is None and readout["hidden_size"] == 256
+    # everything else is the 20-way config's lstm learner (optimizer, clipping)
+    assert readout["optimizer"] == {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
+    assert config["learners"]["readout"]["trainer"] == {"gradient_clip_val": 1.0}
+
+
+def test_snail_study_varies_protocol_and_initialisation():
+    config = ablation_recurrent.snail_study(namespace())
+    assert config["max_cpu_minutes"] == 3 and "max_steps" not in config
+    runs = config["learners"]
+    assert runs["snail"]["train_data"] == {"meta_batch_size": 32, "q_queries": 1}
+    assert runs["many_queries"]["train_data"] == {"meta_batch_size": 8, "q_queries": 5}
+    assert runs["paper_init"]["model"]["init_args"]["similarity_init"] is False
+    assert runs["snail"]["model"]["init_args"]["similarity_init"] is True
+
+
+@pytest.mark.slow
+def test_smoke_run_prints_a_row_per_variant(tmp_path):
+    root = omniglot_root_or_skip()
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "ablation_recurrent.py"), "--steps", "2", "--test-episodes", "20",
+         "--val-episodes", "10", "--workers", "1", "--variants", "readout", "random_head", "--omniglot-root", str(root),
+         "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = out.stdout.split("Omniglot lstm_20w1s: variants, 2 meta-iterations each")[-1]
+    rows = [line for line in table.splitlines() if line.startswith(("| readout", "| random_head"))]
+    assert len(rows) == 2, out.stdout[-2000:]
+    for row in rows:
+        accuracy = float(row.split("|")[3])
+        assert 0.0 <= accuracy <= 1.0
+    assert (tmp_path / "ablation_lstm_20w1s" / "results.csv").is_file()
