@@ -20,8 +20,17 @@ Variants (``--variants`` picks some):
   many_queries   8 tasks of 5 queries per class per step (the data module's default)
   paper_init     32 tasks of one query per class, the paper's initialisation
 
+``--study mann_5w1s``: MANN's controller size and learning rate. The ``mann`` learner of
+``configs/compare/omniglot_5w1s.yaml`` (Santoro et al.'s addressing, memory 128 x 40, 4 heads),
+``--steps`` (default 150) meta-iterations each:
+  paper_200      the paper's 200-unit controller, Adam 1e-3
+  paper_200_lr3  200 units, Adam 3e-3
+  small_64_lr1   64 units, Adam 1e-3
+  small_64       64 units, Adam 3e-3: the config's
+
 Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 CPU-seconds + tests
       python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
+      python scripts/ablation_recurrent.py --study mann_5w1s     # about 4 x 75 CPU-seconds + tests
       python scripts/ablation_recurrent.py --steps 2 --test-episodes 20 --val-episodes 10   # smoke test
 """
 
@@ -44,6 +53,12 @@ SNAIL_VARIANTS: dict[str, tuple[dict, dict]] = {  # model arguments, training da
     "snail": ({}, {"meta_batch_size": 32, "q_queries": 1}),
     "many_queries": ({}, {"meta_batch_size": 8, "q_queries": 5}),
     "paper_init": ({"embedding_norm": False, "similarity_init": False}, {"meta_batch_size": 32, "q_queries": 1}),
+}
+MANN_VARIANTS: dict[str, dict] = {  # controller size and Adam's learning rate
+    "paper_200": {"controller_size": 200, "lr": 0.001},
+    "paper_200_lr3": {"controller_size": 200, "lr": 0.003},
+    "small_64_lr1": {"controller_size": 64, "lr": 0.001},
+    "small_64": {"controller_size": 64, "lr": 0.003},
 }
 # arguments a variant sets unless it names them: the LSTMLearner defaults, so that a change of the
 # 20-way config's lstm entry does not leak into the variants
@@ -76,12 +91,29 @@ def snail_study(args: argparse.Namespace) -> dict:
     return config
 
 
+def mann_study(args: argparse.Namespace) -> dict:
+    """The 5-way config narrowed to the MANN controller-size and learning-rate variants."""
+    config = narrowed(load("omniglot_5w1s"), ["mann"], args.steps or 150, args.val_episodes, args.test_episodes,
+                      args.omniglot_root, args.output_dir, args.workers, args.seeds)
+    template = config["learners"].pop("mann")
+    for name, variant in MANN_VARIANTS.items():
+        run = copy.deepcopy(template)
+        init_args = run["model"]["init_args"]
+        init_args["controller_size"] = variant["controller_size"]
+        init_args["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": variant["lr"]}}
+        config["learners"][name] = run
+    return config
+
+
+STUDIES = {"lstm_20w1s": (lstm_study, VARIANTS), "snail_5w1s": (snail_study, None), "mann_5w1s": (mann_study, MANN_VARIANTS)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="lstm_20w1s", choices=["lstm_20w1s", "snail_5w1s"])
+    parser.add_argument("--study", default="lstm_20w1s", choices=list(STUDIES))
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="lstm_20w1s variants")
     parser.add_argument("--steps", type=int, default=None,
-                        help="meta-training steps per variant (default: 200 for lstm_20w1s, the config's budget for snail_5w1s)")
+                        help="meta-training steps per variant (default: 200 for lstm_20w1s, 150 for mann_5w1s, the config's budget for snail_5w1s)")
     parser.add_argument("--val-episodes", type=int, default=None, help="default: the config's")
     parser.add_argument("--test-episodes", type=int, default=None, help="default: the config's (1,000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's ([0])")
@@ -90,7 +122,8 @@ def main() -> None:
     parser.add_argument("--output-dir", default="results", help="where <study>/ goes")
     args = parser.parse_args()
 
-    config = (lstm_study if args.study == "lstm_20w1s" else snail_study)(args)
+    build, variants = STUDIES[args.study]
+    config = build(args)
     config["name"] = f"ablation_{args.study}"
 
     from rnnmeta.compare import compare
@@ -102,7 +135,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for row in rows:
         name = row["learner"]
-        changed = VARIANTS[name] if args.study == "lstm_20w1s" else {**SNAIL_VARIANTS[name][0], **SNAIL_VARIANTS[name][1]}
+        changed = variants[name] if variants is not None else {**SNAIL_VARIANTS[name][0], **SNAIL_VARIANTS[name][1]}
         shown = ", ".join(f"{k}: {v}" for k, v in changed.items()) or "-"
         print(f"| {name} | {shown} | {row['mean']:.4f} | {row['ci95']:.4f} | {row['steps']:,.0f} | {row['parameters']:,} |")
 

@@ -63,3 +63,13 @@ def test_smoke_run_prints_a_row_per_variant(tmp_path):
         accuracy = float(row.split("|")[3])
         assert 0.0 <= accuracy <= 1.0
     assert (tmp_path / "ablation_lstm_20w1s" / "results.csv").is_file()
+
+
+def test_mann_study_varies_controller_and_learning_rate():
+    config = ablation_recurrent.mann_study(namespace())
+    assert config["max_steps"] == 150 and sorted(config["learners"]) == sorted(ablation_recurrent.MANN_VARIANTS)
+    paper = config["learners"]["paper_200"]["model"]["init_args"]
+    small = config["learners"]["small_64"]["model"]["init_args"]
+    assert paper["controller_size"] == 200 and paper["optimizer"]["init_args"] == {"lr": 0.001}
+    assert small["controller_size"] == 64 and small["optimizer"]["init_args"] == {"lr": 0.003}
+    assert paper["memory_slots"] == small["memory_slots"] == 128
