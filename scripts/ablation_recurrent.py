@@ -20,13 +20,13 @@ Variants (``--variants`` picks some):
   many_queries   8 tasks of 5 queries per class per step (the data module's default)
   paper_init     32 tasks of one query per class, the paper's initialisation
 
-``--study mann_5w1s``: MANN's controller size and learning rate. The ``mann`` learner of
-``configs/compare/omniglot_5w1s.yaml`` (Santoro et al.'s addressing, memory 128 x 40, 4 heads),
-``--steps`` (default 150) meta-iterations each:
-  paper_200      the paper's 200-unit controller, Adam 1e-3
-  paper_200_lr3  200 units, Adam 3e-3
-  small_64_lr1   64 units, Adam 1e-3
-  small_64       64 units, Adam 3e-3: the config's
+``--study mann_5w1s``: MANN's controller initialisation, size and learning rate. The ``mann``
+learner of ``configs/compare/omniglot_5w1s.yaml`` (Santoro et al.'s addressing and sizes: controller
+200, memory 128 x 40, 4 heads), ``--steps`` (default 150) meta-iterations each:
+  lstm_cell_init   nn.LSTMCell's initialisation (``key_value_init: false``), Adam 1e-3
+  small_64_lr3     nn.LSTMCell's initialisation, 64 units, Adam 3e-3
+  key_value        the controller starts as LSTMLearner's first layer, with the label readout (the default)
+  random_head      key-value controller, a random head (``readout_init: 0``)
 
 Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 CPU-seconds + tests
       python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
@@ -54,11 +54,11 @@ SNAIL_VARIANTS: dict[str, tuple[dict, dict]] = {  # model arguments, training da
     "many_queries": ({}, {"meta_batch_size": 8, "q_queries": 5}),
     "paper_init": ({"embedding_norm": False, "similarity_init": False}, {"meta_batch_size": 32, "q_queries": 1}),
 }
-MANN_VARIANTS: dict[str, dict] = {  # controller size and Adam's learning rate
-    "paper_200": {"controller_size": 200, "lr": 0.001},
-    "paper_200_lr3": {"controller_size": 200, "lr": 0.003},
-    "small_64_lr1": {"controller_size": 64, "lr": 0.001},
-    "small_64": {"controller_size": 64, "lr": 0.003},
+MANN_VARIANTS: dict[str, dict] = {  # model arguments; "lr" is Adam's learning rate
+    "lstm_cell_init": {"key_value_init": False},
+    "small_64_lr3": {"key_value_init": False, "controller_size": 64, "lr": 0.003},
+    "key_value": {},
+    "random_head": {"readout_init": 0.0},
 }
 # arguments a variant sets unless it names them: the LSTMLearner defaults, so that a change of the
 # 20-way config's lstm entry does not leak into the variants
@@ -92,15 +92,16 @@ def snail_study(args: argparse.Namespace) -> dict:
 
 
 def mann_study(args: argparse.Namespace) -> dict:
-    """The 5-way config narrowed to the MANN controller-size and learning-rate variants."""
+    """The 5-way config narrowed to the MANN controller variants."""
     config = narrowed(load("omniglot_5w1s"), ["mann"], args.steps or 150, args.val_episodes, args.test_episodes,
                       args.omniglot_root, args.output_dir, args.workers, args.seeds)
     template = config["learners"].pop("mann")
     for name, variant in MANN_VARIANTS.items():
         run = copy.deepcopy(template)
         init_args = run["model"]["init_args"]
-        init_args["controller_size"] = variant["controller_size"]
-        init_args["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": variant["lr"]}}
+        init_args.update({k: v for k, v in variant.items() if k != "lr"})
+        if "lr" in variant:
+            init_args["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": variant["lr"]}}
         config["learners"][name] = run
     return config
 

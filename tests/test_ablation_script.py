@@ -65,11 +65,13 @@ def test_smoke_run_prints_a_row_per_variant(tmp_path):
     assert (tmp_path / "ablation_lstm_20w1s" / "results.csv").is_file()
 
 
-def test_mann_study_varies_controller_and_learning_rate():
+def test_mann_study_varies_controller_initialisation_size_and_learning_rate():
     config = ablation_recurrent.mann_study(namespace())
     assert config["max_steps"] == 150 and sorted(config["learners"]) == sorted(ablation_recurrent.MANN_VARIANTS)
-    paper = config["learners"]["paper_200"]["model"]["init_args"]
-    small = config["learners"]["small_64"]["model"]["init_args"]
-    assert paper["controller_size"] == 200 and paper["optimizer"]["init_args"] == {"lr": 0.001}
-    assert small["controller_size"] == 64 and small["optimizer"]["init_args"] == {"lr": 0.003}
-    assert paper["memory_slots"] == small["memory_slots"] == 128
+    runs = {name: run["model"]["init_args"] for name, run in config["learners"].items()}
+    assert runs["key_value"]["controller_size"] == 200 and "key_value_init" not in runs["key_value"]
+    assert runs["key_value"]["optimizer"]["init_args"] == {"lr": 0.001}
+    assert runs["lstm_cell_init"]["key_value_init"] is False
+    assert runs["small_64_lr3"]["controller_size"] == 64 and runs["small_64_lr3"]["optimizer"]["init_args"] == {"lr": 0.003}
+    assert runs["random_head"]["readout_init"] == 0.0
+    assert {r["memory_slots"] for r in runs.values()} == {128}

@@ -112,7 +112,7 @@ def test_label_readout_initialisation():
     regression = LSTMLearner(backbone=MLP(1, [8]), hidden_size=16, kind="regression")
     assert regression.head.bias.abs().sum() > 0  # regression keeps nn.Linear's random head
     with pytest.raises(ValueError, match="one label-slot column per output"):
-        label_readout_init_(nn.Linear(16, 4), learner.lstm, e)
+        label_readout_init_(nn.Linear(16, 4), learner.lstm, e, 3)
 
 
 @pytest.mark.slow

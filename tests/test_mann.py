@@ -199,6 +199,23 @@ def test_reads_are_convex_combinations_of_memory_rows():
 
 
 # ------------------------------------------------------------------ the learner
+def test_controller_starts_as_the_lstm_learners_first_layer():
+    """Classification: key-value controller and a head whose controller part reads the label directions."""
+    e, labels, h = 8, 3, 12
+    learner = MANN(backbone=MLP(6, [e]), controller_size=h, memory_slots=4, memory_width=5, read_heads=2, n_way=labels)
+    w, b_ih = learner.controller.weight_ih, learner.controller.bias_ih
+    assert torch.equal(w[:h, :e], w[3 * h :, :e]) and torch.all(w[2 * h : 3 * h, :e] == 0)
+    assert torch.all(b_ih[h : 2 * h] == 3.0)
+    torch.testing.assert_close(learner.head.weight[:, :h], 0.3 * torch.tanh(w[2 * h : 3 * h, e : e + labels]).T)
+    reads = learner.head.weight[:, h:]
+    assert reads.shape == (labels, 2 * 5) and reads.abs().sum() > 0  # the memory-read part keeps nn.Linear's values
+    plain = MANN(backbone=MLP(6, [e]), controller_size=h, memory_slots=4, memory_width=5, read_heads=2, n_way=labels,
+                 key_value_init=False)
+    assert not torch.equal(plain.controller.weight_ih[:h, :e], plain.controller.weight_ih[3 * h :, :e])
+    regression = MANN(backbone=MLP(1, [e]), controller_size=h, memory_slots=4, memory_width=5, read_heads=2, kind="regression")
+    assert not torch.all(regression.controller.weight_ih[2 * h : 3 * h, :e] == 0)  # regression keeps the default
+
+
 def test_shapes_and_default_backbones():
     learner = MANN(n_way=5).eval()
     assert isinstance(learner.backbone, Conv4) and learner.memory.slots == 128 and learner.memory.width == 40

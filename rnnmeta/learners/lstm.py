@@ -54,62 +54,18 @@ from rnnmeta.episode import CLASSIFICATION
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
-from rnnmeta.learners.sequence import check_positive, check_query, embed, encode_labels, label_width
+from rnnmeta.learners.sequence import (
+    check_positive,
+    check_query,
+    embed,
+    encode_labels,
+    key_value_init_,
+    label_readout_init_,
+    label_width,
+)
 from rnnmeta.nets import backbone_features, resolve_backbone
 
 __all__ = ["LSTMLearner", "LSTMPredictor", "key_value_init_", "label_readout_init_"]
-
-
-# --------------------------------------------------------------------------- initialisation
-def key_value_init_(
-    lstm: nn.LSTM, embed_dim: int, key_std: float = 2.0, forget_bias: float = 3.0, input_bias: Optional[float] = None
-) -> None:
-    """Key-value initialisation of the first layer of ``lstm`` (in place; see the module docstring).
-
-    The layer's input is ``[embedding (embed_dim), label slot]``. Gate rows of ``weight_ih_l0`` are
-    ``[input, forget, cell, output]`` (PyTorch's order). Input and output gates get the same
-    embedding weights ``N(0, key_std^2 / embed_dim)``; the cell candidate reads only the label slot
-    (``N(0, 1)`` weights, zero on the embedding); the forget gate's bias is ``forget_bias``, and the
-    input gate's is ``input_bias`` where given (negative: each support example writes into fewer
-    units; ``None`` keeps nn.LSTM's random bias).
-    """
-    hidden = lstm.hidden_size
-    w, b_ih, b_hh = lstm.weight_ih_l0, lstm.bias_ih_l0, lstm.bias_hh_l0
-    rows = {name: slice(i * hidden, (i + 1) * hidden) for i, name in enumerate(("input", "forget", "cell", "output"))}
-    with torch.no_grad():
-        w[rows["input"], :embed_dim].normal_(0.0, key_std / embed_dim**0.5)
-        w[rows["output"], :embed_dim].copy_(w[rows["input"], :embed_dim])
-        w[rows["cell"], :embed_dim].zero_()
-        w[rows["cell"], embed_dim:].normal_(0.0, 1.0)
-        b_ih[rows["forget"]].fill_(forget_bias)
-        b_hh[rows["forget"]].zero_()
-        if input_bias is not None:
-            b_ih[rows["input"]].fill_(input_bias)
-            b_hh[rows["input"]].zero_()
-
-
-def label_readout_init_(head: nn.Linear, lstm: nn.LSTM, embed_dim: int, scale: float = 0.3) -> None:
-    """Initialise ``head`` to read back the cell direction each label writes (in place).
-
-    Under :func:`key_value_init_` the support example of class ``j`` adds about
-    ``i(e_s) * tanh(V[:, j])`` to the cell (``V``: the cell candidate's label weights). With
-    ``head.weight[j] = scale * tanh(V[:, j])`` the logit of class ``j`` reads the cell along the
-    direction label ``j`` writes, so the gradient toward matching a query with its support example
-    reaches the gate features from the first step. A random head has to find these directions
-    first: on 20-way 1-shot Omniglot it stayed at chance for 200 meta-iterations and the tied head
-    reached 0.19 to 0.32 (docs/RECURRENT.md). Needs ``head.out_features`` equal to
-    the label slot's width (classification).
-    """
-    hidden = lstm.hidden_size
-    label_weights = lstm.weight_ih_l0[2 * hidden : 3 * hidden, embed_dim:]  # [H, n_way]
-    if label_weights.shape[1] != head.out_features:
-        raise ValueError(
-            f"label_readout_init_ needs one label-slot column per output, got {label_weights.shape[1]} columns "
-            f"for {head.out_features} outputs"
-        )
-    with torch.no_grad():
-        head.weight.copy_(scale * torch.tanh(label_weights).T)
-        head.bias.zero_()
 
 
 # --------------------------------------------------------------------------- the learner
@@ -192,10 +148,10 @@ class LSTMLearner(MetaLearner):
         self.norm = nn.LayerNorm(self.embed_dim) if embedding_norm else nn.Identity()
         self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
         if key_value_init:
-            key_value_init_(self.lstm, self.embed_dim, key_std, forget_bias, input_bias)
+            key_value_init_(self.lstm, self.embed_dim, self.label_dim, key_std, forget_bias, input_bias)
         self.head = nn.Linear(hidden_size, self.output_dim)
         if key_value_init and readout_init and kind == CLASSIFICATION:
-            label_readout_init_(self.head, self.lstm, self.embed_dim, readout_init)
+            label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)
 
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:

@@ -52,7 +52,15 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.learners.sequence import check_positive, check_query, embed, encode_labels, label_width
+from rnnmeta.learners.sequence import (
+    check_positive,
+    check_query,
+    embed,
+    encode_labels,
+    key_value_init_,
+    label_readout_init_,
+    label_width,
+)
 from rnnmeta.nets import backbone_features, resolve_backbone
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 
@@ -244,6 +252,15 @@ class MANN(MetaLearner):
         addressing: ``"santoro"`` (a ``tanh`` read key and a separate ``tanh`` add vector, as Santoro
             et al.) or ``"shared_key"`` (one linear key written and read; this library's earlier MANN).
         tie_add_init: ``"santoro"``: start the add-vector weights equal to the key weights.
+        key_value_init: classification only: the controller starts as LSTMLearner's first layer
+            (:func:`~rnnmeta.learners.sequence.key_value_init_`: input and output gates share their
+            embedding weights, the cell candidate reads the label, the forget gate open). With
+            ``nn.LSTMCell``'s default initialisation and the paper's 200 units the learner stayed at
+            chance on Omniglot at this library's budgets (docs/RECURRENT.md). Regression keeps the
+            default initialisation.
+        readout_init: with ``key_value_init``: the head's controller inputs start reading the
+            label directions of the cell, scaled by this
+            (:func:`~rnnmeta.learners.sequence.label_readout_init_`); ``0`` keeps a random head.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -263,6 +280,8 @@ class MANN(MetaLearner):
         read_sharpness: Optional[float] = None,
         addressing: Literal["santoro", "shared_key"] = "santoro",
         tie_add_init: bool = True,
+        key_value_init: bool = True,
+        readout_init: float = 0.3,
         embedding_dim: int = 0,
         kind: Literal["classification", "regression"] = "classification",
         n_way: int = 5,
@@ -290,6 +309,10 @@ class MANN(MetaLearner):
         read_dim = read_heads * memory_width
         self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
         self.head = nn.Linear(controller_size + read_dim, self.output_dim)
+        if key_value_init and kind == CLASSIFICATION:
+            key_value_init_(self.controller, self.embed_dim, self.label_dim)
+            if readout_init:
+                label_readout_init_(self.head, self.controller, self.embed_dim, self.label_dim, readout_init)
 
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor, MemoryState]:

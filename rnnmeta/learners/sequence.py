@@ -1,4 +1,5 @@
-"""Pieces the learners share: the label slot of sequence steps, batched embedding, input checks.
+"""Pieces the learners share: the label slot of sequence steps, batched embedding, input checks,
+and the initialisation of the recurrent learners' first LSTM layer (LSTMLearner's LSTM, MANN's controller).
 
 The sequence learners (SNAIL, LSTMLearner, MANN) feed each step as ``[embed(x), label slot]``;
 every learner's predictor (what :meth:`~rnnmeta.learners.MetaLearner.adapt` returns) checks its
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 
-__all__ = ["check_positive", "check_query", "embed", "encode_labels", "label_width"]
+__all__ = ["check_positive", "check_query", "embed", "encode_labels", "key_value_init_", "label_readout_init_", "label_width"]
 
 
 def label_width(kind: str, n_way: int, target_dim: int) -> int:
@@ -65,3 +66,67 @@ def check_positive(**values: int) -> None:
     for name, v in values.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+# --------------------------------------------------------------------------- LSTM initialisation
+def _first_layer(lstm: nn.LSTM | nn.LSTMCell) -> tuple[Tensor, Tensor, Tensor]:
+    """``weight_ih``, ``bias_ih``, ``bias_hh`` of the first layer of an ``nn.LSTM`` or an ``nn.LSTMCell``."""
+    suffix = "_l0" if isinstance(lstm, nn.LSTM) else ""
+    return getattr(lstm, f"weight_ih{suffix}"), getattr(lstm, f"bias_ih{suffix}"), getattr(lstm, f"bias_hh{suffix}")
+
+
+def key_value_init_(
+    lstm: nn.LSTM | nn.LSTMCell,
+    embed_dim: int,
+    label_dim: int,
+    key_std: float = 2.0,
+    forget_bias: float = 3.0,
+    input_bias: float | None = None,
+) -> None:
+    """Key-value initialisation of the first layer of ``lstm`` (in place; see :mod:`rnnmeta.learners.lstm`).
+
+    The layer's input starts ``[embedding (embed_dim), label slot (label_dim), ...]`` (MANN's
+    controller also reads its memory after the label slot; those columns keep their values). Gate rows
+    of the input weights are ``[input, forget, cell, output]`` (PyTorch's order). Input and output
+    gates get the same embedding weights ``N(0, key_std^2 / embed_dim)``; the cell candidate reads
+    the label slot (``N(0, 1)`` weights) and not the embedding; the forget gate's bias is
+    ``forget_bias``, and the input gate's is ``input_bias`` where given (negative: each support
+    example writes into fewer units; ``None`` keeps PyTorch's random bias).
+    """
+    hidden = lstm.hidden_size
+    w, b_ih, b_hh = _first_layer(lstm)
+    rows = {name: slice(i * hidden, (i + 1) * hidden) for i, name in enumerate(("input", "forget", "cell", "output"))}
+    with torch.no_grad():
+        w[rows["input"], :embed_dim].normal_(0.0, key_std / embed_dim**0.5)
+        w[rows["output"], :embed_dim].copy_(w[rows["input"], :embed_dim])
+        w[rows["cell"], :embed_dim].zero_()
+        w[rows["cell"], embed_dim : embed_dim + label_dim].normal_(0.0, 1.0)
+        b_ih[rows["forget"]].fill_(forget_bias)
+        b_hh[rows["forget"]].zero_()
+        if input_bias is not None:
+            b_ih[rows["input"]].fill_(input_bias)
+            b_hh[rows["input"]].zero_()
+
+
+def label_readout_init_(head: nn.Linear, lstm: nn.LSTM | nn.LSTMCell, embed_dim: int, label_dim: int, scale: float = 0.3) -> None:
+    """Initialise ``head`` to read back the cell direction each label writes (in place).
+
+    Under :func:`key_value_init_` the support example of class ``j`` adds about
+    ``i(e_s) * tanh(V[:, j])`` to the cell (``V``: the cell candidate's label weights). With
+    ``head.weight[j, :H] = scale * tanh(V[:, j])`` the logit of class ``j`` reads the cell along the
+    direction label ``j`` writes, so the gradient toward matching a query with its support example
+    reaches the gate features from the first step. A random head has to find these directions
+    first: on 20-way 1-shot Omniglot LSTMLearner stayed at chance for 200 meta-iterations and with
+    the tied head reached 0.18 to 0.31 (docs/RECURRENT.md). The head's inputs after the first ``H``
+    (MANN's memory reads) keep their values; needs one output per label-slot column (classification).
+    """
+    hidden = lstm.hidden_size
+    if label_dim != head.out_features or head.in_features < hidden:
+        raise ValueError(
+            f"label_readout_init_ needs one label-slot column per output and the LSTM's {hidden} units first among the "
+            f"head's inputs, got {label_dim} label columns for a head {head.in_features} -> {head.out_features}"
+        )
+    label_weights = _first_layer(lstm)[0][2 * hidden : 3 * hidden, embed_dim : embed_dim + label_dim]  # [H, n_way]
+    with torch.no_grad():
+        head.weight[:, :hidden].copy_(scale * torch.tanh(label_weights).T)
+        head.bias.zero_()
