@@ -52,15 +52,8 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.learners.sequence import (
-    check_positive,
-    check_query,
-    embed,
-    encode_labels,
-    key_value_init_,
-    label_readout_init_,
-    label_width,
-)
+from rnnmeta.learners.sequence import check_positive, check_query, embed, encode_labels, label_width
+from rnnmeta.learners.sequence import key_value_init_, label_readout_init_
 from rnnmeta.nets import backbone_features, resolve_backbone
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 
