@@ -97,7 +97,7 @@ def test_key_value_initialisation():
 
 def test_label_readout_initialisation():
     """The head starts as scale * tanh(cell-candidate label weights): row j reads the cell direction label j writes."""
-    learner = LSTMLearner(backbone=MLP(6, [8]), hidden_size=16, n_way=3, readout_init=0.5, input_bias=-1.5)
+    learner = LSTMLearner(backbone=MLP(6, [8]), hidden_size=16, num_layers=1, n_way=3, readout_init=0.5, input_bias=-1.5)
     w, b_ih, h, e = learner.lstm.weight_ih_l0, learner.lstm.bias_ih_l0, 16, 8
     assert torch.all(b_ih[:h] == -1.5)
     torch.testing.assert_close(learner.head.weight, 0.5 * torch.tanh(w[2 * h : 3 * h, e:]).T)
@@ -107,8 +107,9 @@ def test_label_readout_initialisation():
         for j in range(3):
             cell = torch.sigmoid(b_ih[:h]) * torch.tanh(w[2 * h : 3 * h, e + j])
             assert int(learner.head(cell).argmax()) == j
-    random_head = LSTMLearner(backbone=MLP(6, [8]), hidden_size=16, n_way=3, readout_init=0.0)
-    assert not torch.allclose(random_head.head.weight, 0.3 * torch.tanh(random_head.lstm.weight_ih_l0[2 * h : 3 * h, e:]).T)
+    for random_head in (LSTMLearner(backbone=MLP(6, [8]), hidden_size=16, num_layers=1, n_way=3, readout_init=0.0),
+                        LSTMLearner(backbone=MLP(6, [8]), hidden_size=16, num_layers=2, n_way=3)):  # the head reads layer 2
+        assert not torch.allclose(random_head.head.weight, 0.3 * torch.tanh(random_head.lstm.weight_ih_l0[2 * h : 3 * h, e:]).T)
     regression = LSTMLearner(backbone=MLP(1, [8]), hidden_size=16, kind="regression")
     assert regression.head.bias.abs().sum() > 0  # regression keeps nn.Linear's random head
     with pytest.raises(ValueError, match="one label-slot column per output"):

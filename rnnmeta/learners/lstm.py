@@ -88,9 +88,10 @@ class LSTMLearner(MetaLearner):
         key_std: scale of the shared input/output-gate embedding weights of that initialisation.
         forget_bias: initial forget-gate bias of that initialisation.
         input_bias: initial input-gate bias of that initialisation (``None``: nn.LSTM's random bias).
-        readout_init: classification with ``key_value_init``: the head starts reading the cell
-            direction of each label, scaled by this (:func:`label_readout_init_`); ``0`` keeps
-            nn.Linear's random head. Regression always keeps the random head.
+        readout_init: classification with ``key_value_init`` and one layer: the head starts reading
+            the cell direction of each label, scaled by this (:func:`label_readout_init_`); ``0``
+            keeps nn.Linear's random head. Regression, and a stack of layers (whose head reads the
+            top layer, not the one the labels are written into), keep the random head.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -143,7 +144,7 @@ class LSTMLearner(MetaLearner):
         if key_value_init:
             key_value_init_(self.lstm, self.embed_dim, self.label_dim, key_std, forget_bias, input_bias)
         self.head = nn.Linear(hidden_size, self.output_dim)
-        if key_value_init and readout_init and kind == CLASSIFICATION:
+        if key_value_init and readout_init and kind == CLASSIFICATION and num_layers == 1:
             label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)
 
     # ---------------------------------------------------------------- the two phases
