@@ -10,6 +10,7 @@ Prints one table of test metrics; each comparison's tables, costs and plots are 
 Run:  python scripts/benchmark_recurrent.py                                   # the configs' budgets
       python scripts/benchmark_recurrent.py --steps 2 --test-episodes 20 --val-episodes 10   # smoke test
       python scripts/benchmark_recurrent.py --learners mann --tasks omniglot_5w1s --steps 2000
+      python scripts/benchmark_recurrent.py --learners lstm mann --tasks omniglot_5w1s --cpu-minutes 24   # the goal budget
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main() -> None:
     parser.add_argument("--learners", nargs="+", default=["lstm", "mann"], help="learner names of the configs")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="comparison configs to run")
     parser.add_argument("--steps", type=int, default=None, help="meta-training steps per learner (default: the configs')")
+    parser.add_argument("--cpu-minutes", type=float, default=None,
+                        help="CPU-minutes of training per learner instead of the configs' budgets (not with --steps)")
     parser.add_argument("--val-episodes", type=int, default=None, help="default: the configs'")
     parser.add_argument("--test-episodes", type=int, default=None, help="default: the configs' (1,000 / 600)")
     parser.add_argument("--omniglot-root", default=str(REPO.parent / "shared" / "data" / "omniglot"))
@@ -34,12 +37,22 @@ def main() -> None:
     parser.add_argument("--output-dir", default="results/recurrent", help="where <name>/ of each comparison goes")
     args = parser.parse_args()
 
+    if args.steps is not None and args.cpu_minutes is not None:
+        parser.error("give --steps or --cpu-minutes, not both")
+
     from rnnmeta.compare import compare
 
     table = []
     for task in args.tasks:
         config = narrowed(load(task), args.learners, args.steps, args.val_episodes, args.test_episodes,
                           args.omniglot_root, args.output_dir, args.workers, args.seeds)
+        if args.cpu_minutes is not None:
+            for key in ("max_steps", "max_wall_minutes"):
+                config.pop(key, None)
+            config["max_cpu_minutes"] = args.cpu_minutes
+            for run in config["learners"].values():
+                run.pop("max_steps", None)
+            config["name"] = f"{config['name']}_{args.cpu_minutes:g}cpumin"
         for row in compare(**config):
             table.append((task, row))
     print("\n| task | learner | test metric | +- 95% CI | steps | parameters |")
