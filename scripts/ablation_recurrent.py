@@ -38,6 +38,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Optional
 
 from comparison_config import REPO, load, narrowed
 
@@ -49,70 +52,73 @@ VARIANTS: dict[str, dict] = {
     "sparse_h512": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0},
     "random_head": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "readout_init": 0.0},
 }
-SNAIL_VARIANTS: dict[str, tuple[dict, dict]] = {  # model arguments, training data arguments
-    "snail": ({}, {"meta_batch_size": 32, "q_queries": 1}),
-    "many_queries": ({}, {"meta_batch_size": 8, "q_queries": 5}),
-    "paper_init": ({"embedding_norm": False, "similarity_init": False}, {"meta_batch_size": 32, "q_queries": 1}),
+# a variant's keys are the learner's arguments, except "train_data" (the run's training data
+# arguments) and "lr" (Adam's learning rate)
+SNAIL_VARIANTS: dict[str, dict] = {
+    "snail": {"train_data": {"meta_batch_size": 32, "q_queries": 1}},
+    "many_queries": {"train_data": {"meta_batch_size": 8, "q_queries": 5}},
+    "paper_init": {"embedding_norm": False, "similarity_init": False, "train_data": {"meta_batch_size": 32, "q_queries": 1}},
 }
-MANN_VARIANTS: dict[str, dict] = {  # model arguments; "lr" is Adam's learning rate
+MANN_VARIANTS: dict[str, dict] = {
     "lstm_cell_init": {"key_value_init": False},
     "small_64_lr3": {"key_value_init": False, "controller_size": 64, "lr": 0.003},
     "key_value": {},
     "random_head": {"readout_init": 0.0},
 }
-# arguments a variant sets unless it names them: the LSTMLearner defaults, so that a change of the
-# 20-way config's lstm entry does not leak into the variants
+# arguments an LSTM variant sets unless it names them: the LSTMLearner defaults, so that a change of
+# the 20-way config's lstm entry does not leak into the variants
 BASE = {"hidden_size": 256, "num_layers": 1, "key_value_init": True, "embedding_norm": True, "key_std": 2.0,
         "input_bias": None, "readout_init": 0.3}
 
 
-def lstm_study(args: argparse.Namespace) -> dict:
-    """The 20-way config narrowed to the LSTM variants."""
-    config = narrowed(load("omniglot_20w1s"), ["lstm"], args.steps or 200, args.val_episodes, args.test_episodes,
-                      args.omniglot_root, args.output_dir, args.workers, args.seeds)
-    template = config["learners"].pop("lstm")
-    for name in args.variants or list(VARIANTS):
+@dataclass(frozen=True)
+class Study:
+    """Variants of one learner of a shipped comparison config."""
+
+    config: str  # configs/compare/<config>.yaml
+    learner: str  # the learner of that config the variants change
+    variants: dict[str, dict]
+    steps: Optional[int]  # default budget in meta-iterations; None: the config's own budget
+    base: dict = field(default_factory=dict)  # arguments every variant sets unless it names them
+
+
+STUDIES = {
+    "lstm_20w1s": Study("omniglot_20w1s", "lstm", VARIANTS, 200, BASE),
+    "snail_5w1s": Study("omniglot_5w1s", "snail", SNAIL_VARIANTS, None),
+    "mann_5w1s": Study("omniglot_5w1s", "mann", MANN_VARIANTS, 150),
+}
+
+
+def build(study: Study, args: argparse.Namespace) -> dict:
+    """The study's config narrowed to its learner, one run per variant (``args.variants``, or all)."""
+    config = narrowed(load(study.config), [study.learner], args.steps or study.steps, args.val_episodes,
+                      args.test_episodes, args.omniglot_root, args.output_dir, args.workers, args.seeds)
+    template = config["learners"].pop(study.learner)
+    for name in args.variants or list(study.variants):
+        variant = dict(study.variants[name])
         run = copy.deepcopy(template)
-        run["model"]["init_args"].update({**BASE, **VARIANTS[name]})
-        config["learners"][name] = run
-    return config
-
-
-def snail_study(args: argparse.Namespace) -> dict:
-    """The 5-way config narrowed to the SNAIL protocol and initialisation variants."""
-    config = narrowed(load("omniglot_5w1s"), ["snail"], args.steps, args.val_episodes, args.test_episodes,
-                      args.omniglot_root, args.output_dir, args.workers, args.seeds)
-    template = config["learners"].pop("snail")
-    for name, (model_args, data_args) in SNAIL_VARIANTS.items():
-        run = copy.deepcopy(template)
-        run["model"]["init_args"].update(model_args)
-        run["train_data"] = data_args
-        config["learners"][name] = run
-    return config
-
-
-def mann_study(args: argparse.Namespace) -> dict:
-    """The 5-way config narrowed to the MANN controller variants."""
-    config = narrowed(load("omniglot_5w1s"), ["mann"], args.steps or 150, args.val_episodes, args.test_episodes,
-                      args.omniglot_root, args.output_dir, args.workers, args.seeds)
-    template = config["learners"].pop("mann")
-    for name, variant in MANN_VARIANTS.items():
-        run = copy.deepcopy(template)
-        init_args = run["model"]["init_args"]
-        init_args.update({k: v for k, v in variant.items() if k != "lr"})
+        if "train_data" in variant:
+            run["train_data"] = variant.pop("train_data")
         if "lr" in variant:
-            init_args["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": variant["lr"]}}
+            run["model"]["init_args"]["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": variant.pop("lr")}}
+        run["model"]["init_args"].update({**study.base, **variant})
         config["learners"][name] = run
     return config
 
 
-STUDIES = {"lstm_20w1s": (lstm_study, VARIANTS), "snail_5w1s": (snail_study, None), "mann_5w1s": (mann_study, MANN_VARIANTS)}
+lstm_study, snail_study, mann_study = (partial(build, STUDIES[name]) for name in ("lstm_20w1s", "snail_5w1s", "mann_5w1s"))
+
+
+def described(variant: dict) -> str:
+    """``"embedding_norm: False, meta_batch_size: 32, ..."``: a variant's changes, training data arguments inlined."""
+    flat = {k: v for k, v in variant.items() if k != "train_data"} | variant.get("train_data", {})
+    return ", ".join(f"{k}: {v}" for k, v in flat.items()) or "-"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", default="lstm_20w1s", choices=list(STUDIES))
-    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="lstm_20w1s variants")
+    parser.add_argument("--variants", nargs="+", default=None, help="some of the study's variants (default: all)")
     parser.add_argument("--steps", type=int, default=None,
                         help="meta-training steps per variant (default: 200 for lstm_20w1s, 150 for mann_5w1s, the config's budget for snail_5w1s)")
     parser.add_argument("--val-episodes", type=int, default=None, help="default: the config's")
@@ -123,8 +129,11 @@ def main() -> None:
     parser.add_argument("--output-dir", default="results", help="where <study>/ goes")
     args = parser.parse_args()
 
-    build, variants = STUDIES[args.study]
-    config = build(args)
+    study = STUDIES[args.study]
+    unknown = sorted(set(args.variants or ()) - set(study.variants))
+    if unknown:
+        parser.error(f"{args.study} has no variant {unknown}; it has {sorted(study.variants)}")
+    config = build(study, args)
     config["name"] = f"ablation_{args.study}"
 
     from rnnmeta.compare import compare
@@ -135,10 +144,8 @@ def main() -> None:
     print("| variant | changed arguments | test acc | +- 95% CI | steps | parameters |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        name = row["learner"]
-        changed = variants[name] if variants is not None else {**SNAIL_VARIANTS[name][0], **SNAIL_VARIANTS[name][1]}
-        shown = ", ".join(f"{k}: {v}" for k, v in changed.items()) or "-"
-        print(f"| {name} | {shown} | {row['mean']:.4f} | {row['ci95']:.4f} | {row['steps']:,.0f} | {row['parameters']:,} |")
+        print(f"| {row['learner']} | {described(study.variants[row['learner']])} | {row['mean']:.4f} | {row['ci95']:.4f} | "
+              f"{row['steps']:,.0f} | {row['parameters']:,} |")
 
 
 if __name__ == "__main__":

@@ -37,21 +37,13 @@ def main() -> None:
     parser.add_argument("--output-dir", default="results/recurrent", help="where <name>/ of each comparison goes")
     args = parser.parse_args()
 
-    if args.steps is not None and args.cpu_minutes is not None:
-        parser.error("give --steps or --cpu-minutes, not both")
-
     from rnnmeta.compare import compare
 
     table = []
     for task in args.tasks:
         config = narrowed(load(task), args.learners, args.steps, args.val_episodes, args.test_episodes,
-                          args.omniglot_root, args.output_dir, args.workers, args.seeds)
+                          args.omniglot_root, args.output_dir, args.workers, args.seeds, cpu_minutes=args.cpu_minutes)
         if args.cpu_minutes is not None:
-            for key in ("max_steps", "max_wall_minutes"):
-                config.pop(key, None)
-            config["max_cpu_minutes"] = args.cpu_minutes
-            for run in config["learners"].values():
-                run.pop("max_steps", None)
             config["name"] = f"{config['name']}_{args.cpu_minutes:g}cpumin"
         for row in compare(**config):
             table.append((task, row))

@@ -41,15 +41,17 @@ def narrowed(
     output_dir: Optional[str] = None,
     workers: Optional[int] = None,
     seeds: Optional[Sequence[int]] = None,
+    cpu_minutes: Optional[float] = None,
 ) -> dict[str, Any]:
     """A copy of ``config`` with only ``learners`` and the given settings changed.
 
     ``steps`` replaces every budget (the comparison's and each learner's own ``max_steps``, a CPU or
     wall-clock budget) with that many meta-training steps, and sets the ``T_max`` of a learner's
-    cosine schedule to it, so the schedule still ends at the last step.
+    cosine schedule to it, so the schedule still ends at the last step. ``cpu_minutes`` replaces every
+    budget with that many CPU-minutes of training (not with ``steps``).
 
     Raises:
-        SystemExit: a learner that the config does not have (naming the ones it has).
+        SystemExit: a learner that the config does not have (naming the ones it has), or both budgets.
     """
     config = copy.deepcopy(config)
     if learners is not None:
@@ -57,6 +59,14 @@ def narrowed(
         if missing:
             raise SystemExit(f"{config['name']}: no learner {missing}; it has {sorted(config['learners'])}")
         config["learners"] = {name: config["learners"][name] for name in learners}
+    if steps is not None and cpu_minutes is not None:
+        raise SystemExit("give a step budget or a CPU-minute budget, not both")
+    if cpu_minutes is not None:
+        for key in ("max_steps", "max_wall_minutes"):
+            config.pop(key, None)
+        config["max_cpu_minutes"] = cpu_minutes
+        for run in config["learners"].values():
+            run.pop("max_steps", None)
     if steps is not None:
         for key in ("max_cpu_minutes", "max_wall_minutes"):
             config.pop(key, None)

@@ -5,6 +5,7 @@
   ``RNNMETA_CACHE`` pointing at one session-wide cache folder, so the Omniglot cache is decoded
   once per test session and nothing is written under ``~``. Set ``RNNMETA_TEST_CACHE`` to a
   folder to keep that cache between sessions.
+* ``one_thread``: torch on one intra-op thread for the test, the caller's count restored after.
 * ``omniglot_root``: ``<repo>/../shared/data/omniglot``; tests that need it skip (with how to
   provide the data) when it is absent, and fail instead when ``CI=true``.
 """
@@ -66,6 +67,17 @@ def _no_debug_mode_carried_over() -> Iterator[None]:
     os.environ.pop("RNNMETA_DEBUG", None)
     yield
     os.environ.pop("RNNMETA_DEBUG", None)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch intra-op thread for the test (on a shared CPU spinning threads cost CPU time and buy nothing)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _omniglot_missing_message() -> str:

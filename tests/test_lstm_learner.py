@@ -117,16 +117,11 @@ def test_label_readout_initialisation():
 
 
 @pytest.mark.slow
-def test_learns_omniglot_20way_1shot_far_above_chance():
+def test_learns_omniglot_20way_1shot_far_above_chance(one_thread):
     """20-way 1-shot, the case a random head left at chance (docs/RECURRENT.md): chance is 0.05."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        learner = LSTMLearner(n_way=20, hidden_size=512, num_layers=1, key_std=4.0, input_bias=-2.0)
-        acc = short_omniglot_run(learner, n_way=20, q_queries=1, meta_batch_size=4, steps=150, gradient_clip_val=1.0)
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    learner = LSTMLearner(n_way=20, hidden_size=512, num_layers=1, key_std=4.0, input_bias=-2.0)
+    acc = short_omniglot_run(learner, n_way=20, q_queries=1, meta_batch_size=4, steps=150, gradient_clip_val=1.0)
     assert acc > 0.15, acc
 
 
@@ -276,16 +271,11 @@ def test_bad_arguments_and_inputs_get_clear_errors():
 
 
 @pytest.mark.slow
-def test_learns_omniglot_5way_1shot_far_above_chance():
+def test_learns_omniglot_5way_1shot_far_above_chance(one_thread):
     """Real data, a short run: with the key-value initialisation the learner leaves chance within ~50 iterations."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared CPU, spinning intra-op threads cost CPU time and buy nothing here
-    try:
-        torch.manual_seed(0)
-        learner = LSTMLearner(backbone=Conv4(hidden=32, track_running_stats=True), hidden_size=128, num_layers=1,
-                              n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
-        acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=16, steps=120,
-                                 test_episodes=100, gradient_clip_val=1.0)
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    learner = LSTMLearner(backbone=Conv4(hidden=32, track_running_stats=True), hidden_size=128, num_layers=1,
+                          n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=16, steps=120,
+                             test_episodes=100, gradient_clip_val=1.0)
     assert acc > 0.4, f"5-way 1-shot accuracy {acc:.3f} after a short run; chance is 0.2"

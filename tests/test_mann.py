@@ -370,15 +370,10 @@ def test_bad_arguments_and_inputs_get_clear_errors():
 
 
 @pytest.mark.slow
-def test_learns_omniglot_5way_1shot_far_above_chance():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared CPU, spinning intra-op threads cost CPU time and buy nothing here
-    try:
-        torch.manual_seed(0)
-        learner = MANN(backbone=Conv4(hidden=16, track_running_stats=True), controller_size=64, memory_slots=16,
-                       n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
-        acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=16, steps=120,
-                                 test_episodes=100, gradient_clip_val=1.0)
-    finally:
-        torch.set_num_threads(threads)
+def test_learns_omniglot_5way_1shot_far_above_chance(one_thread):
+    torch.manual_seed(0)
+    learner = MANN(backbone=Conv4(hidden=16, track_running_stats=True), controller_size=64, memory_slots=16,
+                   n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=16, steps=120,
+                             test_episodes=100, gradient_clip_val=1.0)
     assert acc > 0.4, f"5-way 1-shot accuracy {acc:.3f} after a short run; chance is 0.2"

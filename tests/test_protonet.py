@@ -160,15 +160,10 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 @pytest.mark.slow
-def test_learns_omniglot_5way_1shot_above_80_percent():
+def test_learns_omniglot_5way_1shot_above_80_percent(one_thread):
     """Real data, 100 meta-iterations of 8 tasks (~15 s on one thread): far above chance (0.2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        learner = ProtoNet(backbone=Conv4(hidden=32, track_running_stats=True), n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
-        acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=8, steps=100,
-                                 test_episodes=100)
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    learner = ProtoNet(backbone=Conv4(hidden=32, track_running_stats=True), n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=8, steps=100,
+                             test_episodes=100)
     assert acc > 0.8, f"5-way 1-shot accuracy {acc:.3f} after 100 meta-iterations; chance is 0.2"
