@@ -1,4 +1,5 @@
-"""Lightning callbacks of rnnmeta: :class:`RandomStateCheckpoint` makes a resumed run exact.
+"""Lightning callbacks of rnnmeta: :class:`RandomStateCheckpoint` makes a resumed run exact;
+:class:`SteadyProgressBar` keeps the progress bar's cost out of small models' steps.
 
 A checkpoint of a rnnmeta run already holds the weights, the optimiser and schedule, the loop
 position and the position of the training task stream (:class:`~rnnmeta.data.EpisodicDataModule`).
@@ -10,17 +11,19 @@ with ``--ckpt_path`` ends with the same weights and metrics as the run that was 
 
 from __future__ import annotations
 
+import math
 import random
+import time
 import warnings
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from torch import Tensor
 
-__all__ = ["RandomStateCheckpoint", "capture_random_state", "restore_random_state"]
+__all__ = ["RandomStateCheckpoint", "SteadyProgressBar", "capture_random_state", "restore_random_state"]
 
 RandomState = dict[str, Any]
 
@@ -220,3 +223,34 @@ class RandomStateCheckpoint(Callback):
             )
             return
         self._after_batch = _from_plain(state_dict["random_state"])
+
+
+class SteadyProgressBar(TQDMProgressBar):
+    """Lightning's TQDM progress bar, redrawn at most every ``min_interval`` seconds during training.
+
+    Lightning's bar redraws itself and recomputes its metrics after every training batch
+    (``refresh_rate=1``). For the small models of the main job (sinusoid MLPs, about 2 ms of work
+    a step) that alone cost 0.3 ms a step, 14 % of a step (``scripts/benchmark_overhead.py``,
+    docs/PERFORMANCE.md); a step of Conv4 (0.7 s and more) still redraws after every batch. The
+    last batch of an epoch is always drawn. ``rnnmeta fit/test`` and ``rnnmeta compare`` use this
+    bar unless the config names a progress bar of its own.
+
+    Args:
+        min_interval: seconds between two redraws of the training bar (>= 0; 0 is Lightning's bar).
+        refresh_rate, process_position, leave: as :class:`~pytorch_lightning.callbacks.TQDMProgressBar`.
+    """
+
+    def __init__(self, min_interval: float = 0.5, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        if not (isinstance(min_interval, (int, float)) and min_interval >= 0):
+            raise ValueError(f"SteadyProgressBar: min_interval must be a number of seconds >= 0, got {min_interval!r}")
+        self.min_interval = float(min_interval)
+        self._last_draw = -math.inf
+
+    def on_train_batch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.monotonic()
+        if now - self._last_draw >= self.min_interval or batch_idx + 1 == self.total_train_batches:
+            self._last_draw = now
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

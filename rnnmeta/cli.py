@@ -41,13 +41,13 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from rnnmeta.callbacks import RandomStateCheckpoint
+from rnnmeta.callbacks import RandomStateCheckpoint, SteadyProgressBar
 from rnnmeta.checkpoint import LIGHTNING_CKPT_ALIASES, check_checkpoint_file
 from rnnmeta.compare.runner import ComparisonLockedError
 from rnnmeta.data import EpisodicDataModule
@@ -269,8 +269,12 @@ class RnnmetaCLI(LightningCLI):
             check_checkpoint_matches(self.model, self._ckpt_header, self._ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The configured trainer with a run folder of its own, plus :class:`~rnnmeta.callbacks.RandomStateCheckpoint`."""
+        """The configured trainer with a run folder of its own, plus :class:`~rnnmeta.callbacks.RandomStateCheckpoint`
+        and, unless the config names a progress bar or turns it off, :class:`~rnnmeta.callbacks.SteadyProgressBar`."""
         trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(kwargs.get("callbacks", trainer_config.get("callbacks")) or [])
+        if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in callbacks):
+            kwargs["callbacks"] = [*callbacks, SteadyProgressBar()]
         if trainer_config.get("default_root_dir") is None and "default_root_dir" not in kwargs:
             if trainer_config.get("logger") is False:
                 # without a logger Lightning writes checkpoints/ and config.yaml into default_root_dir,

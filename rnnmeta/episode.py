@@ -142,13 +142,11 @@ class Episode:
                     device = a.device
             return t.to(device=device, non_blocking=kwargs.get("non_blocking", False)) if device is not None else t
 
-        return replace(
-            self,
-            support_x=move(self.support_x),
-            support_y=move(self.support_y),
-            query_x=move(self.query_x),
-            query_y=move(self.query_y),
-        )
+        tensors = {name: getattr(self, name) for name in ("support_x", "support_y", "query_x", "query_y")}
+        moved = {name: move(t) for name, t in tensors.items()}
+        if all(moved[name] is t for name, t in tensors.items()):
+            return self  # already there (every training step on CPU): no copy, no second validation
+        return replace(self, **moved)
 
     def pin_memory(self) -> "Episode":
         return replace(

@@ -3,12 +3,14 @@
 Both train the same learner from the same config for ``--steps`` meta-iterations on one thread:
 
 * ``rnnmeta fit``: the run as the command builds it (``rnnmeta.cli.build_cli(run=False)``, with
-  the callbacks rnnmeta adds: random-state checkpointing, logging every ``log_every_n_steps``),
-  validation and checkpoints off;
+  the callbacks rnnmeta adds: random-state checkpointing, the progress bar (drawn on stderr),
+  logging every ``log_every_n_steps``), validation and checkpoints off;
 * a plain loop: the same data module's training batches, ``learner.episode_step``, ``backward``,
   the same optimiser, nothing else.
 
-Prints process-CPU seconds per step of each and the framework's share of a ``rnnmeta fit`` step.
+Prints process-CPU seconds per step of each and the framework's share of a ``rnnmeta fit`` step,
+and Lightning's own floor: the per-step cost of ``pl.Trainer`` (automatic optimisation, no
+callbacks, no logger, no progress bar) over a plain loop, for a module of one parameter.
 
 Run:  python scripts/benchmark_overhead.py --config configs/sinusoid/maml_k5.yaml --steps 300
 """
@@ -29,7 +31,7 @@ def lightning_step_cpu(config: str, steps: int, warmup: int) -> float:
     from rnnmeta.cli import build_cli
 
     cli = build_cli(["--config", config, "--threads", "1", "--trainer.logger", "false", "--trainer.max_steps",
-                     str(warmup + steps), "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+                     str(warmup + steps), "--trainer.limit_val_batches", "0",
                      "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
                      "--trainer.enable_model_summary", "false"], run=False)
     marks: dict[str, float] = {}
@@ -64,6 +66,39 @@ def plain_step_cpu(config: str, steps: int, warmup: int) -> float:
     return (time.process_time() - start) / steps
 
 
+def lightning_floor_cpu(steps: int) -> tuple[float, float]:
+    """Process-CPU seconds per step of ``pl.Trainer`` and of a plain loop on a one-parameter module (one thread)."""
+    torch.set_num_threads(1)
+    import pytorch_lightning as pl
+
+    class One(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2))
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            return (self.w - batch).pow(2).sum()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.ones(steps, 2), batch_size=None)
+    module = One()
+    trainer = pl.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False)
+    start = time.process_time()
+    trainer.fit(module, data)
+    lit = (time.process_time() - start) / steps
+    optimizer = module.configure_optimizers()
+    start = time.process_time()
+    for batch in data:
+        loss = module.training_step(batch, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return lit, (time.process_time() - start) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/sinusoid/maml_k5.yaml")
@@ -77,10 +112,15 @@ def main() -> None:
         plain.append(plain_step_cpu(args.config, args.steps, args.warmup))
         lightning.append(lightning_step_cpu(args.config, args.steps, args.warmup))
     lit, loop = statistics.median(lightning), statistics.median(plain)
+    floor = [lightning_floor_cpu(args.steps * 5) for _ in range(args.repeats)]
+    floor_lit, floor_loop = statistics.median(f[0] for f in floor), statistics.median(f[1] for f in floor)
     print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{args.config}, {args.steps} steps after {args.warmup}, median of {args.repeats}, 1 thread")
     print(f"rnnmeta fit: {1e3 * lit:.2f} ms CPU/step; plain loop: {1e3 * loop:.2f} ms CPU/step; "
           f"framework share of a step: {100 * (lit - loop) / lit:.1f} %")
+    print(f"Lightning's floor (a one-parameter module): {1e3 * (floor_lit - floor_loop):.2f} ms CPU/step over a plain loop "
+          f"({1e3 * floor_lit:.2f} against {1e3 * floor_loop:.2f}); added to the plain loop's step alone it would be "
+          f"{100 * (floor_lit - floor_loop) / (loop + floor_lit - floor_loop):.1f} % of the step")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ def test_episode_moves_and_keeps_labels(omniglot: Omniglot) -> None:
     ep = omniglot.split("val").sample(torch.Generator().manual_seed(0), 2, 5, 1, 1)
     half = ep.to(torch.float64)
     assert half.support_x.dtype == torch.float64 and half.support_y.dtype == torch.int64
+    assert ep.support_x.dtype == torch.float32  # a new episode, the old one unchanged
+    # where nothing moves (a CPU episode to the CPU, every training step without an accelerator) it is the same object
+    assert ep.to("cpu") is ep and ep.to(torch.device("cpu"), non_blocking=True) is ep
 
 
 def test_episode_rejects_mismatched_data() -> None:

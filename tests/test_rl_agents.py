@@ -84,7 +84,7 @@ def _replay_logp(agent, fam, tasks, traj, steps):
             with torch.no_grad():
                 h, actor.state = agent.step(x, actor.state)
                 out.append(agent.policy.log_prob(agent.policy(h), traj.actions[:, t]))
-        actor.observe(traj.actions[:, t], traj.rewards[:, t], traj.episode_end[:, t])
+        actor.observe(traj.actions[:, t], traj.rewards[:, t], traj.episode_end[:, t], traj.alive[:, t])
     return torch.stack(out, 1)[:, steps]
 
 
@@ -229,3 +229,23 @@ def test_injected_lr_schedule_steps_once_per_update(name):
                              limit_val_batches=0, enable_model_summary=False)
         trainer.fit(agent)
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)  # half of the 6 updates: half the lr
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_maml_actor_adapts_as_the_outer_step_recomputes_when_episodes_end_early(center):
+    """The actor's inner steps leave out the steps after a termination, as the outer step's recomputation does:
+    under theta_j(theta) rebuilt from the recorded trajectory, every alive step's log-probability is the acted one."""
+    from rnnmeta.rl.navigation import PointNavigation2D
+    from rnnmeta.rl.agent import action_log_prob
+
+    torch.manual_seed(0)
+    fam = PointNavigation2D(horizon=8, max_step=0.2, success_tolerance=0.15)  # many episodes end early
+    agent = MAMLRL(fam, 4, hidden_sizes=[16], inner_steps=2, inner_lr=1.0, batch_trials=16, center_advantages=center)
+    batch = agent.collect(0)
+    alive = batch["alive"]
+    assert (~alive[:, :8]).any() and (~alive[:, 8:]).any(), "the test needs terminations in the chunks the actor adapts on"
+    chunks = [(sl, action_log_prob(fam.action_space, dist, batch["actions"][:, sl], agent.log_std).detach())
+              for _, sl, dist in agent.adapted_chunks(batch)]
+    assert len(chunks) == 3
+    for sl, logp in chunks:
+        torch.testing.assert_close(logp[alive[:, sl]], batch["old_logp"][:, sl][alive[:, sl]], atol=1e-4, rtol=0)

@@ -37,7 +37,7 @@ def test_thompson_picks_the_better_posterior_with_probability_two_thirds():
     fam, n = BernoulliBandits(2), 40000
     ts = Thompson()
     ts.begin_trials(fam, {"means": torch.zeros(n, 2)}, 2, seeded_generator(0, "a"))
-    ts.observe(torch.zeros(n, dtype=torch.long), torch.ones(n), torch.ones(n, dtype=torch.bool))
+    ts.observe(torch.zeros(n, dtype=torch.long), torch.ones(n), torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool))
     frac = float((ts.act(torch.zeros(n, dtype=torch.long))[0] == 0).float().mean())
     assert abs(frac - 2 / 3) < 0.01
 
@@ -94,6 +94,6 @@ def test_greedy_exploits_the_posterior_mean():
     g = Greedy()
     fam = BernoulliBandits(3)
     g.begin_trials(fam, {"means": torch.zeros(1, 3)}, 5, seeded_generator(0))
-    g.observe(torch.tensor([1]), torch.tensor([1.0]), torch.tensor([True]))  # arm 1: 2/3 > 1/2
+    g.observe(torch.tensor([1]), torch.tensor([1.0]), torch.tensor([True]), torch.tensor([True]))  # arm 1: 2/3 > 1/2
     assert g.act(torch.zeros(1, dtype=torch.long))[0].item() == 1
     assert math.isclose(float(g.scores()[0, 1]), 2 / 3, rel_tol=1e-6)

@@ -51,3 +51,11 @@ def test_value_loss_and_advantage_normalisation():
     a = normalise_advantages(torch.tensor([1.0, 2.0, 3.0, 100.0]), torch.tensor([True, True, True, False]))
     assert a[:3].mean().item() == pytest.approx(0.0, abs=1e-6)
     assert a[:3].tolist() == pytest.approx([-math.sqrt(1.5), 0.0, math.sqrt(1.5)], rel=1e-4)
+
+
+def test_advantage_normalisation_per_row():
+    adv = torch.tensor([[1.0, 2.0, 3.0, 100.0], [10.0, 30.0, -5.0, 7.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    a = normalise_advantages(adv, mask, dim=1)
+    assert a[0, :3].tolist() == pytest.approx([-math.sqrt(1.5), 0.0, math.sqrt(1.5)], rel=1e-4)  # row 0 as on its own
+    assert a[1, :2].tolist() == pytest.approx([-1.0, 1.0], rel=1e-4)  # row 1: mean 20, std 10 over its two steps

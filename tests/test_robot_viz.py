@@ -25,7 +25,7 @@ class TowardGoal:
         speed = 0.5 if self.t < self.h else 1.0
         return ((self.goal - obs) / 0.1).clamp(-1, 1) * speed, {}
 
-    def observe(self, action, reward, episode_end):
+    def observe(self, action, reward, episode_end, alive):
         self.t += 1
 
 

@@ -12,11 +12,11 @@ from typing import Any, Iterator, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
-from rnnmeta.callbacks import RandomStateCheckpoint
+from rnnmeta.callbacks import RandomStateCheckpoint, SteadyProgressBar
 from rnnmeta.checkpoint import CorruptCheckpointError, check_checkpoint_file
 from rnnmeta.compare.config import RunPlan
 from rnnmeta.compare.monitor import RunMonitor
@@ -213,7 +213,7 @@ def run_one(
         trainer_kwargs.update(plan.trainer)
         trainer_kwargs["enable_progress_bar"] = bool(trainer_kwargs.get("enable_progress_bar", True) and progress_bar)
         if trainer_kwargs["enable_progress_bar"]:
-            callbacks.append(TQDMProgressBar(process_position=1))
+            callbacks.append(SteadyProgressBar(process_position=1))
         trainer = pl.Trainer(
             logger=loggers,
             callbacks=callbacks,

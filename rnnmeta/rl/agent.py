@@ -439,7 +439,7 @@ class SequenceActor:
         action, logp = agent.policy.sample(agent.policy(h), self.generator, self.greedy)
         return action, {"logp": logp, "value": agent.value(h).squeeze(-1)}
 
-    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor, alive: Tensor) -> None:
         self.prev_action = encode(self.agent.family.action_space, action)
         self.prev_reward = reward.float()
         self.prev_done = episode_end.float()

@@ -245,8 +245,10 @@ class Actor(Protocol):
     def act(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Actions ``[B, *act]`` for observations ``[B, *obs]``, and extras to record (``{"logp": [B]}``...)."""
 
-    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
-        """The reward ``[B]`` of the last action, and whether that step ended an episode ``[B]`` bool."""
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor, alive: Tensor) -> None:
+        """The reward ``[B]`` of the last action, whether that step ended an episode ``[B]`` bool, and
+        whether it was ``alive`` ``[B]`` bool: taken before its episode terminated (after a termination
+        the environment is absorbing until the episode's last step, and those steps' rewards are 0)."""
 
 
 __all__ = [

@@ -96,7 +96,7 @@ class RandomActor:
         u = torch.rand(self.batch, *self.space.shape, generator=g, device=dev)
         return self.space.low + (self.space.high - self.space.low) * u, {}
 
-    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor, alive: Tensor) -> None:
         pass
 
 
@@ -125,7 +125,7 @@ class BanditAlgorithm:
     def act(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return argmax_random_ties(self.scores(), self.generator), {}
 
-    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor, alive: Tensor) -> None:
         self.s[self._rows, action] += reward
         self.f[self._rows, action] += 1 - reward
         self.t += 1
@@ -256,7 +256,7 @@ class _MDPActor:
         self.batch = family.check_tasks(tasks)
         self._rows = torch.arange(self.batch, device=tasks["reward_mean"].device)
 
-    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor, alive: Tensor) -> None:
         self.h = (self.h + 1) % self.family.horizon
 
 
@@ -305,11 +305,11 @@ class PSRL(_MDPActor):
         self.last = (obs, action)
         return action, {}
 
-    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor, alive: Tensor) -> None:
         s, a = self.last
         self.n[self._rows, s, a] += 1
         self.r_sum[self._rows, s, a] += reward
-        super().observe(action, reward, episode_end)
+        super().observe(action, reward, episode_end, alive)
 
 
 #: Name -> factory, for comparison configs (``baselines: [random, ucb1, gittins]``).

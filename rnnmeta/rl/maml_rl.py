@@ -28,7 +28,7 @@ Per-trial parameters are ``[B, ...]`` tensors; the policy runs on them with
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -84,6 +84,9 @@ class MAMLRL(MetaRLAgent):
         pre_update_objective: also maximise the reward of chunk 0 (played before any inner step) in
             the outer step. Off by default, as in Finn et al. (the outer objective is the return
             after adaptation; the pre-update policy's job is to explore).
+        center_advantages: standardise the inner step's advantages per trial and chunk (mean 0, std 1
+            over its steps), as rllab's ``center_adv`` (on by default there) did for the paper's runs;
+            the paper's inner step size 0.1 is for advantages of this scale.
         gamma: discount of the returns within an episode.
         clip: PPO's clip range.
         ppo_epochs: outer updates per collected batch of trials.
@@ -106,6 +109,7 @@ class MAMLRL(MetaRLAgent):
         first_order: bool = False,
         outer_baseline: str = "batch",
         pre_update_objective: bool = False,
+        center_advantages: bool = False,
         batch_trials: int = 40,
         val_trials: int = 200,
         test_trials: int = 1000,
@@ -134,6 +138,7 @@ class MAMLRL(MetaRLAgent):
             raise ValueError(f"MAMLRL: outer_baseline must be 'batch' or 'trial', got outer_baseline={outer_baseline!r}")
         self.inner_steps, self.inner_lr, self.first_order = inner_steps, inner_lr, first_order
         self.outer_baseline, self.pre_update_objective = outer_baseline, pre_update_objective
+        self.center_advantages = center_advantages
         self.gamma, self.clip, self.ppo_epochs, self.entropy_coef = gamma, clip, ppo_epochs, entropy_coef
         widths = [space_width(family.observation_space), *hidden_sizes]
         layers: list[nn.Module] = []
@@ -176,6 +181,8 @@ class MAMLRL(MetaRLAgent):
 
     def inner_step(self, params: Params, obs: Tensor, actions: Tensor, adv: Tensor, alive: Tensor, create_graph: bool) -> Params:
         """One REINFORCE ascent step per trial on a chunk ``[B, t]``: ``theta_j -> theta_{j+1}``."""
+        if self.center_advantages:
+            adv = normalise_advantages(adv, alive, dim=1)
         with torch.enable_grad():
             logp = action_log_prob(self.family.action_space, self.policy_params(params, obs), actions, self.log_std)
             m = alive.to(logp.dtype)
@@ -208,24 +215,29 @@ class MAMLRL(MetaRLAgent):
         return {"obs": traj.obs, "actions": traj.actions, "rewards": traj.rewards, "episode_end": traj.episode_end,
                 "alive": traj.alive, "old_logp": traj.extras["logp"], "advantages": torch.cat(advs, 1), "inner_advantages": torch.cat(inner, 1), "total": traj.total_reward}
 
-    def outer_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Minus the PPO surrogate summed over the chunks, each under ``theta_j(theta)`` recomputed through the inner steps."""
+    def adapted_chunks(self, batch: dict[str, Tensor]) -> Iterator[tuple[int, slice, Tensor]]:
+        """``(j, steps of chunk j, distribution parameters [B, t, width] under theta_j(theta))`` for each chunk:
+        the inner steps recomputed from the recorded trajectories (``inner_advantages``, ``alive``), as the actor took them."""
         params = self.batched_params(batch["obs"].shape[0])
-        space, loss = self.family.action_space, 0.0
         for j, (a, b) in enumerate(self.chunk_bounds()):
             sl = slice(a, b)
-            dist = self.policy_params(params, batch["obs"][:, sl])
+            yield j, sl, self.policy_params(params, batch["obs"][:, sl])
+            if j < self.inner_steps:
+                params = self.inner_step(params, batch["obs"][:, sl], batch["actions"][:, sl], batch["inner_advantages"][:, sl],
+                                         batch["alive"][:, sl], create_graph=not self.first_order)
+                if self.first_order:
+                    params = {k: p.detach() + (p0 - p0.detach()) for (k, p), p0 in zip(params.items(), self.batched_params(batch["obs"].shape[0]).values())}
+
+    def outer_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Minus the PPO surrogate summed over the chunks, each under ``theta_j(theta)`` recomputed through the inner steps."""
+        space, loss = self.family.action_space, 0.0
+        for j, sl, dist in self.adapted_chunks(batch):
             logp = action_log_prob(space, dist, batch["actions"][:, sl], self.log_std)
             adv = normalise_advantages(batch["advantages"][:, sl], batch["alive"][:, sl])
             if j > 0 or self.pre_update_objective:
                 loss = loss - ppo_clip_objective(logp, batch["old_logp"][:, sl], adv, self.clip, batch["alive"][:, sl])
             if self.entropy_coef and j == 0:  # the pre-update (exploring) policy's entropy
                 loss = loss - self.entropy_coef * action_entropy(space, dist, self.log_std).mean()
-            if j < self.inner_steps:
-                params = self.inner_step(params, batch["obs"][:, sl], batch["actions"][:, sl], batch["inner_advantages"][:, sl],
-                                         batch["alive"][:, sl], create_graph=not self.first_order)
-                if self.first_order:
-                    params = {k: p.detach() + (p0 - p0.detach()) for (k, p), p0 in zip(params.items(), self.batched_params(batch["obs"].shape[0]).values())}
         return loss
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
@@ -256,7 +268,7 @@ class MAMLActor:
         self.params = {k: v.detach() for k, v in self.agent.batched_params(self.b).items()}
         self.t, self.chunk = 0, 0
         self.bounds = self.agent.chunk_bounds()
-        self.buffer: dict[str, list[Tensor]] = {"obs": [], "actions": [], "rewards": [], "episode_end": []}
+        self.buffer: dict[str, list[Tensor]] = {"obs": [], "actions": [], "rewards": [], "episode_end": [], "alive": []}
 
     def act(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         agent = self.agent
@@ -268,15 +280,16 @@ class MAMLActor:
         self.buffer["actions"].append(action)
         return action, {"logp": logp}
 
-    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor) -> None:
+    def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor, alive: Tensor) -> None:
         self.buffer["rewards"].append(reward)
         self.buffer["episode_end"].append(episode_end)
+        self.buffer["alive"].append(alive)
         self.t += 1
         if self.chunk < self.agent.inner_steps and self.t == self.bounds[self.chunk][1]:
             agent = self.agent
             obs, actions = torch.stack(self.buffer["obs"], 1), torch.stack(self.buffer["actions"], 1)
             rewards, ends = torch.stack(self.buffer["rewards"], 1), torch.stack(self.buffer["episode_end"], 1)
-            alive = torch.ones_like(rewards, dtype=torch.bool)
+            alive = torch.stack(self.buffer["alive"], 1)  # the steps after a termination do not count, as in training
             adv = agent.chunk_advantages(obs, rewards, ends, alive)
             with torch.enable_grad():
                 params = {k: v.detach().requires_grad_(True) for k, v in self.params.items()}

@@ -14,11 +14,13 @@ import torch
 from torch import Tensor
 
 
-def _masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+def _masked_mean(x: Tensor, mask: Optional[Tensor], dim: Optional[int] = None) -> Tensor:
     if mask is None:
-        return x.mean()
+        return x.mean() if dim is None else x.mean(dim, keepdim=True)
     m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
+    if dim is None:
+        return (x * m).sum() / m.sum().clamp_min(1.0)
+    return (x * m).sum(dim, keepdim=True) / m.sum(dim, keepdim=True).clamp_min(1.0)
 
 
 def gae(rewards: Tensor, values: Tensor, gamma: float, lam: float, last_value: Optional[Tensor] = None,
@@ -80,10 +82,10 @@ def value_loss(values: Tensor, returns: Tensor, mask: Optional[Tensor] = None) -
     return 0.5 * _masked_mean((values - returns.detach()) ** 2, mask)
 
 
-def normalise_advantages(advantages: Tensor, mask: Optional[Tensor] = None, eps: float = 1e-8) -> Tensor:
-    """Advantages scaled to mean 0, std 1 (over the ``mask``ed entries)."""
-    mean = _masked_mean(advantages, mask)
-    var = _masked_mean((advantages - mean) ** 2, mask)
+def normalise_advantages(advantages: Tensor, mask: Optional[Tensor] = None, eps: float = 1e-8, dim: Optional[int] = None) -> Tensor:
+    """Advantages scaled to mean 0, std 1 (over the ``mask``ed entries; along ``dim`` only, if given)."""
+    mean = _masked_mean(advantages, mask, dim)
+    var = _masked_mean((advantages - mean) ** 2, mask, dim)
     return (advantages - mean) / (var.sqrt() + eps)
 
 

@@ -73,7 +73,7 @@ def run_trials(actor: Actor, family: TaskFamily, tasks: Tasks, n_episodes: int, 
             next_obs, reward, terminated = env.step(action)
             reward = torch.where(alive, reward, torch.zeros_like(reward))
             end = torch.full((b,), h == horizon - 1, dtype=torch.bool, device=obs.device)
-            actor.observe(action, reward, end)
+            actor.observe(action, reward, end, alive)
             obs_l.append(obs), act_l.append(action), rew_l.append(reward), end_l.append(end), alive_l.append(alive)
             for k, v in extras.items():
                 extras_l.setdefault(k, []).append(v)
