@@ -12,7 +12,7 @@ Prints process-CPU seconds per step of each and the framework's share of a ``rnn
 and Lightning's own floor: the per-step cost of ``pl.Trainer`` (automatic optimisation, no
 callbacks, no logger, no progress bar) over a plain loop, for a module of one parameter.
 
-Run:  python scripts/benchmark_overhead.py --config configs/sinusoid/maml_k5.yaml --steps 300
+Run:  python scripts/benchmark_overhead.py --config configs/sinusoid/maml_k5.yaml --steps 300 --repeats 5 --ablation
 """
 
 from __future__ import annotations
@@ -25,15 +25,20 @@ import time
 import torch
 
 
-def lightning_step_cpu(config: str, steps: int, warmup: int) -> float:
+def lightning_step_cpu(config: str, steps: int, warmup: int, random_states: bool = True, progress_bar: bool = True) -> float:
+    """Process-CPU seconds per ``rnnmeta fit`` step; ``random_states=False`` drops ``RandomStateCheckpoint``,
+    ``progress_bar=False`` the progress bar (the ablation)."""
     import pytorch_lightning as pl
 
+    from rnnmeta.callbacks import RandomStateCheckpoint
     from rnnmeta.cli import build_cli
 
     cli = build_cli(["--config", config, "--threads", "1", "--trainer.logger", "false", "--trainer.max_steps",
-                     str(warmup + steps), "--trainer.limit_val_batches", "0",
-                     "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
+                     str(warmup + steps), "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar",
+                     str(progress_bar).lower(), "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
                      "--trainer.enable_model_summary", "false"], run=False)
+    if not random_states:
+        cli.trainer.callbacks[:] = [cb for cb in cli.trainer.callbacks if not isinstance(cb, RandomStateCheckpoint)]
     marks: dict[str, float] = {}
 
     class Clock(pl.Callback):
@@ -105,6 +110,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time rnnmeta fit without RandomStateCheckpoint, without the progress bar, and without both")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     lightning, plain = [], []
@@ -112,12 +119,18 @@ def main() -> None:
         plain.append(plain_step_cpu(args.config, args.steps, args.warmup))
         lightning.append(lightning_step_cpu(args.config, args.steps, args.warmup))
     lit, loop = statistics.median(lightning), statistics.median(plain)
+    ablation = {"without RandomStateCheckpoint": {"random_states": False}, "without the progress bar": {"progress_bar": False},
+                "without both": {"random_states": False, "progress_bar": False}} if args.ablation else {}
+    ablated = {name: statistics.median(lightning_step_cpu(args.config, args.steps, args.warmup, **kw) for _ in range(args.repeats))
+               for name, kw in ablation.items()}
     floor = [lightning_floor_cpu(args.steps * 5) for _ in range(args.repeats)]
     floor_lit, floor_loop = statistics.median(f[0] for f in floor), statistics.median(f[1] for f in floor)
     print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{args.config}, {args.steps} steps after {args.warmup}, median of {args.repeats}, 1 thread")
     print(f"rnnmeta fit: {1e3 * lit:.2f} ms CPU/step; plain loop: {1e3 * loop:.2f} ms CPU/step; "
           f"framework share of a step: {100 * (lit - loop) / lit:.1f} %")
+    for name, cpu in ablated.items():
+        print(f"rnnmeta fit {name}: {1e3 * cpu:.2f} ms CPU/step ({1e3 * (lit - cpu):.2f} ms saved)")
     print(f"Lightning's floor (a one-parameter module): {1e3 * (floor_lit - floor_loop):.2f} ms CPU/step over a plain loop "
           f"({1e3 * floor_lit:.2f} against {1e3 * floor_loop:.2f}); added to the plain loop's step alone it would be "
           f"{100 * (floor_lit - floor_loop) / (loop + floor_lit - floor_loop):.1f} % of the step")
