@@ -28,9 +28,16 @@ learner of ``configs/compare/omniglot_5w1s.yaml`` (Santoro et al.'s addressing a
   key_value        the controller starts as LSTMLearner's first layer, with the label readout (the default)
   random_head      key-value controller, a random head (``readout_init: 0``)
 
+``--study mann_20w1s``: whether the 20-way LSTMLearner's changes carry over to MANN. The ``mann``
+learner of ``configs/compare/omniglot_20w1s.yaml`` at the config's budget (2 CPU-minutes each, or ``--steps``):
+  key_value        the config's: key-value controller (``key_std: 2``) with the label readout, 200 units
+  sparse           + sparser writes (``key_std: 4``, ``input_bias: -2``), as the 20-way LSTMLearner
+  sparse_c512      + 512 controller units, as the 20-way LSTMLearner
+
 Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 CPU-seconds + tests
       python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
       python scripts/ablation_recurrent.py --study mann_5w1s     # about 4 x 75 CPU-seconds + tests
+      python scripts/ablation_recurrent.py --study mann_20w1s    # 3 x 2 CPU-minutes + tests
       python scripts/ablation_recurrent.py --steps 2 --test-episodes 20 --val-episodes 10   # smoke test
 """
 
@@ -65,6 +72,11 @@ MANN_VARIANTS: dict[str, dict] = {
     "key_value": {},
     "random_head": {"readout_init": 0.0},
 }
+MANN_20W_VARIANTS: dict[str, dict] = {
+    "key_value": {},
+    "sparse": {"key_std": 4.0, "input_bias": -2.0},
+    "sparse_c512": {"key_std": 4.0, "input_bias": -2.0, "controller_size": 512},
+}
 # arguments an LSTM variant sets unless it names them: the LSTMLearner defaults, so that a change of
 # the 20-way config's lstm entry does not leak into the variants
 BASE = {"hidden_size": 256, "num_layers": 1, "key_value_init": True, "embedding_norm": True, "key_std": 2.0,
@@ -86,6 +98,7 @@ STUDIES = {
     "lstm_20w1s": Study("omniglot_20w1s", "lstm", VARIANTS, 200, BASE),
     "snail_5w1s": Study("omniglot_5w1s", "snail", SNAIL_VARIANTS, None),
     "mann_5w1s": Study("omniglot_5w1s", "mann", MANN_VARIANTS, 150),
+    "mann_20w1s": Study("omniglot_20w1s", "mann", MANN_20W_VARIANTS, None),
 }
 
 
@@ -120,7 +133,8 @@ def main() -> None:
     parser.add_argument("--study", default="lstm_20w1s", choices=list(STUDIES))
     parser.add_argument("--variants", nargs="+", default=None, help="some of the study's variants (default: all)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="meta-training steps per variant (default: 200 for lstm_20w1s, 150 for mann_5w1s, the config's budget for snail_5w1s)")
+                        help="meta-training steps per variant (default: 200 for lstm_20w1s, 150 for mann_5w1s, the config's budget for "
+                             "snail_5w1s and mann_20w1s)")
     parser.add_argument("--val-episodes", type=int, default=None, help="default: the config's")
     parser.add_argument("--test-episodes", type=int, default=None, help="default: the config's (1,000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's ([0])")

@@ -75,3 +75,13 @@ def test_mann_study_varies_controller_initialisation_size_and_learning_rate():
     assert runs["small_64_lr3"]["controller_size"] == 64 and runs["small_64_lr3"]["optimizer"]["init_args"] == {"lr": 0.003}
     assert runs["random_head"]["readout_init"] == 0.0
     assert {r["memory_slots"] for r in runs.values()} == {128}
+
+
+def test_mann_20way_study_carries_the_lstm_changes_over():
+    config = ablation_recurrent.build(ablation_recurrent.STUDIES["mann_20w1s"], namespace())
+    assert config["max_cpu_minutes"] == 2 and config["data"]["init_args"]["n_way"] == 20
+    runs = {name: run["model"]["init_args"] for name, run in config["learners"].items()}
+    assert sorted(runs) == ["key_value", "sparse", "sparse_c512"]
+    assert "key_std" not in runs["key_value"] and runs["key_value"]["controller_size"] == 200
+    assert runs["sparse"]["key_std"] == 4.0 and runs["sparse"]["input_bias"] == -2.0 and runs["sparse"]["controller_size"] == 200
+    assert runs["sparse_c512"]["controller_size"] == 512

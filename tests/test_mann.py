@@ -214,6 +214,15 @@ def test_controller_starts_as_the_lstm_learners_first_layer():
     assert not torch.equal(plain.controller.weight_ih[:h, :e], plain.controller.weight_ih[3 * h :, :e])
     regression = MANN(backbone=MLP(1, [e]), controller_size=h, memory_slots=4, memory_width=5, read_heads=2, kind="regression")
     assert not torch.all(regression.controller.weight_ih[2 * h : 3 * h, :e] == 0)  # regression keeps the default
+    # key_std scales the shared gate weights, input_bias sets the input gate's bias (sparser writes)
+    torch.manual_seed(0)
+    wide = MANN(backbone=MLP(6, [e]), controller_size=h, memory_slots=4, memory_width=5, read_heads=2, n_way=labels,
+                key_std=4.0, input_bias=-2.0).controller
+    torch.manual_seed(0)
+    narrow = MANN(backbone=MLP(6, [e]), controller_size=h, memory_slots=4, memory_width=5, read_heads=2, n_way=labels).controller
+    torch.testing.assert_close(wide.weight_ih[:h, :e], 2 * narrow.weight_ih[:h, :e])
+    assert torch.all(wide.bias_ih[:h] == -2.0) and torch.all(wide.bias_hh[:h] == 0)
+    assert not torch.all(narrow.bias_ih[:h] == narrow.bias_ih[0])  # None keeps nn.LSTMCell's random bias
 
 
 def test_shapes_and_default_backbones():
@@ -359,6 +368,8 @@ def test_bad_arguments_and_inputs_get_clear_errors():
         MANN(gamma=1.0)
     with pytest.raises(ValueError, match="read_sharpness"):
         MANN(read_sharpness=0.0)
+    with pytest.raises(ValueError, match="key_std must be > 0, got -1"):
+        MANN(key_std=-1.0)
     with pytest.raises(ValueError, match="embedding_dim"):
         MANN(backbone=nn.Flatten())
     learner = small_mann()

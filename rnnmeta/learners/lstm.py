@@ -137,8 +137,6 @@ class LSTMLearner(MetaLearner):
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
         self.label_dim = label_width(kind, n_way, target_dim)
         self.hidden_size, self.num_layers = hidden_size, num_layers
-        if not key_std > 0:
-            raise ValueError(f"key_std must be > 0, got {key_std}")
         self.norm = nn.LayerNorm(self.embed_dim) if embedding_norm else nn.Identity()
         self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
         if key_value_init:

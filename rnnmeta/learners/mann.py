@@ -251,6 +251,10 @@ class MANN(MetaLearner):
             ``nn.LSTMCell``'s default initialisation and the paper's 200 units the learner stayed at
             chance on Omniglot at this library's budgets (docs/RECURRENT.md). Regression keeps the
             default initialisation.
+        key_std: with ``key_value_init``: scale of the controller's shared input/output-gate embedding
+            weights (as :class:`~rnnmeta.learners.LSTMLearner`'s).
+        input_bias: with ``key_value_init``: the controller's initial input-gate bias (``None``:
+            nn.LSTMCell's random bias; negative: sparser writes, as the 20-way LSTMLearner config).
         readout_init: with ``key_value_init``: the head's controller inputs start reading the
             label directions of the cell, scaled by this
             (:func:`~rnnmeta.learners.sequence.label_readout_init_`); ``0`` keeps a random head.
@@ -274,6 +278,8 @@ class MANN(MetaLearner):
         addressing: Literal["santoro", "shared_key"] = "santoro",
         tie_add_init: bool = True,
         key_value_init: bool = True,
+        key_std: float = 2.0,
+        input_bias: Optional[float] = None,
         readout_init: float = 0.3,
         embedding_dim: int = 0,
         kind: Literal["classification", "regression"] = "classification",
@@ -303,7 +309,7 @@ class MANN(MetaLearner):
         self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
         self.head = nn.Linear(controller_size + read_dim, self.output_dim)
         if key_value_init and kind == CLASSIFICATION:
-            key_value_init_(self.controller, self.embed_dim, self.label_dim)
+            key_value_init_(self.controller, self.embed_dim, self.label_dim, key_std, input_bias=input_bias)
             if readout_init:
                 label_readout_init_(self.head, self.controller, self.embed_dim, self.label_dim, readout_init)
 

@@ -93,6 +93,8 @@ def key_value_init_(
     ``forget_bias``, and the input gate's is ``input_bias`` where given (negative: each support
     example writes into fewer units; ``None`` keeps PyTorch's random bias).
     """
+    if not key_std > 0:
+        raise ValueError(f"key_std must be > 0, got {key_std}")
     hidden = lstm.hidden_size
     w, b_ih, b_hh = _first_layer(lstm)
     rows = {name: slice(i * hidden, (i + 1) * hidden) for i, name in enumerate(("input", "forget", "cell", "output"))}
