@@ -246,11 +246,22 @@ class SteadyProgressBar(TQDMProgressBar):
             raise ValueError(f"SteadyProgressBar: min_interval must be a number of seconds >= 0, got {min_interval!r}")
         self.min_interval = float(min_interval)
         self._last_draw = -math.inf
+        self._undrawn: Optional[int] = None  # batches done since the last draw
 
     def on_train_batch_end(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         now = time.monotonic()
+        self._undrawn = batch_idx + 1
         if now - self._last_draw >= self.min_interval or batch_idx + 1 == self.total_train_batches:
-            self._last_draw = now
+            self._last_draw, self._undrawn = now, None
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # the epoch's last batches (or the last before max_steps) may not have been drawn: draw them now
+        bar = self.train_progress_bar
+        if self._undrawn is not None and not bar.disable:
+            bar.n = self._undrawn
+            bar.refresh()
+        self._undrawn = None
+        super().on_train_epoch_end(trainer, pl_module)

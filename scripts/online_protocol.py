@@ -135,6 +135,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/online_protocol.png"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    from rnnmeta.logging import quiet_console
+
+    quiet_console()  # no Lightning tips between the learners' lines
     torch.set_num_threads(args.threads)
 
     results, rows = {}, []

@@ -68,3 +68,10 @@ def test_the_command_uses_the_steady_bar_unless_the_config_names_one_or_turns_it
     assert _bars(["--trainer.enable_progress_bar", "false"]) == []
     own = _bars(["--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate=7"])
     assert len(own) == 1 and type(own[0]) is TQDMProgressBar and own[0].refresh_rate == 7
+
+
+def test_batches_not_drawn_yet_are_drawn_when_the_epoch_ends_or_max_steps_stops_it():
+    bar = SteadyProgressBar(min_interval=3600.0)
+    trainer = pl.Trainer(max_steps=17, logger=False, enable_checkpointing=False, enable_model_summary=False, callbacks=[bar])
+    trainer.fit(_Tiny())  # epoch 2 stops after 5 of its 12 batches; only its first was drawn by then
+    assert bar.train_progress_bar.n == 5
