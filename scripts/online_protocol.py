@@ -37,12 +37,16 @@ def learner_spec(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """The ``model.learner`` of the config for learner ``name``, as a ``class_path`` spec."""
     backbone = {"class_path": "rnnmeta.nets.Conv4", "init_args": {"hidden": args.filters, "track_running_stats": True}}
     common = {"backbone": backbone, "n_way": args.n_way}
+    # the label readout and MANN's key-value controller bind each image with the label of its own step; here the
+    # label slot holds the previous step's label, so they start wrong (docs/RECURRENT.md, "The online protocol")
     if name == "lstm":
-        return {"class_path": "rnnmeta.learners.LSTMLearner", "init_args": {**common, "hidden_size": args.hidden, "num_layers": 1}}
+        return {"class_path": "rnnmeta.learners.LSTMLearner", "init_args": {
+            **common, "hidden_size": args.hidden, "num_layers": 1, "readout_init": 0.0}}
     if name.startswith("mann"):
         slots = int(name[4:]) if name[4:] else args.memory_slots
         return {"class_path": "rnnmeta.learners.MANN", "init_args": {
-            **common, "controller_size": args.hidden, "memory_slots": slots, "memory_width": 40, "read_heads": 4}}
+            **common, "controller_size": args.hidden, "memory_slots": slots, "memory_width": 40, "read_heads": 4,
+            "key_value_init": False}}
     if name == "snail":
         # one model for streams of n_way * instances steps: max_shots = instances
         return {"class_path": "rnnmeta.learners.SNAIL", "init_args": {**common, "max_shots": args.instances}}

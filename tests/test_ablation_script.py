@@ -82,6 +82,7 @@ def test_mann_20way_study_carries_the_lstm_changes_over():
     assert config["max_cpu_minutes"] == 2 and config["data"]["init_args"]["n_way"] == 20
     runs = {name: run["model"]["init_args"] for name, run in config["learners"].items()}
     assert sorted(runs) == ["key_value", "sparse", "sparse_c512"]
-    assert "key_std" not in runs["key_value"] and runs["key_value"]["controller_size"] == 200
+    assert runs["key_value"]["key_std"] == 2.0 and runs["key_value"]["input_bias"] is None
+    assert runs["key_value"]["controller_size"] == 200
     assert runs["sparse"]["key_std"] == 4.0 and runs["sparse"]["input_bias"] == -2.0 and runs["sparse"]["controller_size"] == 200
     assert runs["sparse_c512"]["controller_size"] == 512
