@@ -191,7 +191,7 @@ def test_regression_learners_refuse_streams():
 
 def test_online_meta_learner_trains_and_reports_per_instance_accuracy(tmp_path):
     torch.manual_seed(0)
-    learner = LSTMLearner(backbone=MLP(4, [8]), hidden_size=12, num_layers=1, n_way=3)
+    learner = LSTMLearner(backbone=MLP(4, [8]), hidden_size=12, num_layers=1, n_way=3, readout_init=0.0)
     module = OnlineMetaLearner(learner, optimizer=partial(torch.optim.Adam, lr=1e-2))
     dm = OnlineDataModule(TinyDataset(), n_way=3, instances=4, batch_size=4, eval_batch_size=3,
                           train_batches_per_epoch=3, val_streams=3, test_streams=7)
@@ -210,7 +210,8 @@ def test_online_meta_learner_trains_and_reports_per_instance_accuracy(tmp_path):
     table = format_table([("LSTM", mean, ci)])
     assert "inst 2" in table and "82.8" in table and "94.9" in table
     with pytest.raises(ValueError, match="5-way"):
-        OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=4, n_way=5)).training_step(dm.train_batch(0), 0)
+        OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=4, n_way=5, readout_init=0.0)).training_step(
+            dm.train_batch(0), 0)
     with pytest.raises(TypeError, match="predict_stream"):
         OnlineMetaLearner(torch.nn.Linear(2, 2))
 
@@ -260,3 +261,17 @@ def test_eval_summary_gathers_every_rank_in_stream_order(monkeypatch):
     assert torch.equal(torch.cat(learner.results["test"]).nan_to_num(-1), streams.nan_to_num(-1))
     mean, _ = learner.summary("test")
     assert torch.allclose(mean, torch.tensor([0.5, 0.65], dtype=torch.float64))
+
+
+def test_a_learner_with_the_label_readout_gets_a_warning_naming_the_fix():
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"readout_init=0\.3.*previous step's label.*readout_init=0"):
+        OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=4, n_way=3))
+    with pytest.warns(UserWarning, match="MANN was built with readout_init"):
+        OnlineMetaLearner(MANN(backbone=MLP(4, [8]), controller_size=4, memory_slots=4, memory_width=3, read_heads=1, n_way=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=4, n_way=3, readout_init=0.0))
+        OnlineMetaLearner(MANN(backbone=MLP(4, [8]), controller_size=4, memory_slots=4, memory_width=3, read_heads=1, n_way=3,
+                               key_value_init=False))

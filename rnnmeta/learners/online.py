@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Optional, Protocol, Sequence, runtime_checkable
 
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_warn
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -138,6 +139,15 @@ class OnlineMetaLearner(InjectedOptimizerModule):
             raise TypeError(f"{type(learner).__name__} has no predict_stream(x, prev_y); it cannot run the online protocol")
         if max_instance < 1:
             raise ValueError(f"max_instance must be >= 1, got {max_instance}")
+        learner_hparams = getattr(learner, "hparams", {})
+        if learner_hparams.get("key_value_init") and learner_hparams.get("readout_init"):
+            rank_zero_warn(
+                f"OnlineMetaLearner: {type(learner).__name__} was built with readout_init="
+                f"{learner_hparams['readout_init']}: its head starts reading back the label given at the same step, "
+                "but in the online protocol that slot holds the previous step's label. LSTMLearner stayed at chance "
+                "that way (22.5 % at the 2nd instance after 500 meta-iterations, 53.2 % with readout_init=0; "
+                "docs/RECURRENT.md). Build the learner with readout_init=0 (MANN: key_value_init=False)."
+            )
         self.save_hyperparameters(ignore=["learner", "optimizer", "lr_scheduler"])
         self.learner = learner
         self.n_way = int(learner.n_way)
