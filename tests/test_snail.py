@@ -254,6 +254,15 @@ def test_default_omniglot_layout_batched_equals_naive():
     torch.testing.assert_close(fast, naive, rtol=0, atol=1e-6 * max(1.0, float(fast.abs().max())))
 
 
+def test_one_flag_switches_between_the_papers_and_rnnmetas_initialisation():
+    from torch import nn
+
+    assert isinstance(small_snail().norm, nn.Identity)  # the paper's: no LayerNorm, no similarity vote
+    assert isinstance(small_snail(similarity_init=True).norm, nn.LayerNorm)  # rnnmeta's: both
+    assert isinstance(small_snail(similarity_init=True, embedding_norm=False).norm, nn.Identity)  # one without the other
+    assert isinstance(small_snail(embedding_norm=True).norm, nn.LayerNorm)
+
+
 def test_similarity_init_ties_query_and_key_and_values_read_labels():
     learner = small_snail(embedding_norm=True, similarity_init=True)
     att, e = learner.network.blocks[0], learner.embedding_dim

@@ -108,6 +108,9 @@ class SNAIL(MetaLearner):
         embedding_norm: layer-normalise the embedding (per example, so queries stay independent)
             before it is concatenated with the label: its scale then no longer depends on the
             backbone (an untrained Conv4's has norm ~10 against 1 for the one-hot label).
+            ``None`` (default): as ``similarity_init``, so that one flag switches between the
+            paper's initialisation (``similarity_init=False``, the default) and rnnmeta's
+            (``similarity_init=True``: both options; docs/SNAIL.md).
         similarity_init: initialise the first attention block as a similarity vote: its query
             and key maps start equal and (semi-)orthogonal on the embedding channels (zero on the
             label channels and biases), its value map reads only the label channels. At
@@ -140,7 +143,7 @@ class SNAIL(MetaLearner):
         value_sizes: list[int] = [32, 128, 256],  # noqa: B006
         tc_filters: list[int] = [128, 128],  # noqa: B006
         paper_dilations: bool = False,
-        embedding_norm: bool = False,
+        embedding_norm: Optional[bool] = None,
         similarity_init: bool = False,
         embedding_dim: int = 0,
         kind: Literal["classification", "regression"] = "classification",
@@ -175,6 +178,8 @@ class SNAIL(MetaLearner):
             tc_filters=list(tc_filters),
             tc_first_dilation=2 if paper_dilations else 1,
         )
+        if embedding_norm is None:
+            embedding_norm = similarity_init
         self.norm = nn.LayerNorm(embed) if embedding_norm else nn.Identity()
         if similarity_init:
             similarity_init_(self.network.blocks[0], embed)
