@@ -230,7 +230,7 @@ class SteadyProgressBar(TQDMProgressBar):
 
     Lightning's bar redraws itself and recomputes its metrics after every training batch
     (``refresh_rate=1``). For the small models of the main job (sinusoid MLPs, about 2 ms of work
-    a step) that alone cost 0.3 ms a step, 14 % of a step (``scripts/benchmark_overhead.py``,
+    a step) that cost 0.2-0.3 ms a step, about a tenth of it (``scripts/benchmark_overhead.py``,
     docs/PERFORMANCE.md); a step of Conv4 (0.7 s and more) still redraws after every batch. The
     last batch of an epoch is always drawn. ``rnnmeta fit/test`` and ``rnnmeta compare`` use this
     bar unless the config names a progress bar of its own.
