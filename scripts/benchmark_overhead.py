@@ -3,7 +3,7 @@
 Both train the same learner from the same config for ``--steps`` meta-iterations on one thread:
 
 * ``rnnmeta fit``: the run as the command builds it (``rnnmeta.cli.build_cli(run=False)``, with
-  the callbacks rnnmeta adds: random-state checkpointing, the progress bar (drawn on stderr),
+  the callbacks rnnmeta adds: random-state checkpointing, the progress bar (drawn on stdout),
   logging every ``log_every_n_steps``), validation and checkpoints off;
 * a plain loop: the same data module's training batches, ``learner.episode_step``, ``backward``,
   the same optimiser, nothing else.
