@@ -97,3 +97,28 @@ def test_greedy_exploits_the_posterior_mean():
     g.observe(torch.tensor([1]), torch.tensor([1.0]), torch.tensor([True]), torch.tensor([True]))  # arm 1: 2/3 > 1/2
     assert g.act(torch.zeros(1, dtype=torch.long))[0].item() == 1
     assert math.isclose(float(g.scores()[0, 1]), 2 / 3, rel_tol=1e-6)
+
+
+def test_an_actor_with_the_old_three_argument_observe_is_refused_naming_alive():
+    class Old:
+        def begin_trials(self, family, tasks, n_episodes, generator):
+            self.b = family.check_tasks(tasks)
+
+        def act(self, obs):
+            return torch.zeros(self.b, dtype=torch.long), {}
+
+        def observe(self, action, reward, episode_end):
+            pass
+
+    fam = BernoulliBandits(2)
+    tasks = fam.sample_tasks(3, seeded_generator(0, "t"))
+    with pytest.raises(TypeError, match=r"Old\.observe\(action, reward, episode_end\).*alive"):
+        run_trials(Old(), fam, tasks, 2, seeded_generator(0, "e"), seeded_generator(0, "a"))
+
+    class New(Old):
+        def observe(self, action, reward, episode_end, alive):
+            self.alive = alive
+
+    actor = New()
+    traj = run_trials(actor, fam, tasks, 2, seeded_generator(0, "e"), seeded_generator(0, "a"))
+    assert traj.rewards.shape == (3, 2) and actor.alive.dtype == torch.bool and actor.alive.all()

@@ -7,6 +7,7 @@ goes through, in training and in evaluation.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -59,6 +60,7 @@ def run_trials(actor: Actor, family: TaskFamily, tasks: Tasks, n_episodes: int, 
         actor_generator: the actor's randomness (action sampling).
     """
     check_positive("run_trials", n_episodes=n_episodes)
+    _check_observe(actor)
     b = family.check_tasks(tasks)
     env = family.make(tasks, env_generator)
     actor.begin_trials(family, tasks, n_episodes, actor_generator)
@@ -87,6 +89,20 @@ def run_trials(actor: Actor, family: TaskFamily, tasks: Tasks, n_episodes: int, 
         alive=torch.stack(alive_l, 1),
         extras={k: torch.stack(v, 1) for k, v in extras_l.items()},
     )
+
+
+def _check_observe(actor: Actor) -> None:
+    """Refuse an actor whose ``observe`` cannot take ``(action, reward, episode_end, alive)``, naming the fix."""
+    try:
+        inspect.signature(actor.observe).bind(None, None, None, None)
+    except TypeError:
+        raise TypeError(
+            f"{type(actor).__name__}.observe{inspect.signature(actor.observe)} cannot take (action, reward, episode_end, "
+            "alive): run_trials passes whether each step was alive (taken before its episode terminated) as a fourth "
+            "argument; add `alive` to the actor's observe (see rnnmeta.rl.base.Actor)"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let the call itself decide
+        pass
 
 
 @dataclass
