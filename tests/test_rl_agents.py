@@ -243,7 +243,7 @@ def test_maml_actor_adapts_as_the_outer_step_recomputes_when_episodes_end_early(
     agent = MAMLRL(fam, 4, hidden_sizes=[16], inner_steps=2, inner_lr=1.0, batch_trials=16, center_advantages=center)
     batch = agent.collect(0)
     alive = batch["alive"]
-    assert (~alive[:, :8]).any() and (~alive[:, 8:]).any(), "the test needs terminations in the chunks the actor adapts on"
+    assert (~alive[:, :8]).any() and (~alive[:, 8:16]).any(), "the test needs terminations in the chunks the actor adapts on"
     chunks = [(sl, action_log_prob(fam.action_space, dist, batch["actions"][:, sl], agent.log_std).detach())
               for _, sl, dist in agent.adapted_chunks(batch)]
     assert len(chunks) == 3
