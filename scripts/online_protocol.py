@@ -38,15 +38,18 @@ def learner_spec(name: str, args: argparse.Namespace) -> dict[str, Any]:
     backbone = {"class_path": "rnnmeta.nets.Conv4", "init_args": {"hidden": args.filters, "track_running_stats": True}}
     common = {"backbone": backbone, "n_way": args.n_way}
     # the label readout and MANN's key-value controller bind each image with the label of its own step; here the
-    # label slot holds the previous step's label, so they start wrong (docs/RECURRENT.md, "The online protocol")
+    # label slot holds the previous step's label, so they start wrong (docs/RECURRENT.md, "The online protocol");
+    # --episodic-init keeps them, to measure that
     if name == "lstm":
+        readout = {} if args.episodic_init else {"readout_init": 0.0}
         return {"class_path": "rnnmeta.learners.LSTMLearner", "init_args": {
-            **common, "hidden_size": args.hidden, "num_layers": 1, "readout_init": 0.0}}
+            **common, "hidden_size": args.hidden, "num_layers": 1, **readout}}
     if name.startswith("mann"):
         slots = int(name[4:]) if name[4:] else args.memory_slots
+        controller = {} if args.episodic_init else {"key_value_init": False}
         return {"class_path": "rnnmeta.learners.MANN", "init_args": {
             **common, "controller_size": args.hidden, "memory_slots": slots, "memory_width": 40, "read_heads": 4,
-            "key_value_init": False}}
+            **controller}}
     if name == "snail":
         # one model for streams of n_way * instances steps: max_shots = instances
         return {"class_path": "rnnmeta.learners.SNAIL", "init_args": {**common, "max_shots": args.instances}}
@@ -136,6 +139,8 @@ def main() -> None:
     parser.add_argument("--test-streams", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--episodic-init", action="store_true",
+                        help="keep the episodic initialisations (LSTMLearner's label readout, MANN's key-value controller)")
     parser.add_argument("--out", type=Path, default=Path("results/online_protocol.png"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")

@@ -275,3 +275,20 @@ def test_a_learner_with_the_label_readout_gets_a_warning_naming_the_fix():
         OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=4, n_way=3, readout_init=0.0))
         OnlineMetaLearner(MANN(backbone=MLP(4, [8]), controller_size=4, memory_slots=4, memory_width=3, read_heads=1, n_way=3,
                                key_value_init=False))
+
+
+def test_the_online_script_turns_the_episodic_initialisations_off_unless_asked():
+    import argparse
+    import sys
+
+    from helpers import REPO
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import online_protocol
+
+    args = argparse.Namespace(filters=8, n_way=5, hidden=16, memory_slots=8, instances=10, episodic_init=False)
+    assert online_protocol.learner_spec("lstm", args)["init_args"]["readout_init"] == 0.0
+    assert online_protocol.learner_spec("mann", args)["init_args"]["key_value_init"] is False
+    args.episodic_init = True
+    assert "readout_init" not in online_protocol.learner_spec("lstm", args)["init_args"]
+    assert "key_value_init" not in online_protocol.learner_spec("mann16", args)["init_args"]
