@@ -38,6 +38,8 @@ ENCODERS = {
     "cnn": lambda: TextCNN(vocab_size=VOCAB, embedding_dim=8, filters=6, kernel_sizes=[2, 3]),
     "bag": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, hidden=10),
     "bag_weighted": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True),
+    # the CLINC150 configs' encoder: weighted mean, unit norm times a learned scale
+    "bag_normalized": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True, normalize_to=3.0),
 }
 
 LEARNERS = {
@@ -159,3 +161,52 @@ def test_token_weights_start_as_the_plain_mean_and_are_learned() -> None:
     weighted(ids).sum().backward()
     grad = weighted.token_logit.weight.grad
     assert float(grad[ids[ids != 0]].abs().sum()) > 0 and float(grad[0].abs().sum()) == 0
+
+
+def with_unknown_words(ids: torch.Tensor, every: int = 3) -> torch.Tensor:
+    """``ids`` with every ``every``-th real token replaced by ``<unk>`` (id 1)."""
+    position = torch.arange(ids.shape[-1]).expand_as(ids)
+    return ids.masked_fill((position % every == 1) & (ids != 0), 1)
+
+
+@pytest.mark.parametrize("name", ["cnn", "bag", "bag_weighted"])
+def test_unknown_words_carry_no_identity_unless_asked(name: str) -> None:
+    torch.manual_seed(0)
+    encoder = ENCODERS[name]()
+    ids = with_unknown_words(random_ids(torch.Generator().manual_seed(5), 6))
+    assert bool((ids == 1).any()), "the test needs <unk> tokens"
+    before = encoder(ids)
+    with torch.no_grad():
+        encoder.embedding.weight[1].normal_()  # another <unk> embedding: nothing may change
+    torch.testing.assert_close(encoder(ids), before)
+    if name.startswith("bag"):  # the bag leaves <unk> out of its mean: dropping the tokens changes nothing
+        dropped = torch.stack([torch.cat([row[(row != 1) & (row != 0)], row.new_zeros(int(((row == 1) | (row == 0)).sum()))]) for row in ids])
+        torch.testing.assert_close(encoder(dropped), before)
+    encoder.ignore_unk = False  # the embedded <unk> is read again
+    assert not torch.allclose(encoder(ids), before)
+
+
+def test_a_text_of_unknown_words_only_embeds_to_zero_in_the_bag() -> None:
+    bag = BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, normalize_to=2.0)
+    out = bag(torch.tensor([[1, 1, 0], [5, 1, 0]]))
+    assert torch.equal(out[0], torch.zeros(8)) and torch.isfinite(out).all()
+    torch.testing.assert_close(out[1].norm(), torch.tensor(2.0))
+
+
+@pytest.mark.parametrize("name", ["cnn", "bag"])
+def test_normalize_to_gives_outputs_of_one_learned_norm(name: str) -> None:
+    torch.manual_seed(0)
+    cls, kwargs = (TextCNN, dict(filters=6, kernel_sizes=[2, 3])) if name == "cnn" else (BagOfEmbeddings, dict(hidden=10))
+    encoder = cls(vocab_size=VOCAB, embedding_dim=8, normalize_to=3.0, **kwargs)
+    raw = cls(vocab_size=VOCAB, embedding_dim=8, **kwargs)
+    raw.load_state_dict(encoder.state_dict(), strict=False)
+    ids = random_ids(torch.Generator().manual_seed(6), 4)
+    out = encoder(ids)
+    torch.testing.assert_close(out.norm(dim=-1), torch.full((4,), 3.0))
+    torch.testing.assert_close(out, 3.0 * torch.nn.functional.normalize(raw(ids), dim=-1))  # the direction is the raw one
+    out.pow(2).sum().backward()  # the norm is a learned parameter: d|out|^2/ds = 2 s per row
+    torch.testing.assert_close(encoder.output_scale.scale.grad, torch.tensor(4 * 2 * 3.0))
+    assert resolve_backbone(backbone_spec(encoder), "classification").output_scale.scale is not None  # the option survives a checkpoint spec
+    for bad in (0.0, -1.0, True):
+        with pytest.raises(ValueError, match=rf"normalize_to must be a positive number.*{bad!r}"):
+            cls(vocab_size=VOCAB, embedding_dim=8, normalize_to=bad)
