@@ -169,6 +169,11 @@ class MetaLearner(InjectedOptimizerModule):
 
     Gradient clipping is the Trainer's: ``trainer.gradient_clip_val`` (with
     ``gradient_clip_algorithm: norm``, the default, it clips the meta-gradient's global L2 norm).
+
+    A learner takes its own arguments and passes these five on with ``super().__init__(**kwargs)``;
+    LightningCLI lists and types them from this signature and this docstring. The constructor
+    records the arguments of the whole chain (these and the learner's) as the hyperparameters
+    (Lightning's ``save_hyperparameters``, called here), which checkpoints store.
     """
 
     #: Learners whose forward needs autograd at evaluation time (an inner loop) set this to True;
@@ -201,11 +206,17 @@ class MetaLearner(InjectedOptimizerModule):
         #: episode order (float64, on the CPU); :attr:`eval_stats` holds its mean and 95% CI.
         self.eval_episode_values: dict[str, Tensor] = {}
         self.eval_stats: dict[str, MeanCI] = {}
+        # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
+        self.save_hyperparameters()
 
     def save_hyperparameters(self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True) -> None:
-        """Lightning's ``save_hyperparameters``, without its advice to leave the backbone out (see :meth:`on_save_checkpoint`)."""
+        """Lightning's ``save_hyperparameters``, without its advice to leave the backbone out (see :meth:`on_save_checkpoint`).
+
+        Called from an ``__init__``, it records the arguments of that ``__init__`` and of the
+        subclass ``__init__`` calls that led to it.
+        """
         if frame is None:
-            frame = inspect.currentframe().f_back  # the subclass's __init__, whose arguments are recorded
+            frame = inspect.currentframe().f_back  # the calling __init__, whose arguments are recorded
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_MODULE_HPARAM_ADVICE)
             super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
