@@ -226,7 +226,7 @@ class MetaRLAgent(InjectedOptimizerModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_trials)
 
-    def _eval_step(self, split: str, chunk: Tensor) -> None:
+    def _eval_step(self, chunk: Tensor, split: str) -> None:
         n = self.val_trials if split == "val" else self.test_trials
         tasks = eval_tasks(self.family, n, self.eval_seed, split)
         i = int(chunk)
@@ -239,12 +239,6 @@ class MetaRLAgent(InjectedOptimizerModule):
                               seeded_generator(self.eval_seed, "actor", i, device=dev))
         self._eval_totals.append(traj.total_reward.detach().double().cpu())
 
-    def validation_step(self, chunk: Tensor, batch_idx: int) -> None:
-        self._eval_step("val", chunk)
-
-    def test_step(self, chunk: Tensor, batch_idx: int) -> None:
-        self._eval_step("test", chunk)
-
     def _eval_end(self, split: str) -> None:
         if not self._eval_totals:
             return
@@ -255,17 +249,8 @@ class MetaRLAgent(InjectedOptimizerModule):
         if split == "test":
             self.log("test/return_ci95", ev.ci95)
 
-    def on_validation_epoch_start(self) -> None:
+    def _eval_start(self, split: str) -> None:
         self._eval_totals = []
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_totals = []
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def checkpoint_identity(self) -> dict[str, Any]:
         return {"learner": type(self).__name__, "family": self.family.describe(), "n_episodes": self.n_episodes}
