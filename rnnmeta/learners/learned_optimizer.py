@@ -122,9 +122,7 @@ class LearnedOptimizer(MetaLearner):
             same predictions and meta-gradients (tested against each other in float64).
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        returns ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
     """
 
     needs_grad_at_eval = True

@@ -159,9 +159,7 @@ class MAML(MetaLearner):
         image_size: image side of the default Conv4.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
 
     Example:
         >>> learner = MAML(inner_steps=1, inner_lr=0.4, eval_inner_steps=3, n_way=5)

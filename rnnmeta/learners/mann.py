@@ -260,9 +260,7 @@ class MANN(MetaLearner):
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
     """
 
     def __init__(

@@ -122,9 +122,7 @@ class SNAIL(MetaLearner):
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``, with ``S <= T - 1``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`, with ``S <= T - 1``.
 
     Example::
 
