@@ -257,7 +257,7 @@ def test_eval_summary_gathers_every_rank_in_stream_order(monkeypatch):
     monkeypatch.setattr(learner, "all_gather", all_gather)
     monkeypatch.setattr(learner, "log", lambda *a, **k: None)
     learner.results["test"] = [rank_rows[0][:2], rank_rows[0][2:]]  # two eval batches on rank 0
-    learner._log_summary("test")
+    learner.on_test_epoch_end()
     assert torch.equal(torch.cat(learner.results["test"]).nan_to_num(-1), streams.nan_to_num(-1))
     mean, _ = learner.summary("test")
     assert torch.allclose(mean, torch.tensor([0.5, 0.65], dtype=torch.float64))

@@ -86,6 +86,13 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
+def _markdown(heading: str, note: str, columns: list[str], rows: list[list[Any]]) -> str:
+    """``## heading``, a paragraph and a table with one row per entry of ``rows`` (cells as ``str``)."""
+    lines = [f"## {heading}", "", note, "", f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+    lines += [f"| {' | '.join(str(cell) for cell in row)} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(
     results_rows: list[dict[str, Any]], cost_rows: list[dict[str, Any]], out: Path, title: str, target: Optional[float]
 ) -> tuple[str, str]:
@@ -100,39 +107,31 @@ def write_tables(
         budget_text = "each learner's own number of meta-training steps (the steps column)"
     else:
         budget_text = "; ".join(budgets)
-    lines = [
-        f"## {title}",
-        "",
+    results_md = _markdown(
+        title,
         f"Test {metric} over {results_rows[0]['test_episodes']:,} fixed episodes (the same for every learner: "
         f"fingerprint {results_rows[0]['test_fingerprint']}), mean over seeds +- the 95% CI over episodes; "
         f"seed std is the spread across seeds. Budget per run: {budget_text}. Protocol: 'per query' "
         "answers each query from the support set alone, 'transductive' normalises over the query batch.",
-        "",
-        f"| learner | protocol | test {metric} | +- 95% CI | seed std | seeds | steps | steps to {metric} {better} "
-        f"{target_text} | parameters | threads |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results_rows:
-        lines.append(
-            f"| {r['learner']} | {r['protocol']} | {_fmt(r['mean'])} | {_fmt(r['ci95'])} | {_fmt(r['seed_std'])} | "
-            f"{r['seeds']} | {_fmt(r['steps'], 0)} | {_fmt(r['steps_to_target'], 0)} | {r['parameters']:,} | {r['threads']} |"
-        )
-    results_md = "\n".join(lines) + "\n"
+        ["learner", "protocol", f"test {metric}", "+- 95% CI", "seed std", "seeds", "steps",
+         f"steps to {metric} {better} {target_text}", "parameters", "threads"],
+        [
+            [r["learner"], r["protocol"], _fmt(r["mean"]), _fmt(r["ci95"]), _fmt(r["seed_std"]), r["seeds"],
+             _fmt(r["steps"], 0), _fmt(r["steps_to_target"], 0), f"{r['parameters']:,}", r["threads"]]
+            for r in results_rows
+        ],
+    )
     (out / "results.md").write_text(results_md)
-    cost_lines = [
-        f"## Costs on this machine: {cost_rows[0]['cpu']}",
-        "",
+    costs_md = _markdown(
+        f"Costs on this machine: {cost_rows[0]['cpu']}",
         "Training steps only (validation excluded), mean over seeds; these vary with the machine and its load.",
-        "",
-        f"| learner | train CPU s | train wall s | steps per CPU s | CPU s to {metric} {better} {target_text} | peak MB |",
-        "|---|---|---|---|---|---|",
-    ]
-    for c in cost_rows:
-        cost_lines.append(
-            f"| {c['learner']} | {_fmt(c['train_cpu_seconds'], 1)} | {_fmt(c['train_wall_seconds'], 1)} | "
-            f"{_fmt(c['steps_per_cpu_second'], 1)} | {_fmt(c['cpu_seconds_to_target'], 1)} | {_fmt(c['peak_memory_mb'], 0)} |"
-        )
-    costs_md = "\n".join(cost_lines) + "\n"
+        ["learner", "train CPU s", "train wall s", "steps per CPU s", f"CPU s to {metric} {better} {target_text}", "peak MB"],
+        [
+            [c["learner"], _fmt(c["train_cpu_seconds"], 1), _fmt(c["train_wall_seconds"], 1),
+             _fmt(c["steps_per_cpu_second"], 1), _fmt(c["cpu_seconds_to_target"], 1), _fmt(c["peak_memory_mb"], 0)]
+            for c in cost_rows
+        ],
+    )
     (out / "costs.md").write_text(costs_md)
     return results_md, costs_md
 
@@ -144,6 +143,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
 
 
 def _wide_range(values: list[float]) -> bool:
@@ -195,11 +202,7 @@ def plot_curves(results: list[RunResult], metric: str, out: Path) -> Path:
             ax.set_yscale("log")
     if any(plotted.values()):
         axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "curves.png")
 
 
 def plot_final(rows: list[dict[str, Any]], out: Path) -> Path:
@@ -215,11 +218,7 @@ def plot_final(rows: list[dict[str, Any]], out: Path) -> Path:
     )
     ax.set_ylabel(f"test {metric} (95% CI)")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = out / "final.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "final.png")
 
 
 def plot_predictions(results: list[RunResult], out: Path) -> Optional[Path]:
@@ -249,8 +248,4 @@ def plot_predictions(results: list[RunResult], out: Path) -> Optional[Path]:
         ax.set_title(f"test task {t}: A={task['amplitude']:.2f}, phase={task['phase']:.2f}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "predictions.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "predictions.png")

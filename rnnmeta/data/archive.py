@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import stat
@@ -24,7 +25,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Iterator, Optional, Union
+from typing import IO, Any, Callable, Iterator, Optional, Union
 
 import torch
 
@@ -41,6 +42,7 @@ __all__ = [
     "check_zip_members",
     "default_cache_dir",
     "download_url",
+    "load_or_build",
     "md5sum",
     "open_zip",
     "safe_extract_zip",
@@ -226,6 +228,24 @@ def safe_extract_zip(path: PathLike, target: PathLike) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def load_or_build(path: Path, expected: dict[str, Any], build: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
+    """The tensor cache at ``path`` if it loads (``weights_only``) and holds the ``expected`` entries; else ``build()``.
+
+    A built cache is written with :func:`atomic_torch_save`. A cache that does not load (an older
+    version, a damaged disk) is logged as ``what``'s and rebuilt.
+    """
+    if path.is_file():
+        try:
+            data = torch.load(path, weights_only=True)
+            if all(data.get(key) == value for key, value in expected.items()):
+                return data
+        except Exception as exc:  # a cache from an older version or a damaged disk: rebuild it
+            logging.getLogger(__name__).warning("ignoring unreadable %s cache %s (%s); rebuilding it", what, path, exc)
+    data = build()
+    atomic_torch_save(data, path)
+    return data
 
 
 def atomic_torch_save(obj: object, path: PathLike) -> Path:

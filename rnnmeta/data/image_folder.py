@@ -10,7 +10,6 @@ indexing like Omniglot's.
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import random
 from pathlib import Path
@@ -20,12 +19,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rnnmeta.data.archive import atomic_torch_save, default_cache_dir
+from rnnmeta.data.archive import default_cache_dir, load_or_build
 from rnnmeta.data.base import SPLITS, FewShotDataset, check_split_name
-from rnnmeta.data.sampling import ClassIndexSource
+from rnnmeta.data.sampling import ClassIndexSource, select_classes
 from rnnmeta.episode import CLASSIFICATION
-
-log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _CACHE_VERSION = 2  # 2: EXIF orientation applied, 16-bit images scaled instead of saturated
@@ -268,35 +265,25 @@ class ImageFolder(FewShotDataset):
         self._load()
 
     def _load(self) -> dict[str, Any]:
-        if self._data is not None:
-            return self._data
-        path = self.cache_path()
-        data = None
-        if path.is_file():
-            try:
-                data = torch.load(path, weights_only=True)
-                if data.get("version") != _CACHE_VERSION or data.get("classes") != self.classes:
-                    data = None
-            except Exception as exc:
-                log.warning("ignoring unreadable ImageFolder cache %s (%s); rebuilding it", path, exc)
-                data = None
-        if data is None:
-            total = sum(len(v) for v in self.files.values())
-            images = np.empty((total, *self.x_shape), dtype=np.uint8)
-            row = 0
-            for name in self.classes:
-                for p in self.files[name]:
-                    images[row] = self._decode(p)
-                    row += 1
-            data = {
-                "version": _CACHE_VERSION,
-                "classes": self.classes,
-                "counts": torch.tensor([len(self.files[n]) for n in self.classes], dtype=torch.int64),
-                "images": torch.from_numpy(images),
-            }
-            atomic_torch_save(data, path)
-        self._data = data
-        return data
+        if self._data is None:
+            expected = {"version": _CACHE_VERSION, "classes": self.classes}
+            self._data = load_or_build(self.cache_path(), expected, self._build, "ImageFolder")
+        return self._data
+
+    def _build(self) -> dict[str, Any]:
+        total = sum(len(v) for v in self.files.values())
+        images = np.empty((total, *self.x_shape), dtype=np.uint8)
+        row = 0
+        for name in self.classes:
+            for p in self.files[name]:
+                images[row] = self._decode(p)
+                row += 1
+        return {
+            "version": _CACHE_VERSION,
+            "classes": self.classes,
+            "counts": torch.tensor([len(self.files[n]) for n in self.classes], dtype=torch.int64),
+            "images": torch.from_numpy(images),
+        }
 
     # ------------------------------------------------------------------ splits
     def split(self, name: str) -> ClassIndexSource:
@@ -315,12 +302,9 @@ class ImageFolder(FewShotDataset):
                 f"rounds to 0 of {len(self.classes)} classes)"
             )
         data = self._load()
-        counts: torch.Tensor = data["counts"]
-        offsets = torch.cumsum(counts, 0) - counts
         index = {n: i for i, n in enumerate(data["classes"])}
-        chosen = [index[n] for n in names]
-        rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i] + counts[i])) for i in chosen])
-        source = ClassIndexSource(data["images"][rows].contiguous(), counts[chosen], names, name=name)
+        images, counts = select_classes(data["images"], data["counts"], [index[n] for n in names])
+        source = ClassIndexSource(images, counts, names, name=name)
         self._sources[name] = source
         return source
 

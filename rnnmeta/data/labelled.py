@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from rnnmeta.data.base import FewShotDataset, check_split_name
 from rnnmeta.data.image_folder import as_displayed_8bit, assign_class_splits, check_split_fractions
-from rnnmeta.data.sampling import ClassIndexSource
+from rnnmeta.data.sampling import ClassIndexSource, select_classes
 from rnnmeta.episode import CLASSIFICATION, Episode
 
 __all__ = ["ExampleTransform", "LabelledDataset", "TransformedSource"]
@@ -273,10 +273,8 @@ class LabelledDataset(FewShotDataset):
                 f"rounds to 0 of {len(self._classes)} classes)"
             )
         position = {c: i for i, c in enumerate(self._classes)}
-        chosen = [position[c] for c in chosen_labels]
-        offsets = torch.cumsum(self._counts, 0) - self._counts
-        rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i] + self._counts[i])) for i in chosen])
-        images, counts, names = self._examples[rows].contiguous(), self._counts[chosen], [str(c) for c in chosen_labels]
+        images, counts = select_classes(self._examples, self._counts, [position[c] for c in chosen_labels])
+        names = [str(c) for c in chosen_labels]
         if name == "train" and self.transform is not None:
             source: ClassIndexSource = TransformedSource(images, counts, self.transform, names, name=name)
         else:

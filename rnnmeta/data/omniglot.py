@@ -37,15 +37,15 @@ from rnnmeta.data.archive import (
     CorruptArchiveError,
     DownloadError,
     Opener,
-    atomic_torch_save,
     default_cache_dir,
     download_url,
+    load_or_build,
     open_zip,
     read_member,
 )
 from rnnmeta.data.base import FewShotDataset, check_split_name
 from rnnmeta.data.image_folder import as_displayed_8bit, bomb_message
-from rnnmeta.data.sampling import ClassIndexSource
+from rnnmeta.data.sampling import ClassIndexSource, select_classes
 from rnnmeta.episode import CLASSIFICATION
 
 log = logging.getLogger(__name__)
@@ -371,24 +371,12 @@ class Omniglot(FewShotDataset):
         }
 
     def _load(self) -> dict[str, Any]:
-        if self._data is not None:
-            return self._data
-        files = self._locate()
-        path = self.cache_dir / f"omniglot_{self.image_size}_{self._fingerprint(files)}.pt"
-        data = None
-        if path.is_file():
-            try:
-                data = torch.load(path, weights_only=True)
-                if data.get("version") != _CACHE_VERSION or data.get("image_size") != self.image_size:
-                    data = None
-            except Exception as exc:  # a cache from an older version or a damaged disk: rebuild it
-                log.warning("ignoring unreadable Omniglot cache %s (%s); rebuilding it", path, exc)
-                data = None
-        if data is None:
-            data = self._build(files)
-            atomic_torch_save(data, path)
-        self._data = data
-        return data
+        if self._data is None:
+            files = self._locate()
+            path = self.cache_dir / f"omniglot_{self.image_size}_{self._fingerprint(files)}.pt"
+            expected = {"version": _CACHE_VERSION, "image_size": self.image_size}
+            self._data = load_or_build(path, expected, lambda: self._build(files), "Omniglot")
+        return self._data
 
     # ------------------------------------------------------------------ splits
     def split_of_character(self, name: str, archive: int) -> str:
@@ -409,17 +397,13 @@ class Omniglot(FewShotDataset):
         if name in self._sources:
             return self._sources[name]
         data = self._load()
-        counts: torch.Tensor = data["counts"]
-        offsets = torch.cumsum(counts, 0) - counts
         chosen = [
             i for i, (char, arch) in enumerate(zip(data["names"], data["archive"].tolist()))
             if self.split_of_character(char, arch) == name
         ]
         if not chosen:
             raise ValueError(f"Omniglot split {name!r} of scheme {self.split_scheme!r} has no characters")
-        rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i] + counts[i])) for i in chosen])
-        base = data["images"][rows]
-        base_counts = counts[chosen]
+        base, base_counts = select_classes(data["images"], data["counts"], chosen)
         base_names = [data["names"][i] for i in chosen]
         rotations = ROTATIONS if self.rotations else (0,)
         images = torch.cat([torch.rot90(base, k=deg // 90, dims=(-2, -1)) for deg in rotations])

@@ -37,6 +37,7 @@ __all__ = [
     "derive_seed",
     "make_generator",
     "sample_episode_index",
+    "select_classes",
 ]
 
 
@@ -147,6 +148,17 @@ def sample_episode_index(
     s_cls, s_slot, s_y = flat(slots[..., :K], K)
     q_cls, q_slot, q_y = flat(slots[..., K:], Q)
     return EpisodeIndex(classes, s_cls, s_slot, s_y, q_cls, q_slot, q_y)
+
+
+def select_classes(images: Tensor, counts: Tensor, classes: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """The rows of ``classes`` (in that order) of ``images`` grouped by class, and their ``counts``.
+
+    ``images`` holds ``counts[c]`` rows of class ``c`` after those of classes ``0..c-1`` (the
+    layout of :class:`ClassIndexSource`); the rows returned are a new, contiguous tensor in that layout.
+    """
+    offsets = torch.cumsum(counts, 0) - counts
+    rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i] + counts[i])) for i in classes])
+    return images[rows], counts[classes]
 
 
 class ClassIndexSource(TaskSource):

@@ -131,6 +131,35 @@ class InjectedOptimizerModule(pl.LightningModule):
         lr = self.meta_lr()
         return f"lower the optimizer's lr{f' (now {lr:g})' if lr is not None else ''}"
 
+    # ------------------------------------------------------------- evaluation: "val" and "test" alike
+    def _eval_start(self, stage: str) -> None:
+        """Forget the values of the previous ``stage`` (``"val"`` or ``"test"``) epoch."""
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        """Evaluate one batch of a ``stage`` epoch and keep its values."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _eval_step(batch, stage)")
+
+    def _eval_end(self, stage: str) -> None:
+        """Summarise and log the values of the ``stage`` epoch."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
     def factories_as_specs(self, hparams: dict[str, Any]) -> dict[str, Any]:
         """``hparams`` with the optimiser and schedule factories as ``class_path`` specs (``weights_only`` checkpoints)."""
         hparams = dict(hparams)
@@ -169,6 +198,11 @@ class MetaLearner(InjectedOptimizerModule):
 
     Gradient clipping is the Trainer's: ``trainer.gradient_clip_val`` (with
     ``gradient_clip_algorithm: norm``, the default, it clips the meta-gradient's global L2 norm).
+
+    A learner takes its own arguments and passes these five on with ``super().__init__(**kwargs)``;
+    LightningCLI lists and types them from this signature and this docstring. The constructor
+    records the arguments of the whole chain (these and the learner's) as the hyperparameters
+    (Lightning's ``save_hyperparameters``, called here), which checkpoints store.
     """
 
     #: Learners whose forward needs autograd at evaluation time (an inner loop) set this to True;
@@ -201,11 +235,17 @@ class MetaLearner(InjectedOptimizerModule):
         #: episode order (float64, on the CPU); :attr:`eval_stats` holds its mean and 95% CI.
         self.eval_episode_values: dict[str, Tensor] = {}
         self.eval_stats: dict[str, MeanCI] = {}
+        # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
+        self.save_hyperparameters()
 
     def save_hyperparameters(self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True) -> None:
-        """Lightning's ``save_hyperparameters``, without its advice to leave the backbone out (see :meth:`on_save_checkpoint`)."""
+        """Lightning's ``save_hyperparameters``, without its advice to leave the backbone out (see :meth:`on_save_checkpoint`).
+
+        Called from an ``__init__``, it records the arguments of that ``__init__`` and of the
+        subclass ``__init__`` calls that led to it.
+        """
         if frame is None:
-            frame = inspect.currentframe().f_back  # the subclass's __init__, whose arguments are recorded
+            frame = inspect.currentframe().f_back  # the calling __init__, whose arguments are recorded
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_MODULE_HPARAM_ADVICE)
             super().save_hyperparameters(*args, ignore=ignore, frame=frame, logger=logger)
@@ -381,29 +421,14 @@ class MetaLearner(InjectedOptimizerModule):
         values = self._eval_values.setdefault(stage, [])
         values.extend(torch.stack([losses.double(), metric.double()], 1).tolist())
 
-    def validation_step(self, batch: Episode, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Episode, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_validation_epoch_start(self) -> None:
-        self._eval_values["val"] = []
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_values["test"] = []
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
+    def _eval_start(self, stage: str) -> None:
+        self._eval_values[stage] = []
 
     def gather_episode_values(self, values: Tensor) -> Tensor:
         """Per-episode values ``[n_r, *]`` of every rank in episode order: :func:`~rnnmeta.evaluation.gather_episode_rows`."""
         return gather_episode_rows(self, values)
 
-    def _log_eval(self, stage: str) -> None:
+    def _eval_end(self, stage: str) -> None:
         local = self._eval_values.pop(stage, [])
         values = torch.tensor(local, dtype=torch.float64).reshape(-1, 2)
         values = self.gather_episode_values(values)  # [n_episodes, 2]: loss, metric

@@ -43,13 +43,12 @@ query is answered on its own; a backbone without batch norm is query-independent
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.sequence import check_query
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import batch_norm_layers, check_query_bn, reference_batch_norm, require_batch_statistics, resolve_backbone
@@ -94,9 +93,6 @@ class LearnedOptimizer(MetaLearner):
     """Few-shot learning with a learned inner-loop update rule (gated gradient descent; not Ravi & Larochelle's meta-learner).
 
     Args:
-        kind: ``"classification"`` or ``"regression"`` (see :class:`MetaLearner`).
-        n_way: classes per task (classification).
-        target_dim: regression target size.
         backbone: the base network's feature extractor (needs ``out_features``); ``None`` gives
             ``Conv4()`` for classification and ``MLP(1, [40, 40])`` for regression. Batch norm
             must use per-task batch statistics (``track_running_stats=False``), as in MAML: a layer
@@ -124,21 +120,15 @@ class LearnedOptimizer(MetaLearner):
             network has no batch norm; with batch norm (default Conv4) tasks run one by one, since
             ``vmap`` over batch norm was measured to give wrong meta-gradients. Both paths give the
             same predictions and meta-gradients (tested against each other in float64).
-        optimizer, lr_scheduler:
-            the meta-optimiser, see :class:`MetaLearner`.
+        **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        returns ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
     """
 
     needs_grad_at_eval = True
 
     def __init__(
         self,
-        kind: Literal["classification", "regression"] = "classification",
-        n_way: int = 5,
-        target_dim: int = 1,
         backbone: Optional[nn.Module] = None,
         update_rule: Literal["ravi_larochelle", "lstm"] = "ravi_larochelle",
         inner_steps: int = 5,
@@ -153,17 +143,9 @@ class LearnedOptimizer(MetaLearner):
         second_order: bool = False,
         query_bn: Literal["transductive", "support"] = "transductive",
         batch_tasks: bool = True,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            kind=kind,
-            n_way=n_way,
-            target_dim=target_dim,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-        )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
         if eval_inner_steps is not None and eval_inner_steps < 1:
@@ -173,7 +155,7 @@ class LearnedOptimizer(MetaLearner):
                 f"init_inner_lr must lie in (0, 1) (the update rule's input gate at initialisation), got {init_inner_lr}"
             )
         # the base network normalises with each task's batch statistics, as MAML does
-        backbone = resolve_backbone(backbone, kind, track_running_stats=False)
+        backbone = resolve_backbone(backbone, self.kind, track_running_stats=False)
         require_batch_statistics(backbone, "LearnedOptimizer")
         features = getattr(backbone, "out_features", None)
         if not isinstance(features, int) or features < 1:

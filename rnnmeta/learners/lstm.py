@@ -45,13 +45,12 @@ References:
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 from rnnmeta.learners.sequence import check_positive, check_query, embed, encode_labels, label_width
@@ -93,11 +92,9 @@ class LSTMLearner(MetaLearner):
             keeps nn.Linear's random head. Regression, and a stack of layers (whose head reads the
             top layer, not the one the labels are written into), keep the random head.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
-        kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
+        **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
 
     Example:
         >>> learner = LSTMLearner(n_way=5)
@@ -117,32 +114,20 @@ class LSTMLearner(MetaLearner):
         input_bias: Optional[float] = None,
         readout_init: float = 0.3,
         embedding_dim: int = 0,
-        kind: Literal["classification", "regression"] = "classification",
-        n_way: int = 5,
-        target_dim: int = 1,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            kind=kind,
-            n_way=n_way,
-            target_dim=target_dim,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-        )
+        super().__init__(**kwargs)
         check_positive(hidden_size=hidden_size, num_layers=num_layers)
-        # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
-        self.save_hyperparameters()
-        self.backbone = resolve_backbone(backbone, kind, track_running_stats=True)
+        self.backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
-        self.label_dim = label_width(kind, n_way, target_dim)
+        self.label_dim = label_width(self.kind, self.n_way, self.target_dim)
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.norm = nn.LayerNorm(self.embed_dim) if embedding_norm else nn.Identity()
         self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
         if key_value_init:
             key_value_init_(self.lstm, self.embed_dim, self.label_dim, key_std, forget_bias, input_bias)
         self.head = nn.Linear(hidden_size, self.output_dim)
-        if key_value_init and readout_init and kind == CLASSIFICATION and num_layers == 1:
+        if key_value_init and readout_init and self.kind == CLASSIFICATION and num_layers == 1:
             label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)
 
     # ---------------------------------------------------------------- the two phases

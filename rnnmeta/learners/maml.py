@@ -39,7 +39,6 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from rnnmeta.episode import Episode
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.maml_batched import Params, batched_forward, batched_layers
 from rnnmeta.learners.sequence import check_query
@@ -158,11 +157,9 @@ class MAML(MetaLearner):
         in_channels: image channels (classification) or input features (regression) of the
             default backbone.
         image_size: image side of the default Conv4.
-        kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.MetaLearner`.
+        **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
 
     Example:
         >>> learner = MAML(inner_steps=1, inner_lr=0.4, eval_inner_steps=3, n_way=5)
@@ -190,16 +187,9 @@ class MAML(MetaLearner):
         compile_query: bool = False,
         in_channels: int = 1,
         image_size: int = 28,
-        kind: Literal["classification", "regression"] = "classification",
-        n_way: int = 5,
-        target_dim: int = 1,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            kind=kind, n_way=n_way, target_dim=target_dim, optimizer=optimizer, lr_scheduler=lr_scheduler
-        )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
         if inner_steps < 0 or eval_inner_steps < 0:
             raise ValueError(f"inner_steps and eval_inner_steps must be >= 0, got {inner_steps} and {eval_inner_steps}")
@@ -208,7 +198,7 @@ class MAML(MetaLearner):
         if learn_inner_lr and eval_inner_lr is not None:
             raise ValueError("eval_inner_lr cannot be set with learn_inner_lr=True: evaluation uses the learned rates")
         backbone = resolve_backbone(
-            backbone, kind, track_running_stats=False, in_channels=in_channels, image_size=image_size
+            backbone, self.kind, track_running_stats=False, in_channels=in_channels, image_size=image_size
         )
         if not isinstance(getattr(backbone, "out_features", None), int):
             raise ValueError(f"backbone {type(backbone).__name__} must expose an int attribute out_features")

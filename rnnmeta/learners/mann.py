@@ -43,14 +43,13 @@ Reference:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.sequence import check_positive, check_query, embed, encode_labels, label_width
 from rnnmeta.learners.sequence import key_value_init_, label_readout_init_
@@ -259,11 +258,9 @@ class MANN(MetaLearner):
             label directions of the cell, scaled by this
             (:func:`~rnnmeta.learners.sequence.label_readout_init_`); ``0`` keeps a random head.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
-        kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
+        **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
     """
 
     def __init__(
@@ -282,25 +279,13 @@ class MANN(MetaLearner):
         input_bias: Optional[float] = None,
         readout_init: float = 0.3,
         embedding_dim: int = 0,
-        kind: Literal["classification", "regression"] = "classification",
-        n_way: int = 5,
-        target_dim: int = 1,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            kind=kind,
-            n_way=n_way,
-            target_dim=target_dim,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-        )
+        super().__init__(**kwargs)
         check_positive(controller_size=controller_size)
-        # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
-        self.save_hyperparameters()
-        self.backbone = resolve_backbone(backbone, kind, track_running_stats=True)
+        self.backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
-        self.label_dim = label_width(kind, n_way, target_dim)
+        self.label_dim = label_width(self.kind, self.n_way, self.target_dim)
         self.memory = LRUAMemory(
             controller_size, memory_slots, memory_width, read_heads, gamma, read_sharpness,
             addressing=addressing, tie_add_init=tie_add_init,
@@ -308,7 +293,7 @@ class MANN(MetaLearner):
         read_dim = read_heads * memory_width
         self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
         self.head = nn.Linear(controller_size + read_dim, self.output_dim)
-        if key_value_init and kind == CLASSIFICATION:
+        if key_value_init and self.kind == CLASSIFICATION:
             key_value_init_(self.controller, self.embed_dim, self.label_dim, key_std, input_bias=input_bias)
             if readout_init:
                 label_readout_init_(self.head, self.controller, self.embed_dim, self.label_dim, readout_init)

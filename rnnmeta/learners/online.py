@@ -182,19 +182,10 @@ class OnlineMetaLearner(InjectedOptimizerModule):
                                       self.max_instance)[0] for b in range(batch.batch_size)]
         self.results.setdefault(stage, []).append(torch.stack(rows).cpu())
 
-    def validation_step(self, batch: OnlineStream, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def _eval_start(self, stage: str) -> None:
+        self.results[stage] = []
 
-    def test_step(self, batch: OnlineStream, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_validation_epoch_start(self) -> None:
-        self.results["val"] = []
-
-    def on_test_epoch_start(self) -> None:
-        self.results["test"] = []
-
-    def _log_summary(self, stage: str) -> None:
+    def _eval_end(self, stage: str) -> None:
         # every rank's streams, in stream order (rank r of W evaluates streams i % W == r)
         rows = self.results.get(stage) or []
         if rows:
@@ -203,12 +194,6 @@ class OnlineMetaLearner(InjectedOptimizerModule):
         for i in REPORTED_INSTANCES:
             if i <= self.max_instance:
                 self.log(f"{stage}/acc_inst{i}", float(mean[i - 1]))
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_summary("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_summary("test")
 
     def summary(self, stage: str = "test") -> tuple[Tensor, Tensor]:
         """``(mean [max_instance], ci95 [max_instance])`` of per-stream accuracy at each instance number.

@@ -28,14 +28,13 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.sequence import check_query
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import backbone_features, batch_norm_layers, resolve_backbone
@@ -101,9 +100,8 @@ class ProtoNet(MetaLearner):
             :func:`rnnmeta.nets.default_backbone` (Conv4, 64 filters, batch norm with running
             statistics: 64-d embeddings of 28x28 Omniglot), as in the paper.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
-        kind: must be ``"classification"``; ``"regression"`` raises ``ValueError``.
-        n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`. The
-            paper's schedule is Adam at 1e-3 halved every 2,000 episodes: ``lr_scheduler:
+        **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`;
+            ``kind`` must be ``"classification"`` (``"regression"`` raises ``ValueError``). The paper's schedule is Adam at 1e-3 halved every 2,000 episodes: ``lr_scheduler:
             {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 2000, gamma: 0.5}}``
             (the shipped configs set it).
 
@@ -120,27 +118,15 @@ class ProtoNet(MetaLearner):
         self,
         backbone: Optional[nn.Module] = None,
         embedding_dim: int = 0,
-        kind: Literal["classification", "regression"] = "classification",
-        n_way: int = 5,
-        target_dim: int = 1,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        if kind != CLASSIFICATION:
+        super().__init__(**kwargs)
+        if self.kind != CLASSIFICATION:
             raise ValueError(
-                f"ProtoNet is a classification learner (prototypes are class means), got kind={kind!r}; "
+                f"ProtoNet is a classification learner (prototypes are class means), got kind={self.kind!r}; "
                 "use MAML, SNAIL, LSTMLearner or MANN for regression"
             )
-        super().__init__(
-            kind=kind,
-            n_way=n_way,
-            target_dim=target_dim,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-        )
-        # the backbone module is kept in the hyper-parameters so that a checkpoint rebuilds a custom one
-        self.save_hyperparameters()
-        self.backbone = resolve_backbone(backbone, kind, track_running_stats=True)
+        self.backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
 
     @property

@@ -19,14 +19,13 @@ Reference:
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from rnnmeta.learners.sequence import check_query
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.snail_blocks import AttentionBlock, BlockState, SNAILNetwork, map_state
@@ -121,11 +120,9 @@ class SNAIL(MetaLearner):
             (``2^i, i = 1..ceil(log2 T)``); ``False`` (default) uses ``1, 2, ..., 2^(n-1)``. See
             :class:`~rnnmeta.learners.snail_blocks.TCBlock` for what each reaches.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
-        kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
+        **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
-    Shapes:
-        ``forward(support_x [B, S, *x], support_y [B, S] | [B, S, d_y], query_x [B, M, *x])``
-        -> ``[B, M, n_way]`` logits or ``[B, M, d_y]``, with ``S <= T - 1``.
+    Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`, with ``S <= T - 1``.
 
     Example::
 
@@ -146,29 +143,18 @@ class SNAIL(MetaLearner):
         embedding_norm: Optional[bool] = None,
         similarity_init: bool = False,
         embedding_dim: int = 0,
-        kind: Literal["classification", "regression"] = "classification",
-        n_way: int = 5,
-        target_dim: int = 1,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            kind=kind,
-            n_way=n_way,
-            target_dim=target_dim,
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-        )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         if max_shots < 1:
             raise ValueError(f"max_shots must be >= 1, got {max_shots}")
-        backbone = resolve_backbone(backbone, kind, track_running_stats=True)
+        backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
         embed = backbone_features(backbone, embedding_dim)
         self.backbone = backbone
         self.embedding_dim = embed
         self.max_shots = max_shots
-        self.label_channels = n_way if kind == CLASSIFICATION else target_dim + 1
-        self.seq_len = (n_way if kind == CLASSIFICATION else 1) * max_shots + 1
+        self.label_channels = self.n_way if self.kind == CLASSIFICATION else self.target_dim + 1
+        self.seq_len = (self.n_way if self.kind == CLASSIFICATION else 1) * max_shots + 1
         self.network = SNAILNetwork(
             in_channels=embed + self.label_channels,
             seq_len=self.seq_len,

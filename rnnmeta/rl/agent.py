@@ -176,6 +176,9 @@ class MetaRLAgent(InjectedOptimizerModule):
                 raise ValueError(f"{type(self).__name__}: normalize_observations needs a Box observation space, "
                                  f"got {family.observation_space} of {family.describe()}")
             self.obs_norm = RunningNorm(space_width(family.observation_space))
+        # the arguments of the whole __init__ chain (this one's and the agent's), the family by its description
+        self.save_hyperparameters(ignore=["family", "optimizer"])
+        self.hparams["family"] = family.describe()
 
     def observation_features(self, obs: Tensor) -> Tensor:
         """``encode(obs)`` ``[..., d_obs]``, standardised by the running statistics when ``normalize_observations``."""
@@ -186,10 +189,6 @@ class MetaRLAgent(InjectedOptimizerModule):
         """Merge a batch's observations ``[B, T, *obs]`` (steps where ``alive [B, T]``) into the running statistics."""
         if self.obs_norm is not None:
             self.obs_norm.update(encode(self.family.observation_space, obs), alive)
-
-    def _store_hparams(self) -> None:
-        self.save_hyperparameters(ignore=["family", "optimizer"])
-        self.hparams["family"] = self.family.describe()
 
     # -- acting (subclasses) -----------------------------------------------------------------------
     def actor(self, greedy: bool = False):
@@ -227,7 +226,7 @@ class MetaRLAgent(InjectedOptimizerModule):
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_trials)
 
-    def _eval_step(self, split: str, chunk: Tensor) -> None:
+    def _eval_step(self, chunk: Tensor, split: str) -> None:
         n = self.val_trials if split == "val" else self.test_trials
         tasks = eval_tasks(self.family, n, self.eval_seed, split)
         i = int(chunk)
@@ -240,12 +239,6 @@ class MetaRLAgent(InjectedOptimizerModule):
                               seeded_generator(self.eval_seed, "actor", i, device=dev))
         self._eval_totals.append(traj.total_reward.detach().double().cpu())
 
-    def validation_step(self, chunk: Tensor, batch_idx: int) -> None:
-        self._eval_step("val", chunk)
-
-    def test_step(self, chunk: Tensor, batch_idx: int) -> None:
-        self._eval_step("test", chunk)
-
     def _eval_end(self, split: str) -> None:
         if not self._eval_totals:
             return
@@ -256,17 +249,8 @@ class MetaRLAgent(InjectedOptimizerModule):
         if split == "test":
             self.log("test/return_ci95", ev.ci95)
 
-    def on_validation_epoch_start(self) -> None:
+    def _eval_start(self, split: str) -> None:
         self._eval_totals = []
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_totals = []
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def checkpoint_identity(self) -> dict[str, Any]:
         return {"learner": type(self).__name__, "family": self.family.describe(), "n_episodes": self.n_episodes}
@@ -293,12 +277,6 @@ class SequenceAgent(MetaRLAgent):
         self,
         family: TaskFamily,
         n_episodes: int,
-        batch_trials: int = 64,
-        val_trials: int = 200,
-        test_trials: int = 1000,
-        eval_seed: int = 0,
-        seed: int = 0,
-        optimizer: OptimizerCallable = torch.optim.Adam,
         gamma: float = 0.99,
         gae_lambda: float = 0.3,
         clip: float = 0.2,
@@ -306,16 +284,14 @@ class SequenceAgent(MetaRLAgent):
         ppo_minibatches: int = 1,
         value_coef: float = 0.5,
         entropy_coef: float = 0.01,
-        normalize_observations: bool = False,
         init_log_std: float = 0.0,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
-                         normalize_observations=normalize_observations, lr_scheduler=lr_scheduler)
+        super().__init__(family, n_episodes, **kwargs)
         self.init_log_std = float(init_log_std)
         check_positive(type(self).__name__, ppo_epochs=ppo_epochs, ppo_minibatches=ppo_minibatches)
-        if ppo_minibatches > batch_trials:
-            raise ValueError(f"{type(self).__name__}: ppo_minibatches={ppo_minibatches} exceeds batch_trials={batch_trials}")
+        if ppo_minibatches > self.batch_trials:
+            raise ValueError(f"{type(self).__name__}: ppo_minibatches={ppo_minibatches} exceeds batch_trials={self.batch_trials}")
         for name, v in (("gamma", gamma), ("gae_lambda", gae_lambda)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{type(self).__name__}: {name} must lie in [0, 1], got {name}={v!r}")

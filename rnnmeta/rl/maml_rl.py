@@ -28,10 +28,9 @@ Per-trial parameters are ``[B, ...]`` tensors; the policy runs on them with
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -111,21 +110,14 @@ class MAMLRL(MetaRLAgent):
         pre_update_objective: bool = False,
         center_advantages: bool = False,
         batch_trials: int = 40,
-        val_trials: int = 200,
-        test_trials: int = 1000,
-        eval_seed: int = 0,
-        seed: int = 0,
-        optimizer: OptimizerCallable = torch.optim.Adam,
         gamma: float = 0.99,
         clip: float = 0.2,
         ppo_epochs: int = 4,
         entropy_coef: float = 0.05,
-        normalize_observations: bool = False,
         init_log_std: float = 0.0,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
-                         normalize_observations=normalize_observations, lr_scheduler=lr_scheduler)
+        super().__init__(family, n_episodes, batch_trials=batch_trials, **kwargs)
         hidden_sizes = [100, 100] if hidden_sizes is None else list(hidden_sizes)
         check_positive("MAMLRL", inner_steps=inner_steps, ppo_epochs=ppo_epochs, **{f"hidden_sizes[{i}]": h for i, h in enumerate(hidden_sizes)})
         if inner_steps + 1 > n_episodes:
@@ -151,7 +143,6 @@ class MAMLRL(MetaRLAgent):
         per = n_episodes // (inner_steps + 1)
         self.chunk_episodes = [per] * inner_steps + [n_episodes - per * inner_steps]
         self._batch: Optional[dict[str, Tensor]] = None
-        self._store_hparams()
 
     # -- the functional policy ---------------------------------------------------------------------
     def batched_params(self, batch: int) -> Params:

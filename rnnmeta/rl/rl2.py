@@ -10,10 +10,9 @@ used TRPO with GAE).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rnnmeta.rl.agent import SequenceAgent
@@ -36,27 +35,9 @@ class RL2(SequenceAgent):
         n_episodes: int,
         cell: str = "gru",
         hidden_size: int = 256,
-        batch_trials: int = 64,
-        val_trials: int = 200,
-        test_trials: int = 1000,
-        eval_seed: int = 0,
-        seed: int = 0,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.3,
-        clip: float = 0.2,
-        ppo_epochs: int = 4,
-        ppo_minibatches: int = 1,
-        value_coef: float = 0.5,
-        entropy_coef: float = 0.01,
-        normalize_observations: bool = False,
-        init_log_std: float = 0.0,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
-                         gamma, gae_lambda, clip, ppo_epochs, ppo_minibatches, value_coef, entropy_coef,
-                         normalize_observations=normalize_observations, init_log_std=init_log_std,
-                         lr_scheduler=lr_scheduler)
+        super().__init__(family, n_episodes, **kwargs)
         if cell not in ("gru", "lstm"):
             raise ValueError(f"RL2: cell must be 'gru' or 'lstm', got cell={cell!r}")
         check_positive("RL2", hidden_size=hidden_size)
@@ -64,7 +45,6 @@ class RL2(SequenceAgent):
         rnn = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn(self.input_size, hidden_size, batch_first=True)
         self.build_heads(hidden_size)
-        self._store_hparams()
 
     def initial_state(self, batch: int) -> Any:
         h = torch.zeros(1, batch, self.hidden_size, device=self.device)

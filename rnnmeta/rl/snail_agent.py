@@ -19,7 +19,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from rnnmeta.learners.snail_blocks import AttentionBlock, DenseBlock, TCBlock
@@ -62,27 +61,9 @@ class SNAILAgent(SequenceAgent):
         layout: Optional[list[str]] = None,
         embed_size: int = 32,
         tc_first_dilation: int = 1,
-        batch_trials: int = 64,
-        val_trials: int = 200,
-        test_trials: int = 1000,
-        eval_seed: int = 0,
-        seed: int = 0,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.3,
-        clip: float = 0.2,
-        ppo_epochs: int = 4,
-        ppo_minibatches: int = 1,
-        value_coef: float = 0.5,
-        entropy_coef: float = 0.01,
-        normalize_observations: bool = False,
-        init_log_std: float = 0.0,
-        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(family, n_episodes, batch_trials, val_trials, test_trials, eval_seed, seed, optimizer,
-                         gamma, gae_lambda, clip, ppo_epochs, ppo_minibatches, value_coef, entropy_coef,
-                         normalize_observations=normalize_observations, init_log_std=init_log_std,
-                         lr_scheduler=lr_scheduler)
+        super().__init__(family, n_episodes, **kwargs)
         layout = ["tc:32", "tc:32", "attn:32:32"] if layout is None else list(layout)
         if isinstance(embed_size, bool) or not isinstance(embed_size, int) or embed_size < 0:
             raise ValueError(f"SNAILAgent: embed_size must be an integer >= 0, got embed_size={embed_size!r}")
@@ -95,7 +76,6 @@ class SNAILAgent(SequenceAgent):
             channels = block.out_channels
         self.blocks = nn.ModuleList(blocks)
         self.build_heads(channels)
-        self._store_hparams()
 
     def _dense_blocks(self, block: nn.Module) -> list[DenseBlock]:
         return list(block.blocks) if isinstance(block, TCBlock) else [block]
