@@ -13,6 +13,7 @@ the query with the support set from the start; (c) says whether the rest of the 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 import yaml
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed before the learner is built")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = yaml.safe_load(open(args.config))
+    cfg = yaml.safe_load(Path(args.config).read_text())
     if args.learner not in cfg["learners"]:
         raise SystemExit(f"{args.config} has no learner {args.learner!r}; it has {sorted(cfg['learners'])}")
     torch.manual_seed(args.seed)
