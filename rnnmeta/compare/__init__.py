@@ -48,6 +48,7 @@ from rnnmeta.compare.config import (
     build_run,
     check_name,
     config_diff,
+    int_at_least,
     plan_runs,
 )
 from rnnmeta.compare.monitor import RunMonitor
@@ -154,10 +155,8 @@ def compare(
     from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache
 
     check_name("comparison name", name)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ComparisonConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    if isinstance(plot_tasks, bool) or not isinstance(plot_tasks, int) or plot_tasks < 0:
-        raise ComparisonConfigError(f"plot_tasks must be an integer >= 0, got {plot_tasks!r}")
+    int_at_least("workers", workers)
+    int_at_least("plot_tasks", plot_tasks, 0)
     plans = plan_runs(data, learners, seeds, max_steps, max_cpu_minutes, max_wall_minutes, threads, trainer, target)
     out = Path(output_dir) / name
     with lock_folder(out), _terminate_as_exit():
@@ -288,13 +287,11 @@ def _named_learner_error(argv: Optional[list[str]]) -> Optional[str]:
     from rnnmeta.compare.config import validate_specs
 
     args = list(argv or [])
-    if "--config" not in args or args.index("--config") + 1 >= len(args):
-        return None
     try:
         cfg = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
         validate_specs(cfg.get("data"), cfg.get("learners"))
     except ComparisonConfigError as err:
         return str(err)
-    except Exception:
-        return None
+    except Exception:  # no --config FILE, or a file the parser's own message describes better
+        pass
     return None

@@ -28,6 +28,7 @@ __all__ = [
     "TrainingProtocol",
     "build_run",
     "check_name",
+    "int_at_least",
     "config_diff",
     "plan_runs",
 ]
@@ -214,9 +215,10 @@ def build_run(model: dict[str, Any], data: dict[str, Any]) -> tuple[EpisodicData
     return objs.data, objs.model
 
 
-def _positive_int(what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ComparisonConfigError(f"{what} must be an integer >= 1, got {value!r}")
+def int_at_least(what: str, value: Any, low: int = 1) -> int:
+    """``value`` if it is an integer >= ``low`` (a learner's own ``max_steps`` may be 0: a training-free baseline)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ComparisonConfigError(f"{what} must be an integer >= {low}, got {value!r}")
     return value
 
 
@@ -248,13 +250,6 @@ def _check_trainer(trainer: Optional[dict], where: str = "trainer") -> dict[str,
     return trainer
 
 
-def _step_count(what: str, value: Any) -> int:
-    """A learner's own step budget: an integer >= 0 (0: a training-free learner, such as a TF-IDF baseline, tested as built)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ComparisonConfigError(f"{what} must be an integer >= 0, got {value!r}")
-    return value
-
-
 def _budget(max_steps: Any, max_cpu_minutes: Any, max_wall_minutes: Any, every_learner_has_steps: bool) -> Budget:
     if max_steps is None and max_cpu_minutes is None and max_wall_minutes is None and not every_learner_has_steps:
         raise ComparisonConfigError(
@@ -262,7 +257,7 @@ def _budget(max_steps: Any, max_cpu_minutes: Any, max_wall_minutes: Any, every_l
             "(or max_steps on every learner)"
         )
     if max_steps is not None:
-        _positive_int("max_steps", max_steps)
+        int_at_least("max_steps", max_steps)
     for what, minutes in (("max_cpu_minutes", max_cpu_minutes), ("max_wall_minutes", max_wall_minutes)):
         if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0):
             raise ComparisonConfigError(f"{what} must be a number > 0, got {minutes!r}")
@@ -306,7 +301,7 @@ def plan_runs(
         ComparisonConfigError: the first problem found, naming the key and the value.
     """
     seeds = _check_seeds(seeds)
-    _positive_int("threads", threads)
+    int_at_least("threads", threads)
     trainer = _check_trainer(trainer)
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
         raise ComparisonConfigError(f"target must be a number, got {target!r}")
@@ -322,9 +317,9 @@ def plan_runs(
         # the task is stated once, in data: the learner's kind and n_way are linked from it
         run["model"]["init_args"].update({key: getattr(datamodule, key) for key in LINKED_FROM_DATA})
         learner_budget = budget if run.get("max_steps") is None else Budget(
-            _step_count(f"learners.{name}.max_steps", run["max_steps"]), budget.max_cpu_seconds, budget.max_wall_seconds
+            int_at_least(f"learners.{name}.max_steps", run["max_steps"], 0), budget.max_cpu_seconds, budget.max_wall_seconds
         )
-        run_threads = threads if run.get("threads") is None else _positive_int(f"learners.{name}.threads", run["threads"])
+        run_threads = threads if run.get("threads") is None else int_at_least(f"learners.{name}.threads", run["threads"])
         run_trainer = {**trainer, **_check_trainer(run.get("trainer"), f"learners.{name}.trainer")}
         _check_schedule_length(name, run["model"], learner_budget)
         for seed in seeds:

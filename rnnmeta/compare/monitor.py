@@ -135,24 +135,13 @@ class RunMonitor(Callback):
         return self._test_hash.hexdigest()[:16]
 
     # ------------------------------------------------------------------ state
+    #: checkpoint key -> attribute: what a resumed run needs to count every step once
+    _STATE = {key: key for key in ("train_cpu_seconds", "train_wall_seconds", "train_batches", "train_episodes",
+                                   "curve", "peak_rss_bytes")} | {"loss_sum": "_loss_sum", "loss_count": "_loss_count"}
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "train_cpu_seconds": self.train_cpu_seconds,
-            "train_wall_seconds": self.train_wall_seconds,
-            "train_batches": self.train_batches,
-            "train_episodes": self.train_episodes,
-            "curve": self.curve,
-            "peak_rss_bytes": self.peak_rss_bytes,
-            "loss_sum": self._loss_sum,
-            "loss_count": self._loss_count,
-        }
+        return {key: getattr(self, attr) for key, attr in self._STATE.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.train_cpu_seconds = state["train_cpu_seconds"]
-        self.train_wall_seconds = state["train_wall_seconds"]
-        self.train_batches = state["train_batches"]
-        self.train_episodes = state["train_episodes"]
-        self.curve = list(state["curve"])
-        self.peak_rss_bytes = state["peak_rss_bytes"]
-        self._loss_sum = state.get("loss_sum", 0.0)
-        self._loss_count = state.get("loss_count", 0)
+        for key, attr in self._STATE.items():
+            setattr(self, attr, list(state[key]) if key == "curve" else state.get(key, getattr(self, attr)))

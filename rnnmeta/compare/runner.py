@@ -116,12 +116,10 @@ def lock_folder(folder: Path) -> Iterator[None]:
 
 
 def _steps_to_target(curve: list[dict[str, float]], target: Optional[float], higher_is_better: bool) -> Optional[dict[str, float]]:
+    """The first validation point at or beyond ``target`` (None: no target, or never reached)."""
     if target is None:
         return None
-    for point in curve:
-        if (point["value"] >= target) if higher_is_better else (point["value"] <= target):
-            return point
-    return None
+    return next((p for p in curve if (p["value"] >= target if higher_is_better else p["value"] <= target)), None)
 
 
 def regression_predictions(datamodule: Any, learner: Any, n_tasks: int, points: int = 100) -> Optional[dict[str, Any]]:
@@ -203,14 +201,8 @@ def run_one(
         ]
         checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0, every_n_train_steps=50)
         callbacks: list[Callback] = [monitor, RandomStateCheckpoint(), checkpoint]
-        trainer_kwargs: dict[str, Any] = dict(
-            accelerator="auto",
-            devices=1,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            log_every_n_steps=10,
-        )
-        trainer_kwargs.update(plan.trainer)
+        defaults = {"accelerator": "auto", "devices": 1, "enable_model_summary": False, "num_sanity_val_steps": 0}
+        trainer_kwargs: dict[str, Any] = {**defaults, "log_every_n_steps": 10, **plan.trainer}
         trainer_kwargs["enable_progress_bar"] = bool(trainer_kwargs.get("enable_progress_bar", True) and progress_bar)
         if trainer_kwargs["enable_progress_bar"]:
             callbacks.append(SteadyProgressBar(process_position=1))
@@ -234,10 +226,7 @@ def run_one(
                 wandb.finish()
         metric = learner.metric_name
         reached = _steps_to_target(monitor.curve, plan.target, higher_is_better=metric == "acc")
-        if torch.cuda.is_available():
-            peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            peak_mb = monitor.peak_rss_bytes / 2**20
+        peak_bytes = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else monitor.peak_rss_bytes
         cls = type(learner)
         return RunResult(
             learner=plan.learner,
@@ -257,7 +246,7 @@ def run_one(
             train_cpu_seconds=monitor.train_cpu_seconds,
             train_wall_seconds=monitor.train_wall_seconds,
             cpu_seconds_to_target=None if reached is None else reached["train_cpu_seconds"],
-            peak_memory_mb=peak_mb,
+            peak_memory_mb=peak_bytes / 2**20,
             test_fingerprint=monitor.test_fingerprint,
             config_fingerprint=plan.fingerprint,
             cpu=cpu_name(),
