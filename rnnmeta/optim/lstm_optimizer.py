@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from rnnmeta.optim.base import MetaOptimizer, flatten, register_meta_optimizer, unflatten
+from rnnmeta.optim.base import CoordinateState, MetaOptimizer, flatten, register_meta_optimizer, unflatten
 
 def preprocess_gradients(grad: Tensor, p: float = 10.0) -> Tensor:
     """Log-magnitude and sign preprocessing of Andrychowicz et al. (2016), Appendix A.
@@ -57,7 +57,7 @@ def preprocess_gradients(grad: Tensor, p: float = 10.0) -> Tensor:
 
 
 @dataclass
-class LSTMOptimizerState:
+class LSTMOptimizerState(CoordinateState):
     """State of :class:`CoordinatewiseLSTMOptimizer` for ``N`` coordinates (all parameters flattened).
 
     Attributes:
@@ -65,21 +65,9 @@ class LSTMOptimizerState:
         cell: ``[num_layers, N, hidden_size]`` cell states.
     """
 
+    coord_dim = 1
     hidden: Tensor
     cell: Tensor
-
-    def detach(self) -> "LSTMOptimizerState":
-        """The same state cut from the graph (used between truncations of an unroll)."""
-        return LSTMOptimizerState(self.hidden.detach(), self.cell.detach())
-
-    @staticmethod
-    def cat(states: Sequence["LSTMOptimizerState"]) -> "LSTMOptimizerState":
-        """The states of several parameter sets as one state (coordinates joined in order)."""
-        return LSTMOptimizerState(torch.cat([s.hidden for s in states], 1), torch.cat([s.cell for s in states], 1))
-
-    def split(self, sizes: Sequence[int]) -> list["LSTMOptimizerState"]:
-        """The inverse of :meth:`cat`: one state per block of ``sizes[i]`` coordinates (views)."""
-        return [LSTMOptimizerState(h, c) for h, c in zip(self.hidden.split(list(sizes), 1), self.cell.split(list(sizes), 1))]
 
 
 @register_meta_optimizer
