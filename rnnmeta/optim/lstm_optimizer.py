@@ -7,16 +7,8 @@ parameters independently, with the same weights for every coordinate::
 
     theta_{t+1} = theta_t + g_t,    [g_t, h_{t+1}] = m_phi(preprocess(grad_t), h_t)
 
-The module holds only the meta-parameters ``phi``. The per-coordinate recurrent state lives
-outside it, as in Optax and torchopt::
-
-    opt = CoordinatewiseLSTMOptimizer()
-    state = opt.init(params)                            # plain tensors, not parameters or buffers
-    updates, state = opt.update(grads, state, params)   # pure: the old state is not modified
-    params = apply_updates(params, updates)
-
-so the meta-optimiser never sees (and can never update) the optimizer state, and a module that
-meta-trains the optimizer can unroll it through as many steps as it likes.
+The module holds only the meta-parameters ``phi``; the per-coordinate recurrent state lives
+outside it, in the pure ``init``/``update`` pair of :class:`~rnnmeta.optim.base.MetaOptimizer`.
 """
 
 from __future__ import annotations
@@ -75,11 +67,9 @@ class CoordinatewiseLSTMOptimizer(MetaOptimizer):
     """Andrychowicz et al. (2016): a 2-layer LSTM applied to each coordinate, shared by all.
 
     Every coordinate of every parameter is a row of one batch: the gradient coordinate,
-    preprocessed to 2 inputs (:func:`preprocess_gradients`, or the raw gradient when
-    ``preprocess_p`` is 0), goes through ``num_layers`` LSTM cells of ``hidden_size`` units and a
-    linear read-out to one number, multiplied by the output scale (0.1 in the paper). The read-out
-    starts at zero (as in the authors' quadratic setup), so an untrained optimizer leaves the
-    parameters where they are and meta-training starts from a stable point.
+    preprocessed to 2 inputs (:func:`preprocess_gradients`), goes through ``num_layers`` LSTM cells
+    and a linear read-out to one number, times the output scale. The read-out starts at zero (as in
+    the authors' quadratic setup), so an untrained optimizer leaves the parameters where they are.
 
     Args:
         hidden_size: LSTM units per layer (20 in the paper).
@@ -163,8 +153,7 @@ class CoordinatewiseLSTMOptimizer(MetaOptimizer):
             loss: unused.
 
         Returns:
-            ``(updates, new_state)``: updates shaped like ``grads``; new parameters are
-            ``params + updates``.
+            ``(updates, new_state)``: updates shaped like ``grads``.
         """
         flat = flatten(grads)
         if state.hidden.shape[1] != flat.numel():
@@ -175,9 +164,8 @@ class CoordinatewiseLSTMOptimizer(MetaOptimizer):
         x = preprocess_gradients(flat, self.preprocess_p) if self.preprocess_p > 0 else flat.unsqueeze(-1)
         hs, cs = [], []
         for layer, cell in enumerate(self.cells):
-            h, c = cell(x, (state.hidden[layer], state.cell[layer]))
-            hs.append(h)
+            x, c = cell(x, (state.hidden[layer], state.cell[layer]))
+            hs.append(x)
             cs.append(c)
-            x = h
         step = self.readout(x).squeeze(-1) * self.output_scale
         return unflatten(step, grads), LSTMOptimizerState(torch.stack(hs), torch.stack(cs))

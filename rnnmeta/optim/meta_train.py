@@ -13,9 +13,6 @@ is then exactly the gradient of ``L`` viewed as a function of ``phi`` with the s
 ``phi`` through every earlier update. ``second_order=True`` keeps ``grad_t`` in the graph
 (``create_graph=True``), giving the gradient of the true unrolled loss at the cost of double
 backward through the optimizee.
-
-This module only estimates outer gradients; the optimizers themselves live in
-:mod:`rnnmeta.optim.lstm_optimizer` and :mod:`rnnmeta.optim.ravi_larochelle`.
 """
 
 from __future__ import annotations
