@@ -301,19 +301,10 @@ class MetaLearner(InjectedOptimizerModule):
                 )
         # Episode performs the shape, dtype and label-range checks of the contract; the query
         # labels are placeholders of the right shape (a learner never sees them).
+        placeholder = support_y
         if query_x.dim() >= 2 and support_y.dim() >= 1:
             placeholder = support_y.new_zeros((query_x.shape[0], query_x.shape[1], *support_y.shape[2:]))
-        else:
-            placeholder = support_y
-        Episode(
-            support_x,
-            support_y,
-            query_x,
-            placeholder,
-            kind=self.kind,
-            n_way=self.n_way if self.kind == CLASSIFICATION else 0,
-            target_dim=self.target_dim if self.kind == REGRESSION else 0,
-        )
+        Episode(support_x, support_y, query_x, placeholder, **self._task_sizes())
         backbone = getattr(self, "backbone", None)
         if isinstance(backbone, nn.Module):
             for name, x in (("support_x", support_x), ("query_x", query_x)):
@@ -471,14 +462,14 @@ class MetaLearner(InjectedOptimizerModule):
                 )
 
     # ------------------------------------------------------------- checkpoints
+    def _task_sizes(self) -> dict[str, Any]:
+        """``kind``, ``n_way`` and ``target_dim`` as an Episode takes them (0 where unused)."""
+        n_way = self.n_way if self.kind == CLASSIFICATION else 0
+        return {"kind": self.kind, "n_way": n_way, "target_dim": self.target_dim if self.kind == REGRESSION else 0}
+
     def checkpoint_identity(self) -> dict[str, object]:
         """What a checkpoint of this learner must agree on to be loaded into it."""
-        return {
-            "learner": f"{type(self).__module__}.{type(self).__qualname__}",
-            "kind": self.kind,
-            "n_way": self.n_way if self.kind == CLASSIFICATION else 0,
-            "target_dim": self.target_dim if self.kind == REGRESSION else 0,
-        }
+        return {"learner": f"{type(self).__module__}.{type(self).__qualname__}", **self._task_sizes()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Refuse to write non-finite weights; record the learner's identity; store backbones as specs.

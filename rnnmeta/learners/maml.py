@@ -343,9 +343,7 @@ class MAML(MetaLearner):
         """Fine-tune on the support set and return a predictor holding the adapted weights.
 
         In evaluation mode the weights are detached (no graph); in training mode they keep the
-        graph to the meta-parameters. Batch norm uses the statistics of each query batch passed
-        to the predictor with ``query_bn="transductive"`` (as in the paper), the statistics of the
-        support set with ``query_bn="support"``.
+        graph to the meta-parameters. Batch norm of the queries follows ``query_bn``.
         """
         self.check_inputs(support_x, support_y)
         return self._adapt(support_x, support_y)

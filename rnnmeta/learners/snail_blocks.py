@@ -110,17 +110,10 @@ class DenseBlock(nn.Module):
 class TCBlock(_Stack):
     """Temporal-convolution block: ``n = ceil(log2 seq_len)`` dense blocks with doubling dilations.
 
-    SNAIL's Algorithm 2 (Mishra et al. 2018) stacks ``DenseBlock(X, 2^i, D)`` for
-    ``i = 1..ceil(log2 T)``: dilations ``2, 4, ..., 2^n`` (``first_dilation=2``). This library's
-    default (``first_dilation=1``) starts one octave lower: ``1, 2, ..., 2^(n-1)``.
-
-    What each step reads through the stack alone (the attention blocks read everything):
-
-    * ``first_dilation=1``: every offset ``0..2^n - 1``; the receptive field ``2^n >= seq_len``
-      covers the whole sequence.
-    * ``first_dilation=2`` (the paper): the offsets are sums of distinct even dilations, so only
-      *even* offsets ``0, 2, ..., 2^(n+1) - 2`` are reachable: step ``t`` never sees step ``t - 1``
-      (or any odd offset) through the convolutions.
+    SNAIL's Algorithm 2 (Mishra et al. 2018) uses dilations ``2, 4, ..., 2^n`` (``first_dilation=2``),
+    through which a step reaches only *even* offsets; this library's default (``first_dilation=1``)
+    starts one octave lower, ``1, 2, ..., 2^(n-1)``, and reaches every offset ``0..2^n - 1``
+    (docs/SNAIL.md).
 
     Args:
         in_channels: channels ``C`` of the input sequence.
@@ -228,9 +221,7 @@ class AttentionBlock(nn.Module):
 class SNAILNetwork(_Stack):
     """The SNAIL stack: ``Attention, (TC, Attention) * n`` and a 1x1 convolution to ``out_features``.
 
-    With ``key_sizes=[64, 256, 512]``, ``value_sizes=[32, 128, 256]`` and ``tc_filters=[128, 128]``
-    this is the Omniglot layout: Attention(64, 32), TC(T, 128), Attention(256, 128), TC(T, 128),
-    Attention(512, 256), linear to ``out_features``.
+    The Omniglot layout: ``key_sizes=[64, 256, 512]``, ``value_sizes=[32, 128, 256]``, ``tc_filters=[128, 128]``.
 
     Args:
         in_channels: channels of each input step (embedding + label channels).

@@ -164,15 +164,12 @@ class RaviLarochelleUpdate(MetaOptimizer):
             loss_feat = g.new_zeros(2)
         else:
             loss = torch.as_tensor(loss, dtype=g.dtype, device=g.device)
-            if loss.numel() == 1:
-                loss_feat = preprocess_gradients(loss.reshape(()), self.preprocess_p)
-            elif loss.numel() == g.numel():
-                loss_feat = preprocess_gradients(loss.reshape(-1), self.preprocess_p)
-            else:
+            if loss.numel() not in (1, g.numel()):
                 raise ValueError(
                     f"loss must be a scalar or one value per coordinate ({g.numel()}) for RaviLarochelleUpdate, "
                     f"got shape {tuple(loss.shape)}"
                 )
+            loss_feat = preprocess_gradients(loss.reshape(() if loss.numel() == 1 else -1), self.preprocess_p)
         w = weight.to(g.dtype)
         pre = (
             preprocess_gradients(g, self.preprocess_p) @ w[:2]
