@@ -83,11 +83,9 @@ def check_optimizer_arguments(factory: Any) -> None:
 class InjectedOptimizerModule(pl.LightningModule):
     """A LightningModule whose optimiser and schedule are injected, as LightningCLI documents it.
 
-    Shared by :class:`MetaLearner` and :class:`~rnnmeta.learners.OnlineMetaLearner`. ``optimizer``
-    is a factory ``params -> Optimizer`` (``OptimizerCallable``; default Adam at 1e-3) and
-    ``lr_scheduler`` a factory ``optimizer -> LRScheduler`` (``LRSchedulerCallable``) stepped every
-    training step (``ReduceLROnPlateau``: after each validation, on ``val/loss``); both may also be
-    ``class_path`` specs, the form checkpoints store them in.
+    Shared by :class:`MetaLearner` (whose docstring describes ``optimizer`` and ``lr_scheduler``)
+    and :class:`~rnnmeta.learners.OnlineMetaLearner`; both may also be ``class_path`` specs, the
+    form checkpoints store them in.
     """
 
     def __init__(
