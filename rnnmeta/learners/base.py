@@ -39,7 +39,7 @@ from rnnmeta.specs import callable_spec, import_class, partial_from_spec
 #: backbone among the hyperparameters on purpose (on_save_checkpoint stores it as its class_path spec).
 _MODULE_HPARAM_ADVICE = r".*is an instance of `nn.Module` and is already saved during checkpointing.*"
 #: Lightning's advice to sync epoch-level values across ranks: the evaluation statistics are computed
-#: from the episodes of every rank before they are logged (see MetaLearner.gather_episode_values).
+#: from the episodes of every rank before they are logged (see MetaLearner._eval_end).
 _SYNC_DIST_ADVICE = r"It is recommended to use `self.log\('(val|test)/"
 
 
@@ -83,11 +83,9 @@ def check_optimizer_arguments(factory: Any) -> None:
 class InjectedOptimizerModule(pl.LightningModule):
     """A LightningModule whose optimiser and schedule are injected, as LightningCLI documents it.
 
-    Shared by :class:`MetaLearner` and :class:`~rnnmeta.learners.OnlineMetaLearner`. ``optimizer``
-    is a factory ``params -> Optimizer`` (``OptimizerCallable``; default Adam at 1e-3) and
-    ``lr_scheduler`` a factory ``optimizer -> LRScheduler`` (``LRSchedulerCallable``) stepped every
-    training step (``ReduceLROnPlateau``: after each validation, on ``val/loss``); both may also be
-    ``class_path`` specs, the form checkpoints store them in.
+    Shared by :class:`MetaLearner` (whose docstring describes ``optimizer`` and ``lr_scheduler``)
+    and :class:`~rnnmeta.learners.OnlineMetaLearner`; both may also be ``class_path`` specs, the
+    form checkpoints store them in.
     """
 
     def __init__(
@@ -165,18 +163,18 @@ class InjectedOptimizerModule(pl.LightningModule):
         hparams = dict(hparams)
         for key in ("optimizer", "lr_scheduler"):
             value = hparams.get(key)
-            if value is None or isinstance(value, dict):
-                continue
-            spec = callable_spec(value)
-            if spec is None:
-                del hparams[key]
-                rank_zero_warn(
-                    f"{type(self).__name__}: the {key} {value!r} is not a class or a partial of one, so the "
-                    f"checkpoint cannot record it; pass {key}= again when loading"
-                )
-            else:
-                hparams[key] = spec
+            if value is not None and not isinstance(value, dict):
+                why = f"{value!r} is not a class or a partial of one, so the checkpoint cannot record it"
+                self._store_spec(hparams, key, callable_spec(value), why)
         return hparams
+
+    def _store_spec(self, hparams: dict[str, Any], key: str, spec: Optional[dict], why: str) -> None:
+        """Replace ``hparams[key]`` by ``spec``; without one, drop it with a warning saying ``why``."""
+        if spec is not None:
+            hparams[key] = spec
+            return
+        del hparams[key]
+        rank_zero_warn(f"{type(self).__name__}: the {key} {why}; pass {key}= again when loading")
 
 
 class MetaLearner(InjectedOptimizerModule):
@@ -196,13 +194,9 @@ class MetaLearner(InjectedOptimizerModule):
             {T_max: <max_steps>}}`` decays to 0 at the end of training); ``ReduceLROnPlateau``
             is stepped after each validation on ``val/loss``.
 
-    Gradient clipping is the Trainer's: ``trainer.gradient_clip_val`` (with
-    ``gradient_clip_algorithm: norm``, the default, it clips the meta-gradient's global L2 norm).
-
-    A learner takes its own arguments and passes these five on with ``super().__init__(**kwargs)``;
-    LightningCLI lists and types them from this signature and this docstring. The constructor
-    records the arguments of the whole chain (these and the learner's) as the hyperparameters
-    (Lightning's ``save_hyperparameters``, called here), which checkpoints store.
+    Gradient clipping is the Trainer's (``trainer.gradient_clip_val``). A learner takes its own
+    arguments and passes these five on with ``super().__init__(**kwargs)``; the constructor records
+    the arguments of the whole chain as the hyperparameters, which checkpoints store.
     """
 
     #: Learners whose forward needs autograd at evaluation time (an inner loop) set this to True;
@@ -265,22 +259,18 @@ class MetaLearner(InjectedOptimizerModule):
     def transductive(self) -> bool:
         """Whether a query's prediction depends on the other queries of its task (batch norm over the query batch).
 
-        False for the memory learners, which answer each query from the support set alone; MAML
-        and the learned optimizer override it (True with ``query_bn="transductive"`` and a
-        backbone with batch norm). Comparison tables print it as the evaluation protocol.
+        False for the memory learners; MAML and the learned optimizer override it. Comparison
+        tables print it as the evaluation protocol.
         """
         return False
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:  # noqa: D401
-        """Predict the queries of each task from its support set.
+        """Predict the queries of each task from its support set (shapes: the module docstring).
 
         Args:
             support_x: ``[B, S, *x_shape]``.
             support_y: ``[B, S]`` int64 labels in ``0..n_way-1``, or ``[B, S, d_y]`` float targets.
-            query_x: ``[B, M, *x_shape]``.
-
-        Returns:
-            ``[B, M, n_way]`` logits, or ``[B, M, d_y]`` predictions.
+            query_x: ``[B, M, *x_shape]``; returns ``[B, M, n_way]`` logits or ``[B, M, d_y]``.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement forward(support_x, support_y, query_x)")
 
@@ -309,19 +299,10 @@ class MetaLearner(InjectedOptimizerModule):
                 )
         # Episode performs the shape, dtype and label-range checks of the contract; the query
         # labels are placeholders of the right shape (a learner never sees them).
+        placeholder = support_y
         if query_x.dim() >= 2 and support_y.dim() >= 1:
             placeholder = support_y.new_zeros((query_x.shape[0], query_x.shape[1], *support_y.shape[2:]))
-        else:
-            placeholder = support_y
-        Episode(
-            support_x,
-            support_y,
-            query_x,
-            placeholder,
-            kind=self.kind,
-            n_way=self.n_way if self.kind == CLASSIFICATION else 0,
-            target_dim=self.target_dim if self.kind == REGRESSION else 0,
-        )
+        Episode(support_x, support_y, query_x, placeholder, **self._task_sizes())
         backbone = getattr(self, "backbone", None)
         if isinstance(backbone, nn.Module):
             for name, x in (("support_x", support_x), ("query_x", query_x)):
@@ -380,9 +361,8 @@ class MetaLearner(InjectedOptimizerModule):
     def logs_this_step(self) -> bool:
         """Whether this training step's values reach the logger (every ``trainer.log_every_n_steps`` steps).
 
-        Lightning records every ``self.log`` call and writes only every ``log_every_n_steps``
-        steps; recording cost about a fifth of a sinusoid MAML step (docs/PERFORMANCE.md), so the
-        other steps skip it. The progress bar shows the values of the logged steps.
+        Recording a value Lightning does not write cost about a fifth of a sinusoid MAML step
+        (docs/PERFORMANCE.md), so the other steps skip it.
         """
         connector = getattr(self._trainer, "_logger_connector", None)
         try:
@@ -401,37 +381,24 @@ class MetaLearner(InjectedOptimizerModule):
             # An inner loop needs autograd: leave inference mode, take the batch out of it, and
             # make sure nothing of the graph outlives the step (losses and metrics are detached).
             with torch.inference_mode(False), torch.enable_grad():
-                batch = Episode(
-                    batch.support_x.clone(),
-                    batch.support_y.clone(),
-                    batch.query_x.clone(),
-                    batch.query_y.clone(),
-                    kind=batch.kind,
-                    n_way=batch.n_way,
-                    target_dim=batch.target_dim,
-                )
+                tensors = (t.clone() for t in (batch.support_x, batch.support_y, batch.query_x, batch.query_y))
+                batch = Episode(*tensors, kind=batch.kind, n_way=batch.n_way, target_dim=batch.target_dim)
                 losses, metric = self.eval_episode_step(batch)
         else:
             losses, metric = self.eval_episode_step(batch)
-        # Per-episode values only: the statistics are computed once, at the end of the epoch, from
-        # the values of every episode on every rank (no per-rank averages, no collective per step).
-        # Kept as Python floats: a thousand small long-lived tensors interleaved with an inner
-        # loop's large transient buffers fragment the native heap (RSS grew ~25 MiB per 1,000
-        # episodes that way), while floats live in Python's own small-object arenas.
+        # Per-episode values only, summarised at the end of the epoch over every rank. Kept as Python
+        # floats: a thousand small long-lived tensors interleaved with an inner loop's transient buffers
+        # fragment the native heap (RSS grew ~25 MiB per 1,000 episodes that way).
         values = self._eval_values.setdefault(stage, [])
         values.extend(torch.stack([losses.double(), metric.double()], 1).tolist())
 
     def _eval_start(self, stage: str) -> None:
         self._eval_values[stage] = []
 
-    def gather_episode_values(self, values: Tensor) -> Tensor:
-        """Per-episode values ``[n_r, *]`` of every rank in episode order: :func:`~rnnmeta.evaluation.gather_episode_rows`."""
-        return gather_episode_rows(self, values)
-
     def _eval_end(self, stage: str) -> None:
         local = self._eval_values.pop(stage, [])
         values = torch.tensor(local, dtype=torch.float64).reshape(-1, 2)
-        values = self.gather_episode_values(values)  # [n_episodes, 2]: loss, metric
+        values = gather_episode_rows(self, values)  # [n_episodes, 2] of every rank in episode order: loss, metric
         if values.shape[0] == 0:
             return
         losses, metric = values[:, 0], values[:, 1]
@@ -493,14 +460,14 @@ class MetaLearner(InjectedOptimizerModule):
                 )
 
     # ------------------------------------------------------------- checkpoints
+    def _task_sizes(self) -> dict[str, Any]:
+        """``kind``, ``n_way`` and ``target_dim`` as an Episode takes them (0 where unused)."""
+        n_way = self.n_way if self.kind == CLASSIFICATION else 0
+        return {"kind": self.kind, "n_way": n_way, "target_dim": self.target_dim if self.kind == REGRESSION else 0}
+
     def checkpoint_identity(self) -> dict[str, object]:
         """What a checkpoint of this learner must agree on to be loaded into it."""
-        return {
-            "learner": f"{type(self).__module__}.{type(self).__qualname__}",
-            "kind": self.kind,
-            "n_way": self.n_way if self.kind == CLASSIFICATION else 0,
-            "target_dim": self.target_dim if self.kind == REGRESSION else 0,
-        }
+        return {"learner": f"{type(self).__module__}.{type(self).__qualname__}", **self._task_sizes()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Refuse to write non-finite weights; record the learner's identity; store backbones as specs.
@@ -525,15 +492,8 @@ class MetaLearner(InjectedOptimizerModule):
             hparams = self.factories_as_specs(hparams)
             for key, value in list(hparams.items()):
                 if isinstance(value, nn.Module):
-                    spec = backbone_spec(value)
-                    if spec is None:
-                        del hparams[key]
-                        rank_zero_warn(
-                            f"{type(self).__name__}: the {key} {type(value).__name__} does not record its init_args, "
-                            f"so the checkpoint cannot rebuild it; pass {key}= again when loading"
-                        )
-                    else:
-                        hparams[key] = spec
+                    why = f"{type(value).__name__} does not record its init_args, so the checkpoint cannot rebuild it"
+                    self._store_spec(hparams, key, backbone_spec(value), why)
             checkpoint["hyper_parameters"] = hparams
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

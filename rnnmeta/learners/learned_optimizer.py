@@ -1,44 +1,19 @@
 """A few-shot learner whose inner loop is a learned update rule: gated gradient descent from a meta-learned start.
 
-What it is (and is not). With the default ``update_rule="ravi_larochelle"`` the rule has the form
-of the cell-state update of Ravi & Larochelle (2017), ``theta_t = f_t * theta_{t-1} - i_t * grad_t``,
-with per-coordinate gates ``sigmoid(w . [grad, loss, theta, previous gate] + b)`` computed directly
-from the preprocessed gradient and loss by one linear map per gate (14 meta-parameters in all,
-:class:`~rnnmeta.optim.RaviLarochelleUpdate`): a learned, per-coordinate learning rate and weight
-shrinkage on top of a MAML-style meta-learned initialisation. It is **not** Ravi & Larochelle's
-meta-learner: theirs puts an LSTM over the preprocessed loss and gradient history in front of the
-cell-state update (the gates read its hidden state), starts the input gate near zero (here at
-``init_inner_lr=0.1``) and was run on miniImageNet with their own step counts. With
-``update_rule="lstm"`` the rule is the coordinatewise LSTM of Andrychowicz et al. (2016).
-
 For each task a base network (backbone + linear head) starts from a meta-learned initialisation
-``theta_0`` and is trained on the support set for ``inner_steps`` steps by a learned update rule,
-then answers the queries with the adapted weights::
+``theta_0``, is trained on the support set for ``inner_steps`` steps by a learned update rule, and
+answers the queries with the adapted weights::
 
     theta_{t+1} = theta_t + m_phi(grad L_support(theta_t), L_support(theta_t), theta_t, state_t)
     preds = f(query_x; theta_T)
 
-Both ``theta_0`` and the rule's parameters ``phi`` are meta-learned by backpropagating the query
-loss through the unrolled inner loop. The rule is the gated update above
-(``update_rule="ravi_larochelle"``: learned per-coordinate learning rate and forget gate, in the
-form of Ravi & Larochelle's cell update) or the coordinatewise 2-layer LSTM of Andrychowicz et al.
-(``update_rule="lstm"``).
-
-First order by default, as both papers: the support gradients and losses fed to the rule are
-treated as constants (second derivatives dropped); the meta-gradient still flows through every
-update ``m_phi(...)`` and through ``theta_0``. ``second_order=True`` keeps them in the graph
-(double backward through the base network at every inner step: memory grows with
-``inner_steps`` times the activations of the support set).
-
-At evaluation (``model.eval()`` or autograd disabled by the caller) the inner loop runs with
-autograd only for each step's support gradient; no graph outlives a step and the query
-predictions carry no graph.
-
-Batch norm in the default Conv4 uses the statistics of the batch it sees (the support set in the
-inner loop, the query set at prediction with ``query_bn="transductive"``), as in MAML: the learner
-is then transductive over the queries of a task. ``query_bn="support"`` normalises the queries
-with the support set's statistics instead (:func:`~rnnmeta.nets.reference_batch_norm`), so each
-query is answered on its own; a backbone without batch norm is query-independent either way.
+The rule is the gated update in the form of Ravi & Larochelle's (2017) cell update
+(``update_rule="ravi_larochelle"``, :class:`~rnnmeta.optim.RaviLarochelleUpdate`: a learned
+per-coordinate learning rate and forget gate) or the coordinatewise LSTM of Andrychowicz et al.
+(2016) (``update_rule="lstm"``). It is **not** Ravi & Larochelle's meta-learner (docs/LEARNED_OPTIMIZER.md
+lists the differences). ``theta_0`` and ``phi`` are meta-learned through the unrolled inner loop,
+first order by default (the support gradients and losses fed to the rule are constants);
+batch norm works as in MAML (``query_bn``).
 """
 
 from __future__ import annotations
@@ -95,9 +70,7 @@ class LearnedOptimizer(MetaLearner):
     Args:
         backbone: the base network's feature extractor (needs ``out_features``); ``None`` gives
             ``Conv4()`` for classification and ``MLP(1, [40, 40])`` for regression. Batch norm
-            must use per-task batch statistics (``track_running_stats=False``), as in MAML: a layer
-            that keeps running statistics is refused with ``ValueError`` (in evaluation mode it
-            would normalise with statistics pooled over past tasks, not the task's own).
+            must use per-task batch statistics (``track_running_stats=False``), as in MAML.
         update_rule: ``"ravi_larochelle"`` (learned gates around a gradient step, in the form of
             Ravi & Larochelle's cell update; 14 meta-parameters) or ``"lstm"`` (coordinatewise
             2-layer LSTM of Andrychowicz et al.).
@@ -115,11 +88,9 @@ class LearnedOptimizer(MetaLearner):
         query_bn: ``"transductive"`` (batch norm over the query batch, as MAML) or ``"support"``
             (queries normalised with the support set's batch statistics: each query answered on its
             own). Applies in training and evaluation; no effect without batch norm.
-        batch_tasks: run the inner loops of all tasks of a batch at once (``torch.func.vmap`` of
-            the base network over tasks, one gradient and one rule call per step) when the base
-            network has no batch norm; with batch norm (default Conv4) tasks run one by one, since
-            ``vmap`` over batch norm was measured to give wrong meta-gradients. Both paths give the
-            same predictions and meta-gradients (tested against each other in float64).
+        batch_tasks: run the inner loops of all tasks at once (``torch.func.vmap`` over tasks)
+            when the base network has no batch norm (``vmap`` over batch norm gave wrong
+            meta-gradients); both paths give the same predictions and meta-gradients.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`MetaLearner`.
 
     Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
@@ -198,11 +169,9 @@ class LearnedOptimizer(MetaLearner):
 
     def base_forward(self, params: list[Tensor], x: Tensor) -> Tensor:
         """The base network with weights ``params`` (ordered as :meth:`base_parameters`): ``[n, *x] -> [n, out]``."""
-        names = [n for n, _ in self.base_parameters()]
-        values = dict(zip(names, params))
-        n_backbone = sum(1 for n in names if n.startswith("backbone."))
-        backbone = {n[len("backbone.") :]: v for n, v in list(values.items())[:n_backbone]}
-        head = {n[len("head.") :]: v for n, v in list(values.items())[n_backbone:]}
+        values = dict(zip((n for n, _ in self.base_parameters()), params))
+        backbone = {n[len("backbone.") :]: v for n, v in values.items() if n.startswith("backbone.")}
+        head = {n[len("head.") :]: v for n, v in values.items() if n.startswith("head.")}
         return functional_call(self.head, head, (functional_call(self.backbone, backbone, (x,)),))
 
     def support_normalised_forward(self, params: list[Tensor], support_x: Tensor, x: Tensor) -> Tensor:
@@ -259,30 +228,20 @@ class LearnedOptimizer(MetaLearner):
             losses = support_losses(params)
             grads = torch.autograd.grad(losses.sum(), params, create_graph=second)
             loss_in = rule_loss(losses if second else losses.detach())
-            if meta_graph:
+            with torch.set_grad_enabled(meta_graph):
                 updates, state = self.update_rule.update(list(grads), state, params, loss_in)
                 params = apply_updates(params, updates)
-            else:
-                with torch.no_grad():
-                    updates, state = self.update_rule.update(list(grads), state, params, loss_in)
-                    params = [(p + u).requires_grad_() for p, u in zip(params, updates)]
-        if not meta_graph:
-            params = [p.detach() for p in params]
-        return params
+            if not meta_graph:
+                params = [p.requires_grad_() for p in params]
+        return params if meta_graph else [p.detach() for p in params]
 
     def adapt_tasks(self, support_x: Tensor, support_y: Tensor, steps: int, meta_graph: bool) -> list[Tensor]:
         """:meth:`adapt_task` for all ``B`` tasks at once; returns the adapted weights ``[B, *shape]``.
 
-        Every task starts from ``theta_0`` (expanded, so the meta-gradient sums over tasks). One
-        backward of the summed support losses gives each task exactly its own gradient (the tasks
-        share no weights), and one call of the coordinatewise rule updates every task, each
-        coordinate reading its own task's loss.
-
-        Args:
-            support_x: ``[B, S, *x]``.
-            support_y: ``[B, S]`` or ``[B, S, d_y]``.
-            steps: inner-loop steps.
-            meta_graph: keep the graph back to ``theta_0`` and the rule's parameters.
+        Arguments as :meth:`adapt_task`, with a leading task dimension ``B`` on ``support_x`` and
+        ``support_y``. Every task starts from ``theta_0`` (expanded, so the meta-gradient sums over
+        tasks); one backward of the summed support losses gives each task its own gradient, and one
+        call of the coordinatewise rule updates every task, each coordinate reading its own task's loss.
         """
         n_tasks = support_x.shape[0]
         base = [p for _, p in self.base_parameters()]

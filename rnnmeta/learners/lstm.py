@@ -1,41 +1,17 @@
 """The black-box LSTM meta-learner (Hochreiter et al. 2001; Santoro et al. 2016).
 
-An LSTM reads the support set of a task as a sequence, one labelled example per step, and answers
-each query from the state it holds after the last support example:
+An LSTM reads the support set of a task as a sequence, one labelled example per step
+(``[embed(x_t), label(y_t)]``: the one-hot label, or the target followed by a ``1`` flag), and
+answers each query from the state after the last support example with one step
+``[embed(q), 0]``. The queries of all tasks take that step in one batched pass from their task's
+state, so no query's input reaches another's and no query label is ever read.
 
-* support step ``t``: input ``[embed(x_t), label(y_t)]``: the one-hot label (classification), or
-  the target followed by a ``1`` flag marking it as given (regression);
-* query step: input ``[embed(q), 0]``: the label slot is zero (and the regression flag is ``0``,
-  so a zero target and a missing one differ).
-
-Three design choices make the learner leave the chance plateau within a few dozen meta-iterations
-(measured on Omniglot, see ``docs/RECURRENT.md``; with nn.LSTM's default initialisation it was still
-at chance after 400):
-
-* the embedding is layer-normalised (:class:`torch.nn.LayerNorm`, per example, so queries stay
-  independent), so its scale does not depend on the backbone and does not drown the label;
-* *key-value initialisation* of the first layer: the input gate and the output gate read the same
-  random features of the embedding (``W_o[:, emb] = W_i[:, emb]``, entries ``N(0, key_std^2 / E)``),
-  the cell candidate reads only the label (``W_g[:, emb] = 0``, ``W_g[:, label] ~ N(0, 1)``), and the
-  forget gate starts open (bias ``forget_bias``). At initialisation the cell after the support set
-  is then about ``sum_s sigmoid(W e_s) * tanh(V y_s)`` and a query step outputs about
-  ``sigmoid(W e_q + ...) * tanh(c)``, so the linear head already sees ``sum_s k(e_q, e_s) tanh(V y_s)``
-  with ``k(q, s) = sum_d sigmoid(w_d q) sigmoid(w_d s)``: a kernel vote over the support labels.
-  Training starts with a gradient toward matching queries with support examples; from nn.LSTM's
-  default initialisation the write (input gate) and read (output/forget gate) features are
-  unrelated and that gradient is nearly zero (a saddle every unit must leave at once).
-* *label readout* (classification): the head's row for class ``j`` starts as the cell direction
-  that label ``j`` writes (``tanh(W_g[:, label j])``, scaled by ``readout_init``). With a random
-  head the learner stayed at chance on 20-way 1-shot Omniglot; with the tied head it learns
-  (:func:`label_readout_init_`, ``scripts/ablation_recurrent.py``).
-
+Three choices take the learner off the chance plateau within a few dozen meta-iterations
+(measured in ``docs/RECURRENT.md``): a layer-normalised embedding, the *key-value
+initialisation* of the first layer (:func:`~rnnmeta.learners.sequence.key_value_init_`: at
+initialisation the head sees a kernel vote over the support labels) and, for classification,
+the *label readout* of the head (:func:`~rnnmeta.learners.sequence.label_readout_init_`).
 :meth:`LSTMLearner.predict_stream` runs the same network on the online protocol of Santoro et al.
-(labels one step late; see :mod:`rnnmeta.learners.online`).
-
-Queries are answered independently and in one batched pass: the support sequence runs once, its
-final ``(h, c)`` is expanded over the ``M`` queries, and one LSTM step is taken for all ``B * M``
-queries at once, followed by a linear head to ``output_dim``. No query's input reaches another's
-state, and no query label is ever read (``forward`` is not given any).
 
 References:
     S. Hochreiter, A. S. Younger, P. R. Conwell. "Learning to learn using gradient descent". ICANN 2001.
@@ -148,8 +124,7 @@ class LSTMLearner(MetaLearner):
         steps = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim)], dim=-1).reshape(batch * n_query, 1, -1)
         # every query starts from its own task's state: [L, B, H] -> [L, B*M, H]
         layers, hidden = h.shape[0], h.shape[2]
-        h0 = h.unsqueeze(2).expand(layers, batch, n_query, hidden).reshape(layers, batch * n_query, hidden)
-        c0 = c.unsqueeze(2).expand(layers, batch, n_query, hidden).reshape(layers, batch * n_query, hidden)
+        h0, c0 = (s.unsqueeze(2).expand(layers, batch, n_query, hidden).flatten(1, 2) for s in (h, c))
         out, _ = self.lstm(steps, (h0.contiguous(), c0.contiguous()))
         return self.head(out[:, -1]).reshape(batch, n_query, self.output_dim)
 
@@ -163,19 +138,14 @@ class LSTMLearner(MetaLearner):
 
     # ---------------------------------------------------------------- the online protocol
     def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
-        """Online protocol (Santoro et al. 2016): logits for every step of a labelled stream.
+        """Online protocol (Santoro et al. 2016): logits ``[B, T, n_way]`` for every step of a labelled stream.
 
-        Step ``t`` reads ``[embed(x_t), one_hot(prev_y_t)]`` (an all-zero label slot where
-        ``prev_y_t`` is :data:`~rnnmeta.data.online.NO_LABEL`) and predicts ``y_t`` from the LSTM
-        output, so a prediction depends on ``x_0..x_t`` and ``y_0..y_{t-1}`` only.
+        Step ``t`` reads ``[embed(x_t), one_hot(prev_y_t)]`` and predicts ``y_t`` from the LSTM output
+        (see :class:`~rnnmeta.learners.online.StreamLearner`).
 
         Args:
             x: ``[B, T, *x_shape]``.
-            prev_y: ``[B, T]`` int64, the labels shifted one step late (see
-                :func:`~rnnmeta.data.online.shift_labels`).
-
-        Returns:
-            ``[B, T, n_way]`` logits.
+            prev_y: ``[B, T]`` int64, the labels one step late (:func:`~rnnmeta.data.online.shift_labels`).
         """
         if self.kind != CLASSIFICATION:
             raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")

@@ -10,14 +10,10 @@ through the inner loop: exactly (second order, ``create_graph=True``) or with th
 gradients treated as constants (first order: the meta-gradient is the query gradient at
 ``theta'``). ``alpha`` is one scalar, or a learned tensor per parameter (Meta-SGD).
 
-The whole algorithm is :meth:`MAML._inner_loop` (the update above, a few lines) and
-:meth:`MAML.episode_step` (the meta-gradient, task by task). Tasks run one by one
-(:func:`torch.func.functional_call` per task), which measured fastest on the CPU for Conv4; in
-training, each task's meta-gradient is taken as soon as its query loss is known and its graph
-freed, so memory holds one task's graph at a time, as in a plain per-task loop. For an MLP
-(sinusoid) all tasks run at once by default, with weights stacked per task
-(:mod:`rnnmeta.learners.maml_batched`: one backward for the meta-batch instead of one per task);
-both paths give the same losses and gradients (``tests/test_maml.py``).
+The whole algorithm is :meth:`MAML._inner_loop` (the update above) and :meth:`MAML.episode_step`
+(the meta-gradient, task by task, one task's graph in memory at a time). For an MLP all tasks run
+at once by default (:mod:`rnnmeta.learners.maml_batched`); both paths give the same losses and
+gradients (``tests/test_maml.py``).
 
 References:
     C. Finn, P. Abbeel, S. Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep
@@ -38,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rnnmeta.episode import Episode
+from rnnmeta.episode import CLASSIFICATION, Episode
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.maml_batched import Params, batched_forward, batched_layers
 from rnnmeta.learners.sequence import check_query
@@ -53,9 +49,7 @@ from rnnmeta.nets import (
 
 def maml_update(params: Params, grads: Params, lrs: dict[str, Tensor] | float) -> Params:
     """One step of gradient descent on a dict of (possibly task-stacked) weights."""
-    if isinstance(lrs, float):
-        return {n: p - lrs * grads[n] for n, p in params.items()}
-    return {n: p - lrs[n] * grads[n] for n, p in params.items()}
+    return {n: p - (lrs if isinstance(lrs, float) else lrs[n]) * grads[n] for n, p in params.items()}
 
 
 def loss_with_gradient(value: Tensor, params: list[Tensor], grads: list[Tensor]) -> Tensor:
@@ -107,19 +101,10 @@ class _FirstCallFallback:
 class MAML(MetaLearner):
     """Model-Agnostic Meta-Learning: second order, first order, or Meta-SGD.
 
-    Batch norm uses per-task batch statistics (no running statistics), as in the paper. With
-    ``query_bn="transductive"`` (the paper's choice, the default) the query pass is normalised
-    with the statistics of the query batch, so MAML is **transductive**: a query's prediction
-    depends on the other queries of its task in the same call. ``query_bn="support"`` normalises
-    every query with the statistics of the support set at the adapted weights
-    (:func:`~rnnmeta.nets.reference_batch_norm`), so each query is answered on its own, like the
-    memory learners; it applies in training and evaluation alike. The support loss always uses
-    support-batch statistics.
-
-    At evaluation (``not self.training``) the inner loop uses ``eval_inner_steps`` and
-    ``eval_inner_lr`` and builds no graph that outlives the call: inner gradients are taken
-    without ``create_graph``, the adapted weights are detached and the predictions do not
-    require grad, so thousands of evaluation episodes run in flat memory.
+    Batch norm uses per-task batch statistics (no running statistics), as in the paper; see
+    ``query_bn`` and docs/MAML.md. At evaluation (``not self.training``) the inner loop uses
+    ``eval_inner_steps`` and ``eval_inner_lr`` and builds no graph that outlives the call, so
+    thousands of evaluation episodes run in flat memory.
 
     Args:
         backbone: embedding network ``[..., *x_shape] -> [..., out_features]`` (must expose
@@ -131,10 +116,9 @@ class MAML(MetaLearner):
         inner_lr: inner learning rate ``alpha`` (paper: 0.4 Omniglot 5-way, 0.1 20-way, 0.01
             sinusoid); the initial value of the learned rates with ``learn_inner_lr``.
         inner_loss: how the support loss of the inner step is reduced. ``"mean"``: the mean over
-            the ``S = N * K`` support examples. ``"sum_over_k"``: the sum over the support set
-            divided by ``K``, as in the authors' code (``xent(...) / update_batch_size``), which
-            is ``N`` times the mean for classification; the paper's learning rates (0.4 / 0.1)
-            refer to this scaling. Regression (``N = 1``) is the same either way.
+            the ``S = N * K`` support examples. ``"sum_over_k"``: the sum divided by ``K``, as in
+            the authors' code (``N`` times the mean for classification; the paper's learning rates
+            refer to this scaling).
         query_bn: ``"transductive"`` (the paper: batch norm over the query batch) or
             ``"support"`` (queries normalised with the support set's statistics; answers each
             query independently). No effect on a backbone without batch norm.
@@ -144,16 +128,11 @@ class MAML(MetaLearner):
         learn_inner_lr: Meta-SGD: meta-learn one inner learning rate per weight.
         batch_tasks: run all tasks at once (grouped convolutions, batched matmuls) when the
             backbone allows it. ``None`` (default) picks what measured faster on the CPU: batched
-            for an :class:`~rnnmeta.nets.MLP` (sinusoid: one backward for the meta-batch instead of
-            one per task), the per-task loop otherwise (Conv4: 1.34 s against 2.57 s per
-            second-order meta-iteration on Omniglot 5w1s, meta-batch 32, and 1/25 of the memory,
-            docs/MAML.md). Both compute the same values.
+            for an :class:`~rnnmeta.nets.MLP`, the per-task loop otherwise (docs/MAML.md). Both
+            compute the same values.
         compile_query: run the per-task query pass (backbone and head at the adapted weights)
-            through :func:`torch.compile`, which fuses batch norm, ReLU and pooling around the
-            convolutions. Its backward is first order in the adapted weights, which is all the
-            query pass needs; the second-order part (the support step) stays eager. The first
-            training step compiles (tens of seconds on a CPU; again for a new query count or at
-            the first evaluation). Results equal the eager ones to float rounding.
+            through :func:`torch.compile`; the support step stays eager. The first training step
+            compiles (tens of seconds on a CPU). Results equal the eager ones to float rounding.
         in_channels: image channels (classification) or input features (regression) of the
             default backbone.
         image_size: image side of the default Conv4.
@@ -164,10 +143,6 @@ class MAML(MetaLearner):
     Example:
         >>> learner = MAML(inner_steps=1, inner_lr=0.4, eval_inner_steps=3, n_way=5)
         >>> logits = learner(support_x, support_y, query_x)   # [B, M, 5]
-
-    References:
-        Finn, Abbeel, Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep
-        Networks. ICML 2017. Li, Zhou, Chen, Li. Meta-SGD. arXiv:1707.09835, 2017.
     """
 
     needs_grad_at_eval = True
@@ -250,9 +225,7 @@ class MAML(MetaLearner):
 
     def _inner_loss_scale(self) -> float:
         """1 for ``inner_loss="mean"``; ``S / K = N`` (the number of classes) for ``"sum_over_k"``."""
-        if self.inner_loss == "mean" or self.kind != "classification":
-            return 1.0
-        return float(self.n_way)
+        return float(self.n_way) if self.inner_loss == "sum_over_k" and self.kind == CLASSIFICATION else 1.0
 
     def predict(self, params: Params, x: Tensor, query: bool = False, support_x: Optional[Tensor] = None) -> Tensor:
         """Predictions ``[B, N, out]`` for inputs ``x [B, N, *x]`` with stacked task weights ``[B, *shape]``.
@@ -293,17 +266,14 @@ class MAML(MetaLearner):
         """
         steps = self.inner_steps if self.training else self.eval_inner_steps
         lrs = self._lrs()
-        weights = self._weights()
         meta_graph = self.training  # keep the graph from the adapted weights to the meta-parameters
-        if meta_graph:
-            second_order = not self.first_order
-            params = weights if tasks is None else {n: p.expand(tasks, *p.shape) for n, p in weights.items()}
-        else:  # evaluation: nothing of the graph outlives a step
-            second_order = False
-            params = {n: (p.detach() if tasks is None else p.detach().expand(tasks, *p.shape)) for n, p in weights.items()}
+        second_order = meta_graph and not self.first_order
+        params = {n: p if meta_graph else p.detach() for n, p in self._weights().items()}
+        if tasks is not None:
+            params = {n: p.expand(tasks, *p.shape) for n, p in params.items()}
+        if not meta_graph:  # evaluation: nothing of the graph outlives a step
             params = {n: p.requires_grad_() for n, p in params.items()}
-            if isinstance(lrs, dict):
-                lrs = {n: r.detach() for n, r in lrs.items()}
+            lrs = lrs if isinstance(lrs, float) else {n: r.detach() for n, r in lrs.items()}
         with torch.enable_grad():
             for _ in range(steps):
                 # sum over tasks: each task gets its own gradient
@@ -373,9 +343,7 @@ class MAML(MetaLearner):
         """Fine-tune on the support set and return a predictor holding the adapted weights.
 
         In evaluation mode the weights are detached (no graph); in training mode they keep the
-        graph to the meta-parameters. Batch norm uses the statistics of each query batch passed
-        to the predictor with ``query_bn="transductive"`` (as in the paper), the statistics of the
-        support set with ``query_bn="support"``.
+        graph to the meta-parameters. Batch norm of the queries follows ``query_bn``.
         """
         self.check_inputs(support_x, support_y)
         return self._adapt(support_x, support_y)
@@ -402,7 +370,5 @@ class MAMLPredictor:
 
     def __call__(self, query_x: Tensor) -> Tensor:
         check_query(self.shape_ref, query_x)
-        if self.learner.training:
-            return self.learner.predict(self.params, query_x, query=True, support_x=self.support_x)
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.learner.training and torch.is_grad_enabled()):
             return self.learner.predict(self.params, query_x, query=True, support_x=self.support_x)

@@ -4,10 +4,8 @@ Each parameter is stacked into ``[B, *shape]``. A convolution runs once for all 
 grouped convolution (tasks as groups: activations ``[N, B*C, H, W]``, ``groups=B``); batch norm
 over that layout normalises each task's channels with the task's own statistics; linear layers
 are batched matmuls. :class:`~rnnmeta.learners.MAML` uses it by default for an
-:class:`~rnnmeta.nets.MLP` backbone, where it measured faster than the per-task loop (sinusoid:
-one backward for the whole meta-batch), and with ``batch_tasks=True`` for Conv4 (slower there on
-the CPU, docs/MAML.md). Any other backbone cannot be interpreted (:func:`batched_layers` returns
-None) and runs task by task.
+:class:`~rnnmeta.nets.MLP` backbone and with ``batch_tasks=True`` for Conv4 (docs/MAML.md); any
+other backbone (:func:`batched_layers` returns None) runs task by task.
 """
 
 from __future__ import annotations

@@ -7,14 +7,9 @@ An LSTM controller reads the support set one labelled example per step (as in
 At each support step ``t`` with controller output ``h_t``, each head ``r`` emits a read key
 ``k_t``, a write (add) vector ``a_t``, a write-gate logit ``alpha_t`` and (unless fixed) a read
 sharpness ``beta_t``. With ``addressing="santoro"`` (default) ``k_t = tanh(W_k h_t + b_k)`` and
-``a_t = tanh(W_a h_t + b_a)``, as in Santoro et al.'s implementation of the LRUA module (a bounded
-key and a separate vector written to memory); ``addressing="shared_key"`` keeps the earlier
-variant of this library, one unbounded linear key ``k_t = W_k h_t + b_k`` that is both written and
-used to read (``a_t = k_t``). ``tie_add_init=True`` (default) starts ``W_a, b_a`` equal to
-``W_k, b_k`` (separate parameters, equal initial values): a support step then writes what a
-similar query's key will find, so reads match queries with support examples from the first
-meta-iteration; with independent random initial values the written vectors and the read keys are
-unrelated and the learner starts far slower (measured in ``docs/RECURRENT.md``).
+``a_t = tanh(W_a h_t + b_a)``; ``addressing="shared_key"`` (this library's earlier variant) writes
+and reads one linear key ``k_t = a_t = W_k h_t + b_k``. ``tie_add_init=True`` starts ``W_a, b_a``
+equal to ``W_k, b_k`` (measured in ``docs/RECURRENT.md``).
 
 * **least-recently-used write**: ``w^w_t = sigmoid(alpha_t) w^r_{t-1} + (1 - sigmoid(alpha_t)) w^lu_{t-1}``,
   where ``w^lu_{t-1}`` of head ``r`` is one-hot on the ``r``-th least-used slot (by ``w^u_{t-1}``); the
@@ -25,14 +20,9 @@ unrelated and the learner starts far slower (measured in ``docs/RECURRENT.md``).
 * **usage**: ``w^u_t = gamma w^u_{t-1} + sum_r (w^r_t + w^w_t)``.
 
 The controller's input at step ``t`` is ``[embed(x_t), label(y_t), r_{t-1}]``, its prediction
-``Linear([h_t, r_t])``. Queries read only: all ``B * M`` queries take one controller step from the
-state after the support set and read the memory left by it, in one batched pass; they never write,
-so each is answered independently. The memory starts from a small constant at the start of every
-episode (nothing is carried across batches).
-
-The paper's setting is 5-way Omniglot with labels given one step late (the online protocol):
-:meth:`MANN.predict_stream` runs it (see :mod:`rnnmeta.learners.online`); the same network also
-answers the episodic contract ``learner(support_x, support_y, query_x)``.
+``Linear([h_t, r_t])``. Queries only read, in one batched pass from the state after the support
+set, so each is answered independently. The memory starts from a small constant in every episode.
+:meth:`MANN.predict_stream` runs the paper's online protocol (:mod:`rnnmeta.learners.online`).
 
 Reference:
     A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap. "Meta-learning with
@@ -88,10 +78,8 @@ class LRUAMemory(nn.Module):
         memory_width: width ``W`` of a row (and of a key).
         read_heads: heads ``R``; each reads and writes with its own key.
         gamma: usage decay in ``[0, 1)``.
-        addressing: ``"santoro"``: a ``tanh`` read key and a separate ``tanh`` add vector per head;
-            ``"shared_key"``: one linear key, written and read (see the module docstring).
-        tie_add_init: ``"santoro"`` only: initialise the add-vector weights equal to the key weights
-            (separate parameters, equal initial values; see the module docstring).
+        addressing: ``"santoro"`` or ``"shared_key"`` (see the module docstring).
+        tie_add_init: ``"santoro"`` only: initialise the add-vector weights equal to the key weights.
         read_sharpness: fixed ``beta`` multiplying the cosine similarities before the softmax;
             ``None`` learns it: each head emits ``beta = 1 + softplus(.)`` from ``h``.
         init_value: constant every memory cell starts from (a small value keeps cosines defined).
@@ -241,15 +229,11 @@ class MANN(MetaLearner):
         gamma: usage decay of the least-recently-used writes.
         read_sharpness: fixed softmax sharpness of content reads; ``None`` learns it per step
             (``1.0`` is the paper's eq. 3).
-        addressing: ``"santoro"`` (a ``tanh`` read key and a separate ``tanh`` add vector, as Santoro
-            et al.) or ``"shared_key"`` (one linear key written and read; this library's earlier MANN).
+        addressing: ``"santoro"`` or ``"shared_key"`` (see the module docstring).
         tie_add_init: ``"santoro"``: start the add-vector weights equal to the key weights.
         key_value_init: classification only: the controller starts as LSTMLearner's first layer
-            (:func:`~rnnmeta.learners.sequence.key_value_init_`: input and output gates share their
-            embedding weights, the cell candidate reads the label, the forget gate open). With
-            ``nn.LSTMCell``'s default initialisation and the paper's 200 units the learner stayed at
-            chance on Omniglot at this library's budgets (docs/RECURRENT.md). Regression keeps the
-            default initialisation.
+            (:func:`~rnnmeta.learners.sequence.key_value_init_`); with ``nn.LSTMCell``'s default
+            initialisation the learner stayed at chance on Omniglot (docs/RECURRENT.md).
         key_std: with ``key_value_init``: scale of the controller's shared input/output-gate embedding
             weights (as :class:`~rnnmeta.learners.LSTMLearner`'s).
         input_bias: with ``key_value_init``: the controller's initial input-gate bias (``None``:
@@ -321,11 +305,8 @@ class MANN(MetaLearner):
         e = embed(self.backbone, query_x)  # [B, M, E]
         prev_reads = state.reads.flatten(1).unsqueeze(1).expand(batch, n_query, -1)
         inputs = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim), prev_reads], dim=-1)
-        hidden = h.shape[-1]
-        h0 = h.unsqueeze(1).expand(batch, n_query, hidden).reshape(batch * n_query, hidden)
-        c0 = c.unsqueeze(1).expand(batch, n_query, hidden).reshape(batch * n_query, hidden)
-        hq, _ = self.controller(inputs.reshape(batch * n_query, -1), (h0, c0))
-        hq = hq.reshape(batch, n_query, hidden)
+        h0, c0 = (s.unsqueeze(1).expand(batch, n_query, s.shape[-1]).flatten(0, 1) for s in (h, c))
+        hq = self.controller(inputs.reshape(batch * n_query, -1), (h0, c0))[0].reshape(batch, n_query, h.shape[-1])
         reads, _ = self.memory.read(hq, state.memory)
         return self.head(torch.cat([hq, reads.flatten(2)], dim=-1))
 
@@ -339,20 +320,14 @@ class MANN(MetaLearner):
 
     # ---------------------------------------------------------------- the online protocol
     def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
-        """Online protocol (Santoro et al. 2016): logits for every step of a labelled stream.
+        """Online protocol (Santoro et al. 2016): logits ``[B, T, n_way]`` for every step of a labelled stream.
 
-        From a fresh memory, step ``t`` feeds the controller ``[embed(x_t), one_hot(prev_y_t), r_{t-1}]``
-        (an all-zero label slot where ``prev_y_t`` is :data:`~rnnmeta.data.online.NO_LABEL`), writes
-        and reads the memory, and predicts ``y_t`` from ``Linear([h_t, r_t])``: a prediction depends on
-        ``x_0..x_t`` and ``y_0..y_{t-1}`` only. This is the setting of the paper.
+        From a fresh memory, step ``t`` feeds the controller ``[embed(x_t), one_hot(prev_y_t), r_{t-1}]``,
+        writes and reads the memory, and predicts ``y_t`` from ``Linear([h_t, r_t])`` (the paper's setting).
 
         Args:
             x: ``[B, T, *x_shape]``.
-            prev_y: ``[B, T]`` int64, the labels shifted one step late (see
-                :func:`~rnnmeta.data.online.shift_labels`).
-
-        Returns:
-            ``[B, T, n_way]`` logits.
+            prev_y: ``[B, T]`` int64, the labels one step late (:func:`~rnnmeta.data.online.shift_labels`).
         """
         if self.kind != CLASSIFICATION:
             raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")

@@ -5,11 +5,8 @@ where step ``t`` may use ``x_0..x_t`` and ``prev_y_0..prev_y_t`` (``prev_y_t = y
 :data:`~rnnmeta.data.online.NO_LABEL` at ``t = 0``): so the prediction of ``y_t`` never sees ``y_t``.
 :class:`~rnnmeta.learners.lstm.LSTMLearner` and :class:`~rnnmeta.learners.mann.MANN` implement it.
 
-* :func:`encode_previous_labels`: the label slot of a step, one-hot or all-zero for "no label".
-* :func:`per_instance_accuracy`: accuracy by instance number (the ``i``-th appearance of a class).
-* :class:`OnlineMetaLearner`: a LightningModule that meta-trains a stream learner on
-  :class:`~rnnmeta.data.online.OnlineDataModule` batches (cross-entropy over every step, Adam, as in
-  the paper) and reports per-instance test accuracy with 95% confidence intervals.
+:class:`OnlineMetaLearner` meta-trains a stream learner on :class:`~rnnmeta.data.online.OnlineDataModule`
+batches and reports per-instance test accuracy (:func:`per_instance_accuracy`) with 95% confidence intervals.
 
 Reference:
     A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap. "Meta-learning with

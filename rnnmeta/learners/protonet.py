@@ -10,14 +10,9 @@ distances to the prototypes::
 Nothing is adapted per task but the prototypes, so :meth:`ProtoNet.adapt` returns a
 :class:`ProtoNetPredictor` that holds them (``[B, N, E]``) and embeds new queries only.
 
-Queries are answered independently in evaluation mode: the default backbone (Conv4 with batch
-norm keeping running statistics, :func:`rnnmeta.nets.default_backbone`) embeds each example on its
-own under ``eval()``. In training mode :meth:`ProtoNet.forward` embeds support and queries of
-the whole batch in one backbone call, so batch norm normalises them together, as the authors'
-code does (``torch.cat([xs, xq])``); that is training-time only.
-
-Classification only: ``kind="regression"`` is refused (a prototype is a class mean; the
-regression analogue, a kernel smoother over support targets, is not implemented here).
+Queries are answered independently in evaluation mode (the default Conv4 keeps running
+statistics); in training :meth:`ProtoNet.forward` embeds support and queries in one backbone call,
+so batch norm normalises them together, as the authors' code does. Classification only.
 
 Reference:
     J. Snell, K. Swersky, R. Zemel. "Prototypical Networks for Few-shot Learning". NeurIPS 2017.
@@ -35,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
-from rnnmeta.learners.sequence import check_query
+from rnnmeta.learners.sequence import check_query, embed
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import backbone_features, batch_norm_layers, resolve_backbone
 
@@ -101,9 +96,8 @@ class ProtoNet(MetaLearner):
             statistics: 64-d embeddings of 28x28 Omniglot), as in the paper.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`;
-            ``kind`` must be ``"classification"`` (``"regression"`` raises ``ValueError``). The paper's schedule is Adam at 1e-3 halved every 2,000 episodes: ``lr_scheduler:
-            {class_path: torch.optim.lr_scheduler.StepLR, init_args: {step_size: 2000, gamma: 0.5}}``
-            (the shipped configs set it).
+            ``kind`` must be ``"classification"``. The shipped configs set the paper's schedule
+            (``StepLR`` halving the lr every 2,000 episodes).
 
     Shapes:
         ``forward(support_x [B, S, *x], support_y [B, S], query_x [B, M, *x]) -> [B, M, n_way]``.
@@ -131,17 +125,12 @@ class ProtoNet(MetaLearner):
 
     @property
     def transductive(self) -> bool:
-        """True when a batch-norm layer of the backbone normalises with batch statistics in ``eval()``.
-
-        Then :meth:`forward` normalises support and queries together and a query's logits depend on
-        the other queries; the default Conv4 keeps running statistics, so this is False.
-        """
+        """True when a backbone batch norm uses batch statistics in ``eval()`` (not so in the default Conv4)."""
         return any(not m.track_running_stats for m in batch_norm_layers(self.backbone))
 
     def embed(self, x: Tensor) -> Tensor:
         """``[B, T, *x_shape] -> [B, T, E]`` in one backbone call."""
-        e = self.backbone(x.reshape(-1, *x.shape[2:]))
-        return e.reshape(*x.shape[:2], e.shape[-1])
+        return embed(self.backbone, x)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """``[B, M, n_way]`` logits: minus squared distances to the support prototypes (see class docstring)."""

@@ -114,13 +114,10 @@ def label_readout_init_(head: nn.Linear, lstm: nn.LSTM | nn.LSTMCell, embed_dim:
     """Initialise ``head`` to read back the cell direction each label writes (in place).
 
     Under :func:`key_value_init_` the support example of class ``j`` adds about
-    ``i(e_s) * tanh(V[:, j])`` to the cell (``V``: the cell candidate's label weights). With
-    ``head.weight[j, :H] = scale * tanh(V[:, j])`` the logit of class ``j`` reads the cell along the
-    direction label ``j`` writes, so the gradient toward matching a query with its support example
-    reaches the gate features from the first step. A random head has to find these directions
-    first: on 20-way 1-shot Omniglot LSTMLearner stayed at chance for 200 meta-iterations and with
-    the tied head reached 0.18 to 0.31 (docs/RECURRENT.md). The head's inputs after the first ``H``
-    (MANN's memory reads) keep their values; needs one output per label-slot column (classification).
+    ``i(e_s) * tanh(V[:, j])`` to the cell (``V``: the cell candidate's label weights); with
+    ``head.weight[j, :H] = scale * tanh(V[:, j])`` the logit of class ``j`` reads the cell along that
+    direction from the first step (measured in docs/RECURRENT.md). The head's inputs after the first
+    ``H`` (MANN's memory reads) keep their values; needs one output per label-slot column.
     """
     hidden = lstm.hidden_size
     if label_dim != head.out_features or head.in_features < hidden:

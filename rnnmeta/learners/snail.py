@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
-from rnnmeta.learners.sequence import check_query
+from rnnmeta.learners.sequence import check_query, encode_labels, label_width
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.snail_blocks import AttentionBlock, BlockState, SNAILNetwork, map_state
 from rnnmeta.nets import backbone_features, resolve_backbone
@@ -82,18 +82,14 @@ class SNAIL(MetaLearner):
     Each sequence step is ``concat(embedding(x), label)`` where the label is the one-hot class
     (classification; all zeros for the query) or ``concat(y, 1)`` (regression: the target and a
     "labelled" flag; all zeros for the query, so a target of 0 is not mistaken for a query).
-    The stack is ``Attention(k_0, v_0), TC(T, f_0), Attention(k_1, v_1), ...``, then a linear
-    map (1x1 convolution) to the output width. The defaults are the Omniglot layout:
-    Attention(64, 32), TC(T, 128), Attention(256, 128), TC(T, 128), Attention(512, 256).
+    The stack is :class:`~rnnmeta.learners.snail_blocks.SNAILNetwork` (defaults: the Omniglot layout).
 
     ``T = n_way * max_shots + 1`` (classification) or ``max_shots + 1`` (regression, where
     ``max_shots`` counts support points), so one model serves every ``K <= max_shots``: the
     convolutions pad on the left only, so a shorter sequence needs no padding or mask. All tasks
     of a batch share ``K``; ``K`` may change from batch to batch.
 
-    Independence of queries holds exactly for the sequence model. A backbone with batch
-    normalisation in training mode normalises a batch of images by its own statistics; the
-    default Conv4 therefore tracks running statistics, so that in evaluation mode each query's
+    The default Conv4 tracks running statistics, so that in evaluation mode each query's
     embedding (and hence its answer) depends on that query and the support set alone.
 
     Args:
@@ -105,20 +101,13 @@ class SNAIL(MetaLearner):
         value_sizes: value size of each attention block (same length as ``key_sizes``).
         tc_filters: filters per dense block of each TC block (``len(key_sizes) - 1`` entries).
         embedding_norm: layer-normalise the embedding (per example, so queries stay independent)
-            before it is concatenated with the label: its scale then no longer depends on the
-            backbone (an untrained Conv4's has norm ~10 against 1 for the one-hot label).
-            ``None`` (default): as ``similarity_init``, so that one flag switches between the
-            paper's initialisation (``similarity_init=False``, the default) and rnnmeta's
-            (``similarity_init=True``: both options; docs/SNAIL.md).
-        similarity_init: initialise the first attention block as a similarity vote: its query
-            and key maps start equal and (semi-)orthogonal on the embedding channels (zero on the
-            label channels and biases), its value map reads only the label channels. At
-            initialisation a query then attends to the support examples whose embeddings are
-            closest to its own and reads their labels (:meth:`SNAIL.attention_vote`). The paper's
-            architecture is unchanged; only initial values differ.
-        paper_dilations: TC dilations ``2, 4, ..., 2^n`` as the paper's Algorithm 2
-            (``2^i, i = 1..ceil(log2 T)``); ``False`` (default) uses ``1, 2, ..., 2^(n-1)``. See
-            :class:`~rnnmeta.learners.snail_blocks.TCBlock` for what each reaches.
+            before it is concatenated with the label. ``None`` (default): as ``similarity_init``
+            (docs/SNAIL.md).
+        similarity_init: initialise the first attention block as a similarity vote
+            (:func:`similarity_init_`, :meth:`SNAIL.attention_vote`); only initial values differ
+            from the paper.
+        paper_dilations: TC dilations ``2, 4, ..., 2^n`` as the paper's Algorithm 2; ``False``
+            (default) uses ``1, 2, ..., 2^(n-1)`` (see :class:`~rnnmeta.learners.snail_blocks.TCBlock`).
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -153,7 +142,7 @@ class SNAIL(MetaLearner):
         self.backbone = backbone
         self.embedding_dim = embed
         self.max_shots = max_shots
-        self.label_channels = self.n_way if self.kind == CLASSIFICATION else self.target_dim + 1
+        self.label_channels = label_width(self.kind, self.n_way, self.target_dim)
         self.seq_len = (self.n_way if self.kind == CLASSIFICATION else 1) * max_shots + 1
         self.network = SNAILNetwork(
             in_channels=embed + self.label_channels,
@@ -171,9 +160,6 @@ class SNAIL(MetaLearner):
             similarity_init_(self.network.blocks[0], embed)
 
     # --------------------------------------------------------------- sequence
-    def _check(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> None:
-        self.check_inputs(support_x, support_y, query_x)
-
     def _check_length(self, n_support: int) -> None:
         if n_support + 1 > self.seq_len:
             raise ValueError(
@@ -206,24 +192,23 @@ class SNAIL(MetaLearner):
         """
         if self.kind != CLASSIFICATION:
             raise ValueError(f"attention_vote is defined for classification learners; this one is {self.kind!r}")
-        self._check(support_x, support_y, query_x)
-        sup, qry = self.support_steps(support_x, support_y), self.query_steps(query_x)
+        self.check_inputs(support_x, support_y, query_x)
+        _, weights = self.network.blocks[0](self._query_sequences(support_x, support_y, query_x), return_weights=True)
+        b, m, s = *query_x.shape[:2], support_x.shape[1]
+        to_support = weights[:, -1, :s].reshape(b, m, s)  # weights: [B*M, S+1, S+1]
+        return to_support @ F.one_hot(support_y, self.n_way).to(to_support.dtype)
+
+    def _query_sequences(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
+        """One sequence ``support + [query]`` per query: ``[B * M, S + 1, C]``."""
+        sup, qry = self.support_steps(support_x, support_y), self.query_steps(query_x)  # [B, S, C], [B, M, C]
         b, s, c = sup.shape
         m = qry.shape[1]
-        seqs = torch.cat([sup.unsqueeze(1).expand(b, m, s, c), qry.unsqueeze(2)], dim=2).reshape(b * m, s + 1, c)
-        _, weights = self.network.blocks[0](seqs, return_weights=True)  # [B*M, S+1, S+1]
-        to_support = weights[:, -1, :s].reshape(b, m, s)
-        return to_support @ F.one_hot(support_y, self.n_way).to(to_support.dtype)
+        return torch.cat([sup.unsqueeze(1).expand(b, m, s, c), qry.unsqueeze(2)], dim=2).reshape(b * m, s + 1, c)
 
     def support_steps(self, support_x: Tensor, support_y: Tensor) -> Tensor:
         """Sequence steps of the support set: ``concat(embedding, label channels)`` ``[B, S, C]``."""
         e = self.embed(support_x)
-        if self.kind == CLASSIFICATION:
-            label = F.one_hot(support_y, self.n_way).to(e.dtype)
-        else:
-            y = support_y.to(e.dtype)
-            label = torch.cat([y, torch.ones_like(y[..., :1])], dim=-1)
-        return torch.cat([e, label], dim=-1)
+        return torch.cat([e, encode_labels(support_y, self.kind, self.n_way).to(e.dtype)], dim=-1)
 
     def query_steps(self, query_x: Tensor) -> Tensor:
         """Sequence steps of the queries: ``concat(embedding, zeros)`` ``[B, M, C]``."""
@@ -241,25 +226,19 @@ class SNAIL(MetaLearner):
         return self.network.step(self.query_steps(query_x), states)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        self._check(support_x, support_y, query_x)
+        self.check_inputs(support_x, support_y, query_x)
         if query_x.shape[1] == 1:  # one query: its one sequence is cheaper than encode + step
             return self.forward_naive(support_x, support_y, query_x)
         return self.answer(self.encode_support(support_x, support_y), query_x)
 
     def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
-        """Online protocol (Santoro et al. 2016): logits for every step of a labelled stream.
+        """Online protocol (Santoro et al. 2016): logits ``[B, T, n_way]`` for every step of a labelled stream.
 
-        Step ``t`` reads ``[embed(x_t), one_hot(prev_y_t)]`` (all zeros where ``prev_y_t`` is
-        :data:`~rnnmeta.data.online.NO_LABEL`); the causal network's output at ``t`` predicts
-        ``y_t`` from ``x_0..x_t`` and ``y_0..y_{t-1}`` only.
+        Step ``t`` reads ``[embed(x_t), one_hot(prev_y_t)]``; the causal network's output at ``t`` predicts ``y_t``.
 
         Args:
-            x: ``[B, T, *x_shape]`` with ``T <= n_way * max_shots + 1`` (build the learner with
-                ``max_shots=10`` for streams of 10 instances per class).
+            x: ``[B, T, *x_shape]`` with ``T <= n_way * max_shots + 1``.
             prev_y: ``[B, T]`` int64, the labels one step late.
-
-        Returns:
-            ``[B, T, n_way]`` logits.
         """
         from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 
@@ -281,17 +260,8 @@ class SNAIL(MetaLearner):
         return SNAILPredictor(self, states, support_x.shape[0], tuple(support_x.shape[2:]))
 
     def forward_naive(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
-        """Reference answer: one full sequence ``support + [query]`` per query (``B * M`` sequences).
-
-        Equal to :meth:`forward` up to rounding, at ``M`` times the sequence cost; kept for
-        tests and benchmarks.
-        """
-        self._check(support_x, support_y, query_x)
+        """Reference answer: one sequence ``support + [query]`` per query; equals :meth:`forward` up to rounding."""
+        self.check_inputs(support_x, support_y, query_x)
         self._check_length(support_x.shape[1])
-        sup = self.support_steps(support_x, support_y)  # [B, S, C]
-        qry = self.query_steps(query_x)  # [B, M, C]
-        b, s, c = sup.shape
-        m = qry.shape[1]
-        seqs = torch.cat([sup.unsqueeze(1).expand(b, m, s, c), qry.unsqueeze(2)], dim=2)  # [B, M, S + 1, C]
-        out = self.network(seqs.reshape(b * m, s + 1, c))[:, -1]  # read at the query's position
-        return out.reshape(b, m, -1)
+        out = self.network(self._query_sequences(support_x, support_y, query_x))[:, -1]  # at the query's position
+        return out.reshape(*query_x.shape[:2], -1)

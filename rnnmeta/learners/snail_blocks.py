@@ -39,6 +39,22 @@ def _check_sequence(x: Tensor, channels: int, name: str) -> None:
         raise ValueError(f"{name} expects a sequence [B, T, {channels}], got shape {list(x.shape)}")
 
 
+class _Stack(nn.Module):
+    """Blocks run in order (``self.blocks``); :meth:`encode` and :meth:`step` chain their states."""
+
+    def encode(self, x: Tensor) -> tuple[Tensor, list[BlockState]]:
+        states = []
+        for block in self.blocks:
+            x, state = block.encode(x)
+            states.append(state)
+        return x, states
+
+    def step(self, x: Tensor, states: list[BlockState]) -> Tensor:
+        for block, state in zip(self.blocks, states):
+            x = block.step(x, state)
+        return x
+
+
 class DenseBlock(nn.Module):
     """Causal gated convolution whose output is concatenated to its input (SNAIL, Algorithm 1).
 
@@ -91,20 +107,13 @@ class DenseBlock(nn.Module):
         return torch.cat([x, self._gate(z)], dim=-1)
 
 
-class TCBlock(nn.Module):
+class TCBlock(_Stack):
     """Temporal-convolution block: ``n = ceil(log2 seq_len)`` dense blocks with doubling dilations.
 
-    SNAIL's Algorithm 2 (Mishra et al. 2018) stacks ``DenseBlock(X, 2^i, D)`` for
-    ``i = 1..ceil(log2 T)``: dilations ``2, 4, ..., 2^n`` (``first_dilation=2``). This library's
-    default (``first_dilation=1``) starts one octave lower: ``1, 2, ..., 2^(n-1)``.
-
-    What each step reads through the stack alone (the attention blocks read everything):
-
-    * ``first_dilation=1``: every offset ``0..2^n - 1``; the receptive field ``2^n >= seq_len``
-      covers the whole sequence.
-    * ``first_dilation=2`` (the paper): the offsets are sums of distinct even dilations, so only
-      *even* offsets ``0, 2, ..., 2^(n+1) - 2`` are reachable: step ``t`` never sees step ``t - 1``
-      (or any odd offset) through the convolutions.
+    SNAIL's Algorithm 2 (Mishra et al. 2018) uses dilations ``2, 4, ..., 2^n`` (``first_dilation=2``),
+    through which a step reaches only *even* offsets; this library's default (``first_dilation=1``)
+    starts one octave lower, ``1, 2, ..., 2^(n-1)``, and reaches every offset ``0..2^n - 1``
+    (docs/SNAIL.md).
 
     Args:
         in_channels: channels ``C`` of the input sequence.
@@ -140,18 +149,6 @@ class TCBlock(nn.Module):
         _check_sequence(x, self.in_channels, "TCBlock")
         for block in self.blocks:
             x = block(x)
-        return x
-
-    def encode(self, x: Tensor) -> tuple[Tensor, TCState]:
-        states = []
-        for block in self.blocks:
-            x, state = block.encode(x)
-            states.append(state)
-        return x, states
-
-    def step(self, x: Tensor, state: TCState) -> Tensor:
-        for block, s in zip(self.blocks, state):
-            x = block.step(x, s)
         return x
 
 
@@ -215,26 +212,16 @@ class AttentionBlock(nn.Module):
         s, m = past_k.shape[1], x.shape[1]
         keys = torch.cat([past_k, self.key(x)], dim=1)  # [B, S + M, key_size]
         values = torch.cat([past_v, self.value(x)], dim=1)
-        allowed = torch.cat(
-            [
-                torch.ones(m, s, dtype=torch.bool, device=x.device),
-                torch.eye(m, dtype=torch.bool, device=x.device),
-            ],
-            dim=1,
-        )  # [M, S + M]: every prefix key, and the candidate's own key
+        # [M, S + M]: every prefix key, and the candidate's own key
+        allowed = torch.cat([x.new_ones(m, s, dtype=torch.bool), torch.eye(m, dtype=torch.bool, device=x.device)], 1)
         read = F.scaled_dot_product_attention(self.query(x), keys, values, attn_mask=allowed, scale=self.scale)
         return torch.cat([x, read], dim=-1)
 
 
-Block = Union[DenseBlock, TCBlock, AttentionBlock]
-
-
-class SNAILNetwork(nn.Module):
+class SNAILNetwork(_Stack):
     """The SNAIL stack: ``Attention, (TC, Attention) * n`` and a 1x1 convolution to ``out_features``.
 
-    With ``key_sizes=[64, 256, 512]``, ``value_sizes=[32, 128, 256]`` and ``tc_filters=[128, 128]``
-    this is the Omniglot layout: Attention(64, 32), TC(T, 128), Attention(256, 128), TC(T, 128),
-    Attention(512, 256), linear to ``out_features``.
+    The Omniglot layout: ``key_sizes=[64, 256, 512]``, ``value_sizes=[32, 128, 256]``, ``tc_filters=[128, 128]``.
 
     Args:
         in_channels: channels of each input step (embedding + label channels).
@@ -289,17 +276,11 @@ class SNAILNetwork(nn.Module):
 
     def encode(self, x: Tensor) -> list[BlockState]:
         """Encode a prefix ``[B, S, in_channels]`` once: the per-block states its next steps need."""
-        states = []
-        for block in self.blocks:
-            x, state = block.encode(x)
-            states.append(state)
-        return states
+        return super().encode(x)[1]
 
     def step(self, x: Tensor, states: list[BlockState]) -> Tensor:
         """Outputs ``[B, M, out_features]`` of ``M`` independent next steps ``[B, M, in_channels]``."""
-        for block, state in zip(self.blocks, states):
-            x = block.step(x, state)
-        return self.output(x)
+        return self.output(super().step(x, states))
 
 
 def map_state(states: list[BlockState], fn: Callable[[Tensor], Tensor]) -> list[BlockState]:

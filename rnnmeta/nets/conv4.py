@@ -37,13 +37,8 @@ class Conv4(nn.Module):
             raise ValueError(
                 f"Conv4 needs in_channels >= 1, hidden >= 1 and image_size >= 16, got {in_channels}, {hidden}, {image_size}"
             )
-        self.init_args = dict(
-            in_channels=in_channels,
-            hidden=hidden,
-            image_size=image_size,
-            batch_norm=batch_norm,
-            track_running_stats=track_running_stats,
-        )
+        self.init_args = dict(in_channels=in_channels, hidden=hidden, image_size=image_size, batch_norm=batch_norm,
+                              track_running_stats=track_running_stats)
         self.in_channels = in_channels
         self.image_size = image_size
         #: one example's shape, checked by every learner (:func:`rnnmeta.nets.factory.check_backbone_input`)
@@ -59,18 +54,14 @@ class Conv4(nn.Module):
             layers.append(nn.MaxPool2d(2))
             channels = hidden
         self.blocks = nn.Sequential(*layers)
-        side = image_size
-        for _ in range(4):
-            side //= 2
+        side = image_size // 16  # four 2x2 max-pools
         self.out_features = hidden * side * side
 
     def forward(self, x: Tensor) -> Tensor:
-        expected = (self.in_channels, self.image_size, self.image_size)
+        expected = self.input_shape
         if x.dim() < 3 or tuple(x.shape[-3:]) != expected:
             raise ValueError(
                 f"Conv4 expects images [..., {expected[0]}, {expected[1]}, {expected[2]}], got {list(x.shape)}; "
                 "set in_channels/image_size to match the data"
             )
-        lead = x.shape[:-3]
-        y = self.blocks(x.reshape(-1, *x.shape[-3:]))
-        return y.reshape(*lead, self.out_features)
+        return self.blocks(x.reshape(-1, *expected)).reshape(*x.shape[:-3], self.out_features)

@@ -81,17 +81,14 @@ def backbone_input_shape(backbone: nn.Module) -> Optional[tuple[int, ...]]:
     :func:`check_backbone_input`).
     """
     shape = getattr(backbone, "input_shape", None)
-    if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape):
-        return shape
-    return None
+    return shape if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape) else None
 
 
 def check_backbone_input(backbone: nn.Module, x: Tensor, name: str, owner: str = "") -> None:
     """Refuse inputs ``x [B, N, *x_shape]`` whose example shape is not the backbone's :func:`backbone_input_shape`.
 
-    Every learner runs this on its support and query inputs before any computation, so a width or
-    image size that does not match the backbone fails with the parameter to change, not deep inside
-    torch (MAML's task-batched path multiplies the weights directly, without calling the backbone).
+    Every learner runs this on its support and query inputs before any computation, so a mismatch
+    fails with the parameter to change, not deep inside torch.
 
     Args:
         backbone: the embedding network.
@@ -108,13 +105,11 @@ def check_backbone_input(backbone: nn.Module, x: Tensor, name: str, owner: str =
         return
     params = getattr(backbone, "input_params", ())
     settings = ", ".join(f"{p}={getattr(backbone, p, '?')}" for p in params)
-    fix = (
-        f"set the backbone's {'/'.join(params)} to match the data" if params
-        else "give a backbone that takes the data's examples"
-    )
-    prefix = f"{owner}: " if owner else ""
+    fix = "give a backbone that takes the data's examples"
+    if params:
+        fix = f"set the backbone's {'/'.join(params)} to match the data"
     raise ValueError(
-        f"{prefix}the backbone {type(backbone).__name__} expects examples {list(expected)}"
+        f"{f'{owner}: ' if owner else ''}the backbone {type(backbone).__name__} expects examples {list(expected)}"
         f"{f' ({settings})' if settings else ''} but {name} has examples {list(x.shape[2:])} "
         f"({name} {list(x.shape)}); {fix}"
     )

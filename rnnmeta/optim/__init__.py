@@ -1,11 +1,9 @@
 """Learned optimizers: the coordinatewise LSTM of Andrychowicz et al. (2016) and the meta-learner
 LSTM update of Ravi & Larochelle (2017).
 
-Two layers, as in Optax/torchopt: a functional core (a small ``nn.Module`` holding the
-meta-parameters, with pure ``init(params) -> state`` and
-``update(grads, state, params, loss) -> (updates, state)``) and an object API for users
-(:class:`LSTMOptimizer`, a ``torch.optim.Optimizer``). Meta-training (outer-gradient estimation)
-lives apart in :mod:`rnnmeta.optim.meta_train`; optimizee task families in :mod:`rnnmeta.optim.tasks`.
+A functional core (:class:`MetaOptimizer`, see :mod:`rnnmeta.optim.base`), an object API
+(:class:`LSTMOptimizer`, a ``torch.optim.Optimizer``), meta-training in :mod:`rnnmeta.optim.meta_train`
+and optimizee task families in :mod:`rnnmeta.optim.tasks`.
 """
 
 from rnnmeta.optim.base import MetaOptimizer, apply_updates, load_meta_optimizer, register_meta_optimizer

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CoordinateState",
     "MetaOptimizer",
     "apply_updates",
     "flatten",
@@ -57,6 +58,25 @@ def unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     if flat.numel() != sum(sizes):
         raise ValueError(f"cannot split {flat.numel()} coordinates into tensors of sizes {sizes}")
     return [chunk.view_as(t) for chunk, t in zip(flat.split(sizes), like)]
+
+
+class CoordinateState:
+    """Base of a rule's state dataclass: tensor fields whose axis ``coord_dim`` indexes the coordinates."""
+
+    coord_dim = 0
+
+    def detach(self) -> Any:
+        """The same state cut from the graph (used between truncations of an unroll)."""
+        return type(self)(*(t.detach() for t in vars(self).values()))
+
+    @classmethod
+    def cat(cls, states: Sequence[Any]) -> Any:
+        """The states of several parameter sets as one state (coordinates joined in order)."""
+        return cls(*(torch.cat(ts, cls.coord_dim) for ts in zip(*(vars(s).values() for s in states))))
+
+    def split(self, sizes: Sequence[int]) -> list[Any]:
+        """The inverse of :meth:`cat`: one state per block of ``sizes[i]`` coordinates (views)."""
+        return [type(self)(*ts) for ts in zip(*(t.split(list(sizes), self.coord_dim) for t in vars(self).values()))]
 
 
 class MetaOptimizer(nn.Module):

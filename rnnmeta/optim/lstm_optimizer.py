@@ -7,16 +7,8 @@ parameters independently, with the same weights for every coordinate::
 
     theta_{t+1} = theta_t + g_t,    [g_t, h_{t+1}] = m_phi(preprocess(grad_t), h_t)
 
-The module holds only the meta-parameters ``phi``. The per-coordinate recurrent state lives
-outside it, as in Optax and torchopt::
-
-    opt = CoordinatewiseLSTMOptimizer()
-    state = opt.init(params)                            # plain tensors, not parameters or buffers
-    updates, state = opt.update(grads, state, params)   # pure: the old state is not modified
-    params = apply_updates(params, updates)
-
-so the meta-optimiser never sees (and can never update) the optimizer state, and a module that
-meta-trains the optimizer can unroll it through as many steps as it likes.
+The module holds only the meta-parameters ``phi``; the per-coordinate recurrent state lives
+outside it, in the pure ``init``/``update`` pair of :class:`~rnnmeta.optim.base.MetaOptimizer`.
 """
 
 from __future__ import annotations
@@ -28,7 +20,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from rnnmeta.optim.base import MetaOptimizer, flatten, register_meta_optimizer, unflatten
+from rnnmeta.optim.base import CoordinateState, MetaOptimizer, flatten, register_meta_optimizer, unflatten
 
 def preprocess_gradients(grad: Tensor, p: float = 10.0) -> Tensor:
     """Log-magnitude and sign preprocessing of Andrychowicz et al. (2016), Appendix A.
@@ -57,7 +49,7 @@ def preprocess_gradients(grad: Tensor, p: float = 10.0) -> Tensor:
 
 
 @dataclass
-class LSTMOptimizerState:
+class LSTMOptimizerState(CoordinateState):
     """State of :class:`CoordinatewiseLSTMOptimizer` for ``N`` coordinates (all parameters flattened).
 
     Attributes:
@@ -65,21 +57,9 @@ class LSTMOptimizerState:
         cell: ``[num_layers, N, hidden_size]`` cell states.
     """
 
+    coord_dim = 1
     hidden: Tensor
     cell: Tensor
-
-    def detach(self) -> "LSTMOptimizerState":
-        """The same state cut from the graph (used between truncations of an unroll)."""
-        return LSTMOptimizerState(self.hidden.detach(), self.cell.detach())
-
-    @staticmethod
-    def cat(states: Sequence["LSTMOptimizerState"]) -> "LSTMOptimizerState":
-        """The states of several parameter sets as one state (coordinates joined in order)."""
-        return LSTMOptimizerState(torch.cat([s.hidden for s in states], 1), torch.cat([s.cell for s in states], 1))
-
-    def split(self, sizes: Sequence[int]) -> list["LSTMOptimizerState"]:
-        """The inverse of :meth:`cat`: one state per block of ``sizes[i]`` coordinates (views)."""
-        return [LSTMOptimizerState(h, c) for h, c in zip(self.hidden.split(list(sizes), 1), self.cell.split(list(sizes), 1))]
 
 
 @register_meta_optimizer
@@ -87,11 +67,9 @@ class CoordinatewiseLSTMOptimizer(MetaOptimizer):
     """Andrychowicz et al. (2016): a 2-layer LSTM applied to each coordinate, shared by all.
 
     Every coordinate of every parameter is a row of one batch: the gradient coordinate,
-    preprocessed to 2 inputs (:func:`preprocess_gradients`, or the raw gradient when
-    ``preprocess_p`` is 0), goes through ``num_layers`` LSTM cells of ``hidden_size`` units and a
-    linear read-out to one number, multiplied by the output scale (0.1 in the paper). The read-out
-    starts at zero (as in the authors' quadratic setup), so an untrained optimizer leaves the
-    parameters where they are and meta-training starts from a stable point.
+    preprocessed to 2 inputs (:func:`preprocess_gradients`), goes through ``num_layers`` LSTM cells
+    and a linear read-out to one number, times the output scale. The read-out starts at zero (as in
+    the authors' quadratic setup), so an untrained optimizer leaves the parameters where they are.
 
     Args:
         hidden_size: LSTM units per layer (20 in the paper).
@@ -175,8 +153,7 @@ class CoordinatewiseLSTMOptimizer(MetaOptimizer):
             loss: unused.
 
         Returns:
-            ``(updates, new_state)``: updates shaped like ``grads``; new parameters are
-            ``params + updates``.
+            ``(updates, new_state)``: updates shaped like ``grads``.
         """
         flat = flatten(grads)
         if state.hidden.shape[1] != flat.numel():
@@ -187,9 +164,8 @@ class CoordinatewiseLSTMOptimizer(MetaOptimizer):
         x = preprocess_gradients(flat, self.preprocess_p) if self.preprocess_p > 0 else flat.unsqueeze(-1)
         hs, cs = [], []
         for layer, cell in enumerate(self.cells):
-            h, c = cell(x, (state.hidden[layer], state.cell[layer]))
-            hs.append(h)
+            x, c = cell(x, (state.hidden[layer], state.cell[layer]))
+            hs.append(x)
             cs.append(c)
-            x = h
         step = self.readout(x).squeeze(-1) * self.output_scale
         return unflatten(step, grads), LSTMOptimizerState(torch.stack(hs), torch.stack(cs))

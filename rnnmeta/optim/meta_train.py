@@ -13,9 +13,6 @@ is then exactly the gradient of ``L`` viewed as a function of ``phi`` with the s
 ``phi`` through every earlier update. ``second_order=True`` keeps ``grad_t`` in the graph
 (``create_graph=True``), giving the gradient of the true unrolled loss at the cost of double
 backward through the optimizee.
-
-This module only estimates outer gradients; the optimizers themselves live in
-:mod:`rnnmeta.optim.lstm_optimizer` and :mod:`rnnmeta.optim.ravi_larochelle`.
 """
 
 from __future__ import annotations
@@ -67,10 +64,9 @@ def unroll(
         if t > 0:
             objective = objective + losses.mean()
         grads = torch.autograd.grad(losses.sum(), params, create_graph=second_order, retain_graph=True)
-        loss_in = losses.mean() if second_order else losses.mean().detach()
         if not second_order:
-            grads = tuple(g.detach() for g in grads)
-        updates, state = optimizer.update(list(grads), state, params, loss_in)
+            grads, losses = [g.detach() for g in grads], losses.detach()
+        updates, state = optimizer.update(list(grads), state, params, losses.mean())
         params = apply_updates(params, updates)
     objective = objective + task.losses(params, start_step + steps).mean()
     return objective, params, state
@@ -185,8 +181,7 @@ def meta_train(
             objective.backward()
             if grad_clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(meta_params, grad_clip_norm)
-            grads = [p.grad for p in meta_params if p.grad is not None]
-            if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            if all(bool(torch.isfinite(p.grad).all()) for p in meta_params if p.grad is not None):
                 adam.step()
             total = total + objective.detach()
             params = [p.detach().requires_grad_() for p in params]
@@ -226,26 +221,23 @@ def rollout(
     if (meta_optimizer is None) == (torch_optimizer is None):
         raise ValueError("give exactly one of meta_optimizer and torch_optimizer")
     params = [p.detach().clone().requires_grad_() for p in task.init_params()]
+    opt = None if torch_optimizer is None else torch_optimizer(params)
+    state = None if meta_optimizer is None else meta_optimizer.init(params)
     curve = []
-    if torch_optimizer is not None:
-        opt = torch_optimizer(params)
-        for t in range(steps + 1):
+    for t in range(steps + 1):
+        losses = task.losses(params, t)
+        curve.append(float(losses.detach().mean()))
+        if t == steps:
+            break
+        if opt is not None:
             opt.zero_grad(set_to_none=True)
-            losses = task.losses(params, t)
-            curve.append(float(losses.detach().mean()))
-            if t < steps:
-                losses.sum().backward()
-                opt.step()
-    else:
-        state = meta_optimizer.init(params)
-        for t in range(steps + 1):
-            losses = task.losses(params, t)
-            curve.append(float(losses.detach().mean()))
-            if t < steps:
-                grads = torch.autograd.grad(losses.sum(), params)
-                with torch.no_grad():
-                    updates, state = meta_optimizer.update(list(grads), state, params, losses.mean().detach())
-                    params = [(p + u).requires_grad_() for p, u in zip(params, updates)]
+            losses.sum().backward()
+            opt.step()
+            continue
+        grads = torch.autograd.grad(losses.sum(), params)
+        with torch.no_grad():
+            updates, state = meta_optimizer.update(list(grads), state, params, losses.mean().detach())
+            params = [(p + u).requires_grad_() for p, u in zip(params, updates)]
     out = torch.tensor(curve, dtype=torch.float64)
     bad = ~torch.isfinite(out)
     if bad.any():

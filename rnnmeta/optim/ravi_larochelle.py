@@ -22,12 +22,12 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from rnnmeta.optim.base import MetaOptimizer, flatten, register_meta_optimizer, unflatten
+from rnnmeta.optim.base import CoordinateState, MetaOptimizer, flatten, register_meta_optimizer, unflatten
 from rnnmeta.optim.lstm_optimizer import preprocess_gradients
 
 
 @dataclass
-class RaviLarochelleState:
+class RaviLarochelleState(CoordinateState):
     """Previous gates of :class:`RaviLarochelleUpdate` for ``N`` coordinates.
 
     Attributes:
@@ -37,18 +37,6 @@ class RaviLarochelleState:
 
     input_gate: Tensor
     forget_gate: Tensor
-
-    def detach(self) -> "RaviLarochelleState":
-        return RaviLarochelleState(self.input_gate.detach(), self.forget_gate.detach())
-
-    @staticmethod
-    def cat(states: Sequence["RaviLarochelleState"]) -> "RaviLarochelleState":
-        """The states of several parameter sets as one state (coordinates joined in order)."""
-        return RaviLarochelleState(torch.cat([s.input_gate for s in states]), torch.cat([s.forget_gate for s in states]))
-
-    def split(self, sizes: Sequence[int]) -> list["RaviLarochelleState"]:
-        """The inverse of :meth:`cat`: one state per block of ``sizes[i]`` coordinates (views)."""
-        return [RaviLarochelleState(i, f) for i, f in zip(self.input_gate.split(list(sizes)), self.forget_gate.split(list(sizes)))]
 
 
 def _logit(p: float) -> float:
@@ -176,15 +164,12 @@ class RaviLarochelleUpdate(MetaOptimizer):
             loss_feat = g.new_zeros(2)
         else:
             loss = torch.as_tensor(loss, dtype=g.dtype, device=g.device)
-            if loss.numel() == 1:
-                loss_feat = preprocess_gradients(loss.reshape(()), self.preprocess_p)
-            elif loss.numel() == g.numel():
-                loss_feat = preprocess_gradients(loss.reshape(-1), self.preprocess_p)
-            else:
+            if loss.numel() not in (1, g.numel()):
                 raise ValueError(
                     f"loss must be a scalar or one value per coordinate ({g.numel()}) for RaviLarochelleUpdate, "
                     f"got shape {tuple(loss.shape)}"
                 )
+            loss_feat = preprocess_gradients(loss.reshape(() if loss.numel() == 1 else -1), self.preprocess_p)
         w = weight.to(g.dtype)
         pre = (
             preprocess_gradients(g, self.preprocess_p) @ w[:2]

@@ -19,13 +19,13 @@ from __future__ import annotations
 import functools
 import io
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, Union
+from typing import Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PathLike = Union[str, Path]
+from rnnmeta.optim.base import PathLike
 
 
 class OptimizeeTask(Protocol):
@@ -94,10 +94,9 @@ class QuadraticFamily:
         self.dim, self.batch_size, self.init_std, self.dtype = dim, batch_size, init_std, dtype
 
     def sample(self, generator: torch.Generator) -> QuadraticTask:
-        shape = (self.batch_size, self.dim)
         w = torch.randn(self.batch_size, self.dim, self.dim, generator=generator, dtype=self.dtype)
-        y = torch.randn(*shape, generator=generator, dtype=self.dtype)
-        x0 = torch.randn(*shape, generator=generator, dtype=self.dtype) * self.init_std
+        y = torch.randn(self.batch_size, self.dim, generator=generator, dtype=self.dtype)
+        x0 = torch.randn(self.batch_size, self.dim, generator=generator, dtype=self.dtype) * self.init_std
         return QuadraticTask(w, y, x0)
 
 
@@ -123,13 +122,10 @@ def load_omniglot_classes(root: str, background: bool = True, max_classes: int =
     name = "images_background" if background else "images_evaluation"
     path = Path(root) / f"{name}.zip"
     with open_zip(path) as zf:
-        members = sorted(n for n in zf.namelist() if n.endswith(".png"))
         by_class: dict[str, list[str]] = {}
-        for n in members:
+        for n in sorted(n for n in zf.namelist() if n.endswith(".png")):
             by_class.setdefault(n.rsplit("/", 1)[0], []).append(n)
-        classes = sorted(by_class)
-        if max_classes:
-            classes = classes[:max_classes]
+        classes = sorted(by_class)[: max_classes or None]
         images = []
         for c in classes:
             drawings = []
@@ -163,8 +159,7 @@ class MLPClassificationTask:
 
     def init_params(self) -> list[Tensor]:
         g = torch.Generator().manual_seed(self.seed)
-        d, h, c = self.inputs.shape[1], self.hidden, self.n_classes
-        dtype = self.inputs.dtype
+        d, h, c, dtype = self.inputs.shape[1], self.hidden, self.n_classes, self.inputs.dtype
         return [
             torch.randn(d, h, generator=g, dtype=dtype) / d**0.5,
             torch.zeros(h, dtype=dtype),
