@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rnnmeta.data.archive import default_cache_dir, load_or_build
+from rnnmeta.data.archive import load_or_build
 from rnnmeta.data.base import SPLITS, FewShotDataset, check_split_name
-from rnnmeta.data.sampling import ClassIndexSource, select_classes
+from rnnmeta.data.sampling import ClassIndexSource, check_count, select_classes
 from rnnmeta.episode import CLASSIFICATION
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -182,8 +182,7 @@ class ImageFolder(FewShotDataset):
         seed: int = 0,
         cache_dir: Optional[str] = None,
     ) -> None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"ImageFolder image_size must be a positive integer, got {image_size!r}")
+        check_count("ImageFolder image_size", image_size)
         if channels not in (1, 3):
             raise ValueError(f"ImageFolder channels must be 1 or 3, got {channels!r}")
         fractions = check_split_fractions(split_fractions)
@@ -243,11 +242,6 @@ class ImageFolder(FewShotDataset):
         return assign_class_splits(self.classes, self.split_fractions, self.seed, lists)
 
     # --------------------------------------------------------------- decoding
-    @property
-    def cache_dir(self) -> Path:
-        """Folder of the decoded-image cache."""
-        return Path(self._cache_dir).expanduser() if self._cache_dir else default_cache_dir()
-
     def cache_path(self) -> Path:
         """Cache file for the current listing and decoding options."""
         h = hashlib.sha1(f"v{_CACHE_VERSION}|{self.root.resolve()}|{self.image_size}|{self.channels}".encode())

@@ -34,6 +34,7 @@ from rnnmeta.episode import CLASSIFICATION, Episode
 __all__ = [
     "ClassIndexSource",
     "EpisodeIndex",
+    "check_count",
     "derive_seed",
     "make_generator",
     "sample_episode_index",
@@ -78,10 +79,11 @@ class EpisodeIndex(NamedTuple):
     query_y: Tensor
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_count(name: str, value: int, least: int = 1) -> int:
+    """``value`` if it is an ``int`` (not a bool) >= ``least`` (1 or 0), else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a {'positive' if least else 'non-negative'} integer, got {value!r}")
+    return value
 
 
 def sample_episode_index(
@@ -106,9 +108,9 @@ def sample_episode_index(
         ValueError: ``n_way`` exceeds the number of classes, or ``k_shot + q_queries`` exceeds the
             images of the smallest class (the message names the values).
     """
-    _check_positive(batch_size=batch_size, n_way=n_way, k_shot=k_shot)
-    if isinstance(q_queries, bool) or not isinstance(q_queries, int) or q_queries < 0:
-        raise ValueError(f"q_queries must be a non-negative integer, got {q_queries!r}")
+    for name, value in (("batch_size", batch_size), ("n_way", n_way), ("k_shot", k_shot)):
+        check_count(name, value)
+    check_count("q_queries", q_queries, 0)
     where = f" of split {split_name!r}" if split_name else ""
     n_classes = int(counts.numel())
     if n_way > n_classes:
@@ -230,9 +232,7 @@ class ClassIndexSource(TaskSource):
         # index_select on a 2-d view is several times faster than advanced indexing on [n, C, H, W]
         x = self.images.reshape(self.images.shape[0], -1).index_select(0, rows)
         x = x.view(*cls.shape, *self.images.shape[1:])
-        if x.dtype == torch.uint8:
-            return x.to(torch.float32).div_(255.0)
-        return x.to(torch.float32)
+        return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
 
     def episode_from_index(self, index: EpisodeIndex, n_way: int) -> Episode:
         """Gather the images of an :class:`EpisodeIndex` into an :class:`Episode`."""
