@@ -1,22 +1,10 @@
 """N-way K-shot Q-query sampling by tensor indexing, and the seeding that makes it reproducible.
 
-A split of a classification dataset is held as one tensor of images ``[n_images, C, H, W]``
-(uint8) in which class ``c`` occupies rows ``offsets[c] .. offsets[c] + counts[c] - 1``. A batch
-of ``B`` tasks is drawn without any Python loop over tasks or images:
-
-1. classes: the ``N`` smallest of ``B x n_classes`` uniform numbers give ``N`` distinct classes per
-   task in random order; label ``j`` of task ``b`` is class ``classes[b, j]``, so the label
-   mapping is a fresh random permutation per task;
-2. examples: the ``K + Q`` smallest of ``B x N x max_count`` uniform numbers (slots past a class's
-   count are masked out) give distinct examples per class; the first ``K`` are support, the rest
-   queries;
-3. order: support and query sets are each shuffled by a random permutation per task, so labels do
-   not come in blocks;
-4. one gather ``images[offsets[class] + slot]`` and a conversion to float32 in ``[0, 1]``.
-
-Seeding: :func:`derive_seed` maps ``(seed, split, *indices)`` to a 64-bit generator seed through
-:class:`numpy.random.SeedSequence`, so a batch or an episode is a pure function of those values,
-independent of what was drawn before it.
+A split is one tensor of images ``[n_images, C, H, W]`` (uint8) in which class ``c`` occupies
+rows ``offsets[c] .. offsets[c] + counts[c] - 1``; :func:`sample_episode_index` draws a batch of
+tasks without a Python loop over tasks or images (the steps are listed in docs/DATA.md).
+:func:`derive_seed` maps ``(seed, split, *indices)`` to a generator seed through
+:class:`numpy.random.SeedSequence`, so a batch or an episode is a pure function of those values.
 """
 
 from __future__ import annotations
@@ -96,7 +84,7 @@ def sample_episode_index(
     split_name: str = "",
     class_names: Optional[Sequence[str]] = None,
 ) -> EpisodeIndex:
-    """Choose classes, examples, labels and order for ``batch_size`` tasks (vectorised; see the module docstring).
+    """Choose classes, examples, labels and order for ``batch_size`` tasks (vectorised; see docs/DATA.md).
 
     Args:
         counts: ``[n_classes]`` examples per class.
@@ -133,8 +121,7 @@ def sample_episode_index(
     max_count = int(counts.max())
     keys = torch.rand(B, N, max_count, generator=generator)
     if smallest != max_count:
-        chosen_counts = counts[classes]  # [B, N]
-        keys.masked_fill_(torch.arange(max_count) >= chosen_counts[..., None], 2.0)
+        keys.masked_fill_(torch.arange(max_count) >= counts[classes][..., None], 2.0)
     slots = keys.topk(per_task, dim=2, largest=False).indices  # [B, N, K+Q]
 
     labels = torch.arange(N).view(1, N, 1)
