@@ -144,16 +144,10 @@ class ImageFolder(FewShotDataset):
 
     Each sub-folder of ``root`` is a class; files with an image extension
     (:data:`IMAGE_EXTENSIONS`, any case) inside it are its examples; hidden files and folders are
-    ignored. Classes are split into train / val / test either
-
-    * by fractions: the sorted class names are shuffled with ``random.Random(seed)`` and cut at
-      ``round(n * f_train)`` and ``round(n * (f_train + f_val))``, or
-    * by name lists: ``split_lists={"train": "train.txt", "val": "val.txt", "test": "test.txt"}``,
-      one class name a line (blank lines and ``#`` comments ignored); relative paths are read
-      relative to ``root``. A split without a list cannot be requested.
-
-    The splits are disjoint. Episodes carry float32 images ``[channels, image_size, image_size]``
-    in ``[0, 1]``.
+    ignored. Classes are split into disjoint train / val / test sets by :func:`assign_class_splits`,
+    by fractions or by name lists (``split_lists={"train": "train.txt", ...}``: one class name a
+    line, ``#`` comments ignored, relative paths read relative to ``root``; a split without a list
+    cannot be requested). Episodes carry float32 images ``[channels, image_size, image_size]`` in ``[0, 1]``.
 
     Args:
         root: the folder of class folders.
@@ -224,11 +218,7 @@ class ImageFolder(FewShotDataset):
             path = self.root / path
         if not path.is_file():
             raise FileNotFoundError(f"ImageFolder: split list for {split!r} not found: {path_str} (also tried {path})")
-        names = []
-        for line in path.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                names.append(line)
+        names = [name for name in (line.split("#", 1)[0].strip() for line in path.read_text().splitlines()) if name]
         for name in names:
             if name not in self.files:
                 raise ValueError(f"ImageFolder: class {name!r} listed in {path} is not a class folder of {self.root}")
@@ -251,9 +241,6 @@ class ImageFolder(FewShotDataset):
                 h.update(f"|{name}/{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
         return self.cache_dir / f"imagefolder_{self.root.name}_{self.image_size}_{self.channels}_{h.hexdigest()[:16]}.pt"
 
-    def _decode(self, path: Path) -> np.ndarray:
-        return decode_image(path, self.image_size, self.channels)
-
     def prepare(self) -> None:
         """Decode the images and write the cache (if not there yet)."""
         self._load()
@@ -265,13 +252,10 @@ class ImageFolder(FewShotDataset):
         return self._data
 
     def _build(self) -> dict[str, Any]:
-        total = sum(len(v) for v in self.files.values())
-        images = np.empty((total, *self.x_shape), dtype=np.uint8)
-        row = 0
-        for name in self.classes:
-            for p in self.files[name]:
-                images[row] = self._decode(p)
-                row += 1
+        paths = [p for name in self.classes for p in self.files[name]]
+        images = np.empty((len(paths), *self.x_shape), dtype=np.uint8)
+        for row, p in enumerate(paths):
+            images[row] = decode_image(p, self.image_size, self.channels)
         return {
             "version": _CACHE_VERSION,
             "classes": self.classes,
