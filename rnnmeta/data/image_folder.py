@@ -1,10 +1,8 @@
 """Few-shot tasks from your own images: ``root/<class>/<image>``.
 
-Every image is decoded once with Pillow (turned upright by its EXIF orientation, 16-bit
-images scaled to 8 bits, converted to grayscale or RGB, resized to a square ``image_size`` with
-a Lanczos filter) into one uint8 tensor that is cached on disk, keyed by the folder's listing
-(names, sizes, modification times) and the decoding options; episodes are then drawn by tensor
-indexing like Omniglot's.
+Every image is decoded once (:func:`decode_image`) into one uint8 tensor cached on disk, keyed by
+the folder's listing (names, sizes, modification times) and the decoding options; episodes are
+then drawn by tensor indexing like Omniglot's.
 """
 
 from __future__ import annotations

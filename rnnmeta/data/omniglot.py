@@ -51,10 +51,7 @@ __all__ = [
 ]
 
 OMNIGLOT_ARCHIVES = ("images_background", "images_evaluation")
-OMNIGLOT_URLS = {
-    "images_background": "https://github.com/brendenlake/omniglot/raw/master/python/images_background.zip",
-    "images_evaluation": "https://github.com/brendenlake/omniglot/raw/master/python/images_evaluation.zip",
-}
+OMNIGLOT_URLS = {key: f"https://github.com/brendenlake/omniglot/raw/master/python/{key}.zip" for key in OMNIGLOT_ARCHIVES}
 OMNIGLOT_MD5 = {
     "images_background": "68d2efa1b9178cc56df9314c21c6e718",
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
