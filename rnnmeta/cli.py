@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -124,8 +125,6 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
     def save_config(self, trainer: Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if isinstance(trainer.logger, Logger):
             config = self.parser.dump(self.config, skip_none=False, format="yaml")
-            import yaml
-
             trainer.logger.log_hyperparams({"config": yaml.safe_load(config)})
 
 
