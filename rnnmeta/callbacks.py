@@ -1,12 +1,5 @@
 """Lightning callbacks of rnnmeta: :class:`RandomStateCheckpoint` makes a resumed run exact;
 :class:`SteadyProgressBar` keeps the progress bar's cost out of small models' steps.
-
-A checkpoint of a rnnmeta run already holds the weights, the optimiser and schedule, the loop
-position and the position of the training task stream (:class:`~rnnmeta.data.EpisodicDataModule`).
-What a learner may still draw at random during a training step (dropout, noise, a shuffle) comes
-from the process-global generators of torch (CPU and CUDA), numpy and Python's ``random``; this
-callback puts their states into the checkpoint, so that a run killed after a checkpoint and resumed
-with ``--ckpt_path`` ends with the same weights and metrics as the run that was never stopped.
 """
 
 from __future__ import annotations
@@ -125,39 +118,25 @@ def _next_log_step(trainer: "pl.Trainer") -> Optional[int]:
 class RandomStateCheckpoint(Callback):
     """Save the global random generators in every checkpoint and restore them on resume.
 
-    **What is saved.** Under the key ``"RandomStateCheckpoint"`` of the checkpoint's callback
-    states: the states of torch's CPU generator, CUDA's generators (when CUDA is in use), numpy's
-    global generator and Python's ``random``, as returned by :func:`capture_random_state`, plus
-    the rank that wrote them.
+    A checkpoint already holds the weights, the optimiser, the loop position and the position of
+    the task stream; this callback adds what a learner may still draw at random in a training step
+    (dropout, noise, a shuffle): the states of torch's CPU and CUDA generators, numpy's global
+    generator and Python's ``random`` (:func:`capture_random_state`) and the rank that wrote them,
+    under the key ``"RandomStateCheckpoint"``, so that a run resumed with ``--ckpt_path`` ends with
+    the same weights and metrics as one never stopped.
 
-    **Which states.** The training steps draw from one random stream that nothing else touches:
-    the callback records the states at the end of every training batch and sets them back at the
-    start of the next one. Whatever runs between two training steps (validation, the sanity
-    check, creating data-loader iterators at an epoch boundary or on resume, logging, writing
-    checkpoints) therefore neither advances nor depends on the training stream. A checkpoint
-    holds the states after its last completed training batch -- whether it is written at the end
-    of that batch or after the validation that follows it -- which are exactly the states the
-    uninterrupted run carries into its next step.
+    The training steps draw from one stream that nothing else touches: the states are recorded at
+    the end of every training batch and set back at the start of the next one, so validation, the
+    sanity check, data-loader iterators and checkpointing neither advance nor depend on it, and a
+    checkpoint holds the states after its last completed training batch. On resume
+    (:meth:`load_state_dict`, before ``on_fit_start``) they are kept pending and set at the first
+    ``on_train_batch_start``. The callback also records the loggers' step of the next training
+    batch, which Lightning restores one too high from a checkpoint written when validation ends an
+    epoch, so the resumed run logs every metric at the same step.
 
-    **When they are restored.** Lightning calls :meth:`load_state_dict` while it restores a
-    checkpoint, before ``on_fit_start``, the sanity check and the first data-loader iterator; the
-    callback keeps the states pending and sets them at the first ``on_train_batch_start`` after
-    the resume, right before the first resumed training step.
-
-    **The loggers' step.** Lightning logs metrics against a batch counter of its training loop
-    that it restores one too high from a checkpoint written when validation ends on the last
-    batch of an epoch (the ``last.ckpt`` of the shipped configs): the resumed run's curves would
-    be shifted by one step. The callback records the counter the next training batch must see and
-    sets it with the random states, so the resumed run logs every metric at the same step as the
-    uninterrupted one.
-
-    **Several processes (DDP).** Each rank records its own states; the checkpoint is written by
-    rank 0, so it holds rank 0's states. On resume, rank 0 restores them and every other rank
-    keeps the states ``seed_everything`` gave it, with a warning: across several ranks the
-    weights are restored exactly, the learners' own random draws on ranks > 0 are not.
-
-    **One instance.** The ``rnnmeta`` command and ``rnnmeta compare`` add this callback unless the
-    configured callbacks already hold one (Lightning refuses two: they would share a state key).
+    With several processes (DDP) the checkpoint holds rank 0's states; the other ranks keep those
+    ``seed_everything`` gave them, with a warning. The ``rnnmeta`` command and ``rnnmeta compare``
+    add this callback unless the configured callbacks hold one (Lightning refuses two).
 
     Example::
 
@@ -228,12 +207,9 @@ class RandomStateCheckpoint(Callback):
 class SteadyProgressBar(TQDMProgressBar):
     """Lightning's TQDM progress bar, redrawn at most every ``min_interval`` seconds during training.
 
-    Lightning's bar redraws itself and recomputes its metrics after every training batch
-    (``refresh_rate=1``). For the small models of the main job (sinusoid MLPs, about 2 ms of work
-    a step) that cost 0.2-0.3 ms a step, about a tenth of it (``scripts/benchmark_overhead.py``,
-    docs/PERFORMANCE.md); a step of Conv4 (0.7 s and more) still redraws after every batch. The
-    last batch of an epoch is always drawn. ``rnnmeta fit/test`` and ``rnnmeta compare`` use this
-    bar unless the config names a progress bar of its own.
+    Lightning's bar redraws after every training batch, about a tenth of a step of the small models
+    of the main job (sinusoid MLPs; docs/PERFORMANCE.md). The last batch of an epoch is always drawn.
+    ``rnnmeta fit/test`` and ``rnnmeta compare`` use this bar unless the config names one of its own.
 
     Args:
         min_interval: seconds between two redraws of the training bar (>= 0; 0 is Lightning's bar).

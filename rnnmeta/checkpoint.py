@@ -12,11 +12,19 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from typing import Any, Mapping
 
-__all__ = ["CorruptCheckpointError", "check_checkpoint_file", "LIGHTNING_CKPT_ALIASES"]
+__all__ = ["CorruptCheckpointError", "LIGHTNING_CKPT_ALIASES", "check_checkpoint_file", "identity_differences"]
 
 #: ``ckpt_path`` values Lightning resolves itself (not file paths).
 LIGHTNING_CKPT_ALIASES = frozenset({"last", "best", "hpc", "registry"})
+#: What a checkpoint's ``"rnnmeta"`` entry records of the learner that wrote it.
+IDENTITY_KEYS = ("learner", "kind", "n_way", "target_dim")
+
+
+def identity_differences(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
+    """The :data:`IDENTITY_KEYS` on which a checkpoint's ``"rnnmeta"`` entry and a learner's identity differ."""
+    return [key for key in IDENTITY_KEYS if saved.get(key) != mine.get(key)]
 
 
 class CorruptCheckpointError(ValueError):

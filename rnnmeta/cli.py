@@ -9,24 +9,12 @@ Examples::
     rnnmeta compare --config configs/compare/sinusoid.yaml
 
 Learners and data modules are chosen by ``class_path`` (LightningCLI subclass mode); every
-argument is typed, so ``--help`` lists them and wrong types fail before anything runs.
-
-**Run folders.** Every ``fit`` and ``test`` writes into a folder of its own, where its checkpoints
-go too: ``<save_dir>/<project>/<W&B run id>/`` with W&B, ``<save_dir>/<name>/version_<n>/`` with
-the CSV or TensorBoard logger, and ``runs/<Learner>/<subcommand>_<time>_<pid>/`` with
-``--trainer.logger false``. The resolved config is saved there as ``config.yaml`` (a ``test``
-of a fitted run gets its own folder and leaves the fit's config alone), and the command ends by
-printing the folder, the best and last checkpoints and the W&B run.
-
-**The checkpoint is checked against the config.** With ``--ckpt_path`` the configured learner is
-built from the config (never from the checkpoint's hyperparameters, which LightningCLI would
-otherwise merge into the config) and compared with the identity the checkpoint records (learner
-class, task kind, ``n_way``, ``target_dim``) and with its tensor shapes, before Lightning loads it.
-
-**Errors.** An error raised after the config is parsed (a wrong value, a missing file, a wrong
-checkpoint, a diverging run) is printed as one message naming the value and what to do, and the
-command exits with status 1; ``--debug`` (anywhere on the command line) or ``RNNMETA_DEBUG=1``
-shows the traceback instead.
+argument is typed, so ``--help`` lists them and wrong types fail before anything runs. What the
+command adds to LightningCLI is described in README.md: a folder of its own for every run, with
+its ``config.yaml`` ("Run folders"); the configured learner, never the checkpoint's
+hyperparameters, checked against a ``--ckpt_path`` before Lightning loads it ("The checkpoint
+must fit the config"); errors printed as one message with exit status 1, ``--debug`` or
+``RNNMETA_DEBUG=1`` for the traceback ("When something is wrong").
 """
 
 from __future__ import annotations
@@ -40,6 +28,7 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -48,7 +37,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from rnnmeta.callbacks import RandomStateCheckpoint, SteadyProgressBar
-from rnnmeta.checkpoint import LIGHTNING_CKPT_ALIASES, check_checkpoint_file
+from rnnmeta.checkpoint import LIGHTNING_CKPT_ALIASES, check_checkpoint_file, identity_differences
 from rnnmeta.compare.runner import ComparisonLockedError
 from rnnmeta.data import EpisodicDataModule
 from rnnmeta.learners import MetaLearner
@@ -136,8 +125,6 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
     def save_config(self, trainer: Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if isinstance(trainer.logger, Logger):
             config = self.parser.dump(self.config, skip_none=False, format="yaml")
-            import yaml
-
             trainer.logger.log_hyperparams({"config": yaml.safe_load(config)})
 
 
@@ -168,7 +155,7 @@ def check_checkpoint_matches(model: MetaLearner, header: dict[str, Any], path: s
     mine = model.checkpoint_identity()
     advice = "use the config the checkpoint was trained with (config.yaml in its run folder), or another checkpoint"
     if saved is not None:
-        differing = [k for k in ("learner", "kind", "n_way", "target_dim") if saved.get(k) != mine.get(k)]
+        differing = identity_differences(saved, mine)
         if differing:
             said = ", ".join(f"{k}={saved.get(k)!r}" for k in differing if k != "learner")
             want = ", ".join(f"{k}={mine.get(k)!r}" for k in differing if k != "learner")
@@ -294,22 +281,12 @@ class RnnmetaCLI(LightningCLI):
                 point_wandb_cache(logger.save_dir)
         return trainer
 
-    # ------------------------------------------------------------------ the end of a command
-    def after_fit(self) -> None:
-        self._print_summary("fit")
-
-    def after_test(self) -> None:
-        self._print_summary("test")
-
-    def after_validate(self) -> None:
-        self._print_summary("validate")
-
-    def _print_summary(self, subcommand: str) -> None:
+    def _print_summary(self) -> None:
         """Print where the run, its config, its checkpoints and its W&B run are (rank 0)."""
-        trainer = self.trainer
-        if not trainer.is_global_zero:
-            return
-        print(run_summary(trainer, subcommand, self._ckpt_path), flush=True)
+        if self.trainer.is_global_zero:
+            print(run_summary(self.trainer, self.subcommand, self._ckpt_path), flush=True)
+
+    after_fit = after_validate = after_test = _print_summary
 
 
 def run_summary(trainer: Trainer, subcommand: str, ckpt_path: Optional[str] = None) -> str:

@@ -22,6 +22,7 @@ from torch import Tensor
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASK_KINDS = (CLASSIFICATION, REGRESSION)
+_TENSORS = ("support_x", "support_y", "query_x", "query_y")
 
 
 def _shape(t: Tensor) -> str:
@@ -58,7 +59,7 @@ class Episode:
         """Raise ``ValueError``/``TypeError`` naming the tensor that breaks the contract."""
         if self.kind not in TASK_KINDS:
             raise ValueError(f"Episode.kind must be one of {TASK_KINDS}, got {self.kind!r}")
-        for name in ("support_x", "support_y", "query_x", "query_y"):
+        for name in _TENSORS:
             if not isinstance(getattr(self, name), Tensor):
                 raise TypeError(f"Episode.{name} must be a torch.Tensor, got {type(getattr(self, name)).__name__}")
         sx, sy, qx, qy = self.support_x, self.support_y, self.query_x, self.query_y
@@ -82,14 +83,12 @@ class Episode:
             if self.n_way < 1:
                 raise ValueError(f"Episode.n_way must be >= 1 for classification, got {self.n_way}")
             # label ranges are checked on the host only: on an accelerator it would force a sync per batch
-            if sy.device.type == "cpu" and sy.numel() and (int(sy.min()) < 0 or int(sy.max()) >= self.n_way):
-                raise ValueError(
-                    f"Episode.support_y labels must lie in 0..{self.n_way - 1}, got range {int(sy.min())}..{int(sy.max())}"
-                )
-            if qy.device.type == "cpu" and qy.numel() and (int(qy.min()) < 0 or int(qy.max()) >= self.n_way):
-                raise ValueError(
-                    f"Episode.query_y labels must lie in 0..{self.n_way - 1}, got range {int(qy.min())}..{int(qy.max())}"
-                )
+            for name, y in (("support_y", sy), ("query_y", qy)):
+                if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_way):
+                    raise ValueError(
+                        f"Episode.{name} labels must lie in 0..{self.n_way - 1}, "
+                        f"got range {int(y.min())}..{int(y.max())}"
+                    )
         else:
             for name, y, n in (("support_y", sy, n_support), ("query_y", qy, n_query)):
                 if not y.is_floating_point():
@@ -142,27 +141,18 @@ class Episode:
                     device = a.device
             return t.to(device=device, non_blocking=kwargs.get("non_blocking", False)) if device is not None else t
 
-        tensors = {name: getattr(self, name) for name in ("support_x", "support_y", "query_x", "query_y")}
+        tensors = {name: getattr(self, name) for name in _TENSORS}
         moved = {name: move(t) for name, t in tensors.items()}
         if all(moved[name] is t for name, t in tensors.items()):
             return self  # already there (every training step on CPU): no copy, no second validation
         return replace(self, **moved)
 
     def pin_memory(self) -> "Episode":
-        return replace(
-            self,
-            support_x=self.support_x.pin_memory(),
-            support_y=self.support_y.pin_memory(),
-            query_x=self.query_x.pin_memory(),
-            query_y=self.query_y.pin_memory(),
-        )
+        return replace(self, **{name: getattr(self, name).pin_memory() for name in _TENSORS})
 
     def task(self, index: int) -> "Episode":
         """Task ``index`` as an episode of batch size 1."""
-        sl = slice(index, index + 1)
-        return replace(
-            self, support_x=self.support_x[sl], support_y=self.support_y[sl], query_x=self.query_x[sl], query_y=self.query_y[sl]
-        )
+        return replace(self, **{name: getattr(self, name)[index : index + 1] for name in _TENSORS})
 
     @staticmethod
     def collate(tasks: Sequence["Episode"]) -> "Episode":
@@ -180,15 +170,7 @@ class Episode:
                     f"Episode.collate: episode {i} has support {_shape(t.support_x)} / query {_shape(t.query_x)}, "
                     f"episode 0 has {_shape(first.support_x)} / {_shape(first.query_x)}"
                 )
-        return Episode(
-            support_x=torch.cat([t.support_x for t in tasks]),
-            support_y=torch.cat([t.support_y for t in tasks]),
-            query_x=torch.cat([t.query_x for t in tasks]),
-            query_y=torch.cat([t.query_y for t in tasks]),
-            kind=first.kind,
-            n_way=first.n_way,
-            target_dim=first.target_dim,
-        )
+        return replace(first, **{name: torch.cat([getattr(t, name) for t in tasks]) for name in _TENSORS})
 
     def __repr__(self) -> str:
         return (

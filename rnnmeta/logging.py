@@ -1,16 +1,9 @@
 """Console and Weights & Biases set-up: online with an account, offline without one, never a prompt.
 
-:func:`quiet_console` keeps third-party chatter (Lightning's promotional tips, deprecation notices
-raised inside Lightning) out of the ``rnnmeta`` commands' output; it is called by the commands,
-never at import time, so a user's own Python session keeps its warnings.
-
-``rnnmeta`` logs to W&B by default. With no account configured (no ``WANDB_API_KEY`` and no
-``api.wandb.ai`` entry in ``~/.netrc``) and no explicit ``WANDB_MODE``, runs are written offline
-under ``wandb/`` and can be uploaded later with ``wandb sync wandb/offline-run-*``.
-
-W&B's service also writes debug logs of its own, one pair per process, under
-``~/.cache/wandb/logs/`` (``WANDB_CACHE_DIR``); :func:`point_wandb_cache` moves them beside the
-runs (``<save_dir>/wandb/logs/``) unless ``WANDB_CACHE_DIR`` is set.
+:func:`quiet_console` keeps third-party chatter out of the ``rnnmeta`` commands' output; it is
+called by the commands, never at import time, so a user's own Python session keeps its warnings.
+W&B's behaviour without an account and the place of its debug logs are described in README.md
+("Logging").
 """
 
 from __future__ import annotations
@@ -45,11 +38,8 @@ def point_wandb_cache(save_dir: str | os.PathLike) -> Optional[Path]:
     """Send W&B's cache, and with it the service's debug logs, to ``<save_dir>/wandb/`` unless the user chose a place.
 
     W&B writes ``core-debug-*.log`` and ``symon-debug-*.log`` for every process under
-    ``$WANDB_CACHE_DIR/wandb/logs/`` (``~/.cache/wandb/logs/`` by default), outside any run. With
-    ``WANDB_CACHE_DIR=<save_dir>`` they land in ``<save_dir>/wandb/logs/``, beside the
-    ``offline-run-*`` folders of the runs. Takes effect for the W&B service started after the call
-    (the first run of the process). Returns the logs folder, or None when ``WANDB_CACHE_DIR`` was
-    already set.
+    ``$WANDB_CACHE_DIR/wandb/logs/`` (``~/.cache/wandb/logs/`` by default). Takes effect for the W&B
+    service started after the call. Returns the logs folder, or None when ``WANDB_CACHE_DIR`` was set.
     """
     if os.environ.get("WANDB_CACHE_DIR"):
         return None

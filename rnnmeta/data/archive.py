@@ -1,15 +1,10 @@
 """Archive helpers: download with checksum, safe zip reading/extraction, atomic file writes.
 
 Everything that touches files the user did not write goes through here, so that every dataset
-gets the same guarantees:
-
-* a download lands in a temporary file next to its destination and is renamed only after its
-  md5 matches, so a failed or interrupted download never leaves a file that looks complete;
-* a zip member whose path would escape the target folder (absolute path, ``..``, drive letter,
-  symbolic link) is refused before anything is written;
-* a corrupt or truncated zip raises :class:`CorruptArchiveError` naming the file;
-* caches are written to a temporary file and moved into place with :func:`os.replace`, so two
-  processes building the same cache at once never leave a half-written file behind.
+gets the same guarantees: a download or a cache appears under its name only when complete
+(temporary file, then :func:`os.replace`), a zip member whose path would escape its folder is
+refused before anything is written, and a corrupt or truncated zip raises
+:class:`CorruptArchiveError` naming the file.
 """
 
 from __future__ import annotations
@@ -84,6 +79,20 @@ def md5sum(path: PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _atomic_file(dest: Path, suffix: str) -> Iterator[IO[bytes]]:
+    """A temporary file beside ``dest``, moved onto ``dest`` when the block ends normally and removed on any error."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def download_url(
     url: str,
     dest: PathLike,
@@ -109,43 +118,33 @@ def download_url(
         ChecksumError: the md5 of the downloaded bytes is not ``md5``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     open_fn = opener if opener is not None else urllib.request.urlopen
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with contextlib.closing(open_fn(url, timeout=timeout)) as response:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        digest.update(chunk)
-                        out.write(chunk)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise DownloadError(f"could not download {url}: {exc}") from exc
+    digest = hashlib.md5()
+    with _atomic_file(dest, ".part") as out:
+        try:
+            with contextlib.closing(open_fn(url, timeout=timeout)) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DownloadError(f"could not download {url}: {exc}") from exc
         got = digest.hexdigest()
         if md5 is not None and got != md5.lower():
             raise ChecksumError(f"md5 of the file downloaded from {url} is {got}, expected {md5}; the file was discarded")
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dest
 
 
 # ------------------------------------------------------------------ zip files
 def _member_problem(info: zipfile.ZipInfo) -> Optional[str]:
     """Why a zip member may not be extracted, or ``None`` if it is safe."""
-    name = info.filename
-    if "\x00" in name:
+    norm = info.filename.replace("\\", "/")
+    if "\x00" in norm:
         return "contains a NUL byte"
-    norm = name.replace("\\", "/")
     if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
         return "is an absolute path"
     if ".." in PurePosixPath(norm).parts:
         return "contains '..'"
-    mode = info.external_attr >> 16
-    if mode and stat.S_ISLNK(mode):
+    if stat.S_ISLNK(info.external_attr >> 16):
         return "is a symbolic link"
     return None
 
@@ -255,15 +254,8 @@ def atomic_torch_save(obj: object, path: PathLike) -> Path:
     sees either no file or a complete one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with _atomic_file(path, ".tmp") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     return path

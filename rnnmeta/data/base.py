@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 
 import torch
 
+from rnnmeta.data.archive import default_cache_dir
 from rnnmeta.episode import CLASSIFICATION, Episode
 
 SPLITS = ("train", "val", "test")
@@ -68,6 +70,12 @@ class FewShotDataset(abc.ABC):
         Raises:
             ValueError: ``name`` is not one of the three.
         """
+
+    @property
+    def cache_dir(self) -> Path:
+        """Folder of the decoded cache: ``cache_dir`` if given, else env ``RNNMETA_CACHE`` or ``~/.cache/rnnmeta``."""
+        cache_dir = getattr(self, "_cache_dir", None)
+        return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
 
     def prepare(self) -> None:
         """Download and build caches (called once, on one process, by the data module's ``prepare_data``).

@@ -1,10 +1,8 @@
 """Few-shot tasks from your own images: ``root/<class>/<image>``.
 
-Every image is decoded once with Pillow (turned upright by its EXIF orientation, 16-bit
-images scaled to 8 bits, converted to grayscale or RGB, resized to a square ``image_size`` with
-a Lanczos filter) into one uint8 tensor that is cached on disk, keyed by the folder's listing
-(names, sizes, modification times) and the decoding options; episodes are then drawn by tensor
-indexing like Omniglot's.
+Every image is decoded once (:func:`decode_image`) into one uint8 tensor cached on disk, keyed by
+the folder's listing (names, sizes, modification times) and the decoding options; episodes are
+then drawn by tensor indexing like Omniglot's.
 """
 
 from __future__ import annotations
@@ -19,9 +17,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rnnmeta.data.archive import default_cache_dir, load_or_build
+from rnnmeta.data.archive import load_or_build
 from rnnmeta.data.base import SPLITS, FewShotDataset, check_split_name
-from rnnmeta.data.sampling import ClassIndexSource, select_classes
+from rnnmeta.data.sampling import ClassIndexSource, check_count, select_classes
 from rnnmeta.episode import CLASSIFICATION
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -144,16 +142,10 @@ class ImageFolder(FewShotDataset):
 
     Each sub-folder of ``root`` is a class; files with an image extension
     (:data:`IMAGE_EXTENSIONS`, any case) inside it are its examples; hidden files and folders are
-    ignored. Classes are split into train / val / test either
-
-    * by fractions: the sorted class names are shuffled with ``random.Random(seed)`` and cut at
-      ``round(n * f_train)`` and ``round(n * (f_train + f_val))``, or
-    * by name lists: ``split_lists={"train": "train.txt", "val": "val.txt", "test": "test.txt"}``,
-      one class name a line (blank lines and ``#`` comments ignored); relative paths are read
-      relative to ``root``. A split without a list cannot be requested.
-
-    The splits are disjoint. Episodes carry float32 images ``[channels, image_size, image_size]``
-    in ``[0, 1]``.
+    ignored. Classes are split into disjoint train / val / test sets by :func:`assign_class_splits`,
+    by fractions or by name lists (``split_lists={"train": "train.txt", ...}``: one class name a
+    line, ``#`` comments ignored, relative paths read relative to ``root``; a split without a list
+    cannot be requested). Episodes carry float32 images ``[channels, image_size, image_size]`` in ``[0, 1]``.
 
     Args:
         root: the folder of class folders.
@@ -182,8 +174,7 @@ class ImageFolder(FewShotDataset):
         seed: int = 0,
         cache_dir: Optional[str] = None,
     ) -> None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"ImageFolder image_size must be a positive integer, got {image_size!r}")
+        check_count("ImageFolder image_size", image_size)
         if channels not in (1, 3):
             raise ValueError(f"ImageFolder channels must be 1 or 3, got {channels!r}")
         fractions = check_split_fractions(split_fractions)
@@ -225,11 +216,7 @@ class ImageFolder(FewShotDataset):
             path = self.root / path
         if not path.is_file():
             raise FileNotFoundError(f"ImageFolder: split list for {split!r} not found: {path_str} (also tried {path})")
-        names = []
-        for line in path.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                names.append(line)
+        names = [name for name in (line.split("#", 1)[0].strip() for line in path.read_text().splitlines()) if name]
         for name in names:
             if name not in self.files:
                 raise ValueError(f"ImageFolder: class {name!r} listed in {path} is not a class folder of {self.root}")
@@ -243,11 +230,6 @@ class ImageFolder(FewShotDataset):
         return assign_class_splits(self.classes, self.split_fractions, self.seed, lists)
 
     # --------------------------------------------------------------- decoding
-    @property
-    def cache_dir(self) -> Path:
-        """Folder of the decoded-image cache."""
-        return Path(self._cache_dir).expanduser() if self._cache_dir else default_cache_dir()
-
     def cache_path(self) -> Path:
         """Cache file for the current listing and decoding options."""
         h = hashlib.sha1(f"v{_CACHE_VERSION}|{self.root.resolve()}|{self.image_size}|{self.channels}".encode())
@@ -256,9 +238,6 @@ class ImageFolder(FewShotDataset):
                 st = p.stat()
                 h.update(f"|{name}/{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
         return self.cache_dir / f"imagefolder_{self.root.name}_{self.image_size}_{self.channels}_{h.hexdigest()[:16]}.pt"
-
-    def _decode(self, path: Path) -> np.ndarray:
-        return decode_image(path, self.image_size, self.channels)
 
     def prepare(self) -> None:
         """Decode the images and write the cache (if not there yet)."""
@@ -271,13 +250,10 @@ class ImageFolder(FewShotDataset):
         return self._data
 
     def _build(self) -> dict[str, Any]:
-        total = sum(len(v) for v in self.files.values())
-        images = np.empty((total, *self.x_shape), dtype=np.uint8)
-        row = 0
-        for name in self.classes:
-            for p in self.files[name]:
-                images[row] = self._decode(p)
-                row += 1
+        paths = [p for name in self.classes for p in self.files[name]]
+        images = np.empty((len(paths), *self.x_shape), dtype=np.uint8)
+        for row, p in enumerate(paths):
+            images[row] = decode_image(p, self.image_size, self.channels)
         return {
             "version": _CACHE_VERSION,
             "classes": self.classes,

@@ -1,24 +1,10 @@
 """EpisodicDataModule: seeded, rank-aware episode streams for training and fixed episode sets for evaluation.
 
-Seeding (see :func:`~rnnmeta.data.sampling.derive_seed`):
-
-* training batch ``b`` on rank ``r`` is drawn with a generator seeded from ``(seed, "train", r, b)``
-  -- a pure function of those values, so ranks get distinct tasks and a resumed run continues the
-  stream at the batch where it stopped (:attr:`EpisodicDataModule.train_start_batch`);
-* evaluation episode ``i`` of split ``s`` is drawn from ``(seed, s, i)`` -- identical for every
-  learner, run and number of processes. Rank ``r`` of ``W`` evaluates the episodes ``i`` with
-  ``i % W == r`` (:meth:`EpisodicDataModule.eval_episode_indices`), so the shards are disjoint and
-  their union is the whole set.
-
-Loaders wrap :class:`torch.utils.data.IterableDataset` s that yield whole collated
-:class:`~rnnmeta.episode.Episode` batches (``DataLoader(batch_size=None)``), so Lightning does not
-inject a ``DistributedSampler``. With ``num_workers = w > 0``, worker ``j`` produces the batches at
-positions ``p`` (counted from the start of the stream) with ``p % w == j``; the DataLoader
-interleaves the workers round-robin, so the order is the same as with no workers.
-
-Note for distributed evaluation: when the number of episodes is not divisible by the world size,
-ranks hold one episode (hence possibly one batch) more or fewer; gather per-episode results by
-index rather than assuming equal shards.
+Training batch ``b`` of rank ``r`` is drawn from ``(seed, "train", r, b)`` and evaluation episode
+``i`` of split ``s`` from ``(seed, s, i)`` (:func:`~rnnmeta.data.sampling.derive_seed`); rank ``r``
+of ``W`` evaluates the episodes ``i % W == r``. Loaders wrap :class:`torch.utils.data.IterableDataset`
+s that yield whole batches (``DataLoader(batch_size=None)``); worker ``j`` of ``w`` makes the batches
+at positions ``p % w == j``, so the order does not depend on ``w``. docs/DATA.md gives the details.
 """
 
 from __future__ import annotations
@@ -26,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import pytorch_lightning as pl
@@ -37,7 +24,6 @@ from rnnmeta.data.sampling import make_generator
 from rnnmeta.episode import Episode
 
 __all__ = ["EpisodicDataModule", "EvalEpisodeSet", "TrainEpisodeStream", "draw_episodes", "trainer_rank_world"]
-
 
 
 def _worker_slot() -> tuple[int, int]:
@@ -55,6 +41,7 @@ def draw_episodes(
     return source.sample(generator, batch_size, n_way, k, q_queries)
 
 
+@dataclass(eq=False)
 class TrainEpisodeStream(IterableDataset):
     """One epoch of training batches on one rank: batches ``start_batch .. start_batch + n_batches - 1``.
 
@@ -63,13 +50,11 @@ class TrainEpisodeStream(IterableDataset):
     :class:`~rnnmeta.episode.Episode` here, a batch of streams for the online protocol).
     """
 
-    def __init__(self, draw: Callable[[torch.Generator], Any], seed: int, rank: int, n_batches: int, start_batch: int = 0) -> None:
-        super().__init__()
-        self.draw = draw
-        self.seed = seed
-        self.rank = rank
-        self.n_batches = n_batches
-        self.start_batch = start_batch
+    draw: Callable[[torch.Generator], Any]
+    seed: int
+    rank: int
+    n_batches: int
+    start_batch: int = 0
 
     def batch(self, index: int) -> Any:
         """Training batch ``index`` of this rank."""
@@ -77,15 +62,14 @@ class TrainEpisodeStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Any]:
         worker, n_workers = _worker_slot()
-        start = self.start_batch
-        for position in range(self.n_batches):
-            if position % n_workers == worker:
-                yield self.batch(start + position)
+        for position in range(worker, self.n_batches, n_workers):
+            yield self.batch(self.start_batch + position)
 
     def __len__(self) -> int:
         return self.n_batches
 
 
+@dataclass(eq=False)
 class EvalEpisodeSet(IterableDataset):
     """This rank's shard of a fixed evaluation set, in batches of ``batch_size`` episodes.
 
@@ -93,25 +77,14 @@ class EvalEpisodeSet(IterableDataset):
     this rank holds ``i % world_size == rank``; a batch is ``collate([episodes])``.
     """
 
-    def __init__(
-        self,
-        draw_one: Callable[[torch.Generator], Any],
-        collate: Callable[[list[Any]], Any],
-        seed: int,
-        split: str,
-        n_episodes: int,
-        rank: int,
-        world_size: int,
-        batch_size: int,
-    ) -> None:
-        super().__init__()
-        self.draw_one, self.collate = draw_one, collate
-        self.seed = seed
-        self.split = split
-        self.n_episodes = n_episodes
-        self.rank = rank
-        self.world_size = world_size
-        self.batch_size = batch_size
+    draw_one: Callable[[torch.Generator], Any]
+    collate: Callable[[list[Any]], Any]
+    seed: int
+    split: str
+    n_episodes: int
+    rank: int
+    world_size: int
+    batch_size: int
 
     @property
     def indices(self) -> list[int]:
@@ -129,9 +102,8 @@ class EvalEpisodeSet(IterableDataset):
 
     def __iter__(self) -> Iterator[Any]:
         worker, n_workers = _worker_slot()
-        for position, chunk in enumerate(self.batches()):
-            if position % n_workers == worker:
-                yield self.collate([self.episode(i) for i in chunk])
+        for chunk in self.batches()[worker::n_workers]:
+            yield self.collate([self.episode(i) for i in chunk])
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)
@@ -139,9 +111,7 @@ class EvalEpisodeSet(IterableDataset):
 
 def trainer_rank_world(trainer: Optional["pl.Trainer"]) -> tuple[int, int]:
     """``(global_rank, world_size)`` of an attached trainer, ``(0, 1)`` without one."""
-    if trainer is None:
-        return 0, 1
-    return int(trainer.global_rank), int(trainer.world_size)
+    return (0, 1) if trainer is None else (int(trainer.global_rank), int(trainer.world_size))
 
 
 class ResumableTrainLoader(DataLoader):
@@ -248,12 +218,6 @@ class EpisodicDataModule(pl.LightningDataModule):
         """Shape of one input (from the dataset)."""
         return tuple(self.dataset.x_shape)
 
-    def _attached_trainer(self) -> Optional["pl.Trainer"]:
-        return getattr(self, "trainer", None)
-
-    def _rank_world(self) -> tuple[int, int]:
-        return trainer_rank_world(self._attached_trainer())
-
     @property
     def train_start_batch(self) -> int:
         """Index of the first training batch of the next epoch's stream.
@@ -263,9 +227,8 @@ class EpisodicDataModule(pl.LightningDataModule):
         resumed from a checkpoint continues the stream where it stopped. Without a trainer: the
         value set here or restored by :meth:`load_state_dict` (default 0).
         """
-        trainer = self._attached_trainer()
-        if trainer is not None:
-            return int(trainer.global_step) * int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        if self.trainer is not None:
+            return int(self.trainer.global_step) * int(getattr(self.trainer, "accumulate_grad_batches", 1) or 1)
         return self._train_start_batch
 
     @train_start_batch.setter
@@ -327,11 +290,9 @@ class EpisodicDataModule(pl.LightningDataModule):
         return self.eval_set(split).episode(index)
 
     def _n_eval(self, split: str) -> int:
-        if split == "val":
-            return self.val_episodes
-        if split == "test":
-            return self.test_episodes
-        raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")
+        if split not in ("val", "test"):
+            raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")
+        return getattr(self, f"{split}_episodes")
 
     def eval_episode_indices(self, split: str, rank: int = 0, world_size: int = 1) -> list[int]:
         """Indices of the ``split`` episodes that rank ``rank`` of ``world_size`` evaluates (``i % world_size == rank``)."""
@@ -342,12 +303,12 @@ class EpisodicDataModule(pl.LightningDataModule):
 
     # ---------------------------------------------------------------- loaders
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._rank_world()
+        rank, world = trainer_rank_world(self.trainer)
         stream = self.train_stream(rank, world)
         return ResumableTrainLoader(stream, lambda: self.train_start_batch, num_workers=self.num_workers)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        rank, world = self._rank_world()
+        rank, world = trainer_rank_world(self.trainer)
         return DataLoader(self.eval_set(split, rank, world), batch_size=None, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:

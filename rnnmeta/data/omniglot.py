@@ -1,21 +1,12 @@
 """Omniglot (Lake et al. 2015) for few-shot classification, with the Vinyals et al. (2016) split.
 
-Data flow: the two official archives (or their extracted folders) -> every PNG decoded once with
-Pillow (mode ``1`` -> ``L``, inverted so ink = 255, resized with a Lanczos filter) -> one uint8
-tensor cached on disk -> per split, a :class:`~rnnmeta.data.sampling.ClassIndexSource` (rotated
-copies materialised as extra classes) -> episodes by tensor indexing.
-
-The Vinyals split is carried here as a fact, by alphabet (it pools both archives):
-
-* test (423 characters): Gurmukhi characters 42-45 and the alphabets Kannada, Keble, Malayalam,
-  Manipuri, Mongolian, Old_Church_Slavonic_(Cyrillic), Oriya, Sylheti, Syriac_(Serto), Tengwar,
-  Tibetan, ULOG;
-* val (172 characters): Armenian, Bengali, Early_Aramaic, Hebrew, Mkhedruli_(Georgian);
-* train (1,028 characters): every other alphabet, and Gurmukhi characters 01-41.
-
-With the four rotations (0/90/180/270 degrees, counter-clockwise, as separate classes) that is
-4,112 / 688 / 1,692 classes of 20 images each. The lists distributed with
-jakesnell/prototypical-networks (``splits/vinyals/*.txt``) name the same classes; a test checks it.
+Every PNG of the two official archives (or their extracted folders) is decoded once with Pillow
+into one uint8 tensor cached on disk; each split is a
+:class:`~rnnmeta.data.sampling.ClassIndexSource` with the rotated copies as extra classes. The
+Vinyals split is carried here as a fact, by alphabet (:data:`VINYALS_VAL_ALPHABETS`,
+:data:`VINYALS_TEST_ALPHABETS`, Gurmukhi split by character); docs/DATA.md lists the splits and
+their sizes. The lists distributed with jakesnell/prototypical-networks
+(``splits/vinyals/*.txt``) name the same classes; a test checks it.
 """
 
 from __future__ import annotations
@@ -24,7 +15,6 @@ import hashlib
 import io
 import contextlib
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -32,12 +22,12 @@ from typing import Any, Literal, Optional
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from rnnmeta.data.archive import (
     CorruptArchiveError,
     DownloadError,
     Opener,
-    default_cache_dir,
     download_url,
     load_or_build,
     open_zip,
@@ -45,7 +35,7 @@ from rnnmeta.data.archive import (
 )
 from rnnmeta.data.base import FewShotDataset, check_split_name
 from rnnmeta.data.image_folder import as_displayed_8bit, bomb_message
-from rnnmeta.data.sampling import ClassIndexSource, select_classes
+from rnnmeta.data.sampling import ClassIndexSource, check_count, select_classes
 from rnnmeta.episode import CLASSIFICATION
 
 log = logging.getLogger(__name__)
@@ -61,10 +51,7 @@ __all__ = [
 ]
 
 OMNIGLOT_ARCHIVES = ("images_background", "images_evaluation")
-OMNIGLOT_URLS = {
-    "images_background": "https://github.com/brendenlake/omniglot/raw/master/python/images_background.zip",
-    "images_evaluation": "https://github.com/brendenlake/omniglot/raw/master/python/images_evaluation.zip",
-}
+OMNIGLOT_URLS = {key: f"https://github.com/brendenlake/omniglot/raw/master/python/{key}.zip" for key in OMNIGLOT_ARCHIVES}
 OMNIGLOT_MD5 = {
     "images_background": "68d2efa1b9178cc56df9314c21c6e718",
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
@@ -112,51 +99,17 @@ def _decode(data: bytes, image_size: int) -> np.ndarray:
         return np.asarray(gray, dtype=np.uint8)
 
 
-def _progress(total: int, desc: str) -> Any:
-    try:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=1.0, leave=False)
-    except ImportError:  # pragma: no cover - tqdm ships with Lightning
-
-        class _Bar:
-            def __init__(self) -> None:
-                self.n = 0
-
-            def update(self, k: int) -> None:
-                self.n += k
-                if self.n % 5000 < k or self.n == total:
-                    print(f"\r{desc}: {self.n}/{total}", end="", file=sys.stderr, flush=True)
-
-            def close(self) -> None:
-                print(file=sys.stderr)
-
-        return _Bar()
-
-
 class Omniglot(FewShotDataset):
     """Omniglot characters as few-shot classification tasks (Lake, Salakhutdinov & Tenenbaum 2015).
 
-    Reads ``images_background.zip`` and ``images_evaluation.zip`` (or their extracted folders
-    ``images_background/`` and ``images_evaluation/``) from ``root``, decodes every PNG once into
-    a uint8 tensor (ink = 255) and caches it at
-    ``<cache_dir>/omniglot_<image_size>_<hash of archive names and sizes>.pt`` (written atomically;
-    later runs load it in about a second). Episodes carry float32 images ``[1, S, S]`` in ``[0, 1]``
-    with ink = 1.0.
-
-    Splits:
+    Decodes every PNG of ``root`` once into a uint8 tensor (ink = 255) cached at
+    ``<cache_dir>/omniglot_<image_size>_<hash>.pt``; episodes carry float32 images ``[1, S, S]``
+    in ``[0, 1]`` with ink = 1.0. Splits (disjoint, whole characters with all their rotations):
 
     * ``"vinyals"`` (Vinyals et al. 2016, "Matching Networks for One Shot Learning"): both
-      archives pooled; 1,028 / 172 / 423 characters for train / val / test, by alphabet (see the
-      module docstring); 4,112 / 688 / 1,692 classes with rotations.
-    * ``"background_evaluation"``: test = the 20 evaluation alphabets (659 characters);
-      val = the five background alphabets Armenian, Bengali, Early_Aramaic, Hebrew,
-      Mkhedruli_(Georgian) (172 characters; the same alphabets as the Vinyals validation set);
-      train = the other 25 background alphabets (792 characters). With rotations: 3,168 / 688 /
-      2,636 classes.
-
-    In both, train, val and test classes are disjoint (whole characters, with all their rotations,
-    belong to one split).
+      archives pooled, by alphabet; 4,112 / 688 / 1,692 classes with rotations.
+    * ``"background_evaluation"``: test = the 20 evaluation alphabets, val = the five Vinyals
+      validation alphabets, train = the other 25 background alphabets; 3,168 / 688 / 2,636 classes.
 
     Args:
         root: folder holding the archives or their extracted folders.
@@ -200,8 +153,7 @@ class Omniglot(FewShotDataset):
     ) -> None:
         if split not in ("vinyals", "background_evaluation"):
             raise ValueError(f"Omniglot split must be 'vinyals' or 'background_evaluation', got {split!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"Omniglot image_size must be a positive integer, got {image_size!r}")
+        check_count("Omniglot image_size", image_size)
         self.root = Path(root).expanduser()
         self.split_scheme = split
         self.rotations = bool(rotations)
@@ -216,11 +168,6 @@ class Omniglot(FewShotDataset):
             self._locate()  # fail early, at configuration time, when files are missing
 
     # ------------------------------------------------------------------ files
-    @property
-    def cache_dir(self) -> Path:
-        """Folder of the decoded-image cache."""
-        return Path(self._cache_dir).expanduser() if self._cache_dir else default_cache_dir()
-
     def _missing_message(self, what: str) -> str:
         return (
             f"Omniglot: {what}. Expected in {self.root}: images_background.zip and images_evaluation.zip "
@@ -233,7 +180,7 @@ class Omniglot(FewShotDataset):
         if self.root.is_file():
             hint = (
                 f"set root to {self.root.parent}, the folder that holds it"
-                if self.root.name in {f"{key}.zip" for key in OMNIGLOT_ARCHIVES} or self.root.suffix.lower() == ".zip"
+                if self.root.suffix.lower() == ".zip"
                 else "set root to the folder that holds them"
             )
             raise NotADirectoryError(
@@ -286,11 +233,8 @@ class Omniglot(FewShotDataset):
             if path.is_file():
                 h.update(f"|{path.name}:{path.stat().st_size}".encode())
             else:
-                n, size = 0, 0
-                for p in sorted(path.rglob("*.png")):
-                    n += 1
-                    size += p.stat().st_size
-                h.update(f"|{path.name}/:{n}:{size}".encode())
+                pngs = list(path.rglob("*.png"))
+                h.update(f"|{path.name}/:{len(pngs)}:{sum(p.stat().st_size for p in pngs)}".encode())
         return h.hexdigest()[:16]
 
     def cache_path(self) -> Path:
@@ -311,8 +255,7 @@ class Omniglot(FewShotDataset):
             parts = [p for p in name.split("/") if p]
             if not name.lower().endswith(".png") or len(parts) < 3 or any(p.startswith((".", "__MACOSX")) for p in parts):
                 continue
-            alphabet, character = parts[-3], parts[-2]
-            out.append((alphabet, character, name))
+            out.append((parts[-3], parts[-2], name))
         if not out:
             raise CorruptArchiveError(
                 f"{path} holds no PNG images laid out as {key}/<Alphabet>/characterNN/<file>.png"
@@ -327,13 +270,12 @@ class Omniglot(FewShotDataset):
         names: list[str] = []
         counts: list[int] = []
         archive_of: list[int] = []
-        bar = _progress(total, f"Decoding Omniglot ({total} PNGs, once)")
         row = 0
-        try:
+        desc = f"Decoding Omniglot ({total} PNGs, once)"
+        with tqdm(total=total, desc=desc, unit="img", mininterval=1.0, leave=False) as bar:
             for a, key in enumerate(OMNIGLOT_ARCHIVES):
                 path = files[key]
-                with contextlib.ExitStack() as stack:
-                    zf = stack.enter_context(open_zip(path)) if path.is_file() else None
+                with open_zip(path) if path.is_file() else contextlib.nullcontext() as zf:
                     for alphabet, character, member in listed[key]:
                         name = f"{alphabet}/{character}"
                         if not names or names[-1] != name:
@@ -355,8 +297,6 @@ class Omniglot(FewShotDataset):
                         counts[-1] += 1
                         row += 1
                         bar.update(1)
-        finally:
-            bar.close()
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})[:3]
             raise CorruptArchiveError(f"Omniglot characters appear in both archives: {dup}")

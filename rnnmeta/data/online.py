@@ -6,11 +6,8 @@ A stream of one task holds ``N`` classes x ``I`` instances each (``N = 5``, ``I 
 Accuracy is reported by instance number: the ``i``-th time a class appears in the stream, the
 learner has seen ``i - 1`` labelled examples of it (Santoro et al. report instances 1, 2, 3, 5, 10).
 
-Streams reuse the episodic sampler: :meth:`ClassIndexSource.sample_index` with ``k_shot = I`` and no
-queries draws ``N`` distinct classes, ``I`` distinct examples of each, a fresh random label per class
-and a random order, so a stream is the support set of an ``N``-way ``I``-shot episode, and seeding
-follows :func:`~rnnmeta.data.sampling.make_generator` (training batch ``b`` of rank ``r``:
-``(seed, "train", r, b)``; evaluation stream ``i`` of split ``s``: ``(seed, s, i)``).
+A stream is the support set of an ``N``-way ``I``-shot episode (:meth:`ClassIndexSource.sample_index`
+with no queries), seeded like the episodes (docs/RECURRENT.md).
 
 Reference:
     A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap. "Meta-learning with
@@ -218,7 +215,8 @@ class OnlineDataModule(pl.LightningDataModule):
 
     def _draw(self, split: str, batch_size: int) -> functools.partial:
         """``generator -> OnlineStream`` of ``batch_size`` streams from ``split``."""
-        return functools.partial(_draw_streams, self.source(split), batch_size, self.n_way, self.instances)
+        return functools.partial(sample_stream, self.source(split), batch_size=batch_size, n_way=self.n_way,
+                                 instances=self.instances)
 
     def train_batch(self, index: int, rank: int = 0) -> OnlineStream:
         """Training batch ``index`` of ``rank``."""
@@ -234,13 +232,13 @@ class OnlineDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """This rank's training streams, continuing at the batch after the last optimiser step (resume)."""
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         rank, _ = trainer_rank_world(trainer)
         stream = TrainEpisodeStream(self._draw("train", self.batch_size), self.seed, rank, self.train_batches_per_epoch)
         return ResumableTrainLoader(stream, lambda: 0 if trainer is None else int(trainer.global_step))
 
     def _eval_loader(self, split: str) -> DataLoader:
-        rank, world = trainer_rank_world(getattr(self, "trainer", None))
+        rank, world = trainer_rank_world(self.trainer)
         return DataLoader(self._eval_set(split, rank, world), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
@@ -248,7 +246,3 @@ class OnlineDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
-
-
-def _draw_streams(source: ClassIndexSource, batch_size: int, n_way: int, instances: int, generator: torch.Generator) -> OnlineStream:
-    return sample_stream(source, generator, batch_size, n_way, instances)

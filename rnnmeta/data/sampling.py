@@ -1,22 +1,10 @@
 """N-way K-shot Q-query sampling by tensor indexing, and the seeding that makes it reproducible.
 
-A split of a classification dataset is held as one tensor of images ``[n_images, C, H, W]``
-(uint8) in which class ``c`` occupies rows ``offsets[c] .. offsets[c] + counts[c] - 1``. A batch
-of ``B`` tasks is drawn without any Python loop over tasks or images:
-
-1. classes: the ``N`` smallest of ``B x n_classes`` uniform numbers give ``N`` distinct classes per
-   task in random order; label ``j`` of task ``b`` is class ``classes[b, j]``, so the label
-   mapping is a fresh random permutation per task;
-2. examples: the ``K + Q`` smallest of ``B x N x max_count`` uniform numbers (slots past a class's
-   count are masked out) give distinct examples per class; the first ``K`` are support, the rest
-   queries;
-3. order: support and query sets are each shuffled by a random permutation per task, so labels do
-   not come in blocks;
-4. one gather ``images[offsets[class] + slot]`` and a conversion to float32 in ``[0, 1]``.
-
-Seeding: :func:`derive_seed` maps ``(seed, split, *indices)`` to a 64-bit generator seed through
-:class:`numpy.random.SeedSequence`, so a batch or an episode is a pure function of those values,
-independent of what was drawn before it.
+A split is one tensor of images ``[n_images, C, H, W]`` (uint8) in which class ``c`` occupies
+rows ``offsets[c] .. offsets[c] + counts[c] - 1``; :func:`sample_episode_index` draws a batch of
+tasks without a Python loop over tasks or images (the steps are listed in docs/DATA.md).
+:func:`derive_seed` maps ``(seed, split, *indices)`` to a generator seed through
+:class:`numpy.random.SeedSequence`, so a batch or an episode is a pure function of those values.
 """
 
 from __future__ import annotations
@@ -34,6 +22,7 @@ from rnnmeta.episode import CLASSIFICATION, Episode
 __all__ = [
     "ClassIndexSource",
     "EpisodeIndex",
+    "check_count",
     "derive_seed",
     "make_generator",
     "sample_episode_index",
@@ -78,10 +67,11 @@ class EpisodeIndex(NamedTuple):
     query_y: Tensor
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_count(name: str, value: int, least: int = 1) -> int:
+    """``value`` if it is an ``int`` (not a bool) >= ``least`` (1 or 0), else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a {'positive' if least else 'non-negative'} integer, got {value!r}")
+    return value
 
 
 def sample_episode_index(
@@ -94,7 +84,7 @@ def sample_episode_index(
     split_name: str = "",
     class_names: Optional[Sequence[str]] = None,
 ) -> EpisodeIndex:
-    """Choose classes, examples, labels and order for ``batch_size`` tasks (vectorised; see the module docstring).
+    """Choose classes, examples, labels and order for ``batch_size`` tasks (vectorised; see docs/DATA.md).
 
     Args:
         counts: ``[n_classes]`` examples per class.
@@ -106,9 +96,9 @@ def sample_episode_index(
         ValueError: ``n_way`` exceeds the number of classes, or ``k_shot + q_queries`` exceeds the
             images of the smallest class (the message names the values).
     """
-    _check_positive(batch_size=batch_size, n_way=n_way, k_shot=k_shot)
-    if isinstance(q_queries, bool) or not isinstance(q_queries, int) or q_queries < 0:
-        raise ValueError(f"q_queries must be a non-negative integer, got {q_queries!r}")
+    for name, value in (("batch_size", batch_size), ("n_way", n_way), ("k_shot", k_shot)):
+        check_count(name, value)
+    check_count("q_queries", q_queries, 0)
     where = f" of split {split_name!r}" if split_name else ""
     n_classes = int(counts.numel())
     if n_way > n_classes:
@@ -131,8 +121,7 @@ def sample_episode_index(
     max_count = int(counts.max())
     keys = torch.rand(B, N, max_count, generator=generator)
     if smallest != max_count:
-        chosen_counts = counts[classes]  # [B, N]
-        keys.masked_fill_(torch.arange(max_count) >= chosen_counts[..., None], 2.0)
+        keys.masked_fill_(torch.arange(max_count) >= counts[classes][..., None], 2.0)
     slots = keys.topk(per_task, dim=2, largest=False).indices  # [B, N, K+Q]
 
     labels = torch.arange(N).view(1, N, 1)
@@ -230,9 +219,7 @@ class ClassIndexSource(TaskSource):
         # index_select on a 2-d view is several times faster than advanced indexing on [n, C, H, W]
         x = self.images.reshape(self.images.shape[0], -1).index_select(0, rows)
         x = x.view(*cls.shape, *self.images.shape[1:])
-        if x.dtype == torch.uint8:
-            return x.to(torch.float32).div_(255.0)
-        return x.to(torch.float32)
+        return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
 
     def episode_from_index(self, index: EpisodeIndex, n_way: int) -> Episode:
         """Gather the images of an :class:`EpisodeIndex` into an :class:`Episode`."""
