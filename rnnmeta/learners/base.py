@@ -29,6 +29,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from rnnmeta.checkpoint import identity_differences
 from rnnmeta.episode import CLASSIFICATION, REGRESSION, TASK_KINDS, Episode
 from rnnmeta.evaluation import MeanCI, gather_episode_rows, mean_ci95
 from rnnmeta.nets import backbone_spec
@@ -501,13 +502,14 @@ class MetaLearner(InjectedOptimizerModule):
         if saved is None:
             return  # not written by rnnmeta: the state dict load reports any mismatch
         mine = self.checkpoint_identity()
-        for key in ("learner", "kind", "n_way", "target_dim"):
-            if saved.get(key) != mine[key]:
-                raise ValueError(
-                    f"checkpoint was saved from {saved.get('learner')} with {key}={saved.get(key)!r}, but it is being "
-                    f"loaded into {mine['learner']} with {key}={mine[key]!r}; use the config the checkpoint was "
-                    "trained with (its config.yaml sits beside the run)"
-                )
+        differing = identity_differences(saved, mine)
+        if differing:
+            key = differing[0]
+            raise ValueError(
+                f"checkpoint was saved from {saved.get('learner')} with {key}={saved.get(key)!r}, but it is being "
+                f"loaded into {mine['learner']} with {key}={mine[key]!r}; use the config the checkpoint was "
+                "trained with (config.yaml in its run folder)"
+            )
 
     def num_parameters(self) -> int:
         """Number of meta-learned parameters."""
