@@ -6,7 +6,9 @@ an episode is drawn by indexing that tensor (:class:`TextSource`, the same vecto
 K-shot sampler as Omniglot's), so it carries
 
 * ``support_x [B, N*K, L]`` and ``query_x [B, M, L]`` int64 token ids (``L = max_length``,
-  padding 0, so a mask is ``ids != 0`` and no lengths tensor is needed), and
+  padding 0, so a mask is ``ids != 0`` and no lengths tensor is needed) -- with character n-grams
+  on (``subword_buckets > 0``), ``[B, N*K, L, 1 + max_ngrams]``: channel 0 the word ids, the
+  others each token's n-gram buckets (:mod:`rnnmeta.data.vocab`), and
 * the usual int64 labels.
 
 The vocabulary is built from the texts of the meta-training classes only, and travels with the
@@ -39,7 +41,7 @@ from rnnmeta.data.archive import ChecksumError, download_url, md5sum
 from rnnmeta.data.base import FewShotDataset, check_split_name
 from rnnmeta.data.image_folder import assign_class_splits, check_split_fractions, check_split_list_keys
 from rnnmeta.data.sampling import ClassIndexSource
-from rnnmeta.data.vocab import Vocabulary
+from rnnmeta.data.vocab import Vocabulary, check_subword_settings
 from rnnmeta.episode import CLASSIFICATION, Episode
 
 log = logging.getLogger(__name__)
@@ -49,27 +51,30 @@ __all__ = ["CLINC150", "TextDataset", "TextFile", "TextSource", "read_text_file"
 
 # ---------------------------------------------------------------------------------------------- sampling
 class TextSource(ClassIndexSource):
-    """One split of a text dataset: token ids ``[n_texts, L]`` (int64, rows grouped by class).
+    """One split of a text dataset: token ids ``[n_texts, L]`` or ``[n_texts, L, 1 + G]`` (int64, rows grouped by class).
 
     Sampling is :class:`~rnnmeta.data.sampling.ClassIndexSource`'s (one vectorised draw, one
     ``index_select``); episodes keep the ids as int64 instead of converting to float.
 
     Args:
-        ids: ``[n_texts, L]`` int64 token ids, right-padded with 0.
+        ids: ``[n_texts, L]`` int64 token ids, right-padded with 0 (``[n_texts, L, 1 + G]`` with subwords).
         counts: ``[n_classes]`` texts per class (class ``c`` occupies the rows after classes ``0..c-1``).
         class_names: one label per class (named in errors).
         name: the split's name.
     """
 
     def __init__(self, ids: Tensor, counts: Tensor, class_names: Optional[Sequence[str]] = None, name: str = "") -> None:
-        if ids.dim() != 2 or ids.dtype != torch.int64:
-            raise ValueError(f"TextSource ids must be a [n_texts, L] int64 tensor, got {list(ids.shape)} {ids.dtype}")
+        if ids.dim() not in (2, 3) or ids.dtype != torch.int64:
+            raise ValueError(
+                f"TextSource ids must be a [n_texts, L] (or [n_texts, L, 1 + max_ngrams]) int64 tensor, got "
+                f"{list(ids.shape)} {ids.dtype}"
+            )
         super().__init__(ids, counts, class_names, name)
         self._smallest = int(self.counts.min())
 
     def _gather(self, cls: Tensor, slot: Tensor) -> Tensor:
         rows = (self.offsets[cls] + slot).reshape(-1)
-        return self.images.index_select(0, rows).view(*cls.shape, self.images.shape[1])
+        return self.images.index_select(0, rows).view(*cls.shape, *self.images.shape[1:])
 
     def sample(self, generator: torch.Generator, batch_size: int, n_way: int, k_shot: int, q_queries: int) -> Episode:
         """Draw ``batch_size`` tasks; refuses, naming every one, labels with fewer than ``k_shot + q_queries`` texts."""
@@ -148,25 +153,40 @@ class TextDataset(FewShotDataset):
             training word: measured better on CLINC150 than 2, see docs/TEXT.md).
         max_vocab: at most this many ids (with ``<pad>`` and ``<unk>``); give the text encoder a
             ``vocab_size`` at least this large.
+        subword_buckets: hash buckets of each token's character 3..5-grams (fastText's subwords,
+            :mod:`rnnmeta.data.vocab`); 0 (the default): off, ids ``[L]`` per text. With it, ids are
+            ``[L, 1 + max_ngrams]`` (``x_shape``) and the text encoder needs the same ``subword_buckets``.
+        max_ngrams: n-grams kept per token when subwords are on.
     """
 
     kind = CLASSIFICATION
 
-    def __init__(self, max_length: int = 32, min_freq: int = 1, max_vocab: Optional[int] = 8192) -> None:
+    def __init__(
+        self,
+        max_length: int = 32,
+        min_freq: int = 1,
+        max_vocab: Optional[int] = 8192,
+        subword_buckets: int = 0,
+        max_ngrams: int = 16,
+    ) -> None:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"{type(self).__name__} max_length must be an integer >= 1, got {max_length!r}")
         if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
             raise ValueError(f"{type(self).__name__} min_freq must be an integer >= 1, got {min_freq!r}")
         if max_vocab is not None and (isinstance(max_vocab, bool) or not isinstance(max_vocab, int) or max_vocab < 3):
             raise ValueError(f"{type(self).__name__} max_vocab must be an integer >= 3 or None, got {max_vocab!r}")
+        self.subword_buckets, self.max_ngrams = check_subword_settings(subword_buckets, max_ngrams, type(self).__name__)
         self.max_length = max_length
         self.min_freq = min_freq
         self.max_vocab = max_vocab
-        self.x_shape = (max_length,)
+        self.x_shape = self._x_shape()
         self.texts: dict[str, list[str]] = {}
         self.class_splits: dict[str, list[str]] = {}
         self._vocabulary: Optional[Vocabulary] = None
         self._sources: dict[str, TextSource] = {}
+
+    def _x_shape(self) -> tuple[int, ...]:
+        return (self.max_length, 1 + self.max_ngrams) if self.subword_buckets else (self.max_length,)
 
     # -------------------------------------------------------------- vocabulary
     @property
@@ -177,12 +197,16 @@ class TextDataset(FewShotDataset):
             if not train:
                 raise ValueError(f"{type(self).__name__}: the train split has no classes to build a vocabulary from")
             self._vocabulary = Vocabulary.build(
-                (t for label in train for t in self.texts[label]), min_freq=self.min_freq, max_size=self.max_vocab
+                (t for label in train for t in self.texts[label]),
+                min_freq=self.min_freq,
+                max_size=self.max_vocab,
+                subword_buckets=self.subword_buckets,
+                max_ngrams=self.max_ngrams,
             )
         return self._vocabulary
 
     def encode(self, texts: Sequence[str]) -> Tensor:
-        """``[len(texts), max_length]`` int64 ids of any texts, with this dataset's vocabulary."""
+        """``[len(texts), *x_shape]`` int64 ids of any texts, with this dataset's vocabulary."""
         return self.vocabulary.encode_batch(texts, self.max_length)
 
     def prepare(self) -> None:
@@ -212,7 +236,7 @@ class TextDataset(FewShotDataset):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps: the vocabulary and the tokenisation settings."""
+        """What a checkpoint keeps: the vocabulary (with its subword settings) and the tokenisation settings."""
         return {"vocabulary": self.vocabulary.state_dict(), "max_length": self.max_length}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -228,13 +252,15 @@ class TextDataset(FewShotDataset):
                 "checkpoint's", type(self).__name__, saved, self._vocabulary,
             )
         self._vocabulary = saved
+        self.subword_buckets, self.max_ngrams = saved.subword_buckets, saved.max_ngrams
         self.max_length = int(state.get("max_length", self.max_length))
-        self.x_shape = (self.max_length,)
+        self.x_shape = self._x_shape()
         self._sources.clear()
 
     def __repr__(self) -> str:
         sizes = {k: len(v) for k, v in self.class_splits.items()}
-        return f"{type(self).__name__}(labels={len(self.texts)}, splits={sizes}, max_length={self.max_length})"
+        subwords = f", subword_buckets={self.subword_buckets}, max_ngrams={self.max_ngrams}" if self.subword_buckets else ""
+        return f"{type(self).__name__}(labels={len(self.texts)}, splits={sizes}, max_length={self.max_length}{subwords})"
 
 
 # ---------------------------------------------------------------------------------------------- TextFile
@@ -339,6 +365,7 @@ class TextFile(TextDataset):
             paths are also tried relative to the data file's folder.
         seed: seed of the label shuffle for ``split_fractions``.
         max_length, min_freq, max_vocab: see :class:`TextDataset`.
+        subword_buckets, max_ngrams: character n-grams (off by default), see :class:`TextDataset`.
 
     Raises:
         FileNotFoundError: the file or a split list is missing.
@@ -358,8 +385,16 @@ class TextFile(TextDataset):
         max_length: int = 32,
         min_freq: int = 1,
         max_vocab: Optional[int] = 8192,
+        subword_buckets: int = 0,
+        max_ngrams: int = 16,
     ) -> None:
-        super().__init__(max_length=max_length, min_freq=min_freq, max_vocab=max_vocab)
+        super().__init__(
+            max_length=max_length,
+            min_freq=min_freq,
+            max_vocab=max_vocab,
+            subword_buckets=subword_buckets,
+            max_ngrams=max_ngrams,
+        )
         self.path = Path(path).expanduser()
         rows = read_text_file(self.path, format, text_field, label_field)
         texts: dict[str, list[str]] = {}
@@ -399,6 +434,8 @@ class CLINC150(TextDataset):
         download: fetch missing files from GitHub (raw.githubusercontent.com/clinc/oos-eval) and
             verify their md5 before they are kept.
         max_length, min_freq, max_vocab: see :class:`TextDataset` (30 tokens is CLINC150's longest utterance).
+        subword_buckets, max_ngrams: character n-grams (off by default), see :class:`TextDataset`
+            and docs/TEXT.md.
 
     Raises:
         FileNotFoundError: a file is missing and ``download`` is false.
@@ -427,8 +464,16 @@ class CLINC150(TextDataset):
         max_length: int = 32,
         min_freq: int = 1,
         max_vocab: Optional[int] = 8192,
+        subword_buckets: int = 0,
+        max_ngrams: int = 16,
     ) -> None:
-        super().__init__(max_length=max_length, min_freq=min_freq, max_vocab=max_vocab)
+        super().__init__(
+            max_length=max_length,
+            min_freq=min_freq,
+            max_vocab=max_vocab,
+            subword_buckets=subword_buckets,
+            max_ngrams=max_ngrams,
+        )
         if split_scheme != "domain":
             raise ValueError(f"CLINC150 split_scheme must be 'domain', got {split_scheme!r}")
         self.root = Path(root).expanduser()
@@ -527,7 +572,7 @@ class CLINC150(TextDataset):
         return list(self.oos[key])
 
     def oos_ids(self, key: Literal["oos_train", "oos_val", "oos_test"]) -> Tensor:
-        """``[n, max_length]`` token ids of the out-of-scope utterances of ``key``."""
+        """``[n, *x_shape]`` token ids of the out-of-scope utterances of ``key``."""
         return self.encode(self.oos_texts(key))
 
     def __repr__(self) -> str:
