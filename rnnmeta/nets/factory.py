@@ -100,6 +100,17 @@ def check_backbone_input(backbone: nn.Module, x: Tensor, name: str, owner: str =
         ValueError: ``x.shape[2:]`` differs from the backbone's input shape; names the backbone's
             parameters that set it (``in_features``; ``in_channels``/``image_size``).
     """
+    dims = getattr(backbone, "example_dims", None)
+    if isinstance(dims, int) and not isinstance(dims, bool) and x.dim() >= 2 and x.dim() - 2 != dims:
+        # text encoders: [L] word ids, or [L, 1 + max_ngrams] with character n-grams (subword_buckets)
+        buckets = getattr(backbone, "subword_buckets", None)
+        data = "word ids [L] (data with subword_buckets=0)" if x.dim() == 3 else (
+            f"[L, 1 + max_ngrams] = {list(x.shape[2:])} ids (data with subword_buckets > 0)" if x.dim() == 4 else "")
+        raise ValueError(
+            f"{f'{owner}: ' if owner else ''}the backbone {type(backbone).__name__} (subword_buckets={buckets}) reads "
+            f"examples of {dims} dimension(s) but {name} {list(x.shape)} has examples {list(x.shape[2:])}"
+            f"{f' -- {data}' if data else ''}; set the backbone's subword_buckets to the dataset's subword_buckets"
+        )
     expected = backbone_input_shape(backbone)
     if expected is None or x.dim() < 2 or tuple(x.shape[2:]) == expected:
         return

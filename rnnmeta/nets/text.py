@@ -22,6 +22,15 @@ Two options shared by both, measured on CLINC150 (docs/TEXT.md):
   this value, so that squared distances are a cosine with a learned temperature (the measure that
   TF-IDF's nearest centroid uses) and every learner reads inputs of a known norm.
 
+Character n-grams (``subword_buckets > 0``, the data's setting, :mod:`rnnmeta.data.vocab`): ids are
+``[..., L, 1 + G]``, channel 0 the word id and channels 1.. the token's n-gram buckets (0-padded). A
+token's embedding is then its word embedding plus the mean of its bucket embeddings (a second table
+of ``subword_buckets + 1`` rows, row 0 padding), as in fastText (Bojanowski et al. 2017). A token is
+real where its word id is not 0. With ``ignore_unk`` an ``<unk>`` token's *word* embedding is still
+zero, but the token is no longer dropped: it is read through its n-grams (the bag counts it in its
+mean, with the learned weight of the ``<unk>`` row when ``token_weights``; the CNN sees its n-gram
+mean at its position).
+
 Both record their ``init_args``, so checkpoints store them as ``class_path`` specs. Neither has
 batch norm, so MAML and the learned optimizer use them as they are (no transductive query pass).
 No pretrained embeddings are used: the encoders are trained from scratch by meta-learning.
@@ -48,7 +57,41 @@ def _traced(ids: Tensor) -> bool:
     return bool(is_batched(ids)) if is_batched is not None else False
 
 
-def _check_ids(ids: Tensor, vocab_size: int, owner: str) -> None:
+def _check_subword_buckets(value: int, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{owner} subword_buckets must be an integer >= 0 (0: word ids only), got {value!r}")
+    return value
+
+
+def _check_channels(ids: Tensor, subword_buckets: int, owner: str) -> None:
+    """Ids with subwords ``[..., L, 1 + G]``: bucket ids in ``0..subword_buckets``, a real token has >= 1 bucket, padding none."""
+    if ids.dim() < 2 or ids.shape[-1] < 2:
+        raise ValueError(
+            f"{owner} was built with subword_buckets={subword_buckets} and reads ids [..., L, 1 + max_ngrams] (word id, "
+            f"then n-gram buckets), got {list(ids.shape)}; build the data with subword_buckets={subword_buckets} "
+            "(TextDataset / CLINC150 / TextFile), or the encoder with subword_buckets=0 for word ids [..., L]"
+        )
+    if not ids.numel() or _traced(ids):
+        return
+    grams = ids[..., 1:]
+    low, high = int(grams.min()), int(grams.max())
+    if low < 0 or high > subword_buckets:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{owner}: n-gram bucket id {bad} is outside 0..{subword_buckets} (the encoder's subword_buckets={subword_buckets}); "
+            "set the encoder's subword_buckets to the data's"
+        )
+    real = ids[..., 0] != PAD_ID
+    if bool((real & (ids[..., 1] == PAD_ID)).any()) or bool((~real & (grams != PAD_ID).any(-1)).any()):
+        raise ValueError(
+            f"{owner} was built with subword_buckets={subword_buckets} but its input {list(ids.shape)} does not hold "
+            "word ids and n-gram buckets (every token has at least one n-gram, padding none): are these word ids "
+            "[B, N, L] from data with subword_buckets=0? Set the data's subword_buckets to "
+            f"{subword_buckets}, or the encoder's to 0"
+        )
+
+
+def _check_ids(ids: Tensor, vocab_size: int, owner: str, subword_buckets: int = 0) -> None:
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise TypeError(
             f"{owner} expects integer token ids [..., L] (int64, padding 0), got {ids.dtype}; tokenise text with "
@@ -56,13 +99,22 @@ def _check_ids(ids: Tensor, vocab_size: int, owner: str) -> None:
         )
     if ids.dim() < 1:
         raise ValueError(f"{owner} expects token ids [..., L], got a scalar")
+    if subword_buckets:
+        _check_channels(ids, subword_buckets, owner)
+        ids = ids[..., 0]
     if ids.numel() and not _traced(ids):
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
+            hint = ""
+            if not subword_buckets and ids.dim() >= 3:
+                hint = (
+                    f" (if the input {list(ids.shape)} is [..., L, 1 + max_ngrams] ids from data with subword_buckets > 0, "
+                    f"the encoder was built with subword_buckets=0: set it to the data's subword_buckets)"
+                )
             raise ValueError(
                 f"{owner}: token id {bad} is outside 0..{vocab_size - 1} (vocab_size={vocab_size}); set the encoder's "
-                "vocab_size to at least the dataset's max_vocab (or len(dataset.vocabulary))"
+                f"vocab_size to at least the dataset's max_vocab (or len(dataset.vocabulary)){hint}"
             )
 
 
@@ -91,15 +143,35 @@ class _OutputScale(nn.Module):
 
 
 def _trim(ids: Tensor) -> Tensor:
-    """``ids [N, L]`` without the trailing columns that are padding in every row (at least one column kept).
+    """``ids [N, L]`` (or ``[N, L, 1 + G]``) without the trailing columns that are padding in every row (at least one kept).
 
     Inside ``vmap`` the shape cannot depend on the data, so nothing is cut there (the masks alone keep padding out).
     """
     if _traced(ids):
         return ids
-    used = (ids != PAD_ID).any(0).nonzero()
+    words = ids[..., 0] if ids.dim() == 3 else ids
+    used = (words != PAD_ID).any(0).nonzero()
     length = int(used.max()) + 1 if used.numel() else 1
     return ids[:, :length] if length < ids.shape[1] else ids
+
+
+class _Subwords(nn.Module):
+    """The mean of each token's n-gram bucket embeddings: ``[N, L, G]`` bucket ids -> ``[N, L, D]`` (0 where none)."""
+
+    def __init__(self, subword_buckets: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(subword_buckets + 1, embedding_dim, padding_idx=PAD_ID)
+
+    def forward(self, grams: Tensor) -> Tensor:
+        mask = (grams != PAD_ID).unsqueeze(-1).to(self.embedding.weight.dtype)  # [N, L, G, 1]
+        # masked, not only padding_idx: a learned optimiser may move row 0 although its gradient is 0
+        summed = (self.embedding(grams) * mask).sum(-2)
+        return summed / mask.sum(-2).clamp_min(1.0)
+
+
+def _split_channels(flat: Tensor, subword_buckets: int) -> tuple[Tensor, Optional[Tensor]]:
+    """``[N, L]`` word ids -> (them, None); ``[N, L, 1 + G]`` -> (word ids ``[N, L]``, buckets ``[N, L, G]``)."""
+    return (flat[..., 0], flat[..., 1:]) if subword_buckets else (flat, None)
 
 
 def _check_positive(owner: str, **values: int) -> None:
@@ -120,11 +192,14 @@ class TextCNN(nn.Module):
         embedding_dim: word-embedding width.
         filters: convolutions per width.
         kernel_sizes: window widths (Kim: 3, 4, 5).
-        ignore_unk: ``<unk>`` tokens keep their position but read as a zero embedding.
+        ignore_unk: ``<unk>`` tokens keep their position but read as a zero word embedding (with
+            subwords: as the mean of their n-gram embeddings).
         normalize_to: L2-normalised output times a learned scale initialised to this value; None: raw.
+        subword_buckets: the data's ``subword_buckets`` (0: word ids only); with it each token adds
+            the mean of its n-gram bucket embeddings to its word embedding.
 
     Shapes:
-        ``ids [..., L]`` int -> ``[..., filters * len(kernel_sizes)]`` float.
+        ``ids [..., L]`` int (``[..., L, 1 + max_ngrams]`` with subwords) -> ``[..., filters * len(kernel_sizes)]`` float.
     """
 
     def __init__(
@@ -135,9 +210,11 @@ class TextCNN(nn.Module):
         kernel_sizes: list[int] = [3, 4, 5],  # noqa: B006
         ignore_unk: bool = True,
         normalize_to: Optional[float] = None,
+        subword_buckets: int = 0,
     ) -> None:
         super().__init__()
         _check_positive("TextCNN", vocab_size=vocab_size, embedding_dim=embedding_dim, filters=filters)
+        self.subword_buckets = _check_subword_buckets(subword_buckets, "TextCNN")
         if not kernel_sizes:
             raise ValueError("TextCNN kernel_sizes must list at least one width")
         for k in kernel_sizes:
@@ -152,21 +229,29 @@ class TextCNN(nn.Module):
             ignore_unk=ignore_unk,
             normalize_to=normalize_to,
         )
+        if subword_buckets:  # (recorded only when on: the specs of word-only encoders are as before)
+            self.init_args["subword_buckets"] = subword_buckets
         self.ignore_unk = bool(ignore_unk)
         self.vocab_size = vocab_size
         self.kernel_sizes = list(kernel_sizes)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
+        self.subwords: Optional[_Subwords] = _Subwords(subword_buckets, embedding_dim) if subword_buckets else None
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, filters, k) for k in self.kernel_sizes)
         self.out_features = filters * len(self.kernel_sizes)
+        #: dimensions of one example (``[L]`` or ``[L, 1 + max_ngrams]``), checked by the learners
+        self.example_dims = 2 if subword_buckets else 1
         self.output_scale = _OutputScale(normalize_to, "TextCNN")
 
     def forward(self, ids: Tensor) -> Tensor:
-        _check_ids(ids, self.vocab_size, "TextCNN")
-        lead = ids.shape[:-1]
-        flat = _trim(ids.reshape(-1, ids.shape[-1]))
+        _check_ids(ids, self.vocab_size, "TextCNN", self.subword_buckets)
+        n_example = 2 if self.subword_buckets else 1
+        lead = ids.shape[:-n_example]
+        flat, grams = _split_channels(_trim(ids.reshape(-1, *ids.shape[-n_example:])), self.subword_buckets)
         mask = text_mask(flat)  # [N, L]
         words = word_mask(flat, self.ignore_unk)
         emb = self.embedding(flat) * words.unsqueeze(-1).to(self.embedding.weight.dtype)  # [N, L, D]
+        if self.subwords is not None:
+            emb = emb + self.subwords(grams)
         emb = emb.transpose(1, 2)  # [N, D, L]
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs):
@@ -188,11 +273,15 @@ class BagOfEmbeddings(nn.Module):
             learned ``w`` per word (initialised to 0, the plain mean): lets meta-learning discount
             words that carry no class (the role IDF plays for TF-IDF; cf. the word-importance
             weights of Bao et al. 2020, "Few-shot Text Classification with Distributional Signatures").
-        ignore_unk: leave ``<unk>`` out of the mean (a text of unknown words only embeds to 0).
+        ignore_unk: leave ``<unk>`` out of the mean (a text of unknown words only embeds to 0). With
+            subwords an ``<unk>`` token stays in the mean: its word embedding is 0 and it is read as
+            the mean of its n-gram embeddings (weighted by the ``<unk>`` row's learned weight).
         normalize_to: L2-normalised output times a learned scale initialised to this value; None: raw.
+        subword_buckets: the data's ``subword_buckets`` (0: word ids only); with it each token is its
+            word embedding plus the mean of its n-gram bucket embeddings.
 
     Shapes:
-        ``ids [..., L]`` int -> ``[..., hidden or embedding_dim]`` float.
+        ``ids [..., L]`` int (``[..., L, 1 + max_ngrams]`` with subwords) -> ``[..., hidden or embedding_dim]`` float.
     """
 
     def __init__(
@@ -203,9 +292,11 @@ class BagOfEmbeddings(nn.Module):
         token_weights: bool = False,
         ignore_unk: bool = True,
         normalize_to: Optional[float] = None,
+        subword_buckets: int = 0,
     ) -> None:
         super().__init__()
         _check_positive("BagOfEmbeddings", vocab_size=vocab_size, embedding_dim=embedding_dim)
+        self.subword_buckets = _check_subword_buckets(subword_buckets, "BagOfEmbeddings")
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
             raise ValueError(f"BagOfEmbeddings hidden must be an integer >= 0, got {hidden!r}")
         if vocab_size < 3:
@@ -218,9 +309,12 @@ class BagOfEmbeddings(nn.Module):
             ignore_unk=ignore_unk,
             normalize_to=normalize_to,
         )
+        if subword_buckets:  # (recorded only when on: the specs of word-only encoders are as before)
+            self.init_args["subword_buckets"] = subword_buckets
         self.vocab_size = vocab_size
         self.ignore_unk = bool(ignore_unk)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
+        self.subwords: Optional[_Subwords] = _Subwords(subword_buckets, embedding_dim) if subword_buckets else None
         self.project: Optional[nn.Linear] = nn.Linear(embedding_dim, hidden) if hidden else None
         #: one learned log-weight per word (0 at init: the plain mean), so a learner can learn which words matter
         self.token_logit: Optional[nn.Embedding] = None
@@ -228,16 +322,26 @@ class BagOfEmbeddings(nn.Module):
             self.token_logit = nn.Embedding(vocab_size, 1, padding_idx=PAD_ID)
             nn.init.zeros_(self.token_logit.weight)
         self.out_features = hidden or embedding_dim
+        #: dimensions of one example (``[L]`` or ``[L, 1 + max_ngrams]``), checked by the learners
+        self.example_dims = 2 if subword_buckets else 1
         self.output_scale = _OutputScale(normalize_to, "BagOfEmbeddings")
 
     def forward(self, ids: Tensor) -> Tensor:
-        _check_ids(ids, self.vocab_size, "BagOfEmbeddings")
-        lead = ids.shape[:-1]
-        flat = _trim(ids.reshape(-1, ids.shape[-1]))
-        mask = word_mask(flat, self.ignore_unk).unsqueeze(-1).to(self.embedding.weight.dtype)  # [N, L, 1]
+        _check_ids(ids, self.vocab_size, "BagOfEmbeddings", self.subword_buckets)
+        n_example = 2 if self.subword_buckets else 1
+        lead = ids.shape[:-n_example]
+        flat, grams = _split_channels(_trim(ids.reshape(-1, *ids.shape[-n_example:])), self.subword_buckets)
+        dtype = self.embedding.weight.dtype
+        words = word_mask(flat, self.ignore_unk).unsqueeze(-1).to(dtype)  # [N, L, 1]
+        # which tokens the mean counts: without subwords the words read (<unk> out when ignore_unk);
+        # with them every real token (an <unk> is read through its n-grams)
+        mask = words if self.subwords is None else text_mask(flat).unsqueeze(-1).to(dtype)
+        tokens = self.embedding(flat) * words
+        if self.subwords is not None:
+            tokens = tokens + self.subwords(grams)
         if self.token_logit is not None:
             mask = mask * torch.exp(self.token_logit(flat))  # weight exp(w_v) per real token, 0 at padding
-        summed = (self.embedding(flat) * mask).sum(1)
+        summed = (tokens * mask).sum(1)
         out = summed / mask.sum(1).clamp_min(1.0)
         if self.project is not None:
             out = F.relu(self.project(out))
