@@ -14,7 +14,9 @@ the nearest-centroid rule of Rocchio / Snell et al. 2017 on fixed features):
 
 It reads the same token ids as the learners (the vocabulary of the meta-training classes: a
 test-class word outside it is ``<unk>`` for every row of a table). It has no parameters; in a
-comparison it runs with ``max_steps: 0``. Queries are answered independently. ``scale`` only
+comparison it runs with ``max_steps: 0``. Queries are answered independently. On ids with character
+n-grams (``[B, S, L, 1 + max_ngrams]``, data with ``subword_buckets > 0``) it reads channel 0, the
+word ids, so its numbers are the same with or without subwords (the floor stays word TF-IDF). ``scale`` only
 sharpens the softmax (a confidence for the out-of-scope evaluation), never the argmax.
 """
 
@@ -80,7 +82,8 @@ class TfidfCentroid(MetaLearner):
         sublinear_tf: ``1 + log(tf)`` term frequencies.
 
     Shapes:
-        ``support_x [B, S, L]`` int token ids, ``support_y [B, S]``, ``query_x [B, M, L]`` -> ``[B, M, n_way]`` logits.
+        ``support_x [B, S, L]`` int token ids, ``support_y [B, S]``, ``query_x [B, M, L]`` -> ``[B, M, n_way]`` logits;
+        ids ``[B, S, L, 1 + G]`` with n-gram buckets are read as their word ids (channel 0).
     """
 
     def __init__(
@@ -103,9 +106,12 @@ class TfidfCentroid(MetaLearner):
         self.check_inputs(support_x, support_y, query_x)
         if support_x.is_floating_point() or query_x.is_floating_point():
             raise TypeError(f"TfidfCentroid reads integer token ids, got {support_x.dtype} / {query_x.dtype}")
+        if support_x.dim() == 4 and query_x.dim() == 4:  # word ids and n-gram buckets: word TF-IDF on channel 0
+            support_x, query_x = support_x[..., 0], query_x[..., 0]
         if support_x.dim() != 3 or query_x.dim() != 3:
             raise ValueError(
-                f"TfidfCentroid expects token ids support_x [B, S, L] and query_x [B, M, L], got "
+                f"TfidfCentroid expects token ids support_x [B, S, L] and query_x [B, M, L] (or [B, S, L, 1 + G] "
+                f"with subwords), got "
                 f"{list(support_x.shape)} and {list(query_x.shape)}"
             )
         s_vec, q_vec = tfidf_vectors(support_x, query_x, self.use_unk, self.sublinear_tf)
