@@ -107,3 +107,27 @@ def test_attention_vote_script_separates_snails_vote_from_its_output() -> None:
     assert values["attention vote"] > 0.35 > values["output"], out.stdout  # 100 episodes: 0.542 against 0.197 (docs/TEXT.md)
     bad = subprocess.run([*command[:4], "--learner", "protonet"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "not a SNAIL learner" in bad.stderr
+
+
+def test_the_subword_ablation_configs_differ_only_in_the_subword_settings() -> None:
+    from rnnmeta.compare.config import build_run
+
+    on = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_subword_ablation.yaml").read_text())
+    off = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_subword_ablation_off.yaml").read_text())
+    dataset = on["data"]["init_args"]["dataset"]["init_args"]
+    buckets = dataset.pop("subword_buckets")
+    assert buckets > 0 and dataset.pop("max_ngrams") >= 1
+    for name, run in on["learners"].items():
+        backbone = run["model"]["init_args"].get("backbone")
+        if backbone is not None:  # every encoder reads the data's n-grams
+            assert backbone["init_args"].pop("subword_buckets") == buckets, name
+    for key in ("name", "seeds", "max_cpu_minutes", "threads", "data", "learners"):
+        if key != "name":
+            assert on[key] == off[key], key
+    assert on["seeds"] == [0, 1] and on["data"]["init_args"]["test_episodes"] == 600
+    if not (CLINC_DIR / "data_full.json").exists():
+        pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
+    cfg = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_subword_ablation.yaml").read_text())
+    cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = str(CLINC_DIR)
+    datamodule, learner = build_run(cfg["learners"]["protonet"]["model"], cfg["data"])
+    assert datamodule.x_shape == (32, 17) and learner.backbone.subword_buckets == buckets

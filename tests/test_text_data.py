@@ -290,3 +290,124 @@ def test_same_text_same_ids_after_a_checkpoint_round_trip(tmp_path: Path) -> Non
     assert changed.vocabulary == ds.vocabulary
     assert torch.equal(changed.encode(new_text), expected)
     assert torch.equal(dm2.source("test").images, ds.split("test").images)
+
+
+# ----------------------------------------------------------------------------- character n-grams
+def test_subword_buckets_are_a_stable_pure_function_of_the_word() -> None:
+    import subprocess
+    import sys
+    import zlib
+
+    from rnnmeta.data.vocab import ngram_buckets
+
+    # "<cat>": 3-grams <ca, cat, at>, then 4-grams <cat, cat>, then the 5-gram <cat>; bucket 1 + crc32 % 1000
+    assert [1 + zlib.crc32(g.encode()) % 1000 for g in ("<ca", "cat", "at>", "<cat", "cat>", "<cat>")] == [525, 833, 277, 680, 240, 666]
+    assert ngram_buckets("cat", 1000, 16) == (525, 833, 277, 680, 240, 666)
+    assert ngram_buckets("cat", 1000, 4) == (525, 833, 277, 680)  # only the first max_ngrams
+    vocab = Vocabulary.build(["the cat sat", "a dog"], subword_buckets=1000, max_ngrams=4)
+    assert vocab.tokens == Vocabulary.build(["the cat sat", "a dog"]).tokens  # only words are stored, never n-grams
+    ids = vocab.encode_batch(["cat zebra", ""], max_length=3)
+    assert ids.shape == (2, 3, 5) and ids.dtype == torch.int64
+    assert ids[0, 0].tolist() == [vocab.index["cat"], 525, 833, 277, 680]
+    assert ids[0, 1, 0] == UNK_ID and bool((ids[0, 1, 1:] > 0).all())  # an unseen word still has its n-grams
+    assert ids[0, 1, 1:].tolist() == list(ngram_buckets("zebra", 1000, 4))
+    assert not bool(ids[0, 2].any()) and not bool(ids[1].any())  # padding: every channel 0
+    # the same in another process with another hash seed (crc32, never Python's salted hash), and for a
+    # vocabulary built from other texts: the buckets depend on the word and the settings only
+    other = Vocabulary.build(["zebra zebra", "cat"], subword_buckets=1000, max_ngrams=4)
+    assert torch.equal(other.encode_batch(["cat zebra", ""], 3)[..., 1:], ids[..., 1:])
+    code = "from rnnmeta.data.vocab import ngram_buckets; print(ngram_buckets('zebra', 1000, 4))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(ngram_buckets("zebra", 1000, 4))
+    assert ngram_buckets("a", 1000, 16) == (1 + zlib.crc32(b"<a>") % 1000,)  # a 1-letter word: one n-gram
+
+
+def test_subwords_off_gives_the_word_ids_of_before_and_channel_0_with_them() -> None:
+    texts = ["b a a zz", "", "a b c d a b"]
+    off = Vocabulary.build(["b a a", "c a b", "d"])
+    assert off.encode_batch(texts, max_length=4).tolist() == [[3, 2, 2, 1], [0, 0, 0, 0], [2, 3, 4, 5]]
+    assert off.state_dict() == {"format": "rnnmeta.vocabulary/1", "tokens": off.tokens, "subword_buckets": 0, "max_ngrams": 16}
+    assert off.fingerprint() == Vocabulary(off.tokens).fingerprint() and off.channels == 1
+    on = Vocabulary.build(["b a a", "c a b", "d"], subword_buckets=50, max_ngrams=3)
+    assert torch.equal(on.encode_batch(texts, 4)[..., 0], off.encode_batch(texts, 4))
+    assert on != off and on.fingerprint() != off.fingerprint() and on.channels == 4
+
+
+def test_subword_settings_survive_the_vocabulary_state() -> None:
+    vocab = Vocabulary.build(["the cat sat", "a dog"], subword_buckets=777, max_ngrams=5)
+    state = vocab.state_dict()
+    assert (state["subword_buckets"], state["max_ngrams"]) == (777, 5)
+    back = Vocabulary.from_state_dict(state)
+    assert back == vocab and (back.subword_buckets, back.max_ngrams) == (777, 5)
+    assert torch.equal(back.encode_batch(["a cat ate", "dogs"], 6), vocab.encode_batch(["a cat ate", "dogs"], 6))
+    old = Vocabulary.from_state_dict({"format": "rnnmeta.vocabulary/1", "tokens": vocab.tokens})  # saved before subwords
+    assert old.subword_buckets == 0 and old.encode_batch(["a cat"], 3).shape == (1, 3)
+
+
+@pytest.mark.parametrize("bad", [-1, True, 2.5, "100"])
+def test_bad_subword_settings_are_named(bad: object, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", labelled_rows())
+    with pytest.raises(ValueError, match=rf"subword_buckets must be an integer >= 0.*{bad!r}"):
+        Vocabulary(["<pad>", "<unk>"], subword_buckets=bad)
+    with pytest.raises(ValueError, match=rf"subword_buckets must be an integer >= 0.*{bad!r}"):
+        Vocabulary.build(["a"], subword_buckets=bad)
+    with pytest.raises(ValueError, match=rf"TextFile subword_buckets must be an integer >= 0.*{bad!r}"):
+        TextFile(str(path), subword_buckets=bad)
+    bad_g = 0 if bad == -1 else bad
+    with pytest.raises(ValueError, match=rf"max_ngrams must be an integer >= 1.*{bad_g!r}"):
+        Vocabulary.build(["a"], subword_buckets=10, max_ngrams=bad_g)
+    with pytest.raises(ValueError, match=rf"TextFile max_ngrams must be an integer >= 1.*{bad_g!r}"):
+        TextFile(str(path), subword_buckets=10, max_ngrams=bad_g)
+
+
+def test_clinc150_with_subwords(clinc: CLINC150) -> None:
+    sub = CLINC150(str(CLINC_DIR), subword_buckets=5000, max_ngrams=12)
+    assert sub.x_shape == (32, 13) and clinc.x_shape == (32,)
+    assert sub.vocabulary.tokens == clinc.vocabulary.tokens  # still the training words only
+    dm = EpisodicDataModule(sub, n_way=5, k_shot=1, q_queries=2, meta_batch_size=3, val_episodes=2, test_episodes=2)
+    dm.setup()
+    batch = dm.train_batch(0)
+    assert batch.support_x.shape == (3, 5, 32, 13) and batch.query_x.shape == (3, 10, 32, 13)
+    # channel 0 is the word-id episode of the same draw without subwords
+    plain = EpisodicDataModule(clinc, n_way=5, k_shot=1, q_queries=2, meta_batch_size=3, val_episodes=2, test_episodes=2)
+    plain.setup()
+    assert torch.equal(batch.support_x[..., 0], plain.train_batch(0).support_x)
+    assert dm.eval_episode("test", 0).query_x.shape[2:] == (32, 13)
+    assert sub.oos_ids("oos_val").shape == (100, 32, 13)
+    # every test token has n-gram buckets, the unknown ones included
+    test = sub.split("test").images
+    real = test[..., 0] != PAD_ID
+    assert bool((test[..., 1][real] > 0).all()) and bool(((test[..., 0] == UNK_ID) & real).any())
+    assert sub.state_dict()["vocabulary"]["subword_buckets"] == 5000
+    fresh = CLINC150(str(CLINC_DIR))
+    fresh.load_state_dict(sub.state_dict())  # a checkpoint's settings win
+    assert fresh.x_shape == (32, 13) and torch.equal(fresh.split("test").images, test)
+
+
+def test_a_subword_learner_checkpoint_reads_new_text_the_same_way(tmp_path: Path) -> None:
+    from rnnmeta.learners import ProtoNet
+    from rnnmeta.nets import BagOfEmbeddings
+    from rnnmeta.predict import TextReader, reader_for
+
+    path = write_jsonl(tmp_path / "d.jsonl", labelled_rows(n_labels=10, per_label=6))
+    ds = TextFile(str(path), max_length=12, subword_buckets=300, max_ngrams=6)
+    dm = EpisodicDataModule(ds, n_way=2, k_shot=1, q_queries=2, meta_batch_size=2, train_batches_per_epoch=2, val_episodes=2, test_episodes=2)
+    learner = ProtoNet(backbone=BagOfEmbeddings(vocab_size=64, embedding_dim=8, subword_buckets=300), n_way=2)
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path), num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(learner, datamodule=dm)
+    ckpt = tmp_path / "learner.ckpt"
+    trainer.save_checkpoint(str(ckpt))
+    new_text = ["sentence 3 about topic1 and an unseen word", "word2x1 topic0"]
+    expected = ds.encode(new_text)
+    assert expected.shape == (2, 12, 7)
+    assert Vocabulary.from_checkpoint(ckpt) == ds.vocabulary
+    restored = ProtoNet.load_from_checkpoint(str(ckpt))
+    reader = reader_for(restored, ckpt)  # what `rnnmeta predict` reads .txt files with
+    assert isinstance(reader, TextReader)
+    for i, text in enumerate(new_text):
+        (tmp_path / f"q{i}.txt").write_text(text, encoding="utf-8")
+    assert torch.equal(reader.read([tmp_path / "q0.txt", tmp_path / "q1.txt"]), expected)
+    assert restored.backbone.subword_buckets == 300
+    torch.testing.assert_close(restored.backbone(expected), learner.backbone(expected))

@@ -12,25 +12,39 @@ from rnnmeta.nets.text import PAD_ID as NETS_PAD_ID
 
 VOCAB = 50
 N, K, Q, L = 3, 2, 2, 9
+SUBWORDS, NGRAMS = 40, 4  # subword_buckets and max_ngrams of the subword encoders' ids [..., L, 1 + NGRAMS]
 
 
-def random_ids(generator: torch.Generator, *lead: int, length: int = L) -> torch.Tensor:
-    """Token ids ``[*lead, length]`` with random lengths 1..length, right-padded with 0."""
+def random_ids(generator: torch.Generator, *lead: int, length: int = L, subwords: bool = False) -> torch.Tensor:
+    """Token ids ``[*lead, length]`` with random lengths 1..length, right-padded with 0.
+
+    ``subwords``: ``[*lead, length, 1 + NGRAMS]``, each real token with 1..NGRAMS random buckets
+    (right-padded with 0), padding all 0 -- the layout of ``Vocabulary.encode_batch`` with subwords.
+    """
     ids = torch.randint(2, VOCAB, (*lead, length), generator=generator)
     lengths = torch.randint(1, length + 1, lead, generator=generator)
-    return ids.masked_fill(torch.arange(length) >= lengths[..., None], 0)
+    ids = ids.masked_fill(torch.arange(length) >= lengths[..., None], 0)
+    if not subwords:
+        return ids
+    grams = torch.randint(1, SUBWORDS + 1, (*ids.shape, NGRAMS), generator=generator)
+    counts = torch.randint(1, NGRAMS + 1, ids.shape, generator=generator)
+    grams = grams.masked_fill(torch.arange(NGRAMS) >= counts[..., None], 0).masked_fill((ids == 0)[..., None], 0)
+    return torch.cat([ids[..., None], grams], -1)
 
 
-def text_episode(batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def text_episode(batch: int = 2, seed: int = 0, subwords: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    support_x = random_ids(g, batch, N * K)
+    support_x = random_ids(g, batch, N * K, subwords=subwords)
     support_y = torch.arange(N).repeat_interleave(K).repeat(batch, 1)
-    query_x = random_ids(g, batch, N * Q)
+    query_x = random_ids(g, batch, N * Q, subwords=subwords)
     query_y = torch.arange(N).repeat_interleave(Q).repeat(batch, 1)
     return support_x, support_y, query_x, query_y
 
 
-def pad_more(ids: torch.Tensor, extra: int) -> torch.Tensor:
+def pad_more(ids: torch.Tensor, extra: int, subwords: bool = False) -> torch.Tensor:
+    """``ids`` with ``extra`` more padding positions (along ``L``: the last dim, or the one before with subwords)."""
+    if subwords:
+        return torch.cat([ids, ids.new_zeros(*ids.shape[:-2], extra, ids.shape[-1])], -2)
     return torch.cat([ids, ids.new_zeros(*ids.shape[:-1], extra)], -1)
 
 
@@ -40,7 +54,11 @@ ENCODERS = {
     "bag_weighted": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True),
     # the CLINC150 configs' encoder: weighted mean, unit norm times a learned scale
     "bag_normalized": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True, normalize_to=3.0),
+    # with character n-grams (ids [..., L, 1 + NGRAMS])
+    "cnn_subword": lambda: TextCNN(vocab_size=VOCAB, embedding_dim=8, filters=6, kernel_sizes=[2, 3], subword_buckets=SUBWORDS),
+    "bag_subword": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True, normalize_to=3.0, subword_buckets=SUBWORDS),
 }
+SUBWORD_ENCODERS = [name for name in ENCODERS if name.endswith("_subword")]
 
 LEARNERS = {
     "snail": lambda bb: SNAIL(backbone=bb, n_way=N, max_shots=K, key_sizes=[8, 8], value_sizes=[8, 8], tc_filters=[8]),
@@ -61,7 +79,7 @@ def test_padding_id_is_shared_by_data_and_nets() -> None:
 def test_encoder_shapes_and_spec_round_trip(name: str) -> None:
     torch.manual_seed(0)
     enc = ENCODERS[name]()
-    ids = random_ids(torch.Generator().manual_seed(1), 2, 5)
+    ids = random_ids(torch.Generator().manual_seed(1), 2, 5, subwords=name in SUBWORD_ENCODERS)
     out = enc(ids)
     assert out.shape == (2, 5, enc.out_features)
     rebuilt = resolve_backbone(backbone_spec(enc), "classification")
@@ -73,17 +91,19 @@ def test_encoder_shapes_and_spec_round_trip(name: str) -> None:
 def test_encoder_output_does_not_depend_on_padding(name: str) -> None:
     torch.manual_seed(0)
     enc = ENCODERS[name]()
-    ids = random_ids(torch.Generator().manual_seed(2), 4, 3)
+    sub = name in SUBWORD_ENCODERS
+    ids = random_ids(torch.Generator().manual_seed(2), 4, 3, subwords=sub)
     short = enc(ids)
     # the same sentences padded to two other lengths, and alone in their batch
-    torch.testing.assert_close(enc(pad_more(ids, 7)), short, rtol=0, atol=1e-6)
-    torch.testing.assert_close(enc(pad_more(ids, 40)), short, rtol=0, atol=1e-6)
+    torch.testing.assert_close(enc(pad_more(ids, 7, sub)), short, rtol=0, atol=1e-6)
+    torch.testing.assert_close(enc(pad_more(ids, 40, sub)), short, rtol=0, atol=1e-6)
     torch.testing.assert_close(enc(ids[:1, :1]), short[:1, :1], rtol=0, atol=1e-6)
     # and the padding positions really are ignored: changing what sits there has no effect if it is 0
-    assert not torch.allclose(enc(ids.clamp_min(2)), short)  # (content in place of padding does change it)
+    filled = ids.clamp_min(2) if not sub else torch.cat([ids[..., :1].clamp_min(2), ids[..., 1:].clamp_min(1)], -1)
+    assert not torch.allclose(enc(filled), short)  # (content in place of padding does change it)
 
 
-@pytest.mark.parametrize("name", sorted(ENCODERS))
+@pytest.mark.parametrize("name", sorted(set(ENCODERS) - set(SUBWORD_ENCODERS)))
 def test_encoder_refuses_bad_ids(name: str) -> None:
     enc = ENCODERS[name]()
     with pytest.raises(TypeError, match="integer token ids"):
@@ -105,7 +125,8 @@ def test_textcnn_all_padding_row_is_zero_and_finite() -> None:
 def test_every_learner_runs_on_text_and_ignores_padding(learner_name: str, encoder: str) -> None:
     torch.manual_seed(0)
     learner = LEARNERS[learner_name](ENCODERS[encoder]())
-    support_x, support_y, query_x, query_y = text_episode()
+    sub = encoder in SUBWORD_ENCODERS
+    support_x, support_y, query_x, query_y = text_episode(subwords=sub)
     learner.train()
     preds = learner(support_x, support_y, query_x)
     assert preds.shape == (2, N * Q, N)
@@ -115,11 +136,14 @@ def test_every_learner_runs_on_text_and_ignores_padding(learner_name: str, encod
     assert grads and any(float(g.abs().sum()) > 0 for g in grads), "no gradient reached the text encoder"
     emb_grad = learner.backbone.embedding.weight.grad
     assert emb_grad is not None and float(emb_grad[0].abs().sum()) == 0.0, "the padding row received a gradient"
+    if sub:  # the n-gram table is trained too, but never its padding row
+        gram_grad = learner.backbone.subwords.embedding.weight.grad
+        assert gram_grad is not None and float(gram_grad[1:].abs().sum()) > 0 and float(gram_grad[0].abs().sum()) == 0.0
     # the same episode padded to two lengths gives the same predictions (evaluation mode)
     learner.eval()
     with torch.enable_grad():  # MAML / the learned optimizer adapt with autograd at evaluation too
         a = learner(support_x, support_y, query_x).detach()
-        b = learner(pad_more(support_x, 11), support_y, pad_more(query_x, 11)).detach()
+        b = learner(pad_more(support_x, 11, sub), support_y, pad_more(query_x, 11, sub)).detach()
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
@@ -210,3 +234,74 @@ def test_normalize_to_gives_outputs_of_one_learned_norm(name: str) -> None:
     for bad in (0.0, -1.0, True):
         with pytest.raises(ValueError, match=rf"normalize_to must be a positive number.*{bad!r}"):
             cls(vocab_size=VOCAB, embedding_dim=8, normalize_to=bad)
+
+
+# ----------------------------------------------------------------------------- character n-grams
+@pytest.mark.parametrize("name", SUBWORD_ENCODERS)
+def test_an_unknown_word_is_read_through_its_ngrams(name: str) -> None:
+    torch.manual_seed(0)
+    encoder = ENCODERS[name]()
+    assert encoder.ignore_unk
+    unknown = torch.tensor([[[1, 3, 7, 0, 0]]])  # one <unk> token with two n-gram buckets
+    out = encoder(unknown).detach()
+    assert float(out.abs().sum()) > 0  # without subwords the same text embeds to 0 in the bag (test above)
+    with torch.no_grad():
+        encoder.embedding.weight[1].normal_()  # the <unk> word embedding still carries nothing
+    torch.testing.assert_close(encoder(unknown), out)
+    with torch.no_grad():
+        encoder.subwords.embedding.weight[3].normal_()  # its n-grams do
+    assert not torch.allclose(encoder(unknown), out)
+
+
+def test_the_bag_with_subwords_is_word_plus_ngram_mean() -> None:
+    torch.manual_seed(0)
+    bag = BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, subword_buckets=SUBWORDS)
+    ids = torch.tensor([[[5, 2, 4, 0, 0], [1, 9, 0, 0, 0], [0, 0, 0, 0, 0]]])
+    word, gram = bag.embedding.weight, bag.subwords.embedding.weight
+    first = word[5] + (gram[2] + gram[4]) / 2
+    second = gram[9]  # <unk>: no word embedding (ignore_unk), in the mean through its n-gram
+    torch.testing.assert_close(bag(ids), ((first + second) / 2)[None])
+
+
+def test_encoder_and_data_subword_mismatch_is_named() -> None:
+    plain = ProtoNet(backbone=ENCODERS["bag_normalized"](), n_way=N)
+    sub = ProtoNet(backbone=ENCODERS["bag_subword"](), n_way=N)
+    s_sub, y, q_sub, _ = text_episode(subwords=True)
+    s_plain, _, q_plain, _ = text_episode()
+    with pytest.raises(ValueError, match=r"subword_buckets=0\).*\[9, 5\].*set the backbone's subword_buckets"):
+        plain(s_sub, y, q_sub)
+    with pytest.raises(ValueError, match=rf"subword_buckets={SUBWORDS}\).*word ids \[L\].*set the backbone's subword_buckets"):
+        sub(s_plain, y, q_plain)
+    encoder = ENCODERS["cnn_subword"]()
+    with pytest.raises(ValueError, match=rf"n-gram bucket id {SUBWORDS + 1} is outside 0..{SUBWORDS}.*subword_buckets={SUBWORDS}"):
+        encoder(torch.tensor([[[2, SUBWORDS + 1, 0]]]))
+    with pytest.raises(ValueError, match=rf"token id {VOCAB} is outside 0..{VOCAB - 1}"):
+        encoder(torch.tensor([[[VOCAB, 3, 0]]]))
+    with pytest.raises(ValueError, match=rf"built with subword_buckets={SUBWORDS} and reads ids \[..., L, 1 \+ max_ngrams\]"):
+        encoder(torch.tensor([2, 3, 0]))
+    with pytest.raises(ValueError, match=r"does not hold word ids and n-gram buckets.*subword_buckets=0"):
+        # word ids [B, S, L] read as [B][S tokens][L channels]: a one-word text gives a token without n-grams
+        encoder(torch.tensor([[[5, 0, 0], [6, 7, 0]]]))
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match=rf"subword_buckets must be an integer >= 0.*{bad!r}"):
+            BagOfEmbeddings(vocab_size=VOCAB, subword_buckets=bad)
+        with pytest.raises(ValueError, match=rf"subword_buckets must be an integer >= 0.*{bad!r}"):
+            TextCNN(vocab_size=VOCAB, subword_buckets=bad)
+    assert "subword_buckets" not in ENCODERS["bag"]().init_args  # word-only specs are as before
+    assert ENCODERS["bag_subword"]().init_args["subword_buckets"] == SUBWORDS
+
+
+def test_tfidf_reads_the_word_ids_of_subword_episodes() -> None:
+    from rnnmeta.data import Vocabulary
+
+    texts = ["book a flight to paris", "flights to rome please", "what is my balance", "balance of my account",
+             "turn on the lights", "lights off in the kitchen"]
+    queries = ["a flight to berlin", "show my account balance", "kitchen lights on", "unknown words entirely"]
+    plain = Vocabulary.build(texts[::2])
+    sub = Vocabulary.build(texts[::2], subword_buckets=97, max_ngrams=6)
+    support_y = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    learner = TfidfCentroid(n_way=3)
+    a = learner(plain.encode_batch(texts, 8)[None], support_y, plain.encode_batch(queries, 8)[None])
+    b = learner(sub.encode_batch(texts, 8)[None], support_y, sub.encode_batch(queries, 8)[None])
+    assert sub.encode_batch(texts, 8).dim() == 3 and float(a.abs().sum()) > 0
+    assert torch.equal(a, b)
