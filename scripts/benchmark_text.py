@@ -14,6 +14,11 @@ hold on a shared machine:
 ``--vocabulary`` adds the measurement behind the vocabulary's ``min_freq`` default: TF-IDF accuracy
 on 1,000 fixed test episodes and the share of test-intent tokens outside the vocabulary, for
 ``min_freq`` 1 and 2.
+
+``--subwords`` adds what character n-grams (``subword_buckets``, docs/TEXT.md) give the test intents:
+the share of their tokens, and of their out-of-vocabulary tokens, with at least one n-gram bucket
+that a training-intent token also has (so its embedding was trained), with the config's
+``subword_buckets``/``max_ngrams`` (50000 / 16 if the config has none).
 """
 
 from __future__ import annotations
@@ -63,6 +68,40 @@ def vocabulary_choice(root: str, episodes: int) -> None:
         print(f"| {min_freq} | {len(ds.vocabulary) - 2:,} | {100 * oov:.1f}% | {accs[0]} | {accs[1]} |", flush=True)
 
 
+def subword_coverage(root: str, subword_buckets: int, max_ngrams: int) -> None:
+    """Share of test-intent tokens (all, and those outside the vocabulary) with >= 1 n-gram bucket seen in training."""
+    from rnnmeta.data import CLINC150, tokenize
+    from rnnmeta.data.vocab import ngram_buckets
+
+    ds = CLINC150(root)
+    def tokens(split: str) -> list[str]:
+        return [t for i in ds.class_splits[split] for text in ds.texts[i] for t in tokenize(text)]
+
+    def grams(token: str) -> list[str]:  # the n-grams behind ngram_buckets, as strings
+        marked = f"<{token}>"
+        return [marked[i : i + n] for n in range(3, 6) for i in range(len(marked) - n + 1)][:max_ngrams]
+
+    train = set(tokens("train"))
+    seen = {b for t in train for b in ngram_buckets(t, subword_buckets, max_ngrams)}
+    seen_grams = {g for t in train for g in grams(t)}
+    test = tokens("test")
+    oov = [t for t in test if t not in ds.vocabulary]
+
+    def covered(toks: list[str]) -> tuple[float, float, float]:
+        hit = [sum(b in seen for b in ngram_buckets(t, subword_buckets, max_ngrams)) / len(ngram_buckets(t, subword_buckets, max_ngrams)) for t in toks]
+        real = sum(any(g in seen_grams for g in grams(t)) for t in toks)  # without hash collisions
+        return 100 * sum(h > 0 for h in hit) / len(toks), 100 * sum(hit) / len(toks), 100 * real / len(toks)
+
+    print(f"\ncharacter n-grams (subword_buckets={subword_buckets}, max_ngrams={max_ngrams}): {len(seen):,} buckets "
+          "hold an n-gram of a training-intent token")
+    print("| test-intent tokens | count | with >= 1 bucket seen in training | mean share of their buckets seen | "
+          "with >= 1 n-gram itself seen (no collisions) |")
+    print("|---|---|---|---|---|")
+    for name, toks in (("all", test), ("outside the vocabulary (<unk>)", oov)):
+        any_seen, mean_seen, real = covered(toks)
+        print(f"| {name} | {len(toks):,} | {any_seen:.1f}% | {mean_seen:.1f}% | {real:.1f}% |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path("configs/compare/clinc150_5w1s.yaml"))
@@ -70,6 +109,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200, help="meta-batches drawn to time the sampler")
     parser.add_argument("--vocabulary", action="store_true", help="also compare vocabularies (min_freq 1 and 2) by TF-IDF accuracy")
     parser.add_argument("--episodes", type=int, default=1000, help="test episodes of the vocabulary comparison")
+    parser.add_argument("--subwords", action="store_true", help="also the share of test-intent tokens with an n-gram bucket seen in training")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = yaml.safe_load(args.config.read_text())
@@ -116,6 +156,9 @@ def main() -> None:
               f"{step_ms:.1f} | {100 * sample_ms / step_ms:.1f}% |", flush=True)
     if args.vocabulary:
         vocabulary_choice(dataset_cfg["init_args"]["root"], args.episodes)
+    if args.subwords:
+        subword_coverage(dataset_cfg["init_args"]["root"], dataset_cfg["init_args"].get("subword_buckets") or 50000,
+                         dataset_cfg["init_args"].get("max_ngrams", 16))
 
 
 if __name__ == "__main__":
