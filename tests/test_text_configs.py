@@ -130,4 +130,4 @@ def test_the_subword_ablation_configs_differ_only_in_the_subword_settings() -> N
     cfg = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_subword_ablation.yaml").read_text())
     cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = str(CLINC_DIR)
     datamodule, learner = build_run(cfg["learners"]["protonet"]["model"], cfg["data"])
-    assert datamodule.x_shape == (32, 17) and learner.backbone.subword_buckets == buckets
+    assert datamodule.x_shape == (32, 17) and learner.backbone.subword_buckets == buckets == 5000

@@ -163,7 +163,16 @@ class _Subwords(nn.Module):
         self.embedding = nn.Embedding(subword_buckets + 1, embedding_dim, padding_idx=PAD_ID)
 
     def forward(self, grams: Tensor) -> Tensor:
-        mask = (grams != PAD_ID).unsqueeze(-1).to(self.embedding.weight.dtype)  # [N, L, G, 1]
+        if _traced(grams):  # under vmap: no data-dependent shapes, every position embedded
+            return self._mean(grams)
+        # a batch repeats its words: embed each distinct n-gram row once ([U, G, D] instead of
+        # [N, L, G, D], several times less work and memory), then index the means back
+        flat = grams.reshape(-1, grams.shape[-1])
+        distinct, inverse = torch.unique(flat, dim=0, return_inverse=True)
+        return self._mean(distinct)[inverse].reshape(*grams.shape[:-1], -1)
+
+    def _mean(self, grams: Tensor) -> Tensor:
+        mask = (grams != PAD_ID).unsqueeze(-1).to(self.embedding.weight.dtype)  # [..., G, 1]
         # masked, not only padding_idx: a learned optimiser may move row 0 although its gradient is 0
         summed = (self.embedding(grams) * mask).sum(-2)
         return summed / mask.sum(-2).clamp_min(1.0)
