@@ -85,8 +85,11 @@ def score_episodes(
         support_y = torch.cat([e.support_y for e in episodes])
         query_x = torch.cat([e.query_x for e in episodes])
         query_y = torch.cat([e.query_y for e in episodes])
-        if query_x.shape[-1] != oos_ids.shape[-1]:
-            raise ValueError(f"out-of-scope ids have length {oos_ids.shape[-1]} but the episodes' have {query_x.shape[-1]}")
+        if tuple(query_x.shape[2:]) != tuple(oos_ids.shape[1:]):  # [L], or [L, 1 + max_ngrams] with subwords
+            raise ValueError(
+                f"out-of-scope ids have examples {list(oos_ids.shape[1:])} but the episodes' have {list(query_x.shape[2:])} "
+                "(max_length and subword settings must match: take both from the same dataset)"
+            )
         queries = torch.cat([query_x, torch.stack(extra)], 1)
         with torch.set_grad_enabled(bool(getattr(learner, "needs_grad_at_eval", False))):
             probs = learner(support_x, support_y, queries).detach().softmax(-1)

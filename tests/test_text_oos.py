@@ -51,3 +51,21 @@ def test_oos_queries_leave_in_scope_answers_unchanged_on_clinc150() -> None:
     assert torch.equal(again.conf_oos, scores.conf_oos)  # the oos queries are a function of (seed, split, episode)
     with pytest.raises(ValueError, match="n_oos must lie in 1..100"):
         score_episodes(learner, dm, ds.oos_ids("oos_val"), "val", n_episodes=2, n_oos=101)
+
+
+def test_oos_scores_on_subword_ids_are_tfidfs_word_scores() -> None:
+    from rnnmeta.data import CLINC150, EpisodicDataModule
+    from rnnmeta.learners import TfidfCentroid
+
+    if not (CLINC_DIR / "data_full.json").exists():
+        pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
+    words, sub = CLINC150(str(CLINC_DIR)), CLINC150(str(CLINC_DIR), subword_buckets=1000, max_ngrams=8)
+    learner = TfidfCentroid(n_way=5)
+    scores = []
+    for ds in (words, sub):
+        dm = EpisodicDataModule(ds, n_way=5, k_shot=1, q_queries=3, val_episodes=4, test_episodes=4)
+        scores.append(score_episodes(learner, dm, ds.oos_ids("oos_test"), "test", n_episodes=4, n_oos=4))
+    assert sub.oos_ids("oos_test").shape == (1000, 32, 9)
+    assert torch.equal(scores[0].conf_in, scores[1].conf_in) and torch.equal(scores[0].conf_oos, scores[1].conf_oos)
+    with pytest.raises(ValueError, match=r"out-of-scope ids have examples \[32\] but the episodes' have \[32, 9\]"):
+        score_episodes(learner, dm, words.oos_ids("oos_test"), "test", n_episodes=2, n_oos=4)
