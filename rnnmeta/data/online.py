@@ -7,7 +7,9 @@ Accuracy is reported by instance number: the ``i``-th time a class appears in th
 learner has seen ``i - 1`` labelled examples of it (Santoro et al. report instances 1, 2, 3, 5, 10).
 
 A stream is the support set of an ``N``-way ``I``-shot episode (:meth:`ClassIndexSource.sample_index`
-with no queries), seeded like the episodes (docs/RECURRENT.md).
+with no queries), seeded like the episodes: training batch ``b`` of rank ``r`` from
+``(seed, "train", r, b)``, evaluation stream ``i`` of split ``s`` from ``(seed, s, i)``
+(:func:`~rnnmeta.data.sampling.make_generator`).
 
 Reference:
     A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap. "Meta-learning with
