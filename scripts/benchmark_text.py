@@ -71,15 +71,15 @@ def vocabulary_choice(root: str, episodes: int) -> None:
 def subword_coverage(root: str, subword_buckets: int, max_ngrams: int) -> None:
     """Share of test-intent tokens (all, and those outside the vocabulary) with >= 1 n-gram bucket seen in training."""
     from rnnmeta.data import CLINC150, tokenize
-    from rnnmeta.data.vocab import ngram_buckets
+    from rnnmeta.data.vocab import char_ngrams, ngram_buckets
 
     ds = CLINC150(root)
+
     def tokens(split: str) -> list[str]:
         return [t for i in ds.class_splits[split] for text in ds.texts[i] for t in tokenize(text)]
 
     def grams(token: str) -> list[str]:  # the n-grams behind ngram_buckets, as strings
-        marked = f"<{token}>"
-        return [marked[i : i + n] for n in range(3, 6) for i in range(len(marked) - n + 1)][:max_ngrams]
+        return char_ngrams(token, max_ngrams)
 
     train = set(tokens("train"))
     seen = {b for t in train for b in ngram_buckets(t, subword_buckets, max_ngrams)}
@@ -88,7 +88,8 @@ def subword_coverage(root: str, subword_buckets: int, max_ngrams: int) -> None:
     oov = [t for t in test if t not in ds.vocabulary]
 
     def covered(toks: list[str]) -> tuple[float, float, float]:
-        hit = [sum(b in seen for b in ngram_buckets(t, subword_buckets, max_ngrams)) / len(ngram_buckets(t, subword_buckets, max_ngrams)) for t in toks]
+        buckets = [ngram_buckets(t, subword_buckets, max_ngrams) for t in toks]
+        hit = [sum(b in seen for b in bs) / len(bs) for bs in buckets]
         real = sum(any(g in seen_grams for g in grams(t)) for t in toks)  # without hash collisions
         return 100 * sum(h > 0 for h in hit) / len(toks), 100 * sum(hit) / len(toks), 100 * real / len(toks)
 

@@ -179,13 +179,14 @@ class TextDataset(FewShotDataset):
         self.max_length = max_length
         self.min_freq = min_freq
         self.max_vocab = max_vocab
-        self.x_shape = self._x_shape()
         self.texts: dict[str, list[str]] = {}
         self.class_splits: dict[str, list[str]] = {}
         self._vocabulary: Optional[Vocabulary] = None
         self._sources: dict[str, TextSource] = {}
 
-    def _x_shape(self) -> tuple[int, ...]:
+    @property
+    def x_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """``(max_length,)``, or ``(max_length, 1 + max_ngrams)`` with subwords."""
         return (self.max_length, 1 + self.max_ngrams) if self.subword_buckets else (self.max_length,)
 
     # -------------------------------------------------------------- vocabulary
@@ -254,7 +255,6 @@ class TextDataset(FewShotDataset):
         self._vocabulary = saved
         self.subword_buckets, self.max_ngrams = saved.subword_buckets, saved.max_ngrams
         self.max_length = int(state.get("max_length", self.max_length))
-        self.x_shape = self._x_shape()
         self._sources.clear()
 
     def __repr__(self) -> str:
@@ -364,8 +364,7 @@ class TextFile(TextDataset):
         split_lists: per split, a file listing its labels (overrides ``split_fractions``); relative
             paths are also tried relative to the data file's folder.
         seed: seed of the label shuffle for ``split_fractions``.
-        max_length, min_freq, max_vocab: see :class:`TextDataset`.
-        subword_buckets, max_ngrams: character n-grams (off by default), see :class:`TextDataset`.
+        **kwargs: max_length, min_freq, max_vocab, subword_buckets, max_ngrams: see :class:`TextDataset`.
 
     Raises:
         FileNotFoundError: the file or a split list is missing.
@@ -382,19 +381,9 @@ class TextFile(TextDataset):
         split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
         split_lists: Optional[dict[str, str]] = None,
         seed: int = 0,
-        max_length: int = 32,
-        min_freq: int = 1,
-        max_vocab: Optional[int] = 8192,
-        subword_buckets: int = 0,
-        max_ngrams: int = 16,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            max_length=max_length,
-            min_freq=min_freq,
-            max_vocab=max_vocab,
-            subword_buckets=subword_buckets,
-            max_ngrams=max_ngrams,
-        )
+        super().__init__(**kwargs)
         self.path = Path(path).expanduser()
         rows = read_text_file(self.path, format, text_field, label_field)
         texts: dict[str, list[str]] = {}
@@ -433,9 +422,8 @@ class CLINC150(TextDataset):
         split_scheme: ``"domain"`` (the only one).
         download: fetch missing files from GitHub (raw.githubusercontent.com/clinc/oos-eval) and
             verify their md5 before they are kept.
-        max_length, min_freq, max_vocab: see :class:`TextDataset` (30 tokens is CLINC150's longest utterance).
-        subword_buckets, max_ngrams: character n-grams (off by default), see :class:`TextDataset`
-            and docs/TEXT.md.
+        **kwargs: max_length, min_freq, max_vocab, subword_buckets, max_ngrams: see :class:`TextDataset`
+            (30 tokens is CLINC150's longest utterance; character n-grams: docs/TEXT.md).
 
     Raises:
         FileNotFoundError: a file is missing and ``download`` is false.
@@ -461,19 +449,9 @@ class CLINC150(TextDataset):
         root: str,
         split_scheme: Literal["domain"] = "domain",
         download: bool = False,
-        max_length: int = 32,
-        min_freq: int = 1,
-        max_vocab: Optional[int] = 8192,
-        subword_buckets: int = 0,
-        max_ngrams: int = 16,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            max_length=max_length,
-            min_freq=min_freq,
-            max_vocab=max_vocab,
-            subword_buckets=subword_buckets,
-            max_ngrams=max_ngrams,
-        )
+        super().__init__(**kwargs)
         if split_scheme != "domain":
             raise ValueError(f"CLINC150 split_scheme must be 'domain', got {split_scheme!r}")
         self.root = Path(root).expanduser()

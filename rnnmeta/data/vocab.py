@@ -49,7 +49,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["PAD", "PAD_ID", "UNK", "UNK_ID", "Vocabulary", "check_subword_settings", "ngram_buckets", "tokenize"]
+__all__ = ["PAD", "PAD_ID", "UNK", "UNK_ID", "Vocabulary", "char_ngrams", "check_subword_settings", "ngram_buckets", "tokenize"]
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -74,16 +74,23 @@ def check_subword_settings(subword_buckets: int, max_ngrams: int, owner: str = "
     return subword_buckets, max_ngrams
 
 
-@lru_cache(maxsize=1 << 16)
-def ngram_buckets(word: str, subword_buckets: int, max_ngrams: int) -> tuple[int, ...]:
-    """The bucket ids (``1..subword_buckets``) of the first ``max_ngrams`` character 3..5-grams of ``"<" + word + ">"``.
+def char_ngrams(word: str, max_ngrams: int) -> list[str]:
+    """The first ``max_ngrams`` character 3..5-grams of ``"<" + word + ">"``, by n, then by position.
 
-    Order: by n, then by position. ``zlib.crc32`` of the n-gram's UTF-8 bytes, so the ids are the
-    same in every process. A 1-letter word ``"a"`` has the single n-gram ``"<a>"``.
+    A 1-letter word ``"a"`` has the single n-gram ``"<a>"``.
     """
     marked = f"<{word}>"
     grams = [marked[i : i + n] for n in range(NGRAM_MIN, NGRAM_MAX + 1) for i in range(len(marked) - n + 1)]
-    return tuple(1 + zlib.crc32(g.encode("utf-8")) % subword_buckets for g in grams[:max_ngrams])
+    return grams[:max_ngrams]
+
+
+@lru_cache(maxsize=1 << 16)
+def ngram_buckets(word: str, subword_buckets: int, max_ngrams: int) -> tuple[int, ...]:
+    """The bucket ids (``1..subword_buckets``) of :func:`char_ngrams`: ``1 + zlib.crc32(utf8(ngram)) % subword_buckets``.
+
+    ``zlib.crc32``, not Python's salted ``hash``, so the ids are the same in every process.
+    """
+    return tuple(1 + zlib.crc32(g.encode("utf-8")) % subword_buckets for g in char_ngrams(word, max_ngrams))
 
 
 def tokenize(text: str) -> list[str]:
