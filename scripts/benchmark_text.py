@@ -78,19 +78,16 @@ def subword_coverage(root: str, subword_buckets: int, max_ngrams: int) -> None:
     def tokens(split: str) -> list[str]:
         return [t for i in ds.class_splits[split] for text in ds.texts[i] for t in tokenize(text)]
 
-    def grams(token: str) -> list[str]:  # the n-grams behind ngram_buckets, as strings
-        return char_ngrams(token, max_ngrams)
-
     train = set(tokens("train"))
     seen = {b for t in train for b in ngram_buckets(t, subword_buckets, max_ngrams)}
-    seen_grams = {g for t in train for g in grams(t)}
+    seen_grams = {g for t in train for g in char_ngrams(t, max_ngrams)}  # the n-grams behind the buckets
     test = tokens("test")
     oov = [t for t in test if t not in ds.vocabulary]
 
     def covered(toks: list[str]) -> tuple[float, float, float]:
         buckets = [ngram_buckets(t, subword_buckets, max_ngrams) for t in toks]
         hit = [sum(b in seen for b in bs) / len(bs) for bs in buckets]
-        real = sum(any(g in seen_grams for g in grams(t)) for t in toks)  # without hash collisions
+        real = sum(any(g in seen_grams for g in char_ngrams(t, max_ngrams)) for t in toks)  # without hash collisions
         return 100 * sum(h > 0 for h in hit) / len(toks), 100 * sum(hit) / len(toks), 100 * real / len(toks)
 
     print(f"\ncharacter n-grams (subword_buckets={subword_buckets}, max_ngrams={max_ngrams}): {len(seen):,} buckets "
