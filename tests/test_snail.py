@@ -288,7 +288,40 @@ def test_similarity_init_ties_query_and_key_and_values_read_labels():
     assert (untied.argmax(-1) == sy).float().mean() < 1  # the default initialisation does not compare them
 
 
-@pytest.mark.parametrize("options", [dict(embedding_norm=True, similarity_init=True), dict(paper_dilations=True)])
+def test_vote_readout_starts_the_output_as_gain_times_the_attention_vote():
+    learner = small_snail(similarity_init=True, vote_readout=7.0)
+    sx, sy, qx = image_task(m=6)
+    with torch.no_grad():
+        vote = learner.attention_vote(sx, sy, qx)  # [B, M, N]
+        logits = learner(sx, sy, qx)
+    torch.testing.assert_close(logits, 7.0 * vote, rtol=1e-5, atol=1e-6)
+    assert vote.sum(-1).min() > 0  # the vote is not trivially zero
+    # only the vote's n_way read channels feed the logits at initialisation
+    weight = learner.network.output.weight
+    assert torch.count_nonzero(weight) == learner.n_way and torch.all(learner.network.output.bias == 0)
+    # gradients reach the embedding through the attention scores from the first step
+    learner.train()
+    loss = torch.nn.functional.cross_entropy(learner(sx, sy, qx).flatten(0, 1), torch.randint(0, 3, (2 * 6,)))
+    loss.backward()
+    assert learner.network.blocks[0].query.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.backbone.parameters())
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [(dict(vote_readout=5.0), "similarity_init=True"), (dict(similarity_init=True, vote_readout=-1.0), ">= 0")],
+)
+def test_vote_readout_rejects_what_it_cannot_read(kw, message):
+    with pytest.raises(ValueError, match=message):
+        small_snail(**kw)
+    with pytest.raises(ValueError, match="value size >= n_way=5"):
+        small_snail(n_way=5, max_shots=1, similarity_init=True, vote_readout=1.0)  # first value size 4 < 5 ways
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(embedding_norm=True, similarity_init=True), dict(similarity_init=True, vote_readout=10.0), dict(paper_dilations=True)],
+)
 def test_new_options_keep_causality_query_independence_and_the_exact_batched_pass(options):
     learner = small_snail(**options)
     sx, sy, qx = image_task(m=6)

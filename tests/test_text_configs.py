@@ -107,6 +107,23 @@ def test_attention_vote_script_separates_snails_vote_from_its_output() -> None:
     assert values["attention vote"] > 0.35 > values["output"], out.stdout  # 100 episodes: 0.542 against 0.197 (docs/TEXT.md)
     bad = subprocess.run([*command[:4], "--learner", "protonet"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "not a SNAIL learner" in bad.stderr
+    readout = subprocess.run([*command, "--vote-readout", "30"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert readout.returncode == 0, readout.stderr[-2000:]
+    values = {line.split(" accuracy ")[0].strip(): float(line.split()[-1]) for line in readout.stdout.splitlines() if " accuracy " in line}
+    assert values["output"] == values["attention vote"], readout.stdout  # the output starts as the vote
+
+
+def test_the_vote_readout_config_changes_only_the_readout_of_the_comparisons_snail_row() -> None:
+    base = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_5w1s.yaml").read_text())
+    probe = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_snail_vote_readout.yaml").read_text())
+    for key in ("max_cpu_minutes", "threads", "trainer", "data", "target"):
+        assert probe[key] == base[key], key
+    gains = []
+    for name, run in probe["learners"].items():
+        gains.append(run["model"]["init_args"].pop("vote_readout"))
+        assert run == base["learners"]["snail"], name
+    assert sorted(gains) == [10.0, 30.0, 100.0]
 
 
 def test_the_subword_ablation_configs_differ_only_in_the_subword_settings() -> None:

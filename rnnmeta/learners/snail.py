@@ -53,6 +53,34 @@ def similarity_init_(block: AttentionBlock, embed_dim: int) -> None:
         block.value.bias.zero_()
 
 
+def vote_readout_(network: SNAILNetwork, embed_dim: int, n_way: int, gain: float) -> None:
+    """Initialise SNAIL's output layer to pass the first attention block's vote on (in place).
+
+    After :func:`similarity_init_`, the first ``n_way`` value channels of the first attention
+    block are set to copy the one-hot label channels, so their read at a query is the attention
+    mass on the support examples of each class (the vote of :meth:`SNAIL.attention_vote`). The
+    output layer (the final 1x1 convolution) starts at zero except ``gain`` times the identity
+    from those ``n_way`` read channels to the ``n_way`` logits: at initialisation
+    ``logits[c] = gain * mass(c)``, an attention-weighted nearest-neighbour vote (a matching
+    network, Vinyals et al. 2016), and the gradient reaches the embedding through the attention
+    scores from the first step. Every other feature starts with zero weight and joins as training
+    moves the output layer. The architecture is unchanged (Mishra et al. 2018).
+    """
+    block = network.blocks[0]
+    if not isinstance(block, AttentionBlock) or block.value_size < n_way:
+        raise ValueError(
+            f"vote_readout needs a first attention block with value size >= n_way={n_way}, got "
+            f"{getattr(block, 'value_size', None)} (raise key_sizes/value_sizes[0])"
+        )
+    with torch.no_grad():
+        block.value.weight[:n_way].zero_()
+        block.value.weight[:n_way, embed_dim:embed_dim + n_way].copy_(torch.eye(n_way))
+        network.output.weight.zero_()
+        network.output.bias.zero_()
+        read = block.in_channels  # the first block's read follows its input channels in every later feature
+        network.output.weight[:, read:read + n_way].copy_(gain * torch.eye(n_way))
+
+
 class SNAILPredictor:
     """Answers query batches of the tasks whose support set was encoded by :meth:`SNAIL.adapt`.
 
@@ -106,6 +134,11 @@ class SNAIL(MetaLearner):
         similarity_init: initialise the first attention block as a similarity vote
             (:func:`similarity_init_`, :meth:`SNAIL.attention_vote`); only initial values differ
             from the paper.
+        vote_readout: start the output layer as ``vote_readout`` times the first attention
+            block's vote over the support labels and zero elsewhere (:func:`vote_readout_`), so
+            that the untrained SNAIL answers as an attention-weighted nearest neighbour; ``0``
+            (default) keeps the output layer's default initialisation. Needs ``similarity_init``
+            and classification; only initial values differ from the paper.
         paper_dilations: TC dilations ``2, 4, ..., 2^n`` as the paper's Algorithm 2; ``False``
             (default) uses ``1, 2, ..., 2^(n-1)`` (see :class:`~rnnmeta.learners.snail_blocks.TCBlock`).
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
@@ -131,6 +164,7 @@ class SNAIL(MetaLearner):
         paper_dilations: bool = False,
         embedding_norm: Optional[bool] = None,
         similarity_init: bool = False,
+        vote_readout: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -158,6 +192,16 @@ class SNAIL(MetaLearner):
         self.norm = nn.LayerNorm(embed) if embedding_norm else nn.Identity()
         if similarity_init:
             similarity_init_(self.network.blocks[0], embed)
+        if vote_readout < 0:
+            raise ValueError(f"vote_readout must be >= 0 (the gain of the initial vote readout), got {vote_readout}")
+        if vote_readout:
+            if not similarity_init or self.kind != CLASSIFICATION:
+                raise ValueError(
+                    f"vote_readout={vote_readout} reads the first attention block's similarity vote over class labels: "
+                    f"it needs similarity_init=True and kind='classification', got similarity_init={similarity_init}, "
+                    f"kind={self.kind!r}"
+                )
+            vote_readout_(self.network, embed, self.n_way, vote_readout)
 
     # --------------------------------------------------------------- sequence
     def _check_length(self, n_support: int) -> None:
