@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -486,3 +487,27 @@ def test_learns_omniglot_5way_1shot_far_above_chance(one_thread):
     )
     acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=2, meta_batch_size=16, steps=300, test_episodes=100)
     assert acc > 0.7, f"5-way 1-shot accuracy {acc:.3f} after 300 steps; chance is 0.2"
+
+
+@pytest.mark.parametrize(
+    "base, probe, expected_gains",
+    [
+        ("clinc150_5w1s", "clinc150_5w1s_snail_vote_readout", [10.0, 30.0, 100.0]),
+        ("clinc150_5w5s", "clinc150_5w5s_snail_vote_readout", [100.0]),
+        ("omniglot_5w1s", "omniglot_5w1s_snail_vote_readout", [100.0]),
+    ],
+)
+def test_the_vote_readout_configs_change_only_the_readout_of_the_comparisons_snail_row(base, probe, expected_gains):
+    """The measurements of docs/TEXT.md and docs/SNAIL.md compare against the shipped row: nothing else may differ."""
+    import yaml
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "compare"
+    shipped = yaml.safe_load((configs / f"{base}.yaml").read_text())
+    variant = yaml.safe_load((configs / f"{probe}.yaml").read_text())
+    for key in ("max_cpu_minutes", "threads", "trainer", "data", "target"):
+        assert variant.get(key) == shipped.get(key), key
+    gains = []
+    for name, run in variant["learners"].items():
+        gains.append(run["model"]["init_args"].pop("vote_readout"))
+        assert run == shipped["learners"]["snail"], name
+    assert sorted(gains) == expected_gains

@@ -114,19 +114,6 @@ def test_attention_vote_script_separates_snails_vote_from_its_output() -> None:
     assert values["output"] == values["attention vote"], readout.stdout  # the output starts as the vote
 
 
-@pytest.mark.parametrize("shots, expected_gains", [(1, [10.0, 30.0, 100.0]), (5, [100.0])])
-def test_the_vote_readout_configs_change_only_the_readout_of_the_comparisons_snail_row(shots, expected_gains) -> None:
-    base = yaml.safe_load((REPO / "configs" / "compare" / f"clinc150_5w{shots}s.yaml").read_text())
-    probe = yaml.safe_load((REPO / "configs" / "compare" / f"clinc150_5w{shots}s_snail_vote_readout.yaml").read_text())
-    for key in ("max_cpu_minutes", "threads", "trainer", "data", "target"):
-        assert probe.get(key) == base.get(key), key
-    gains = []
-    for name, run in probe["learners"].items():
-        gains.append(run["model"]["init_args"].pop("vote_readout"))
-        assert run == base["learners"]["snail"], name
-    assert sorted(gains) == expected_gains
-
-
 def test_the_subword_ablation_configs_differ_only_in_the_subword_settings() -> None:
     from rnnmeta.compare.config import build_run
 
