@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from rnnmeta.learners.snail import SNAIL, SNAILPredictor
 from rnnmeta.learners.snail_blocks import AttentionBlock, DenseBlock, SNAILNetwork, TCBlock
 from rnnmeta.nets import MLP, Conv4
 
-from helpers import short_omniglot_run
+from helpers import REPO, short_omniglot_run
 
 
 def small_snail(n_way: int = 3, max_shots: int = 4, dtype=torch.float32, **kw) -> SNAIL:
@@ -501,7 +500,7 @@ def test_the_vote_readout_configs_change_only_the_readout_of_the_comparisons_sna
     """The measurements of docs/TEXT.md and docs/SNAIL.md compare against the shipped row: nothing else may differ."""
     import yaml
 
-    configs = Path(__file__).resolve().parents[1] / "configs" / "compare"
+    configs = REPO / "configs" / "compare"
     shipped = yaml.safe_load((configs / f"{base}.yaml").read_text())
     variant = yaml.safe_load((configs / f"{probe}.yaml").read_text())
     for key in ("max_cpu_minutes", "threads", "trainer", "data", "target"):
