@@ -7,7 +7,7 @@ import torch
 
 from rnnmeta.data.vocab import PAD_ID as DATA_PAD_ID
 from rnnmeta.learners import MAML, MANN, SNAIL, LearnedOptimizer, LSTMLearner, ProtoNet, TfidfCentroid
-from rnnmeta.nets import BagOfEmbeddings, TextCNN, backbone_spec, resolve_backbone
+from rnnmeta.nets import BagOfEmbeddings, TextCNN, TextTransformer, backbone_spec, resolve_backbone
 from rnnmeta.nets.text import PAD_ID as NETS_PAD_ID
 
 VOCAB = 50
@@ -57,6 +57,9 @@ ENCODERS = {
     # with character n-grams (ids [..., L, 1 + NGRAMS])
     "cnn_subword": lambda: TextCNN(vocab_size=VOCAB, embedding_dim=8, filters=6, kernel_sizes=[2, 3], subword_buckets=SUBWORDS),
     "bag_subword": lambda: BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True, normalize_to=3.0, subword_buckets=SUBWORDS),
+    "transformer": lambda: TextTransformer(vocab_size=VOCAB, embedding_dim=8, heads=2, layers=2, feedforward=12),
+    "transformer_subword": lambda: TextTransformer(vocab_size=VOCAB, embedding_dim=8, heads=2, layers=1, feedforward=12,
+                                                   normalize_to=3.0, subword_buckets=SUBWORDS),
 }
 SUBWORD_ENCODERS = [name for name in ENCODERS if name.endswith("_subword")]
 
@@ -305,3 +308,36 @@ def test_tfidf_reads_the_word_ids_of_subword_episodes() -> None:
     b = learner(sub.encode_batch(texts, 8)[None], support_y, sub.encode_batch(queries, 8)[None])
     assert sub.encode_batch(texts, 8).dim() == 3 and float(a.abs().sum()) > 0
     assert torch.equal(a, b)
+
+
+def test_transformer_layer_computes_torchs_pre_ln_encoder_layer() -> None:
+    from rnnmeta.nets.text import _PreLNEncoderLayer
+
+    torch.manual_seed(0)
+    ours = _PreLNEncoderLayer(dim=8, heads=2, feedforward=12, dropout=0.0).double()
+    reference = torch.nn.TransformerEncoderLayer(8, 2, 12, 0.0, activation="gelu", batch_first=True, norm_first=True).double()
+    with torch.no_grad():
+        reference.self_attn.in_proj_weight.copy_(ours.qkv.weight)
+        reference.self_attn.in_proj_bias.copy_(ours.qkv.bias)
+        reference.self_attn.out_proj.weight.copy_(ours.out.weight)
+        reference.self_attn.out_proj.bias.copy_(ours.out.bias)
+        for mine, theirs in ((ours.up, reference.linear1), (ours.down, reference.linear2),
+                             (ours.norm_attention, reference.norm1), (ours.norm_feedforward, reference.norm2)):
+            theirs.weight.copy_(mine.weight)
+            theirs.bias.copy_(mine.bias)
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    keys = torch.tensor([[True] * 5, [True, True, True, False, False], [True, False, False, False, False]])
+    expected = reference.train()(x, src_key_padding_mask=~keys)
+    torch.testing.assert_close(ours(x, keys), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_transformer_all_padding_row_is_zero_and_bad_settings_are_refused() -> None:
+    enc = ENCODERS["transformer"]()
+    out = enc(torch.tensor([[0, 0, 0], [5, 6, 0]]))
+    assert torch.equal(out[0], torch.zeros(8)) and bool(torch.isfinite(out).all()) and out[1].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"texts of 5 tokens, but max_length=4"):
+        TextTransformer(vocab_size=VOCAB, embedding_dim=8, heads=2, max_length=4)(torch.tensor([[2, 3, 4, 5, 6]]))
+    with pytest.raises(ValueError, match=r"embedding_dim \(10\) must be divisible by heads \(4\)"):
+        TextTransformer(vocab_size=VOCAB, embedding_dim=10, heads=4)
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\), got 1\.0"):
+        TextTransformer(vocab_size=VOCAB, dropout=1.0)

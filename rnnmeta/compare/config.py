@@ -67,6 +67,9 @@ class LearnerRun:
         train_data: training-side data overrides (:class:`TrainingProtocol`).
         trainer: Trainer arguments of this learner's runs on top of the comparison's ``trainer``
             section, e.g. ``{gradient_clip_val: 1.0}`` for a recurrent learner.
+        lr_decay_to: decay the meta learning rate with a cosine over this learner's budget (steps,
+            CPU or wall-clock minutes) down to this fraction of the configured rate
+            (:class:`~rnnmeta.budget_schedule.BudgetCosineLR`); None keeps the learner's own schedule.
     """
 
     model: MetaLearner
@@ -74,6 +77,7 @@ class LearnerRun:
     threads: Optional[int] = None
     train_data: TrainingProtocol = field(default_factory=TrainingProtocol)
     trainer: dict[str, Any] = field(default_factory=dict)
+    lr_decay_to: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class RunPlan:
     threads: int
     trainer: dict[str, Any]
     target: Optional[float]
+    lr_decay_to: Optional[float] = None
 
     @property
     def run_name(self) -> str:
@@ -128,6 +133,8 @@ class RunPlan:
             "threads": self.threads,
             # how a run is shown does not change what it computes
             "trainer": {k: v for k, v in self.trainer.items() if k != "enable_progress_bar"},
+            # only when set, so that the runs made before this option keep their fingerprints
+            **({} if self.lr_decay_to is None else {"lr_decay_to": self.lr_decay_to}),
         }
 
     @property
@@ -322,9 +329,27 @@ def plan_runs(
         run_threads = threads if run.get("threads") is None else int_at_least(f"learners.{name}.threads", run["threads"])
         run_trainer = {**trainer, **_check_trainer(run.get("trainer"), f"learners.{name}.trainer")}
         _check_schedule_length(name, run["model"], learner_budget)
+        lr_decay_to = _check_lr_decay(name, run["model"], run.get("lr_decay_to"))
         for seed in seeds:
-            plans.append(RunPlan(name, seed, run["model"], run_data, learner_budget, run_threads, run_trainer, target))
+            plans.append(RunPlan(name, seed, run["model"], run_data, learner_budget, run_threads, run_trainer, target, lr_decay_to))
     return plans
+
+
+def _check_lr_decay(name: str, model: dict[str, Any], lr_decay_to: Any) -> Optional[float]:
+    """A learner's ``lr_decay_to``: None, or a number in [0, 1] on a learner without an ``lr_scheduler``."""
+    if lr_decay_to is None:
+        return None
+    if isinstance(lr_decay_to, bool) or not isinstance(lr_decay_to, (int, float)) or not 0.0 <= lr_decay_to <= 1.0:
+        raise ComparisonConfigError(
+            f"learners.{name}.lr_decay_to must be a number in [0, 1] (the final fraction of the learning rate), "
+            f"got {lr_decay_to!r}"
+        )
+    if (model.get("init_args") or {}).get("lr_scheduler") is not None:
+        raise ComparisonConfigError(
+            f"learner {name!r} has both lr_decay_to and model.init_args.lr_scheduler: both set the learning "
+            "rate, keep one"
+        )
+    return float(lr_decay_to)
 
 
 def _check_schedule_length(name: str, model: dict[str, Any], budget: Budget) -> None:

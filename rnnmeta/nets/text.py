@@ -11,8 +11,10 @@ columns that are padding in every row are cut before any computation (a batch pa
   baselines (Han et al. 2018): word embeddings, 1-d convolutions of several widths, ReLU, max over time.
 * :class:`BagOfEmbeddings`: the mean of the word embeddings (Joulin et al. 2017, fastText without
   n-grams), optionally followed by one ReLU layer.
+* :class:`TextTransformer`: a small pre-LN transformer encoder (Vaswani et al. 2017; pre-LN as
+  Xiong et al. 2020) over word plus learned position embeddings, mean-pooled over the real tokens.
 
-Two options shared by both, measured on CLINC150 (docs/TEXT.md):
+Two options shared by all three, measured on CLINC150 (docs/TEXT.md):
 
 * ``ignore_unk`` (default): ``<unk>`` carries no word, so its embedding is zero and the bag leaves it
   out of its mean, as TF-IDF leaves it out of its terms. Every word outside the training
@@ -48,7 +50,7 @@ from torch import Tensor, nn
 #: do not import the data layer)
 PAD_ID, UNK_ID = 0, 1
 
-__all__ = ["BagOfEmbeddings", "TextCNN", "text_mask", "word_mask"]
+__all__ = ["BagOfEmbeddings", "TextCNN", "TextTransformer", "text_mask", "word_mask"]
 
 
 def _traced(ids: Tensor) -> bool:
@@ -355,3 +357,138 @@ class BagOfEmbeddings(nn.Module):
         if self.project is not None:
             out = F.relu(self.project(out))
         return self.output_scale(out).reshape(*lead, self.out_features)
+
+
+class _PreLNEncoderLayer(nn.Module):
+    """One pre-LN transformer encoder layer: ``x + Attn(LN(x))``, then ``x + FF(LN(x))`` (GELU).
+
+    The computation of ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu")``, with the
+    attention written out (``softmax(q k^T / sqrt(d)) v``): torch's layer switches to a fused kernel
+    with no derivative when its weights do not require grad (how ``torch.func`` passes them to the
+    learned optimizer's inner loop), and the CPU kernel of ``F.scaled_dot_product_attention`` has
+    no second derivative (second-order MAML needs one).
+
+    Shapes:
+        ``x [N, L, D]``, ``keys [N, L]`` bool (True: a position others may attend to) -> ``[N, L, D]``.
+    """
+
+    def __init__(self, dim: int, heads: int, feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm_attention = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm_feedforward = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, feedforward)
+        self.down = nn.Linear(feedforward, dim)
+
+    def forward(self, x: Tensor, keys: Tensor) -> Tensor:
+        n, length, dim = x.shape
+        p = self.dropout if self.training else 0.0
+        q, k, v = self.qkv(self.norm_attention(x)).view(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [N, H, L, L]
+        scores = scores.masked_fill(~keys[:, None, None, :], float("-inf"))
+        attended = F.dropout(scores.softmax(-1), p) @ v  # [N, H, L, D / H]
+        x = x + F.dropout(self.out(attended.transpose(1, 2).reshape(n, length, dim)), p)
+        return x + F.dropout(self.down(F.dropout(F.gelu(self.up(self.norm_feedforward(x))), p)), p)
+
+
+class TextTransformer(nn.Module):
+    """A small transformer encoder over word embeddings, mean-pooled over the real tokens.
+
+    Each real token is its word embedding (zero for ``<unk>`` with ``ignore_unk``; plus its n-gram
+    mean with subwords) plus a learned embedding of its position; ``layers`` pre-LN encoder layers
+    (self-attention with ``heads`` heads, then a GELU feed-forward layer of width ``feedforward``,
+    each on a LayerNorm of its input and added back) read them with padding masked out of every
+    attention; a final LayerNorm, then the mean over the real tokens. A text of padding only
+    embeds to 0 (its one position attends to itself, so nothing is undefined, and the mean counts
+    no token).
+
+    Args:
+        vocab_size: rows of the embedding table (at least the dataset's ``max_vocab``); row 0 is padding.
+        embedding_dim: width of the embeddings and of the model (divisible by ``heads``).
+        heads: attention heads per layer.
+        layers: encoder layers.
+        feedforward: width of each layer's feed-forward block.
+        max_length: positions with a learned embedding (at least the data's ``max_length``).
+        dropout: dropout inside the encoder layers (0: none; MAML's inner loop and the episodes'
+            fixed answers want a deterministic encoder).
+        ignore_unk, normalize_to, subword_buckets: as :class:`TextCNN`.
+
+    Shapes:
+        ``ids [..., L]`` int (``[..., L, 1 + max_ngrams]`` with subwords), ``L <= max_length`` -> ``[..., embedding_dim]`` float.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 8192,
+        embedding_dim: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        feedforward: int = 128,
+        max_length: int = 64,
+        dropout: float = 0.0,
+        ignore_unk: bool = True,
+        normalize_to: Optional[float] = None,
+        subword_buckets: int = 0,
+    ) -> None:
+        super().__init__()
+        owner = "TextTransformer"
+        _check_positive(owner, vocab_size=vocab_size, embedding_dim=embedding_dim, heads=heads, layers=layers,
+                        feedforward=feedforward, max_length=max_length)
+        self.subword_buckets = _check_subword_buckets(subword_buckets, owner)
+        if vocab_size < 3:
+            raise ValueError(f"{owner} vocab_size must be >= 3 (pad, unk, one word), got {vocab_size}")
+        if embedding_dim % heads:
+            raise ValueError(f"{owner} embedding_dim ({embedding_dim}) must be divisible by heads ({heads})")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{owner} dropout must be a number in [0, 1), got {dropout!r}")
+        self.init_args = dict(
+            vocab_size=vocab_size, embedding_dim=embedding_dim, heads=heads, layers=layers, feedforward=feedforward,
+            max_length=max_length, dropout=dropout, ignore_unk=ignore_unk, normalize_to=normalize_to,
+        )
+        if subword_buckets:
+            self.init_args["subword_buckets"] = subword_buckets
+        self.vocab_size = vocab_size
+        self.max_length = max_length
+        self.ignore_unk = bool(ignore_unk)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
+        self.subwords: Optional[_Subwords] = _Subwords(subword_buckets, embedding_dim) if subword_buckets else None
+        self.position = nn.Embedding(max_length, embedding_dim)
+        nn.init.normal_(self.position.weight, std=0.1)
+        self.layers = nn.ModuleList(_PreLNEncoderLayer(embedding_dim, heads, feedforward, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(embedding_dim)
+        self.out_features = embedding_dim
+        #: dimensions of one example (``[L]`` or ``[L, 1 + max_ngrams]``), checked by the learners
+        self.example_dims = 2 if subword_buckets else 1
+        self.output_scale = _OutputScale(normalize_to, owner)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        _check_ids(ids, self.vocab_size, "TextTransformer", self.subword_buckets)
+        n_example = 2 if self.subword_buckets else 1
+        lead = ids.shape[:-n_example]
+        flat, grams = _split_channels(_trim(ids.reshape(-1, *ids.shape[-n_example:])), self.subword_buckets)
+        length = flat.shape[1]
+        if length > self.max_length:
+            raise ValueError(
+                f"TextTransformer: texts of {length} tokens, but max_length={self.max_length} positions have an "
+                "embedding; set max_length to at least the data's max_length"
+            )
+        dtype = self.embedding.weight.dtype
+        mask = text_mask(flat)  # [N, L]
+        tokens = self.embedding(flat) * word_mask(flat, self.ignore_unk).unsqueeze(-1).to(dtype)
+        if self.subwords is not None:
+            tokens = tokens + self.subwords(grams)
+        tokens = tokens + self.position.weight[:length]
+        # a text of padding only keeps its first position as a key (an attention with no key is
+        # undefined); the mean below gives that text 0 whatever the position computes
+        keys = mask.clone()
+        keys[:, 0] = True
+        hidden = tokens
+        for layer in self.layers:
+            hidden = layer(hidden, keys)
+        hidden = self.norm(hidden)  # [N, L, D]
+        weights = mask.unsqueeze(-1).to(dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return self.output_scale(pooled).reshape(*lead, self.out_features)
