@@ -226,6 +226,39 @@ def test_a_changed_config_is_refused_with_the_change_named_and_rerun_with_force(
     mtime = (tmp_path / "results" / "tiny" / "runs" / "lstm-seed0" / "result.json").stat().st_mtime
     assert _run(tmp_path, learners=changed)[0]["mean"] == rerun[0]["mean"]
     assert (tmp_path / "results" / "tiny" / "runs" / "lstm-seed0" / "result.json").stat().st_mtime == mtime
+    # force reruns only what changed: a run made with this config is kept
+    assert _run(tmp_path, learners=changed, force=True)[0]["mean"] == rerun[0]["mean"]
+    assert (tmp_path / "results" / "tiny" / "runs" / "lstm-seed0" / "result.json").stat().st_mtime == mtime
+
+
+def _as_if_recorded_without(run_dir: Path, key: str) -> None:
+    """Make ``run_dir`` look recorded by an rnnmeta whose learner had no argument ``key`` (another fingerprint)."""
+    recorded = json.loads((run_dir / "run_config.json").read_text())
+    del recorded["config"]["model"]["init_args"][key]
+    recorded["fingerprint"] = "0" * 16
+    (run_dir / "run_config.json").write_text(json.dumps(recorded))
+    result = json.loads((run_dir / "result.json").read_text())
+    (run_dir / "result.json").write_text(json.dumps({**result, "config_fingerprint": "0" * 16}))
+
+
+def test_a_run_recorded_before_an_argument_existed_is_kept_when_the_argument_is_at_its_default(tmp_path, capsys):
+    one = {"lstm": LEARNERS["lstm"]}
+    first = _run(tmp_path, learners=one)
+    run_dir = tmp_path / "results" / "tiny" / "runs" / "lstm-seed0"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    trained_at = checkpoint.stat().st_mtime
+    _as_if_recorded_without(run_dir, "key_std")  # LSTMLearner(key_std=2.0) is the default
+    capsys.readouterr()
+    assert _run(tmp_path, learners=one)[0]["mean"] == first[0]["mean"]
+    assert "lstm-seed0: kept, recorded before model.init_args.key_std existed" in capsys.readouterr().out
+    assert checkpoint.stat().st_mtime == trained_at  # not trained again
+    (plan,) = plan_runs(DATA, one, [0], 8, None, None, 1, QUIET, 100.0)
+    assert _result(tmp_path / "results" / "tiny", "lstm-seed0")["config_fingerprint"] == plan.fingerprint
+    assert json.loads((run_dir / "run_config.json").read_text())["fingerprint"] == plan.fingerprint
+    # an argument that is not at its default was not there when the run was made: refused
+    _as_if_recorded_without(run_dir, "hidden_size")  # the config's 16, the default 256
+    with pytest.raises(StaleRunError, match=r"model.init_args.hidden_size: \(absent\) -> 16"):
+        _run(tmp_path, learners=one)
 
 
 def test_a_second_comparison_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
@@ -352,3 +385,21 @@ def test_per_learner_trainer_settings_are_checked_and_merged():
     assert plan.trainer == {"log_every_n_steps": 2, "gradient_clip_val": 1.0}
     with pytest.raises(ComparisonConfigError, match=r"learners\.maml\.trainer\.max_steps is set by the comparison"):
         plan_runs(DATA, {"maml": {**LEARNERS["maml"], "trainer": {"max_steps": 3}}}, [0], 4, None, None, 1, {}, None)
+
+
+def test_added_defaults_are_found_through_a_constructors_kwargs_and_only_at_their_default():
+    from rnnmeta.compare.config import with_added_defaults
+
+    def data(**dataset_args):
+        return {"data": {"class_path": "rnnmeta.data.EpisodicDataModule", "init_args": {
+            "n_way": 5, "dataset": {"class_path": "rnnmeta.data.CLINC150", "init_args": {"root": "x", **dataset_args}}}}}
+
+    # CLINC150(**kwargs) passes subword_buckets and max_ngrams on to TextDataset, whose defaults are 0 and 16
+    new = data(subword_buckets=0, max_ngrams=16, max_vocab=99)
+    filled, added = with_added_defaults(data(), new)
+    assert added == ["data.init_args.dataset.init_args.max_ngrams", "data.init_args.dataset.init_args.subword_buckets"]
+    assert filled == data(subword_buckets=0, max_ngrams=16)  # max_vocab=99 is not TextDataset's default: not filled
+    # another class at the same place: nothing is assumed
+    other = {"data": {**new["data"], "init_args": {**new["data"]["init_args"], "dataset": {
+        "class_path": "rnnmeta.data.Sinusoid", "init_args": {"root": "x", "subword_buckets": 0}}}}}
+    assert with_added_defaults(data(), other) == (data(), [])

@@ -50,9 +50,18 @@ from rnnmeta.compare.config import (
     config_diff,
     int_at_least,
     plan_runs,
+    with_added_defaults,
 )
 from rnnmeta.compare.monitor import RunMonitor
-from rnnmeta.compare.runner import PLAN_FILE, ComparisonLockedError, RunResult, load_result, lock_folder, train_and_save
+from rnnmeta.compare.runner import (
+    PLAN_FILE,
+    ComparisonLockedError,
+    RunResult,
+    load_result,
+    lock_folder,
+    save_result,
+    train_and_save,
+)
 from rnnmeta.compare.workers import run_in_processes
 
 __all__ = [
@@ -74,30 +83,53 @@ class StaleRunError(ComparisonConfigError):
     """A run folder holds a run made with another config than the one asked for now."""
 
 
+def _adopt(plan: RunPlan, run_dir: Path, added: list[str]) -> None:
+    """Record ``plan``'s fingerprint in a run made before the arguments ``added`` existed (they are at their defaults)."""
+    (run_dir / PLAN_FILE).write_text(json.dumps({"fingerprint": plan.fingerprint, "config": plan.resolved()}, indent=1, default=str))
+    result = load_result(run_dir)
+    if result is not None:
+        result.config_fingerprint = plan.fingerprint
+        save_result(result, run_dir)
+    print(f"{plan.run_name}: kept, recorded before {', '.join(added)} existed (at their defaults, the same run)")
+
+
 def _check_existing(plan: RunPlan, run_dir: Path, force: bool) -> None:
-    """Refuse (or with ``force`` delete) a run folder whose recorded config differs from ``plan``."""
+    """Keep a run folder made with ``plan``'s config; refuse (or with ``force`` delete) one made with another.
+
+    A run recorded before some of the learner's or data's arguments existed is kept when those
+    arguments are at their defaults (:func:`~rnnmeta.compare.config.with_added_defaults`): its
+    recorded config and result then take ``plan``'s fingerprint.
+    """
     if not run_dir.exists():
         return
     recorded_file = run_dir / PLAN_FILE
+    changes: list[str] = []
+    if recorded_file.exists():
+        recorded = json.loads(recorded_file.read_text())
+        if recorded.get("fingerprint") == plan.fingerprint:
+            return
+        resolved = json.loads(json.dumps(plan.resolved(), default=str))
+        filled, added = with_added_defaults(recorded.get("config", {}), resolved)
+        if filled == resolved:
+            _adopt(plan, run_dir, added)
+            return
+        changes = config_diff(filled, resolved)
+    elif not any(run_dir.iterdir()):
+        return
     if force:
         shutil.rmtree(run_dir)
         return
     if not recorded_file.exists():
-        if any(run_dir.iterdir()):
-            raise StaleRunError(
-                f"{run_dir} holds a run without a recorded config (an older rnnmeta?), so it cannot be matched to this "
-                "comparison; run with force: true (--force true) to delete it and train again"
-            )
-        return
-    recorded = json.loads(recorded_file.read_text())
-    if recorded.get("fingerprint") != plan.fingerprint:
-        changes = config_diff(recorded.get("config", {}), json.loads(json.dumps(plan.resolved(), default=str)))
-        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
         raise StaleRunError(
-            f"{run_dir} was made with another config ({shown or 'fingerprint differs'}); its result and checkpoints do "
-            "not belong to this comparison. Run with force: true (--force true) to delete it and train again, or use "
-            "another name or output_dir to keep it"
+            f"{run_dir} holds a run without a recorded config (an older rnnmeta?), so it cannot be matched to this "
+            "comparison; run with force: true (--force true) to delete it and train again"
         )
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    raise StaleRunError(
+        f"{run_dir} was made with another config ({shown or 'fingerprint differs'}); its result and checkpoints do "
+        "not belong to this comparison. Run with force: true (--force true) to delete it and train again, or use "
+        "another name or output_dir to keep it"
+    )
 
 
 def compare(
@@ -140,7 +172,7 @@ def compare(
         plot_tasks: held-out regression tasks shown in ``predictions.png`` (0: none).
         output_dir: where ``<name>/`` is written.
         wandb_project: W&B project of the runs (offline when no account is configured).
-        force: delete and rerun runs that exist already (finished, or made with another config).
+        force: delete and rerun the runs made with another config (runs made with this one are kept).
 
     Returns:
         One record per learner, as in ``results.csv``: ``learner``, ``protocol``, ``metric``,

@@ -31,6 +31,7 @@ __all__ = [
     "int_at_least",
     "config_diff",
     "plan_runs",
+    "with_added_defaults",
 ]
 
 
@@ -363,6 +364,55 @@ def _check_schedule_length(name: str, model: dict[str, Any], budget: Budget) -> 
             f"learner {name!r}: lr_scheduler CosineAnnealingLR has T_max={t_max} but the learner trains "
             f"max_steps={budget.max_steps} steps; set T_max to {budget.max_steps} so the schedule ends at the budget"
         )
+
+
+def _defaults(class_path: str) -> dict[str, Any]:
+    """The constructor defaults of ``class_path`` (and of the parents its ``**kwargs`` reach), as JSON values; {} if unknown."""
+    from rnnmeta.specs import import_class
+
+    try:
+        cls = import_class(class_path)
+    except (ValueError, TypeError):
+        return {}
+    defaults: dict[str, Any] = {}
+    for klass in cls.__mro__:  # a constructor's **kwargs reach its parent's (CLINC150 -> TextDataset)
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters
+        for name, p in parameters.items():
+            if p.default is not inspect.Parameter.empty and name not in defaults:
+                defaults[name] = json.loads(json.dumps(p.default, default=str))
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            break
+    return defaults
+
+
+def with_added_defaults(old: Any, new: Any, prefix: str = "") -> tuple[Any, list[str]]:
+    """``old`` with the ``init_args`` that ``new`` has and ``old`` lacks filled in, where ``new`` holds their default.
+
+    A run recorded before an argument existed was built as if it had the argument's default: rnnmeta
+    adds arguments with defaults that keep the earlier behaviour. Walks every ``{class_path,
+    init_args}`` pair of the two resolved configs (learner, backbone, data module, dataset) with the
+    same ``class_path``. Returns the filled copy and the dotted paths that were filled.
+    """
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return old, []
+    filled, added = dict(old), []
+    same_class = isinstance(old.get("class_path"), str) and old.get("class_path") == new.get("class_path")
+    old_args, new_args = old.get("init_args"), new.get("init_args")
+    if same_class and isinstance(old_args, dict) and isinstance(new_args, dict):
+        defaults = _defaults(old["class_path"])
+        args = dict(old_args)
+        for key in new_args.keys() - old_args.keys():
+            if key in defaults and defaults[key] == new_args[key]:
+                args[key] = new_args[key]
+                added.append(f"{prefix}.init_args.{key}" if prefix else f"init_args.{key}")
+        filled["init_args"] = args
+    for key in filled.keys() & new.keys():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        filled[key], inner = with_added_defaults(filled[key], new[key], path)
+        added.extend(inner)
+    return filled, sorted(set(added))
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
