@@ -6,8 +6,8 @@ Run the comparisons first, then this script::
     rnnmeta compare --config configs/compare/sinusoid_k10.yaml
     rnnmeta compare --config configs/compare/omniglot_5w1s.yaml
     rnnmeta compare --config configs/compare/omniglot_20w1s.yaml
-    python scripts/benchmark_recurrent.py --learners protonet maml snail lstm --tasks omniglot_5w1s \
-        --cpu-minutes 24 --workers 3 --output-dir results      # the goal budget (docs/RECURRENT.md)
+    python scripts/benchmark_recurrent.py --learners protonet maml snail lstm_cosine mann_cosine \
+        --tasks omniglot_5w1s --cpu-minutes 24 --seeds 0 1 --workers 2 --output-dir results   # the goal budget
     python scripts/write_results_doc.py            # results/ -> docs/RESULTS.md
 
 Each section holds the command, the results table (a function of the config), the costs table
@@ -30,8 +30,8 @@ SECTIONS = [
     ("sinusoid_k10", "Sinusoid regression, K = 10", None),
     ("omniglot_5w1s", "Omniglot 5-way 1-shot, the same CPU budget", None),
     ("omniglot_5w1s_24cpumin", "Omniglot 5-way 1-shot at the goal budget of 24 CPU-minutes",
-     "python scripts/benchmark_recurrent.py --learners protonet maml snail lstm --tasks omniglot_5w1s "
-     "--cpu-minutes 24 --workers 3 --output-dir results"),
+     "python scripts/benchmark_recurrent.py --learners protonet maml snail lstm_cosine mann_cosine --tasks omniglot_5w1s "
+     "--cpu-minutes 24 --seeds 0 1 --workers 2 --output-dir results"),
     ("omniglot_20w1s", "Omniglot 20-way 1-shot, the same CPU budget", None),
 ]
 

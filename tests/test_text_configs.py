@@ -138,3 +138,13 @@ def test_the_subword_ablation_configs_differ_only_in_the_subword_settings() -> N
     cfg["data"]["init_args"]["dataset"]["init_args"]["root"] = str(CLINC_DIR)
     datamodule, learner = build_run(cfg["learners"]["protonet"]["model"], cfg["data"])
     assert datamodule.x_shape == (32, 17) and learner.backbone.subword_buckets == buckets == 5000
+
+
+def test_the_10_cpu_minute_encoder_config_is_the_shipped_rows_at_a_longer_budget() -> None:
+    shipped = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_5w1s.yaml").read_text())
+    longer = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_encoders_10cpumin.yaml").read_text())
+    assert set(longer["learners"]) == {"protonet", "protonet_transformer"}
+    for name, row in longer["learners"].items():
+        assert row == shipped["learners"][name], name
+    assert longer["data"] == shipped["data"] and longer["max_cpu_minutes"] == 10 and shipped["max_cpu_minutes"] == 1
+    assert longer["learners"]["protonet_transformer"]["model"]["init_args"]["backbone"]["class_path"] == "rnnmeta.nets.TextTransformer"
