@@ -59,6 +59,7 @@ from rnnmeta.compare.runner import (
     RunResult,
     load_result,
     lock_folder,
+    save_plan,
     save_result,
     train_and_save,
 )
@@ -85,7 +86,7 @@ class StaleRunError(ComparisonConfigError):
 
 def _adopt(plan: RunPlan, run_dir: Path, added: list[str]) -> None:
     """Record ``plan``'s fingerprint in a run made before the arguments ``added`` existed (they are at their defaults)."""
-    (run_dir / PLAN_FILE).write_text(json.dumps({"fingerprint": plan.fingerprint, "config": plan.resolved()}, indent=1, default=str))
+    save_plan(plan, run_dir)
     result = load_result(run_dir)
     if result is not None:
         result.config_fingerprint = plan.fingerprint

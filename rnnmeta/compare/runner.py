@@ -31,6 +31,7 @@ __all__ = [
     "load_result",
     "lock_folder",
     "run_one",
+    "save_plan",
     "save_result",
     "train_and_save",
 ]
@@ -180,7 +181,7 @@ def run_one(
     from rnnmeta.compare.config import build_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / PLAN_FILE).write_text(json.dumps({"fingerprint": plan.fingerprint, "config": plan.resolved()}, indent=1, default=str))
+    save_plan(plan, run_dir)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
     try:
@@ -267,6 +268,11 @@ def train_and_save(
     result = run_one(comparison, plan, run_dir, wandb_project, plot_tasks, progress_bar=progress_bar)
     save_result(result, run_dir)
     return result
+
+
+def save_plan(plan: RunPlan, run_dir: Path) -> None:
+    """Write ``run_config.json``: the run's fingerprint and resolved config, what a rerun is matched against."""
+    (run_dir / PLAN_FILE).write_text(json.dumps({"fingerprint": plan.fingerprint, "config": plan.resolved()}, indent=1, default=str))
 
 
 def save_result(result: RunResult, run_dir: Path) -> None:
