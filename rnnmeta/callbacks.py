@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
+import sys
 import time
 import warnings
 from typing import Any, NamedTuple, Optional
@@ -21,18 +23,77 @@ __all__ = ["RandomStateCheckpoint", "SteadyProgressBar", "capture_random_state",
 RandomState = dict[str, Any]
 
 
+_MT19937_STATE_BYTES = 4 * 624 + 4  # numpy's mt19937_state struct: uint32 key[624], int pos
+
+
+class _NumpyStateBytes:
+    """The raw bytes of ``np.random``'s MT19937 key and position: a fingerprint taken in a microsecond.
+
+    numpy's ``get_state`` and ``set_state`` copy the 624-word key one word at a time (about 0.1 ms
+    each on the development machine: a quarter of rnnmeta's per-step cost on the sinusoid models,
+    docs/PERFORMANCE.md). The bytes are read at ``bit_generator.ctypes.state_address``; the layout is
+    checked against ``np.random.get_state()`` whenever the global bit generator is a new object, and
+    where it does not match (or the generator is not MT19937) :meth:`read` returns ``None`` and the
+    callers take numpy's own path.
+    """
+
+    def __init__(self) -> None:
+        self._generator: Any = None
+        self._address: Optional[int] = None
+
+    def read(self) -> Optional[bytes]:
+        generator = getattr(np.random.mtrand._rand, "_bit_generator", None)
+        if generator is not self._generator:  # first call, or np.random.set_bit_generator replaced it
+            self._generator, self._address = generator, self._checked_address(generator)
+        return None if self._address is None else ctypes.string_at(self._address, _MT19937_STATE_BYTES)
+
+    @staticmethod
+    def _checked_address(generator: Any) -> Optional[int]:
+        address = getattr(getattr(generator, "ctypes", None), "state_address", None)
+        if not isinstance(generator, np.random.MT19937) or not isinstance(address, int):
+            return None
+        legacy = np.random.get_state()
+        raw = ctypes.string_at(address, _MT19937_STATE_BYTES)
+        key = np.frombuffer(raw[: 4 * 624], dtype=np.uint32)
+        position = int.from_bytes(raw[4 * 624 :], sys.byteorder, signed=True)
+        return address if np.array_equal(key, legacy[1]) and position == legacy[2] else None
+
+
+_NUMPY_STATE_BYTES = _NumpyStateBytes()
+
+
 class _RawState(NamedTuple):
-    """The generators' states as their libraries return them (cheap to take and set: once per training step)."""
+    """The generators' states as their libraries return them (cheap to take and set: once per training step).
+
+    ``numpy_bytes`` is the fingerprint of ``numpy`` (:class:`_NumpyStateBytes`; ``None`` where it
+    cannot be read). While the generator's bytes equal it and no Gaussian is cached in ``numpy``
+    (``has_gauss`` 0), the generator is in the state ``numpy``: every draw that changes the legacy
+    state advances the key position, except handing out a cached Gaussian, which needs one cached.
+    The one thing this does not see is another ``np.random.set_state`` to a state with the same key
+    and position and a cached Gaussian, taken while that Gaussian was pending.
+    """
 
     torch: Tensor
     cuda: list[Tensor]
     numpy: tuple
     python: tuple
+    numpy_bytes: Optional[bytes] = None
 
 
-def _capture_raw() -> _RawState:
+def _numpy_unchanged(raw: _RawState, now: Optional[bytes]) -> bool:
+    """Whether ``np.random`` is still in the state ``raw.numpy`` (its bytes are ``now``; see :class:`_RawState`)."""
+    return now is not None and now == raw.numpy_bytes and raw.numpy[3] == 0
+
+
+def _capture_raw(previous: Optional[_RawState] = None) -> _RawState:
+    """The global states now; numpy's is taken from ``previous`` where nothing drew from it since."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return _RawState(torch.get_rng_state(), list(cuda), np.random.get_state(), random.getstate())
+    numpy_bytes = _NUMPY_STATE_BYTES.read()
+    if previous is not None and _numpy_unchanged(previous, numpy_bytes):
+        numpy_state = previous.numpy
+    else:
+        numpy_state = np.random.get_state()
+    return _RawState(torch.get_rng_state(), list(cuda), numpy_state, random.getstate(), numpy_bytes)
 
 
 def _restore_raw(raw: _RawState) -> None:
@@ -40,7 +101,8 @@ def _restore_raw(raw: _RawState) -> None:
     if raw.cuda and torch.cuda.is_available():
         for device in range(min(len(raw.cuda), torch.cuda.device_count())):
             torch.cuda.set_rng_state(raw.cuda[device], device)
-    np.random.set_state(raw.numpy)
+    if not _numpy_unchanged(raw, _NUMPY_STATE_BYTES.read()):
+        np.random.set_state(raw.numpy)
     random.setstate(raw.python)
 
 
@@ -171,7 +233,7 @@ class RandomStateCheckpoint(Callback):
     def on_train_batch_end(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._after_batch = _capture_raw()
+        self._after_batch = _capture_raw(self._after_batch)
         self._log_step = _next_log_step(trainer)
 
     # ------------------------------------------------------------------ state

@@ -1,6 +1,6 @@
-"""The black-box recurrent learners (LSTMLearner, MANN) on Omniglot 5-way 1-shot and sinusoid K = 5 and K = 10.
+"""The black-box recurrent learners (LSTMLearner, MANN) on Omniglot 5-way and 20-way 1-shot and sinusoid K = 5 and K = 10.
 
-Runs the shipped comparisons (``configs/compare/omniglot_5w1s.yaml``, ``sinusoid.yaml``,
+Runs the shipped comparisons (``configs/compare/omniglot_5w1s.yaml``, ``omniglot_20w1s.yaml``, ``sinusoid.yaml``,
 ``sinusoid_k10.yaml``) restricted to ``--learners`` (add ``maml`` for the gradient-based row of
 the same runs) through :func:`rnnmeta.compare.compare`: the same task streams, fixed test episodes
 and logging as ``rnnmeta compare``, with each config's own budget unless ``--steps`` replaces it.
@@ -19,7 +19,7 @@ import argparse
 
 from comparison_config import REPO, load, narrowed
 
-TASKS = ("omniglot_5w1s", "sinusoid", "sinusoid_k10")
+TASKS = ("omniglot_5w1s", "omniglot_20w1s", "sinusoid", "sinusoid_k10")
 
 
 def main() -> None:
