@@ -148,3 +148,29 @@ def test_the_10_cpu_minute_encoder_config_is_the_shipped_rows_at_a_longer_budget
         assert row == shipped["learners"][name], name
     assert longer["data"] == shipped["data"] and longer["max_cpu_minutes"] == 10 and shipped["max_cpu_minutes"] == 1
     assert longer["learners"]["protonet_transformer"]["model"]["init_args"]["backbone"]["class_path"] == "rnnmeta.nets.TextTransformer"
+
+
+def test_a_learners_word_dropout_reaches_its_training_texts_only(monkeypatch) -> None:
+    import torch
+
+    from rnnmeta.compare import ComparisonConfigError
+    from rnnmeta.compare.config import build_run, plan_runs
+
+    if not (CLINC_DIR / "data_full.json").exists():
+        pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
+    monkeypatch.chdir(REPO)
+    cfg = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_5w1s.yaml").read_text())
+    lstm = cfg["learners"]["lstm"]
+    learners = {"lstm": lstm, "lstm_dropout": {**lstm, "train_data": {"word_dropout": 0.3}}}
+    plain, noisy = plan_runs(cfg["data"], learners, [0], 2, None, None, 1, {}, None)
+    assert noisy.data["init_args"]["dataset"]["init_args"]["word_dropout"] == 0.3
+    assert plain.data["init_args"]["dataset"]["init_args"]["word_dropout"] == 0.0  # the default, filled in
+    (plain_dm, _), (noisy_dm, _) = build_run(plain.model, plain.data), build_run(noisy.model, noisy.data)
+    plain_dm.setup(), noisy_dm.setup()
+    assert noisy_dm.dataset.split("train").word_dropout == 0.3 and noisy_dm.dataset.split("test").word_dropout == 0.0
+    train_a, train_b = plain_dm.train_batch(0), noisy_dm.train_batch(0)
+    assert torch.equal(train_a.support_y, train_b.support_y) and not torch.equal(train_a.support_x, train_b.support_x)
+    assert torch.equal(plain_dm.eval_episode("test", 0).query_x, noisy_dm.eval_episode("test", 0).query_x)
+    with pytest.raises(ComparisonConfigError, match="word_dropout must be a probability in \\[0, 1\\), got 1.5"):
+        plan_runs(cfg["data"], {"lstm": {**lstm, "train_data": {"word_dropout": 1.5}}}, [0], 2, None, None, 1, {}, None)
+

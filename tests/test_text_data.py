@@ -411,3 +411,70 @@ def test_a_subword_learner_checkpoint_reads_new_text_the_same_way(tmp_path: Path
     assert torch.equal(reader.read([tmp_path / "q0.txt", tmp_path / "q1.txt"]), expected)
     assert restored.backbone.subword_buckets == 300
     torch.testing.assert_close(restored.backbone(expected), learner.backbone(expected))
+
+
+# ---------------------------------------------------------------------------------- word dropout
+def is_subsequence(short: list[int], long: list[int]) -> bool:
+    rest = iter(long)
+    return all(token in rest for token in short)
+
+
+def test_drop_words_deletes_tokens_keeps_order_and_never_empties_a_text() -> None:
+    from rnnmeta.data.text import drop_words
+
+    ids = torch.randint(2, 50, (200, 12))
+    lengths = torch.randint(1, 13, (200,))
+    ids[torch.arange(12) >= lengths[:, None]] = PAD_ID
+    dropped = drop_words(ids, 0.5, torch.Generator().manual_seed(0))
+    assert dropped.shape == ids.shape and dropped.dtype == torch.int64
+    kept = (dropped != PAD_ID).sum(1)
+    assert bool((kept >= 1).all()) and bool((kept <= lengths).all())
+    assert 0.35 < float(kept.sum() / lengths.sum()) < 0.65  # about half of the tokens stay
+    for row, before, n in zip(dropped.tolist(), ids.tolist(), kept.tolist()):
+        assert all(t == PAD_ID for t in row[n:])  # the kept tokens first, then padding
+        assert is_subsequence(row[:n], before[: before.index(PAD_ID)] if PAD_ID in before else before)
+    # a one-token text keeps its token whatever the draw
+    single = torch.tensor([[7] + [PAD_ID] * 5] * 50)
+    assert torch.equal(drop_words(single, 0.9, torch.Generator().manual_seed(1)), single)
+    # the same generator state, the same deletions
+    assert torch.equal(drop_words(ids, 0.5, torch.Generator().manual_seed(0)), dropped)
+
+
+def test_drop_words_moves_a_tokens_subwords_with_it() -> None:
+    from rnnmeta.data.text import drop_words
+
+    words = torch.tensor([[5, 6, 7, 8, PAD_ID, PAD_ID]] * 40)
+    grams = torch.stack([words, words * 10, words * 100], -1)  # [40, 6, 3]: the n-grams name their word
+    dropped = drop_words(grams, 0.5, torch.Generator().manual_seed(2), subwords=True)
+    assert torch.equal(dropped[..., 1], dropped[..., 0] * 10) and torch.equal(dropped[..., 2], dropped[..., 0] * 100)
+    assert torch.equal(dropped[..., 0], drop_words(words, 0.5, torch.Generator().manual_seed(2)))
+    assert bool((dropped[..., 0] != PAD_ID).sum(1).lt(4).any())  # something was deleted
+
+
+def test_word_dropout_changes_training_texts_only(clinc: CLINC150) -> None:
+    noisy = CLINC150(str(CLINC_DIR), word_dropout=0.3)
+
+    def module(dataset: CLINC150) -> EpisodicDataModule:
+        dm = EpisodicDataModule(dataset, n_way=5, k_shot=2, q_queries=3, meta_batch_size=4, val_episodes=3, test_episodes=3)
+        dm.setup()
+        return dm
+
+    plain_dm, noisy_dm = module(clinc), module(noisy)
+    plain, dropped = plain_dm.train_batch(3), noisy_dm.train_batch(3)
+    assert torch.equal(plain.support_y, dropped.support_y) and torch.equal(plain.query_y, dropped.query_y)
+    before = torch.cat([plain.support_x, plain.query_x], 1).flatten(0, 1)
+    after = torch.cat([dropped.support_x, dropped.query_x], 1).flatten(0, 1)
+    lengths_before, lengths_after = (before != PAD_ID).sum(1), (after != PAD_ID).sum(1)
+    assert bool((lengths_after >= 1).all()) and int(lengths_after.sum()) < int(lengths_before.sum())
+    for short, long, n, m in zip(after.tolist(), before.tolist(), lengths_after.tolist(), lengths_before.tolist()):
+        assert is_subsequence(short[:n], long[:m])  # the same texts, some words deleted
+    for split in ("val", "test"):  # the evaluation episodes every learner shares stay whole
+        assert torch.equal(noisy_dm.eval_episode(split, 1).query_x, plain_dm.eval_episode(split, 1).query_x)
+    assert "word_dropout=0.3" in repr(noisy)
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, True, "0.2"])
+def test_bad_word_dropout_is_named(bad: object, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "data.jsonl", labelled_rows())
+    with pytest.raises(ValueError, match=rf"TextFile word_dropout must be a probability in \[0, 1\), got {bad!r}"):
+        TextFile(str(path), word_dropout=bad)

@@ -48,12 +48,16 @@ class TrainingProtocol:
         q_queries: queries per class in training.
         k_shot: support examples per class in training (the least, with ``k_shot_max``).
         k_shot_max: draw ``K`` uniformly from ``k_shot..k_shot_max`` per training batch (SNAIL: 1..5).
+        word_dropout: text datasets only: the probability that a token of a training text is deleted
+            (:class:`~rnnmeta.data.TextDataset`'s ``word_dropout``; the validation and test texts
+            stay whole, so the learners still share their episodes).
     """
 
     meta_batch_size: Optional[int] = None
     q_queries: Optional[int] = None
     k_shot: Optional[int] = None
     k_shot_max: Optional[int] = None
+    word_dropout: Optional[float] = None
 
 
 @dataclass
@@ -283,6 +287,15 @@ def _training_data(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         return data
     shared = data["init_args"]
     init_args = dict(shared)
+    word_dropout = overrides.pop("word_dropout", None)
+    if word_dropout is not None:  # a setting of the dataset, which applies it to its training split only
+        dataset = shared.get("dataset")
+        if not isinstance(dataset, dict) or "class_path" not in dataset:
+            raise ComparisonConfigError(
+                f"train_data.word_dropout needs data.init_args.dataset as {{class_path, init_args}} of a text dataset, "
+                f"got {dataset!r}"
+            )
+        init_args["dataset"] = {**dataset, "init_args": {**(dataset.get("init_args") or {}), "word_dropout": word_dropout}}
     init_args.update(overrides)
     init_args["eval_k_shot"] = shared.get("eval_k_shot") or shared.get("k_shot", 1)
     init_args["eval_q_queries"] = shared.get("eval_q_queries") or shared.get("q_queries", 15)

@@ -41,12 +41,12 @@ from rnnmeta.data.archive import ChecksumError, download_url, md5sum
 from rnnmeta.data.base import FewShotDataset, check_split_name
 from rnnmeta.data.image_folder import assign_class_splits, check_split_fractions, check_split_list_keys
 from rnnmeta.data.sampling import ClassIndexSource
-from rnnmeta.data.vocab import Vocabulary, check_subword_settings
+from rnnmeta.data.vocab import PAD_ID, Vocabulary, check_subword_settings
 from rnnmeta.episode import CLASSIFICATION, Episode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLINC150", "TextDataset", "TextFile", "TextSource", "read_text_file", "text_class_splits"]
+__all__ = ["CLINC150", "TextDataset", "TextFile", "TextSource", "drop_words", "read_text_file", "text_class_splits"]
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -61,9 +61,13 @@ class TextSource(ClassIndexSource):
         counts: ``[n_classes]`` texts per class (class ``c`` occupies the rows after classes ``0..c-1``).
         class_names: one label per class (named in errors).
         name: the split's name.
+        word_dropout: the probability that a token of a sampled text is deleted (:func:`drop_words`;
+            0: none). The examples are chosen as without it; then one seed is drawn from the
+            episode's generator for the deletions, so an episode stays a function of that generator.
     """
 
-    def __init__(self, ids: Tensor, counts: Tensor, class_names: Optional[Sequence[str]] = None, name: str = "") -> None:
+    def __init__(self, ids: Tensor, counts: Tensor, class_names: Optional[Sequence[str]] = None, name: str = "",
+                 word_dropout: float = 0.0) -> None:
         if ids.dim() not in (2, 3) or ids.dtype != torch.int64:
             raise ValueError(
                 f"TextSource ids must be a [n_texts, L] (or [n_texts, L, 1 + max_ngrams]) int64 tensor, got "
@@ -71,6 +75,7 @@ class TextSource(ClassIndexSource):
             )
         super().__init__(ids, counts, class_names, name)
         self._smallest = int(self.counts.min())
+        self.word_dropout = check_word_dropout(word_dropout, "TextSource")
 
     def _gather(self, cls: Tensor, slot: Tensor) -> Tensor:
         rows = (self.offsets[cls] + slot).reshape(-1)
@@ -89,10 +94,53 @@ class TextSource(ClassIndexSource):
                 f"k_shot + q_queries = {k_shot} + {q_queries} = {per_task} exceeds the texts of {len(short)} label(s)"
                 f"{where}: {listed}{more}; give those labels more examples, drop them, or ask for fewer shots/queries"
             )
-        return super().sample(generator, batch_size, n_way, k_shot, q_queries)
+        episode = super().sample(generator, batch_size, n_way, k_shot, q_queries)
+        if not self.word_dropout:
+            return episode
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+        deletions = torch.Generator().manual_seed(seed)
+        subwords = self.images.dim() == 3
+        return Episode(
+            support_x=drop_words(episode.support_x, self.word_dropout, deletions, subwords),
+            support_y=episode.support_y,
+            query_x=drop_words(episode.query_x, self.word_dropout, deletions, subwords),
+            query_y=episode.query_y,
+            kind=CLASSIFICATION,
+            n_way=n_way,
+        )
 
 
-# ------------------------------------------------------------------------------------------------ splits
+def check_word_dropout(value: Any, owner: str) -> float:
+    """``value`` as a float in ``[0, 1)``, or a ValueError naming ``owner`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{owner} word_dropout must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def drop_words(ids: Tensor, p: float, generator: torch.Generator, subwords: bool = False) -> Tensor:
+    """Delete each real token of each text with probability ``p`` (word deletion as augmentation).
+
+    The kept tokens move left in their order and the text is padded with 0 again, so nothing
+    downstream sees a gap (a convolution reads the kept neighbours as neighbours). A text keeps at
+    least one token: where every token of it was drawn for deletion, it stays whole. Padding stays
+    padding.
+
+    Shapes:
+        ``ids [..., L]`` int64, or ``[..., L, 1 + G]`` with ``subwords`` (a token goes with its
+        n-grams; channel 0 holds the word ids) -> the same shape.
+    """
+    words = ids[..., 0] if subwords else ids  # [..., L]
+    real = words != PAD_ID
+    kept = real & (torch.rand(words.shape, generator=generator) >= p)
+    kept = torch.where(kept.any(-1, keepdim=True), kept, real)  # a text never loses every token
+    # kept tokens first, in their order (a stable sort of the 0/1 key), then the rest, zeroed
+    order = torch.argsort((~kept).to(torch.uint8), dim=-1, stable=True)
+    kept = kept.gather(-1, order)
+    if subwords:
+        order = order.unsqueeze(-1).expand_as(ids)
+        kept = kept.unsqueeze(-1)
+    return ids.gather(words.dim() - 1, order) * kept
+
 def _read_label_list(split: str, path_str: str, root: Path, known: dict[str, Any], owner: str) -> list[str]:
     path = Path(path_str).expanduser()
     if not path.is_absolute() and not path.exists():
@@ -157,6 +205,9 @@ class TextDataset(FewShotDataset):
             :mod:`rnnmeta.data.vocab`); 0 (the default): off, ids ``[L]`` per text. With it, ids are
             ``[L, 1 + max_ngrams]`` (``x_shape``) and the text encoder needs the same ``subword_buckets``.
         max_ngrams: n-grams kept per token when subwords are on.
+        word_dropout: the probability that a token of a meta-training text is deleted each time an
+            episode draws it (:func:`drop_words`; validation and test texts stay whole). 0, the
+            default: none. A regulariser for learners that fit the training labels (docs/TEXT.md).
     """
 
     kind = CLASSIFICATION
@@ -168,6 +219,7 @@ class TextDataset(FewShotDataset):
         max_vocab: Optional[int] = 8192,
         subword_buckets: int = 0,
         max_ngrams: int = 16,
+        word_dropout: float = 0.0,
     ) -> None:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
             raise ValueError(f"{type(self).__name__} max_length must be an integer >= 1, got {max_length!r}")
@@ -179,6 +231,7 @@ class TextDataset(FewShotDataset):
         self.max_length = max_length
         self.min_freq = min_freq
         self.max_vocab = max_vocab
+        self.word_dropout = check_word_dropout(word_dropout, type(self).__name__)
         self.texts: dict[str, list[str]] = {}
         self.class_splits: dict[str, list[str]] = {}
         self._vocabulary: Optional[Vocabulary] = None
@@ -231,7 +284,8 @@ class TextDataset(FewShotDataset):
             )
         texts = [t for label in labels for t in self.texts[label]]
         counts = torch.tensor([len(self.texts[label]) for label in labels], dtype=torch.int64)
-        source = TextSource(self.encode(texts), counts, labels, name=name)
+        source = TextSource(self.encode(texts), counts, labels, name=name,
+                            word_dropout=self.word_dropout if name == "train" else 0.0)
         self._sources[name] = source
         return source
 
@@ -260,7 +314,8 @@ class TextDataset(FewShotDataset):
     def __repr__(self) -> str:
         sizes = {k: len(v) for k, v in self.class_splits.items()}
         subwords = f", subword_buckets={self.subword_buckets}, max_ngrams={self.max_ngrams}" if self.subword_buckets else ""
-        return f"{type(self).__name__}(labels={len(self.texts)}, splits={sizes}, max_length={self.max_length}{subwords})"
+        dropout = f", word_dropout={self.word_dropout:g}" if self.word_dropout else ""
+        return f"{type(self).__name__}(labels={len(self.texts)}, splits={sizes}, max_length={self.max_length}{subwords}{dropout})"
 
 
 # ---------------------------------------------------------------------------------------------- TextFile
@@ -364,7 +419,7 @@ class TextFile(TextDataset):
         split_lists: per split, a file listing its labels (overrides ``split_fractions``); relative
             paths are also tried relative to the data file's folder.
         seed: seed of the label shuffle for ``split_fractions``.
-        **kwargs: max_length, min_freq, max_vocab, subword_buckets, max_ngrams: see :class:`TextDataset`.
+        **kwargs: max_length, min_freq, max_vocab, subword_buckets, max_ngrams, word_dropout: see :class:`TextDataset`.
 
     Raises:
         FileNotFoundError: the file or a split list is missing.
@@ -422,7 +477,7 @@ class CLINC150(TextDataset):
         split_scheme: ``"domain"`` (the only one).
         download: fetch missing files from GitHub (raw.githubusercontent.com/clinc/oos-eval) and
             verify their md5 before they are kept.
-        **kwargs: max_length, min_freq, max_vocab, subword_buckets, max_ngrams: see :class:`TextDataset`
+        **kwargs: max_length, min_freq, max_vocab, subword_buckets, max_ngrams, word_dropout: see :class:`TextDataset`
             (30 tokens is CLINC150's longest utterance; character n-grams: docs/TEXT.md).
 
     Raises:
