@@ -8,7 +8,13 @@ Run the comparisons first, then this script::
     rnnmeta compare --config configs/compare/omniglot_20w1s.yaml
     python scripts/benchmark_recurrent.py --learners protonet maml snail lstm_cosine mann_cosine \
         --tasks omniglot_5w1s --cpu-minutes 24 --seeds 0 1 --workers 2 --output-dir results   # the goal budget
+    python scripts/benchmark_recurrent.py --learners snail maml lstm_cosine mann_cosine protonet \
+        --tasks omniglot_20w1s --cpu-minutes 24 --seeds 0 --workers 2 --output-dir results
     python scripts/write_results_doc.py            # results/ -> docs/RESULTS.md
+    python scripts/write_results_doc.py --sections omniglot_20w1s omniglot_20w1s_24cpumin   # only these
+
+``--sections`` rewrites the named sections from their folders and keeps every other section as the
+current doc has it, so a rerun of one comparison does not need the folders of the others.
 
 Each section holds the command, the results table (a function of the config), the costs table
 (of the machine named in it) and where the command writes its plots (curves and, for regression,
@@ -33,7 +39,11 @@ SECTIONS = [
      "python scripts/benchmark_recurrent.py --learners protonet maml snail lstm_cosine mann_cosine --tasks omniglot_5w1s "
      "--cpu-minutes 24 --seeds 0 1 --workers 2 --output-dir results"),
     ("omniglot_20w1s", "Omniglot 20-way 1-shot, the same CPU budget", None),
+    ("omniglot_20w1s_24cpumin", "Omniglot 20-way 1-shot at the goal budget of 24 CPU-minutes",
+     "python scripts/benchmark_recurrent.py --learners snail maml lstm_cosine mann_cosine protonet --tasks omniglot_20w1s "
+     "--cpu-minutes 24 --seeds 0 --workers 2 --output-dir results"),
 ]
+FOOTER_TITLE = "Per-learner pages"
 
 HEADER = """# Results
 
@@ -63,16 +73,39 @@ def section(results: Path, name: str, title: str, command: str | None, notes: di
     return "\n".join(lines)
 
 
+def current_sections(doc: Path) -> dict[str, str]:
+    """The sections of an existing doc by title (from its ``## title`` line to the next ``## ``), with a blank line after each."""
+    if not doc.exists():
+        return {}
+    found: dict[str, list[str]] = {}
+    title = None
+    for line in doc.read_text().splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            found[title] = []
+        if title is not None:
+            found[title].append(line)
+    return {t: "\n".join(lines).rstrip() + "\n" for t, lines in found.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, default=REPO / "results", help="output_dir of the comparisons")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "RESULTS.md")
     parser.add_argument("--notes", type=Path, default=REPO / "docs" / "results_notes",
                         help="folder of <comparison>.md notes appended to each section")
+    parser.add_argument("--sections", nargs="+", choices=[name for name, _, _ in SECTIONS], default=None,
+                        help="rewrite only these sections; the others stay as --out has them (default: all)")
     args = parser.parse_args()
     notes = {p.stem: p.read_text() for p in args.notes.glob("*.md")} if args.notes.is_dir() else {}
-    body = [HEADER] + [section(args.results, name, title, command, notes) for name, title, command in SECTIONS]
-    body.append("## Per-learner pages\n\n[SNAIL](SNAIL.md), [LSTMLearner and MANN](RECURRENT.md), "
+    kept = current_sections(args.out) if args.sections else {}
+    body = [HEADER]
+    for name, title, command in SECTIONS:
+        if args.sections and name not in args.sections and title in kept:
+            body.append(kept[title])
+        else:
+            body.append(section(args.results, name, title, command, notes))
+    body.append(f"## {FOOTER_TITLE}\n\n[SNAIL](SNAIL.md), [LSTMLearner and MANN](RECURRENT.md), "
                 "[ProtoNet](PROTONET.md), [MAML](MAML.md), [the learned optimizer](LEARNED_OPTIMIZER.md).\n")
     args.out.write_text("\n".join(body))
     print(f"wrote {args.out}")
