@@ -10,7 +10,9 @@ Both train the same learner from the same config for ``--steps`` meta-iterations
 
 Prints process-CPU seconds per step of each and the framework's share of a ``rnnmeta fit`` step,
 and Lightning's own floor: the per-step cost of ``pl.Trainer`` (automatic optimisation, no
-callbacks, no logger, no progress bar) over a plain loop, for a module of one parameter.
+callbacks, no logger, no progress bar) over a plain loop, for a module of one parameter; and the
+per-step cost of ``RandomStateCheckpoint``'s states beside that of numpy's ``get_state`` and
+``set_state``, which it called every step before it fingerprinted numpy's generator.
 
 Run:  python scripts/benchmark_overhead.py --config configs/sinusoid/maml_k5.yaml --steps 300 --repeats 5 --ablation
 """
@@ -104,6 +106,28 @@ def lightning_floor_cpu(steps: int) -> tuple[float, float]:
     return lit, (time.process_time() - start) / steps
 
 
+def random_state_cpu(calls: int = 20000) -> tuple[float, float]:
+    """Process-CPU seconds per training step of ``RandomStateCheckpoint``'s work (take the states at the end
+    of a batch, set them back at the start of the next; nothing draws in between), and of numpy's own
+    ``get_state`` + ``set_state`` alone, which the callback called every step before it kept a fingerprint."""
+    import numpy as np
+
+    from rnnmeta.callbacks import _capture_raw, _restore_raw
+
+    state = _capture_raw()
+    start = time.process_time()
+    for _ in range(calls):
+        _restore_raw(state)
+        state = _capture_raw(state)
+    callback = (time.process_time() - start) / calls
+    legacy = np.random.get_state()
+    start = time.process_time()
+    for _ in range(calls):
+        np.random.set_state(legacy)
+        legacy = np.random.get_state()
+    return callback, (time.process_time() - start) / calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/sinusoid/maml_k5.yaml")
@@ -124,6 +148,8 @@ def main() -> None:
     ablated = {name: statistics.median(lightning_step_cpu(args.config, args.steps, args.warmup, **kw) for _ in range(args.repeats))
                for name, kw in ablation.items()}
     floor = [lightning_floor_cpu(args.steps * 5) for _ in range(args.repeats)]
+    states = [random_state_cpu() for _ in range(args.repeats)]
+    callback_states, numpy_states = statistics.median(s[0] for s in states), statistics.median(s[1] for s in states)
     floor_lit, floor_loop = statistics.median(f[0] for f in floor), statistics.median(f[1] for f in floor)
     print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{args.config}, {args.steps} steps after {args.warmup}, median of {args.repeats}, 1 thread")
@@ -131,6 +157,8 @@ def main() -> None:
           f"framework share of a step: {100 * (lit - loop) / lit:.1f} %")
     for name, cpu in ablated.items():
         print(f"rnnmeta fit {name}: {1e3 * cpu:.2f} ms CPU/step ({1e3 * (lit - cpu):.2f} ms saved)")
+    print(f"RandomStateCheckpoint's states per step (capture + restore, nothing drawn between): {1e6 * callback_states:.1f} us; "
+          f"numpy's get_state + set_state alone: {1e6 * numpy_states:.1f} us")
     print(f"Lightning's floor (a one-parameter module): {1e3 * (floor_lit - floor_loop):.2f} ms CPU/step over a plain loop "
           f"({1e3 * floor_lit:.2f} against {1e3 * floor_loop:.2f}); added to the plain loop's step alone it would be "
           f"{100 * (floor_lit - floor_loop) / (loop + floor_lit - floor_loop):.1f} % of the step")
