@@ -141,6 +141,8 @@ def drop_words(ids: Tensor, p: float, generator: torch.Generator, subwords: bool
         kept = kept.unsqueeze(-1)
     return ids.gather(words.dim() - 1, order) * kept
 
+
+# ------------------------------------------------------------------------------------------------ splits
 def _read_label_list(split: str, path_str: str, root: Path, known: dict[str, Any], owner: str) -> list[str]:
     path = Path(path_str).expanduser()
     if not path.is_absolute() and not path.exists():
