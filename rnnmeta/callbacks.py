@@ -23,7 +23,8 @@ __all__ = ["RandomStateCheckpoint", "SteadyProgressBar", "capture_random_state",
 RandomState = dict[str, Any]
 
 
-_MT19937_STATE_BYTES = 4 * 624 + 4  # numpy's mt19937_state struct: uint32 key[624], int pos
+_MT19937_KEY_BYTES = 4 * 624  # numpy's mt19937_state struct: uint32 key[624], then int pos
+_MT19937_STATE_BYTES = _MT19937_KEY_BYTES + 4
 
 
 class _NumpyStateBytes:
@@ -54,8 +55,8 @@ class _NumpyStateBytes:
             return None
         legacy = np.random.get_state()
         raw = ctypes.string_at(address, _MT19937_STATE_BYTES)
-        key = np.frombuffer(raw[: 4 * 624], dtype=np.uint32)
-        position = int.from_bytes(raw[4 * 624 :], sys.byteorder, signed=True)
+        key = np.frombuffer(raw[:_MT19937_KEY_BYTES], dtype=np.uint32)
+        position = int.from_bytes(raw[_MT19937_KEY_BYTES:], sys.byteorder, signed=True)
         return address if np.array_equal(key, legacy[1]) and position == legacy[2] else None
 
 

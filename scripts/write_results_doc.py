@@ -43,7 +43,6 @@ SECTIONS = [
      "python scripts/benchmark_recurrent.py --learners snail maml lstm_cosine mann_cosine protonet --tasks omniglot_20w1s "
      "--cpu-minutes 24 --seeds 0 --workers 2 --output-dir results"),
 ]
-FOOTER_TITLE = "Per-learner pages"
 
 HEADER = """# Results
 
@@ -105,7 +104,7 @@ def main() -> None:
             body.append(kept[title])
         else:
             body.append(section(args.results, name, title, command, notes))
-    body.append(f"## {FOOTER_TITLE}\n\n[SNAIL](SNAIL.md), [LSTMLearner and MANN](RECURRENT.md), "
+    body.append("## Per-learner pages\n\n[SNAIL](SNAIL.md), [LSTMLearner and MANN](RECURRENT.md), "
                 "[ProtoNet](PROTONET.md), [MAML](MAML.md), [the learned optimizer](LEARNED_OPTIMIZER.md).\n")
     args.out.write_text("\n".join(body))
     print(f"wrote {args.out}")

@@ -288,13 +288,8 @@ def _training_data(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     shared = data["init_args"]
     init_args = dict(shared)
     word_dropout = overrides.pop("word_dropout", None)
-    if word_dropout is not None:  # a setting of the dataset, which applies it to its training split only
-        dataset = shared.get("dataset")
-        if not isinstance(dataset, dict) or "class_path" not in dataset:
-            raise ComparisonConfigError(
-                f"train_data.word_dropout needs data.init_args.dataset as {{class_path, init_args}} of a text dataset, "
-                f"got {dataset!r}"
-            )
+    if word_dropout is not None:  # a setting of the dataset (resolved to {class_path, init_args}), for its training split
+        dataset = shared["dataset"]
         init_args["dataset"] = {**dataset, "init_args": {**(dataset.get("init_args") or {}), "word_dropout": word_dropout}}
     init_args.update(overrides)
     init_args["eval_k_shot"] = shared.get("eval_k_shot") or shared.get("k_shot", 1)
