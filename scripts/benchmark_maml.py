@@ -261,6 +261,7 @@ def main() -> None:
         "--methods", nargs="+", default=[m for m in METHODS if "bf16" not in m], choices=list(METHODS), help="what to time"
     )
     ap.add_argument("--orders", nargs="+", default=["second", "first"], choices=["second", "first"])
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads (fixed, and printed, for every run)")
     ap.add_argument("--first-order", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -268,6 +269,9 @@ def main() -> None:
         return memory_child(args.memory_child, args.first_order, args.meta_batch)
     if args.quick:
         args.meta_batch, args.iters = 8, 2
+    if args.threads < 1:
+        ap.error(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     batch, source = make_batch(args.meta_batch)

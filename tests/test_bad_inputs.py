@@ -103,7 +103,7 @@ def _compare(**overrides: Any) -> Callable[[], Any]:
         from rnnmeta.compare import compare
 
         kwargs = dict(name="c", data=_COMPARE_DATA, learners={"lstm": _COMPARE_LSTM}, seeds=[0], max_steps=2,
-                      trainer={"enable_progress_bar": False}, output_dir="results")
+                      trainer={"enable_progress_bar": False}, output_dir="results", numerics="native")
         kwargs.update(overrides)
         return compare(**kwargs)
 

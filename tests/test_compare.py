@@ -43,8 +43,9 @@ QUIET = {"enable_progress_bar": False, "log_every_n_steps": 1}
 
 
 def _run(tmp_path: Path, **overrides):
+    # native numerics: these tests watch the runs in this process (portable ones run in children)
     kwargs = dict(name="tiny", data=DATA, learners=LEARNERS, seeds=[0], max_steps=8, trainer=QUIET, target=100.0,
-                  output_dir=str(tmp_path / "results"))
+                  output_dir=str(tmp_path / "results"), numerics="native")
     kwargs.update(overrides)
     return compare(**kwargs)
 

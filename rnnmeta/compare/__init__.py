@@ -6,6 +6,7 @@ A comparison is one YAML file (see ``configs/compare/``)::
     seeds: [0, 1, 2]
     max_steps: 2000                # the budget: steps (reproducible), or max_cpu_minutes / max_wall_minutes
     threads: 1                     # torch threads of every run (recorded in the table)
+    numerics: auto                 # portable (same bits on any x86 CPU) with a step budget; native with a CPU budget
     data:    {class_path: rnnmeta.data.EpisodicDataModule, init_args: {...}}   # shared by all runs
     learners:
       maml:
@@ -38,7 +39,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from rnnmeta.compare.config import (
     ComparisonConfigError,
@@ -64,6 +65,7 @@ from rnnmeta.compare.runner import (
     train_and_save,
 )
 from rnnmeta.compare.workers import run_in_processes
+from rnnmeta.numerics import environment_is_portable
 
 __all__ = [
     "ComparisonConfigError",
@@ -143,6 +145,7 @@ def compare(
     max_wall_minutes: Optional[float] = None,
     threads: int = 1,
     workers: int = 1,
+    numerics: Literal["auto", "native", "portable"] = "auto",
     trainer: Optional[dict] = None,
     target: Optional[float] = None,
     plot_tasks: int = 4,
@@ -167,6 +170,11 @@ def compare(
         threads: torch intra-op threads of every run (a learner's own ``threads`` takes precedence).
         workers: runs trained at once, each in its own process (``workers * threads`` should not
             exceed the cores). The results do not depend on it.
+        numerics: ``portable``: every run in a child process with MKL's COMPATIBLE branch, ATen's
+            AVX2 kernels and oneDNN off, so that the table is bitwise the same on any x86 CPU with
+            AVX2, Intel or AMD (:mod:`rnnmeta.numerics`; slower: docs/PERFORMANCE.md);
+            ``native``: this CPU's fastest kernels (another CPU can give other values);
+            ``auto``: portable when the budget is in steps alone, native with a CPU or wall budget.
         trainer: extra ``pytorch_lightning.Trainer`` arguments shared by every run (e.g.
             ``log_every_n_steps``, ``enable_progress_bar``, ``accelerator``).
         target: validation metric whose first crossing is reported (steps and CPU seconds to target).
@@ -190,7 +198,7 @@ def compare(
     check_name("comparison name", name)
     int_at_least("workers", workers)
     int_at_least("plot_tasks", plot_tasks, 0)
-    plans = plan_runs(data, learners, seeds, max_steps, max_cpu_minutes, max_wall_minutes, threads, trainer, target)
+    plans = plan_runs(data, learners, seeds, max_steps, max_cpu_minutes, max_wall_minutes, threads, trainer, target, numerics)
     out = Path(output_dir) / name
     with lock_folder(out), _terminate_as_exit():
         for plan in plans:
@@ -239,7 +247,9 @@ def _run_all(name: str, plans: list[RunPlan], out: Path, wandb_project: str, plo
         else:
             pending.append(i)
     bar = tqdm(total=len(plans), initial=len(results), desc=f"compare {name}", position=0, leave=True, unit="run")
-    if workers == 1 or len(pending) <= 1:
+    # portable numerics need a process started with their environment: this one, or a child per run
+    in_children = any(plans[i].numerics == "portable" for i in pending) and not environment_is_portable()
+    if not in_children and (workers == 1 or len(pending) <= 1):
         for i in pending:
             bar.set_postfix_str(plans[i].run_name)
             results[i] = train_and_save(name, plans[i], out / "runs" / plans[i].run_name, wandb_project, plot_tasks)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from rnnmeta.data import EpisodicDataModule
+from rnnmeta.numerics import check_numerics
 from rnnmeta.learners import MetaLearner
 from rnnmeta.specs import LINKED_FROM_DATA, link_data_to_model
 
@@ -122,6 +123,7 @@ class RunPlan:
     trainer: dict[str, Any]
     target: Optional[float]
     lr_decay_to: Optional[float] = None
+    numerics: str = "native"
 
     @property
     def run_name(self) -> str:
@@ -140,6 +142,7 @@ class RunPlan:
             "trainer": {k: v for k, v in self.trainer.items() if k != "enable_progress_bar"},
             # only when set, so that the runs made before this option keep their fingerprints
             **({} if self.lr_decay_to is None else {"lr_decay_to": self.lr_decay_to}),
+            **({} if self.numerics == "native" else {"numerics": self.numerics}),
         }
 
     @property
@@ -307,11 +310,13 @@ def plan_runs(
     threads: Any,
     trainer: Optional[dict],
     target: Optional[float],
+    numerics: Any = "native",
 ) -> list[RunPlan]:
     """Check the whole comparison and return its runs (learner-major order); nothing is trained or written.
 
     Every learner and its data module are built once here, so a wrong key, type or value, or a
     learner that does not fit the data (task kind, ``n_way``), fails before the first run.
+    ``numerics`` is ``native``, ``portable`` or ``auto`` (:func:`rnnmeta.compare.compare`).
 
     Raises:
         ComparisonConfigError: the first problem found, naming the key and the value.
@@ -323,6 +328,7 @@ def plan_runs(
         raise ComparisonConfigError(f"target must be a number, got {target!r}")
     data_cfg, runs = validate_specs(data, learners)
     budget = _budget(max_steps, max_cpu_minutes, max_wall_minutes, all(r.get("max_steps") is not None for r in runs.values()))
+    numerics = _numerics(numerics, budget.max_cpu_seconds is None and budget.max_wall_seconds is None)
     plans = []
     for name, run in runs.items():
         run_data = _training_data(data_cfg, run.get("train_data") or {})
@@ -340,8 +346,24 @@ def plan_runs(
         _check_schedule_length(name, run["model"], learner_budget)
         lr_decay_to = _check_lr_decay(name, run["model"], run.get("lr_decay_to"))
         for seed in seeds:
-            plans.append(RunPlan(name, seed, run["model"], run_data, learner_budget, run_threads, run_trainer, target, lr_decay_to))
+            plans.append(
+                RunPlan(name, seed, run["model"], run_data, learner_budget, run_threads, run_trainer, target, lr_decay_to, numerics)
+            )
     return plans
+
+
+def _numerics(numerics: Any, steps_only: bool) -> str:
+    """``native`` or ``portable`` (:mod:`rnnmeta.numerics`); ``auto``: portable when the budget is in steps alone.
+
+    A step budget makes the table a function of the config, so ``auto`` makes it the same on any
+    x86 CPU too; a CPU or wall-clock budget already depends on the machine, and keeps its speed.
+    """
+    if numerics == "auto":
+        return "portable" if steps_only else "native"
+    try:
+        return check_numerics(numerics)
+    except ValueError as err:
+        raise ComparisonConfigError(f"{err} (or 'auto')") from None
 
 
 def _check_lr_decay(name: str, model: dict[str, Any], lr_decay_to: Any) -> Optional[float]:

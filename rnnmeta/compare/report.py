@@ -51,6 +51,7 @@ def summarise(results: list[RunResult]) -> tuple[list[dict[str, Any]], list[dict
                 "threads": rs[0].threads,
                 "test_episodes": rs[0].episodes,
                 "test_fingerprint": rs[0].test_fingerprint,
+                "numerics": rs[0].numerics,
             }
         )
         cpu = statistics.fmean(r.train_cpu_seconds for r in rs)
@@ -64,6 +65,7 @@ def summarise(results: list[RunResult]) -> tuple[list[dict[str, Any]], list[dict
                 "peak_memory_mb": max(r.peak_memory_mb for r in rs),
                 "threads": rs[0].threads,
                 "cpu": rs[0].cpu,
+                "numerics_in_force": rs[0].numerics_in_force,
             }
         )
     return results_rows, cost_rows
@@ -107,11 +109,17 @@ def write_tables(
         budget_text = "each learner's own number of meta-training steps (the steps column)"
     else:
         budget_text = "; ".join(budgets)
+    modes = set(r["numerics"] for r in results_rows)
+    numerics_text = (
+        "portable (the same bits on any x86 CPU with AVX2)" if modes == {"portable"}
+        else "native (this CPU's fastest kernels; another CPU can give other values)" if modes == {"native"}
+        else "mixed (see results.csv)"
+    )
     results_md = _markdown(
         title,
         f"Test {metric} over {results_rows[0]['test_episodes']:,} fixed episodes (the same for every learner: "
         f"fingerprint {results_rows[0]['test_fingerprint']}), mean over seeds +- the 95% CI over episodes; "
-        f"seed std is the spread across seeds. Budget per run: {budget_text}. Protocol: 'per query' "
+        f"seed std is the spread across seeds. Budget per run: {budget_text}. Numerics: {numerics_text}. Protocol: 'per query' "
         "answers each query from the support set alone, 'transductive' normalises over the query batch.",
         ["learner", "protocol", f"test {metric}", "+- 95% CI", "seed std", "seeds", "steps",
          f"steps to {metric} {better} {target_text}", "parameters", "threads"],
@@ -124,7 +132,8 @@ def write_tables(
     (out / "results.md").write_text(results_md)
     costs_md = _markdown(
         f"Costs on this machine: {cost_rows[0]['cpu']}",
-        "Training steps only (validation excluded), mean over seeds; these vary with the machine and its load.",
+        "Training steps only (validation excluded), mean over seeds; these vary with the machine and its load. "
+        f"Numerics in force: {cost_rows[0]['numerics_in_force'] or 'not recorded'}.",
         ["learner", "train CPU s", "train wall s", "steps per CPU s", f"CPU s to {metric} {better} {target_text}", "peak MB"],
         [
             [c["learner"], _fmt(c["train_cpu_seconds"], 1), _fmt(c["train_wall_seconds"], 1),

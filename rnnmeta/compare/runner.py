@@ -21,6 +21,8 @@ from rnnmeta.callbacks import RandomStateCheckpoint, SteadyProgressBar
 from rnnmeta.checkpoint import CorruptCheckpointError, check_checkpoint_file
 from rnnmeta.compare.config import RunPlan
 from rnnmeta.compare.monitor import RunMonitor
+from rnnmeta.numerics import describe as describe_numerics
+from rnnmeta.numerics import use as use_numerics
 
 __all__ = [
     "PLAN_FILE",
@@ -71,6 +73,8 @@ class RunResult:
     cpu: str
     curve: list[dict[str, float]] = field(default_factory=list)
     predictions: Optional[dict[str, Any]] = None
+    numerics: str = "native"
+    numerics_in_force: str = ""
 
 
 def cpu_name() -> str:
@@ -175,16 +179,18 @@ def run_one(
 ) -> RunResult:
     """Train ``plan`` to its budget (resuming from ``run_dir/checkpoints/last.ckpt`` if present), test it, return its result.
 
-    The run uses ``plan.threads`` torch threads (restored afterwards) and logs to W&B (group
+    The run uses ``plan.threads`` torch threads and ``plan.numerics`` (both restored afterwards;
+    portable numerics need a process started with their environment) and logs to W&B (group
     ``comparison``) and CSV (``run_dir/csv/metrics.csv``).
     """
     from rnnmeta.compare.config import build_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
     save_plan(plan, run_dir)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(plan.threads)
-    try:
+    with contextlib.ExitStack() as restore:
+        restore.callback(torch.set_num_threads, torch.get_num_threads())
+        torch.set_num_threads(plan.threads)
+        restore.enter_context(use_numerics(plan.numerics))
         pl.seed_everything(plan.seed, workers=True, verbose=False)
         datamodule, learner = build_run(plan.model, plan.data)
         last = _resume_checkpoint(run_dir / "checkpoints" / "last.ckpt", plan)
@@ -256,9 +262,9 @@ def run_one(
             cpu=cpu_name(),
             curve=monitor.curve,
             predictions=predictions,
+            numerics=plan.numerics,
+            numerics_in_force=describe_numerics(),
         )
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def train_and_save(

@@ -19,6 +19,7 @@ from typing import Iterator
 
 from rnnmeta.compare.config import Budget, RunPlan
 from rnnmeta.compare.runner import RunResult, load_result
+from rnnmeta.numerics import portable_environment
 
 __all__ = ["run_in_processes"]
 
@@ -51,7 +52,7 @@ def run_in_processes(
                         [sys.executable, "-m", "rnnmeta.compare.workers", str(run_dir), str(os.getpid())],
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        env=_child_env(),
+                        env=_child_env(plans[i].numerics),
                     )
             time.sleep(0.2)
             for i, process in list(running.items()):
@@ -71,13 +72,15 @@ def run_in_processes(
             process.wait()
 
 
-def _child_env() -> dict[str, str]:
-    """This process's environment without ``WANDB_SERVICE``: each run starts its own W&B service.
+def _child_env(numerics: str = "native") -> dict[str, str]:
+    """This process's environment without ``WANDB_SERVICE``, plus what ``numerics`` needs from the start.
 
     A W&B run in this process records its service there; a child that inherits it would write
-    through a service that ends with this process.
+    through a service that ends with this process, so each run starts its own. A portable run
+    gets :data:`rnnmeta.numerics.PORTABLE_ENVIRONMENT` (MKL and ATen read it once, at start).
     """
-    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return portable_environment(env) if numerics == "portable" else env
 
 
 def _exit_with_parent(parent: int, period: float = 1.0) -> None:

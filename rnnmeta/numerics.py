@@ -1,0 +1,123 @@
+"""Portable floating point on x86 CPUs: the same bits from the same config on an Intel or an AMD machine.
+
+On one machine a run with a step budget is bitwise reproducible (one thread, seeded streams). Across
+CPUs it is not, by default: the same code and config gave the sinusoid main job MANN test MSE
+0.1982 on an Intel Xeon and 0.1463 on an AMD EPYC (both AVX-512), because three libraries under
+torch choose their kernels, and with them the order of floating-point sums, from the CPU they find:
+
+* **MKL** (matrix products, ``torch.mm``/``nn.Linear``/``nn.LSTM``'s fallback): a code branch per
+  ISA and vendor. Its conditional numerical reproducibility mode ``MKL_CBWR=COMPATIBLE`` runs one
+  SSE2 branch without the approximate ``rcpps``/``rsqrtps``, documented to give the same results
+  on Intel and compatible (AMD) processors. Only the environment variable read when MKL starts
+  sets it: MKL refuses to change branch later (``mkl_cbwr_set`` returns ``MKL_CBWR_ERR_MODE_CHANGE``).
+* **ATen's vectorised kernels** (element-wise ops, reductions, softmax): compiled for DEFAULT,
+  AVX2 and AVX-512 and chosen at the first call; ``ATEN_CPU_CAPABILITY=avx2`` pins the AVX2 ones,
+  which every x86-64 CPU of the last decade runs.
+* **oneDNN** (convolutions, ``nn.LSTM`` in float32): JIT kernels shaped by the ISA and the cache
+  sizes. ``torch.backends.mkldnn.enabled = False`` sends those ops to ATen's own kernels (and MKL).
+
+:func:`portable_environment` gives the two variables, which a process must have from its start;
+:func:`use` switches oneDNN off (and checks that the variables took effect);
+:func:`describe` says what is in force, for the records. The cost is speed: measured in
+docs/PERFORMANCE.md ("Portable numerics"). Comparisons (:func:`rnnmeta.compare.compare`) run
+every run in a child process with this environment when ``numerics`` is ``portable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from pathlib import Path
+from typing import Iterator, Literal, Optional
+
+import torch
+
+__all__ = ["NUMERICS", "PORTABLE_ENVIRONMENT", "Numerics", "describe", "environment_is_portable", "portable_environment", "use"]
+
+Numerics = Literal["native", "portable"]
+NUMERICS: tuple[str, ...] = ("native", "portable")
+
+# read once, when MKL and ATen start: a process must be started with them
+PORTABLE_ENVIRONMENT: dict[str, str] = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}
+
+# mkl_cbwr.h: MKL_CBWR_BRANCH selects the branch field; the branch constants it returns
+_MKL_CBWR_BRANCH = 1
+_MKL_BRANCHES = {
+    1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2",
+    11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1",
+}
+
+
+def check_numerics(value: object, name: str = "numerics") -> Numerics:
+    """``value`` if it is ``"native"`` or ``"portable"``, else a ``ValueError`` naming it."""
+    if value not in NUMERICS:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, NUMERICS))}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def portable_environment(base: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) with the variables portable numerics need."""
+    return {**(dict(os.environ) if base is None else base), **PORTABLE_ENVIRONMENT}
+
+
+def environment_is_portable() -> bool:
+    """Whether this process was started with :data:`PORTABLE_ENVIRONMENT` (then it can run portable numerics itself)."""
+    return all(os.environ.get(key) == value for key, value in PORTABLE_ENVIRONMENT.items())
+
+
+def mkl_branch() -> Optional[str]:
+    """The MKL code branch in force (``"off"``: not in reproducible mode; ``"COMPATIBLE"``, ...), or None without MKL."""
+    if not torch.backends.mkl.is_available():
+        return None
+    with contextlib.suppress(OSError, AttributeError):
+        library = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        get = library.mkl_serv_cbwr_get
+        get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+        torch.ones(2, 2) @ torch.ones(2, 2)  # MKL reads MKL_CBWR at its first call
+        code = get(_MKL_CBWR_BRANCH)
+        return _MKL_BRANCHES.get(code, f"code {code}")
+    return None
+
+
+def describe() -> str:
+    """What decides this process's floating point, e.g. ``"MKL branch COMPATIBLE, ATen AVX2, oneDNN off"``."""
+    branch = mkl_branch()
+    parts = [] if branch is None else [f"MKL branch {branch}"]
+    parts.append(f"ATen {torch.backends.cpu.get_cpu_capability()}")
+    parts.append(f"oneDNN {'on' if torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available() else 'off'}")
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def use(numerics: Numerics) -> Iterator[None]:
+    """Run the block with ``numerics``; oneDNN's switch is restored afterwards.
+
+    ``"portable"`` switches oneDNN off and requires a process started with
+    :data:`PORTABLE_ENVIRONMENT`: MKL's branch and ATen's kernels are fixed when they start.
+    ``"native"`` leaves everything as it is.
+
+    Raises:
+        RuntimeError: ``"portable"`` in a process started without the environment, or on a CPU
+            where it did not take effect (MKL not in its COMPATIBLE branch, ATen not on AVX2 kernels).
+    """
+    check_numerics(numerics)
+    enabled = torch.backends.mkldnn.enabled
+    if numerics == "portable":
+        if not environment_is_portable():
+            wanted = " ".join(f"{k}={v}" for k, v in PORTABLE_ENVIRONMENT.items())
+            raise RuntimeError(
+                f"portable numerics need a process started with {wanted} (MKL and ATen read them once, at start); "
+                f"this one has {' '.join(f'{k}={os.environ.get(k)}' for k in PORTABLE_ENVIRONMENT)}"
+            )
+        branch, capability = mkl_branch(), torch.backends.cpu.get_cpu_capability()
+        if branch not in (None, "COMPATIBLE") or capability != "AVX2":
+            raise RuntimeError(
+                f"portable numerics did not take effect on this CPU: MKL branch {branch} (expected COMPATIBLE), "
+                f"ATen {capability} (expected AVX2; a CPU without AVX2 cannot run them)"
+            )
+        torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
