@@ -22,7 +22,10 @@ Peak memory (maximum resident set size) is measured per method in a fresh subpro
 two meta-iterations on random images of the same shape (loading Omniglot would set the peak),
 since the RSS peak of one process cannot be split between methods.
 
-Run:  python scripts/benchmark_maml.py [--iters 5] [--meta-batch 32] [--quick] [--methods rnnmeta loop ...]
+Each method is also timed against the first one iteration by iteration (``x1.05 of rnnmeta``: the
+median ratio, with its quartiles), which cancels the load that hits both.
+
+Run:  python scripts/benchmark_maml.py [--iters 5] [--meta-batch 32] [--threads 2] [--quick] [--methods rnnmeta loop ...]
 """
 
 from __future__ import annotations
@@ -321,8 +324,15 @@ def main() -> None:
             med = statistics.median(times[name])
             flops = 3 * (f_s + f_q) if first_order or name == "floor" else 3 * f_q + 9 * f_s
             mem = "not measured (--quick)" if args.quick else measure_memory(name, first_order, args.meta_batch)
+            # paired: this method's time over the first method's in the same iteration, which cancels
+            # the load that hits both (on a noisy machine the spread of each method alone is wide)
+            ratios = sorted(t / r for t, r in zip(times[name], times[first]))
+            paired = "" if name == first else (
+                f"x{statistics.median(ratios):.3f} of {first} per iteration [quartiles {ratios[len(ratios) // 4]:.3f}, "
+                f"{ratios[(3 * len(ratios)) // 4]:.3f}], "
+            )
             print(
-                f"  {name:16s} {med:6.2f} s/iter median of {len(times[name])} [min {min(times[name]):.2f}, max {max(times[name]):.2f}], "
+                f"  {name:16s} {med:6.2f} s/iter median of {len(times[name])} [min {min(times[name]):.2f}, max {max(times[name]):.2f}], {paired}"
                 f"{flops / med / 1e9:5.1f} GFLOP/s, "
                 f"first call {warmup[name]:.1f} s;  max|grad - {first}| "
                 + ("- (not MAML)" if name == "floor" else f"{diff:.1e} (of max {scale:.1e})")

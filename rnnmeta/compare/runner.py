@@ -78,15 +78,24 @@ class RunResult:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and torch's vector capability, e.g. ``"AMD EPYC 7B13 (AVX2)"``."""
-    name = platform.processor() or platform.machine()
+    """The CPU's model name and widest vector extension, e.g. ``"AMD EPYC 7B13 (AVX2)"``.
+
+    The extension is the CPU's (``/proc/cpuinfo`` flags), not the kernels torch runs: portable
+    numerics pin those to AVX2 on an AVX-512 machine (:mod:`rnnmeta.numerics`).
+    """
+    model, flags = None, None
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("model name") and model is None:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and flags is None:
+                flags = set(line.split(":", 1)[1].split())
+    name = model or platform.processor() or platform.machine()
+    if flags is not None:
+        widest = "AVX512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+        return f"{name} ({widest})"
     with contextlib.suppress(Exception):
-        name += f" ({torch.backends.cpu.get_cpu_capability()})"
+        name += f" (torch: {torch.backends.cpu.get_cpu_capability()})"
     return name
 
 
