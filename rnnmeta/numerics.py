@@ -28,12 +28,23 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
 import torch
 
-__all__ = ["NUMERICS", "PORTABLE_ENVIRONMENT", "Numerics", "describe", "environment_is_portable", "portable_environment", "use"]
+__all__ = [
+    "NUMERICS",
+    "PORTABLE_ENVIRONMENT",
+    "Numerics",
+    "check_numerics",
+    "describe",
+    "environment_is_portable",
+    "portable_environment",
+    "portable_unsupported_reason",
+    "use",
+]
 
 Numerics = Literal["native", "portable"]
 NUMERICS: tuple[str, ...] = ("native", "portable")
@@ -59,6 +70,19 @@ def check_numerics(value: object, name: str = "numerics") -> Numerics:
 def portable_environment(base: Optional[dict[str, str]] = None) -> dict[str, str]:
     """``base`` (default: this process's environment) with the variables portable numerics need."""
     return {**(dict(os.environ) if base is None else base), **PORTABLE_ENVIRONMENT}
+
+
+def portable_unsupported_reason() -> Optional[str]:
+    """Why this machine cannot run portable numerics (not x86 with AVX2, or a torch without MKL), else None."""
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64"):
+        return f"portable numerics are defined for x86-64 CPUs; this one is {machine or 'unknown'}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512") and not environment_is_portable():
+        return f"portable numerics need AVX2; torch runs {capability} kernels on this CPU"
+    if not torch.backends.mkl.is_available():
+        return "portable numerics need a torch built with MKL (the x86 wheels are)"
+    return None
 
 
 def environment_is_portable() -> bool:

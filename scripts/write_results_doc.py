@@ -51,7 +51,10 @@ named in each section; nothing in the tables is typed by hand. Each results tabl
 its config (the budget is in steps, or the table says otherwise); each costs table names the CPU
 that produced it. All learners in a table saw the same training task stream (up to their own
 training protocol) and the same fixed test episodes (fingerprint in the table). No accelerator was
-lent for these runs, so there are no GPU numbers yet.
+lent for these runs, so there are no GPU numbers yet. A table whose line says "Numerics: portable"
+is the same on any x86 CPU with AVX2; the others ran with the kernels of the CPU their costs table
+names (before 2026-12-01 every comparison did), and another CPU can give other values in the last
+digits or more (README, "Comparisons", Numerics).
 """
 
 

@@ -100,3 +100,14 @@ def test_a_portable_table_is_bitwise_the_same_when_the_cpu_would_pick_other_kern
     assert {r["numerics_in_force"].split(", ", 1)[-1] for r in here_runs + there_runs} == {"ATen AVX2, oneDNN off"}
     assert {r["numerics"] for r in here_runs} == {"portable"}
     assert b",portable" in here  # the results table says how it was computed
+
+
+def test_a_machine_without_portable_numerics_falls_back_to_native_under_auto_and_refuses_portable(monkeypatch):
+    import rnnmeta.compare.config as config
+
+    monkeypatch.setattr(config, "portable_unsupported_reason", lambda: "portable numerics are defined for x86-64 CPUs; this one is arm64")
+    with pytest.warns(UserWarning, match=r"numerics: native \(.*this one is arm64\): this table is reproducible on this machine only"):
+        plans = plan_runs(DATA, LEARNERS, [0], 4, None, None, 1, QUIET, None, numerics="auto")
+    assert {p.numerics for p in plans} == {"native"}
+    with pytest.raises(ComparisonConfigError, match=r"numerics: portable cannot run here: .*arm64; use native or auto"):
+        plan_runs(DATA, LEARNERS, [0], 4, None, None, 1, QUIET, None, numerics="portable")

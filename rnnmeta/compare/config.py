@@ -13,12 +13,13 @@ import hashlib
 import inspect
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from rnnmeta.data import EpisodicDataModule
-from rnnmeta.numerics import check_numerics
 from rnnmeta.learners import MetaLearner
+from rnnmeta.numerics import check_numerics, portable_unsupported_reason
 from rnnmeta.specs import LINKED_FROM_DATA, link_data_to_model
 
 __all__ = [
@@ -357,13 +358,24 @@ def _numerics(numerics: Any, steps_only: bool) -> str:
 
     A step budget makes the table a function of the config, so ``auto`` makes it the same on any
     x86 CPU too; a CPU or wall-clock budget already depends on the machine, and keeps its speed.
+    On a machine that cannot run portable numerics (not x86 with AVX2) ``auto`` is native, with a
+    warning; ``portable`` is refused there.
     """
+    unsupported = portable_unsupported_reason()
     if numerics == "auto":
-        return "portable" if steps_only else "native"
+        if not steps_only:
+            return "native"
+        if unsupported:
+            warnings.warn(f"numerics: native ({unsupported}): this table is reproducible on this machine only", stacklevel=3)
+            return "native"
+        return "portable"
     try:
-        return check_numerics(numerics)
+        numerics = check_numerics(numerics)
     except ValueError as err:
         raise ComparisonConfigError(f"{err} (or 'auto')") from None
+    if numerics == "portable" and unsupported:
+        raise ComparisonConfigError(f"numerics: portable cannot run here: {unsupported}; use native or auto")
+    return numerics
 
 
 def _check_lr_decay(name: str, model: dict[str, Any], lr_decay_to: Any) -> Optional[float]:
