@@ -20,7 +20,8 @@ torch choose their kernels, and with them the order of floating-point sums, from
 :func:`use` switches oneDNN off (and checks that the variables took effect);
 :func:`describe` says what is in force, for the records. The cost is speed: measured in
 docs/PERFORMANCE.md ("Portable numerics"). Comparisons (:func:`rnnmeta.compare.compare`) run
-every run in a child process with this environment when ``numerics`` is ``portable``.
+every run in a child process with this environment when ``numerics`` is ``portable``; the meta-RL
+comparison's command restarts itself with it (:func:`restart_portable`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import contextlib
 import ctypes
 import os
 import platform
+import sys
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Iterator, Literal, NoReturn, Optional
 
 import torch
 
@@ -43,6 +45,7 @@ __all__ = [
     "environment_is_portable",
     "portable_environment",
     "portable_unsupported_reason",
+    "restart_portable",
     "use",
 ]
 
@@ -111,6 +114,17 @@ def describe() -> str:
     parts.append(f"ATen {torch.backends.cpu.get_cpu_capability()}")
     parts.append(f"oneDNN {'on' if torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available() else 'off'}")
     return ", ".join(parts)
+
+
+def restart_portable(args: list[str]) -> NoReturn:
+    """Replace this process by ``python -m rnnmeta.command <args>`` started with :data:`PORTABLE_ENVIRONMENT`.
+
+    For a command that can only learn from its config that it wants portable numerics (the
+    meta-RL comparison, which trains in its own process): nothing of this process survives.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "rnnmeta.command", *args], portable_environment())
 
 
 @contextlib.contextmanager

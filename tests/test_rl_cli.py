@@ -85,3 +85,29 @@ def test_compare_refuses_bad_settings_before_any_run(tmp_path):
     with pytest.raises(RLComparisonError, match="n_arms"):
         compare_main(["--config", str(_comparison(tmp_path, family={"class_path": "rnnmeta.rl.BernoulliBandits", "init_args": {"n_arms": 0}}))])
     assert not (tmp_path / "results" / "tiny" / "runs").exists()
+
+
+def test_compare_with_portable_numerics_restarts_itself_and_says_so_in_the_table(tmp_path):
+    """`numerics: portable` from a native process: the command restarts with the environment (a child here)."""
+    import subprocess
+    import sys
+
+    from rnnmeta.numerics import environment_is_portable, portable_unsupported_reason
+
+    if portable_unsupported_reason():
+        pytest.skip(portable_unsupported_reason())
+    assert not environment_is_portable()
+    path = _comparison(tmp_path, numerics="portable", baselines=["random"], paper=None)
+    with pytest.raises(RLComparisonError, match=r"numerics: portable cannot run in this process: it was not started with MKL_CBWR"):
+        from rnnmeta.rl.compare import compare_rl
+
+        compare_rl(**{k: v for k, v in yaml.safe_load(path.read_text()).items()})
+    with pytest.raises(RLComparisonError, match=r"numerics must be one of 'native', 'portable', got 'fast'"):
+        compare_main(["--config", str(path), "--numerics", "fast"])
+    subprocess.run([sys.executable, "-m", "rnnmeta.command", "compare", "--config", str(path)], check=True, capture_output=True)
+    out = tmp_path / "results" / "tiny"
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["numerics"] for r in rows} == {"portable"}
+    (cost,) = [c for c in csv.DictReader((out / "costs.csv").open()) if c["learner"] == "rl2"]
+    assert cost["numerics_in_force"].endswith("ATen AVX2, oneDNN off")
+    assert json.loads((out / "runs" / "rl2-seed0" / "result.json").read_text())["config"]["numerics"] == "portable"

@@ -11,6 +11,7 @@ A comparison config (``configs/compare/bandits_n10_k5.yaml``)::
     max_steps: 1000               # PPO updates per run (an agent's own max_steps takes precedence)
     threads: 1
     accelerator: auto             # Lightning's: cpu, gpu, auto (the device the agents train and act on)
+    numerics: native              # or portable: the same bits on any x86 CPU with AVX2 (rnnmeta.numerics; slower)
     baselines: [random, greedy, epsilon_greedy, ucb1, thompson, gittins]   # fixed rows (rnnmeta.rl.classical)
     normalise_by: null            # or value_iteration: every mean divided by that row's (SNAIL's MDP table)
     paper: {gittins: 6.6, rl2: 6.7}   # optional: the paper's number beside each row
@@ -64,7 +65,7 @@ def is_rl_comparison(argv: Optional[list[str]]) -> bool:
 
 KEYS = {"name", "family", "n_episodes", "test_trials", "val_trials", "eval_seed", "seeds", "max_steps", "threads",
         "baselines", "normalise_by", "paper", "learners", "output_dir", "wandb_project", "val_check_interval", "force",
-        "accelerator"}
+        "accelerator", "numerics"}
 
 
 def _instantiate(spec: dict, what: str) -> Any:
@@ -108,22 +109,31 @@ def compare_rl(
     wandb_project: str = "rnnmeta",
     force: bool = False,
     accelerator: str = "auto",
+    numerics: str = "native",
 ) -> list[dict[str, Any]]:
     """Train every agent x seed, evaluate it and the classical algorithms on the same test tasks; write the tables.
+
+    ``numerics``: ``native`` (this CPU's fastest kernels), or ``portable`` (the same bits on any
+    x86 CPU with AVX2: :mod:`rnnmeta.numerics`), which needs a process started with
+    :data:`rnnmeta.numerics.PORTABLE_ENVIRONMENT`; ``rnnmeta compare`` restarts itself with it.
 
     Returns one record per row of ``results.csv`` (``learner``, ``kind``, ``mean``, ``ci95``, ...).
 
     Raises:
-        RLComparisonError: a wrong key, type or value (before any run).
+        RLComparisonError: a wrong key, type or value (before any run), or portable numerics in a
+            process started without their environment.
     """
     import torch
 
     from rnnmeta.compare.config import check_name
+    from rnnmeta.numerics import describe as describe_numerics
+    from rnnmeta.numerics import use as use_numerics
     from rnnmeta.rl.base import fingerprint
     from rnnmeta.rl.classical import BASELINES, make_baseline
     from rnnmeta.rl.trial import eval_tasks, evaluate
 
     check_name("comparison name", name)
+    _check_portable(numerics)
     if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
         raise RLComparisonError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
     for key, value in (("n_episodes", n_episodes), ("max_steps", max_steps), ("test_trials", test_trials),
@@ -171,8 +181,9 @@ def compare_rl(
         for seed in seeds:
             run_spec = json.loads(json.dumps(spec))
             run_spec["init_args"]["seed"] = seed
-            results.append(_run(name, lname, seed, run_spec, steps, threads, val_check_interval, out / "runs" / f"{lname}-seed{seed}",
-                                wandb_project, force, accelerator))
+            with use_numerics(numerics):
+                results.append(_run(name, lname, seed, run_spec, steps, threads, val_check_interval,
+                                    out / "runs" / f"{lname}-seed{seed}", wandb_project, force, accelerator, numerics))
         values = [r["mean"] for r in results]
         rows.append({"learner": lname, "kind": spec["class_path"].rsplit(".", 1)[-1], "mean": statistics.fmean(values),
                      "ci95": statistics.fmean(r["ci95"] for r in results),
@@ -186,13 +197,15 @@ def compare_rl(
     for r in rows:
         r["normalised"] = r["mean"] / norm if norm else float("nan")
         r["paper"] = (paper or {}).get(r["learner"], float("nan"))
-        r.update({"threads": threads, "test_trials": test_trials, "test_fingerprint": test_print})
+        r.update({"threads": threads, "test_trials": test_trials, "test_fingerprint": test_print, "numerics": numerics})
     from rnnmeta.compare.runner import cpu_name
 
+    with use_numerics(numerics):
+        in_force = describe_numerics()
     for c in costs:
         steps = next(r["steps"] for r in rows if r["learner"] == c["learner"])
         c["updates_per_cpu_second"] = steps / c["train_cpu_seconds"] if c["train_cpu_seconds"] else float("nan")
-        c.update({"threads": threads, "cpu": cpu_name(), "load_average": os.getloadavg()[0]})
+        c.update({"threads": threads, "cpu": cpu_name(), "load_average": os.getloadavg()[0], "numerics_in_force": in_force})
     title = (f"Comparison: {name} ({fam.describe()}, {n_episodes} episodes per trial, {test_trials} test trials "
              f"fingerprint {test_print}; mean total reward per trial +- 95% CI over trials)")
     _write(out, rows, costs, title, normalise_by)
@@ -203,8 +216,24 @@ def compare_rl(
     return rows
 
 
+def _check_portable(numerics: Any) -> None:
+    """Refuse a ``numerics`` that is not ``native``/``portable``, or portable numerics this process cannot run."""
+    from rnnmeta.numerics import PORTABLE_ENVIRONMENT, check_numerics, environment_is_portable, portable_unsupported_reason
+
+    try:
+        check_numerics(numerics)
+    except ValueError as err:
+        raise RLComparisonError(str(err)) from None
+    if numerics == "portable" and (portable_unsupported_reason() or not environment_is_portable()):
+        wanted = " ".join(f"{k}={v}" for k, v in PORTABLE_ENVIRONMENT.items())
+        raise RLComparisonError(
+            f"numerics: portable cannot run in this process: {portable_unsupported_reason() or f'it was not started with {wanted}'}; "
+            "`rnnmeta compare --config ...` restarts itself with them, or start Python with them"
+        )
+
+
 def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threads: int, val_every: int, run_dir: Path,
-         wandb_project: str, force: bool, accelerator: str = "auto") -> dict[str, Any]:
+         wandb_project: str, force: bool, accelerator: str = "auto", numerics: str = "native") -> dict[str, Any]:
     """Train one agent (or load its finished result), test it; the record of ``result.json``."""
     import shutil
     import warnings
@@ -217,7 +246,9 @@ def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threa
     from rnnmeta.callbacks import RandomStateCheckpoint
     from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache
 
-    config = {"spec": spec, "max_steps": steps, "threads": threads, "val_check_interval": val_every}
+    config = {"spec": spec, "max_steps": steps, "threads": threads, "val_check_interval": val_every,
+              # only when portable, so that the runs made before this option keep their fingerprints
+              **({} if numerics == "native" else {"numerics": numerics})}
     fp = _fingerprint(config)
     result_file = run_dir / RESULT_FILE
     if result_file.exists() and not force:
@@ -285,9 +316,9 @@ def _fmt(x: Any) -> str:
 def _write(out: Path, rows: list[dict], costs: list[dict], title: str, normalise_by: Optional[str]) -> None:
     for stem, table, cols in (
         ("results", rows, ["learner", "kind", "mean", "ci95", "normalised", "paper", "seed_std", "seeds", "steps", "parameters",
-                           "threads", "test_trials", "test_fingerprint"]),
+                           "threads", "test_trials", "test_fingerprint", "numerics"]),
         ("costs", costs, ["learner", "train_cpu_seconds", "train_wall_seconds", "updates_per_cpu_second", "eval_cpu_seconds",
-                          "threads", "cpu", "load_average"]),
+                          "threads", "cpu", "load_average", "numerics_in_force"]),
     ):
         with (out / f"{stem}.csv").open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
@@ -352,6 +383,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     missing = [k for k in ("name", "family", "n_episodes") if k not in cfg]
     if missing:
         raise RLComparisonError(f"the meta-RL comparison needs {missing}")
+    if cfg.get("numerics") == "portable":
+        from rnnmeta.numerics import environment_is_portable, portable_unsupported_reason, restart_portable
+
+        if not environment_is_portable() and not portable_unsupported_reason():
+            restart_portable(["compare", *args])  # MKL and ATen read the environment once, at start
     compare_rl(**{k: v for k, v in cfg.items() if k != "learners"}, learners=cfg.get("learners") or {})
 
 
