@@ -19,12 +19,13 @@ must fit the config"); errors printed as one message with exit status 1, ``--deb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -192,10 +193,18 @@ class RnnmetaCLI(LightningCLI):
 
     _ckpt_header: Optional[dict[str, Any]] = None
     _ckpt_path: Optional[str] = None
+    _cli_args: Any = None
 
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """``seed_everything`` and ``threads``: the run's torch intra-op thread count, chosen in the config."""
+        """``seed_everything``, ``threads`` (torch intra-op threads) and ``numerics``, chosen in the config."""
         super().add_default_arguments_to_parser(parser)
+        parser.add_argument(
+            "--numerics",
+            type=Literal["native", "portable"],
+            default="native",
+            help="native: this CPU's fastest kernels; portable: the same bits on any x86 CPU with AVX2 (MKL's COMPATIBLE "
+            "branch, ATen's AVX2 kernels, oneDNN off; the command restarts itself with them). See rnnmeta.numerics.",
+        )
         parser.add_argument(
             "--threads",
             type=Optional[int],
@@ -205,7 +214,8 @@ class RnnmetaCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Set the run's thread count before anything is built, and record the number in force in the config."""
+        """Set the run's numerics and thread count before anything is built; record the thread count in force."""
+        self._use_numerics(self.config.get(f"{self.subcommand}.numerics" if self.subcommand else "numerics", "native"))
         key = f"{self.subcommand}.threads" if self.subcommand else "threads"
         threads = self.config.get(key)
         if threads is not None:
@@ -225,8 +235,26 @@ class RnnmetaCLI(LightningCLI):
             return  # a meta-RL agent owns its tasks; the online protocol's module has no kind or n_way
         link_data_to_model(parser, "data", "model.init_args")
 
+    def _use_numerics(self, numerics: str) -> None:
+        """Portable numerics for the rest of this process; first restart it with their environment if needed."""
+        from rnnmeta.numerics import describe, environment_is_portable, portable_unsupported_reason, restart_portable, use
+
+        if numerics != "portable":
+            return
+        if portable_unsupported_reason():
+            raise ValueError(f"numerics: portable cannot run here: {portable_unsupported_reason()}; use native")
+        if not environment_is_portable():
+            if self._cli_args is not None and not isinstance(self._cli_args, list):
+                raise ValueError("numerics: portable needs a command line to restart with; start Python with MKL_CBWR=COMPATIBLE "
+                                 "ATEN_CPU_CAPABILITY=avx2 to use it with arguments given as a dict")
+            restart_portable(sys.argv[1:] if self._cli_args is None else [str(a) for a in self._cli_args])
+        self._numerics_scope = contextlib.ExitStack()  # held by the CLI: for the rest of the command
+        self._numerics_scope.enter_context(use(numerics))
+        rank_zero_info(f"numerics: portable ({describe()})")
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, then refuse a missing, truncated or corrupt ``--ckpt_path`` before anything unpickles it."""
+        self._cli_args = args  # what a restart with portable numerics runs again
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None

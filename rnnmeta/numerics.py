@@ -21,7 +21,8 @@ torch choose their kernels, and with them the order of floating-point sums, from
 :func:`describe` says what is in force, for the records. The cost is speed: measured in
 docs/PERFORMANCE.md ("Portable numerics"). Comparisons (:func:`rnnmeta.compare.compare`) run
 every run in a child process with this environment when ``numerics`` is ``portable``; the meta-RL
-comparison's command restarts itself with it (:func:`restart_portable`).
+comparison's command and ``rnnmeta fit --numerics portable`` restart themselves with it
+(:func:`restart_portable`).
 """
 
 from __future__ import annotations

@@ -332,3 +332,23 @@ def test_threads_are_chosen_in_the_config_and_recorded(tmp_path, monkeypatch):
                        "--threads", "0"], run=False)
     finally:
         torch.set_num_threads(before)
+
+
+def test_fit_with_portable_numerics_restarts_itself_and_records_them(tmp_path):
+    import torch
+
+    from rnnmeta.numerics import portable_unsupported_reason
+
+    if portable_unsupported_reason():
+        pytest.skip(portable_unsupported_reason())
+    args = ["fit", "--config", str(REPO / "configs/sinusoid/lstm_k5.yaml"), "--numerics", "portable", "--trainer.max_steps=2",
+            "--trainer.logger.init_args.save_dir=runs", "--trainer.enable_progress_bar=false", "--data.init_args.val_episodes=4",
+            "--data.init_args.eval_batch_size=4"]
+    fit = _rnnmeta(args, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    mkl = "MKL branch COMPATIBLE, " if torch.backends.mkl.is_available() else ""
+    assert f"numerics: portable ({mkl}ATen AVX2, oneDNN off)" in fit.stdout + fit.stderr
+    (saved,) = glob.glob(str(tmp_path / "runs/**/config.yaml"), recursive=True)
+    assert yaml.safe_load(Path(saved).read_text())["numerics"] == "portable"
+    bad = _rnnmeta(["fit", "--config", str(REPO / "configs/sinusoid/lstm_k5.yaml"), "--numerics", "fast"], cwd=tmp_path)
+    assert bad.returncode != 0 and "fast" in bad.stderr
