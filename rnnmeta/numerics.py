@@ -33,7 +33,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Iterator, Literal, NoReturn, Optional
+from typing import Iterator, Literal, NoReturn, Optional, get_args
 
 import torch
 
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 Numerics = Literal["native", "portable"]
-NUMERICS: tuple[str, ...] = ("native", "portable")
+NUMERICS: tuple[str, ...] = get_args(Numerics)
 
 # read once, when MKL and ATen start: a process must be started with them
 PORTABLE_ENVIRONMENT: dict[str, str] = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}
