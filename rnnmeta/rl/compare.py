@@ -171,7 +171,8 @@ def compare_rl(
     costs: list[dict[str, Any]] = []
     for bname in baselines:
         start = time.process_time()
-        ev = evaluate(make_baseline(bname), fam, tasks, n_episodes, seed=eval_seed)
+        with use_numerics(numerics):
+            ev = evaluate(make_baseline(bname), fam, tasks, n_episodes, seed=eval_seed)
         rows.append({"learner": bname, "kind": "classical", "mean": ev.mean, "ci95": ev.ci95, "seed_std": float("nan"),
                      "seeds": 0, "steps": 0, "parameters": 0})
         costs.append({"learner": bname, "train_cpu_seconds": 0.0, "train_wall_seconds": 0.0,
