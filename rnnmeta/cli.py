@@ -203,7 +203,7 @@ class RnnmetaCLI(LightningCLI):
             type=Literal["native", "portable"],
             default="native",
             help="native: this CPU's fastest kernels; portable: the same bits on any x86 CPU with AVX2 (MKL's COMPATIBLE "
-            "branch, ATen's AVX2 kernels, oneDNN off; the command restarts itself with them). See rnnmeta.numerics.",
+            "branch, ATen's AVX2 kernels, oneDNN and NNPACK off; the command restarts itself with them). See rnnmeta.numerics.",
         )
         parser.add_argument(
             "--threads",

@@ -15,6 +15,9 @@ torch choose their kernels, and with them the order of floating-point sums, from
   which every x86-64 CPU of the last decade runs.
 * **oneDNN** (convolutions, ``nn.LSTM`` in float32): JIT kernels shaped by the ISA and the cache
   sizes. ``torch.backends.mkldnn.enabled = False`` sends those ops to ATen's own kernels (and MKL).
+* **NNPACK**, which then takes 2-D convolutions (Conv4's): its blocking follows the cache sizes it
+  detects, so it is switched off too, and convolutions run as im2col and MKL's product (a Conv4
+  forward and backward cost 22 % more than with NNPACK on the Xeon of docs/PERFORMANCE.md).
 
 :func:`portable_environment` gives the two variables, which a process must have from its start;
 :func:`use` switches oneDNN off (and checks that the variables took effect);
@@ -109,11 +112,12 @@ def mkl_branch() -> Optional[str]:
 
 
 def describe() -> str:
-    """What decides this process's floating point, e.g. ``"MKL branch COMPATIBLE, ATen AVX2, oneDNN off"``."""
+    """What decides this process's floating point, e.g. ``"MKL branch COMPATIBLE, ATen AVX2, oneDNN off, NNPACK off"``."""
     branch = mkl_branch()
     parts = [] if branch is None else [f"MKL branch {branch}"]
     parts.append(f"ATen {torch.backends.cpu.get_cpu_capability()}")
     parts.append(f"oneDNN {'on' if torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available() else 'off'}")
+    parts.append(f"NNPACK {'on' if torch._C._get_nnpack_enabled() and torch.backends.nnpack.is_available() else 'off'}")
     return ", ".join(parts)
 
 
@@ -130,9 +134,9 @@ def restart_portable(args: list[str]) -> NoReturn:
 
 @contextlib.contextmanager
 def use(numerics: Numerics) -> Iterator[None]:
-    """Run the block with ``numerics``; oneDNN's switch is restored afterwards.
+    """Run the block with ``numerics``; oneDNN's and NNPACK's switches are restored afterwards.
 
-    ``"portable"`` switches oneDNN off and requires a process started with
+    ``"portable"`` switches oneDNN and NNPACK off and requires a process started with
     :data:`PORTABLE_ENVIRONMENT`: MKL's branch and ATen's kernels are fixed when they start.
     ``"native"`` leaves everything as it is.
 
@@ -157,6 +161,7 @@ def use(numerics: Numerics) -> Iterator[None]:
             )
         torch.backends.mkldnn.enabled = False
     try:
-        yield
+        with torch.backends.nnpack.flags(enabled=numerics == "native" and torch._C._get_nnpack_enabled()):
+            yield
     finally:
         torch.backends.mkldnn.enabled = enabled

@@ -347,7 +347,7 @@ def test_fit_with_portable_numerics_restarts_itself_and_records_them(tmp_path):
     fit = _rnnmeta(args, cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     mkl = "MKL branch COMPATIBLE, " if torch.backends.mkl.is_available() else ""
-    assert f"numerics: portable ({mkl}ATen AVX2, oneDNN off)" in fit.stdout + fit.stderr
+    assert f"numerics: portable ({mkl}ATen AVX2, oneDNN off, NNPACK off)" in fit.stdout + fit.stderr
     (saved,) = glob.glob(str(tmp_path / "runs/**/config.yaml"), recursive=True)
     assert yaml.safe_load(Path(saved).read_text())["numerics"] == "portable"
     bad = _rnnmeta(["fit", "--config", str(REPO / "configs/sinusoid/lstm_k5.yaml"), "--numerics", "fast"], cwd=tmp_path)

@@ -58,9 +58,11 @@ def test_a_process_started_portable_runs_the_compatible_kernels_and_restores_one
     env = portable_environment()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.splitlines()
     mkl = "MKL branch COMPATIBLE, " if torch.backends.mkl.is_available() else ""
-    assert out == [f"{mkl}ATen AVX2, oneDNN on", f"{mkl}ATen AVX2, oneDNN off", f"{mkl}ATen AVX2, oneDNN on"]
+    nnpack = "on" if torch.backends.nnpack.is_available() else "off"
+    assert out == [f"{mkl}ATen AVX2, oneDNN on, NNPACK {nnpack}", f"{mkl}ATen AVX2, oneDNN off, NNPACK off",
+                   f"{mkl}ATen AVX2, oneDNN on, NNPACK {nnpack}"]
     # and this process, started natively, says what it runs
-    assert describe().endswith("oneDNN on") and "COMPATIBLE" not in describe()
+    assert describe().endswith(f"oneDNN on, NNPACK {nnpack}") and "COMPATIBLE" not in describe()
 
 
 def test_auto_numerics_are_portable_for_step_budgets_only_and_enter_the_fingerprint():
@@ -97,7 +99,7 @@ def test_a_portable_table_is_bitwise_the_same_when_the_cpu_would_pick_other_kern
         pytest.skip("this CPU picks the same kernels under OTHER_CPU: the emulation of another machine has no effect")
     there, there_runs = _table(tmp_path, "portable_there", "portable")
     assert here == there
-    assert {r["numerics_in_force"].split(", ", 1)[-1] for r in here_runs + there_runs} == {"ATen AVX2, oneDNN off"}
+    assert {r["numerics_in_force"].split(", ", 1)[-1] for r in here_runs + there_runs} == {"ATen AVX2, oneDNN off, NNPACK off"}
     assert {r["numerics"] for r in here_runs} == {"portable"}
     assert b",portable" in here  # the results table says how it was computed
 

@@ -109,5 +109,5 @@ def test_compare_with_portable_numerics_restarts_itself_and_says_so_in_the_table
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {r["numerics"] for r in rows} == {"portable"}
     (cost,) = [c for c in csv.DictReader((out / "costs.csv").open()) if c["learner"] == "rl2"]
-    assert cost["numerics_in_force"].endswith("ATen AVX2, oneDNN off")
+    assert cost["numerics_in_force"].endswith("ATen AVX2, oneDNN off, NNPACK off")
     assert json.loads((out / "runs" / "rl2-seed0" / "result.json").read_text())["config"]["numerics"] == "portable"

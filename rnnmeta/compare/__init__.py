@@ -171,7 +171,7 @@ def compare(
         workers: runs trained at once, each in its own process (``workers * threads`` should not
             exceed the cores). The results do not depend on it.
         numerics: ``portable``: every run in a child process with MKL's COMPATIBLE branch, ATen's
-            AVX2 kernels and oneDNN off, so that the table is bitwise the same on any x86 CPU with
+            AVX2 kernels, oneDNN and NNPACK off, so that the table is bitwise the same on any x86 CPU with
             AVX2, Intel or AMD (:mod:`rnnmeta.numerics`; slower: docs/PERFORMANCE.md);
             ``native``: this CPU's fastest kernels (another CPU can give other values);
             ``auto``: portable when the budget is in steps alone, native with a CPU or wall budget.
