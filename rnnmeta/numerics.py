@@ -16,8 +16,7 @@ torch choose their kernels, and with them the order of floating-point sums, from
 * **oneDNN** (convolutions, ``nn.LSTM`` in float32): JIT kernels shaped by the ISA and the cache
   sizes. ``torch.backends.mkldnn.enabled = False`` sends those ops to ATen's own kernels (and MKL).
 * **NNPACK**, which then takes 2-D convolutions (Conv4's): its blocking follows the cache sizes it
-  detects, so it is switched off too, and convolutions run as im2col and MKL's product (a Conv4
-  forward and backward cost 22 % more than with NNPACK on the Xeon of docs/PERFORMANCE.md).
+  detects, so it is switched off too, and convolutions run as im2col and MKL's product (slower).
 
 :func:`portable_environment` gives the two variables, which a process must have from its start;
 :func:`use` switches oneDNN off (and checks that the variables took effect);
