@@ -1,9 +1,11 @@
 """Lightning callbacks of rnnmeta: :class:`RandomStateCheckpoint` makes a resumed run exact;
-:class:`SteadyProgressBar` keeps the progress bar's cost out of small models' steps.
+:class:`SteadyProgressBar` keeps the progress bar's cost out of small models' steps, and
+:class:`NullProfiler` the cost of Lightning's default profiler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import random
@@ -16,9 +18,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.profilers import PassThroughProfiler
 from torch import Tensor
 
-__all__ = ["RandomStateCheckpoint", "SteadyProgressBar", "capture_random_state", "restore_random_state"]
+__all__ = ["NullProfiler", "RandomStateCheckpoint", "SteadyProgressBar", "capture_random_state", "restore_random_state"]
 
 RandomState = dict[str, Any]
 
@@ -304,3 +307,19 @@ class SteadyProgressBar(TQDMProgressBar):
             bar.refresh()
         self._undrawn = None
         super().on_train_epoch_end(trainer, pl_module)
+
+
+class NullProfiler(PassThroughProfiler):
+    """Lightning's default profiler (it records nothing), without a new context manager per action.
+
+    The Trainer wraps each of the 80-odd hook and strategy calls of a training step in
+    ``profiler.profile(name)``; :class:`~pytorch_lightning.profilers.PassThroughProfiler` builds a
+    generator-based context manager for each, about 0.1 ms of a sinusoid MAML step
+    (docs/PERFORMANCE.md). This one hands back one shared ``contextlib.nullcontext``. ``rnnmeta
+    fit/test`` and ``rnnmeta compare`` use it unless ``trainer.profiler`` names a profiler.
+    """
+
+    _NOTHING = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.nullcontext:  # type: ignore[override]
+        return self._NOTHING

@@ -37,7 +37,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from rnnmeta.callbacks import RandomStateCheckpoint, SteadyProgressBar
+from rnnmeta.callbacks import NullProfiler, RandomStateCheckpoint, SteadyProgressBar
 from rnnmeta.checkpoint import LIGHTNING_CKPT_ALIASES, check_checkpoint_file, identity_differences
 from rnnmeta.compare.runner import ComparisonLockedError
 from rnnmeta.data import EpisodicDataModule
@@ -237,7 +237,14 @@ class RnnmetaCLI(LightningCLI):
 
     def _use_numerics(self, numerics: str) -> None:
         """Portable numerics for the rest of this process; first restart it with their environment if needed."""
-        from rnnmeta.numerics import describe, environment_is_portable, portable_unsupported_reason, restart_portable, use
+        from rnnmeta.numerics import (
+            PORTABLE_ENVIRONMENT_TEXT,
+            describe,
+            environment_is_portable,
+            portable_unsupported_reason,
+            restart_portable,
+            use,
+        )
 
         if numerics != "portable":
             return
@@ -245,8 +252,8 @@ class RnnmetaCLI(LightningCLI):
             raise ValueError(f"numerics: portable cannot run here: {portable_unsupported_reason()}; use native")
         if not environment_is_portable():
             if self._cli_args is not None and not isinstance(self._cli_args, list):
-                raise ValueError("numerics: portable needs a command line to restart with; start Python with MKL_CBWR=COMPATIBLE "
-                                 "ATEN_CPU_CAPABILITY=avx2 to use it with arguments given as a dict")
+                raise ValueError(f"numerics: portable needs a command line to restart with; start Python with "
+                                 f"{PORTABLE_ENVIRONMENT_TEXT} to use it with arguments given as a dict")
             restart_portable(sys.argv[1:] if self._cli_args is None else [str(a) for a in self._cli_args])
         self._numerics_scope = contextlib.ExitStack()  # held by the CLI: for the rest of the command
         self._numerics_scope.enter_context(use(numerics))
@@ -284,12 +291,15 @@ class RnnmetaCLI(LightningCLI):
             check_checkpoint_matches(self.model, self._ckpt_header, self._ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The configured trainer with a run folder of its own, plus :class:`~rnnmeta.callbacks.RandomStateCheckpoint`
-        and, unless the config names a progress bar or turns it off, :class:`~rnnmeta.callbacks.SteadyProgressBar`."""
+        """The configured trainer with a run folder of its own, plus :class:`~rnnmeta.callbacks.RandomStateCheckpoint`,
+        unless the config names a progress bar or turns it off, :class:`~rnnmeta.callbacks.SteadyProgressBar`, and
+        unless it names a profiler, :class:`~rnnmeta.callbacks.NullProfiler`."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         callbacks = list(kwargs.get("callbacks", trainer_config.get("callbacks")) or [])
         if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(cb, ProgressBar) for cb in callbacks):
             kwargs["callbacks"] = [*callbacks, SteadyProgressBar()]
+        if trainer_config.get("profiler") is None and kwargs.get("profiler") is None:
+            kwargs["profiler"] = NullProfiler()
         if trainer_config.get("default_root_dir") is None and "default_root_dir" not in kwargs:
             if trainer_config.get("logger") is False:
                 # without a logger Lightning writes checkpoints/ and config.yaml into default_root_dir,

@@ -42,6 +42,7 @@ import torch
 __all__ = [
     "NUMERICS",
     "PORTABLE_ENVIRONMENT",
+    "PORTABLE_ENVIRONMENT_TEXT",
     "Numerics",
     "check_numerics",
     "describe",
@@ -57,6 +58,8 @@ NUMERICS: tuple[str, ...] = get_args(Numerics)
 
 # read once, when MKL and ATen start: a process must be started with them
 PORTABLE_ENVIRONMENT: dict[str, str] = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}
+#: The same, as a shell prefix for messages: ``"MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=avx2"``.
+PORTABLE_ENVIRONMENT_TEXT = " ".join(f"{key}={value}" for key, value in PORTABLE_ENVIRONMENT.items())
 
 # mkl_cbwr.h: MKL_CBWR_BRANCH selects the branch field; the branch constants it returns
 _MKL_CBWR_BRANCH = 1
@@ -147,9 +150,8 @@ def use(numerics: Numerics) -> Iterator[None]:
     enabled = torch.backends.mkldnn.enabled
     if numerics == "portable":
         if not environment_is_portable():
-            wanted = " ".join(f"{k}={v}" for k, v in PORTABLE_ENVIRONMENT.items())
             raise RuntimeError(
-                f"portable numerics need a process started with {wanted} (MKL and ATen read them once, at start); "
+                f"portable numerics need a process started with {PORTABLE_ENVIRONMENT_TEXT} (MKL and ATen read them once, at start); "
                 f"this one has {' '.join(f'{k}={os.environ.get(k)}' for k in PORTABLE_ENVIRONMENT)}"
             )
         branch, capability = mkl_branch(), torch.backends.cpu.get_cpu_capability()

@@ -352,3 +352,20 @@ def test_fit_with_portable_numerics_restarts_itself_and_records_them(tmp_path):
     assert yaml.safe_load(Path(saved).read_text())["numerics"] == "portable"
     bad = _rnnmeta(["fit", "--config", str(REPO / "configs/sinusoid/lstm_k5.yaml"), "--numerics", "fast"], cwd=tmp_path)
     assert bad.returncode != 0 and "fast" in bad.stderr
+
+
+def test_the_command_profiles_nothing_unless_the_config_names_a_profiler(monkeypatch):
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    from rnnmeta.callbacks import NullProfiler
+    from rnnmeta.cli import build_cli
+
+    monkeypatch.setattr(sys, "argv", ["rnnmeta"])
+    config = str(REPO / "configs/sinusoid/maml_k5.yaml")
+    trainer = build_cli(["--config", config, "--trainer.logger", "false"], run=False).trainer
+    assert isinstance(trainer.profiler, NullProfiler)
+    with trainer.profiler.profile("a"), trainer.profiler.profile("b"):  # reentrant: one shared context
+        pass
+    assert trainer.profiler.summary() == ""
+    own = build_cli(["--config", config, "--trainer.logger", "false", "--trainer.profiler", "simple"], run=False).trainer
+    assert isinstance(own.profiler, SimpleProfiler)

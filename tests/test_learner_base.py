@@ -199,6 +199,40 @@ def test_non_finite_loss_stops_training_with_a_named_error():
         trainer.fit(Exploding(), train_dataloaders=_loader(3, 0))
 
 
+def test_a_finite_loss_with_a_non_finite_meta_gradient_stops_training_naming_the_parameter():
+    class NaNGradient(CentroidLearner):
+        def forward(self, support_x, support_y, query_x):
+            w = self.embed.weight
+            # sqrt(w - w) is 0 (a finite loss) and its gradient is inf * 0 = NaN, in embed.weight only
+            return super().forward(support_x, support_y, query_x) + torch.sqrt(w - w).sum()
+
+    learner = NaNGradient()
+    before = learner.embed.weight.detach().clone()
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(NonFiniteLossError, match=r"NaNGradient: non-finite meta-gradient at global step 0 in \['embed.weight'\]"):
+        trainer.fit(learner, train_dataloaders=_loader(3, 0))
+    assert torch.equal(learner.embed.weight, before)  # the optimiser never stepped
+
+
+def test_lightnings_hook_name_bypasses_module_bookkeeping_and_nothing_else_does():
+    learner = CentroidLearner()
+    learner._current_fx_name = "training_step"
+    assert learner._current_fx_name == "training_step" and "_current_fx_name" not in learner._parameters
+    learner.extra = nn.Parameter(torch.zeros(2))  # every other name still goes through nn.Module
+    learner.head = nn.Linear(2, 2)
+    assert "extra" in dict(learner.named_parameters()) and "head" in dict(learner.named_modules())
+
+
+def test_an_episode_is_moved_by_itself_and_other_batches_by_lightning():
+    learner = CentroidLearner()
+    ep = episode()
+    moved = learner.transfer_batch_to_device(ep, torch.device("cpu"), 0)
+    assert isinstance(moved, Episode) and moved.support_x is ep.support_x  # already there: no copy
+    pair = learner.transfer_batch_to_device((torch.ones(2), [torch.zeros(1)]), torch.device("cpu"), 0)
+    assert torch.equal(pair[0], torch.ones(2)) and torch.equal(pair[1][0], torch.zeros(1))
+
+
 def test_trainer_gradient_clipping_bounds_the_update():
     """Clipping is the Trainer's (gradient_clip_val): one SGD step of lr 1 moves the weights by the clip norm."""
     learner = CentroidLearner(optimizer=partial(torch.optim.SGD, lr=1.0))

@@ -77,20 +77,37 @@ def test_clinc150_configs_build_their_learner_and_data(config: Path) -> None:
     assert datamodule.dataset.max_vocab <= learner.backbone.vocab_size
 
 
-@pytest.mark.parametrize("shots", [1, 5])
-def test_clinc150_comparisons_plan_every_learner_with_the_tfidf_floor(shots: int, monkeypatch) -> None:
+@pytest.mark.parametrize("setup", ["5w1s", "5w5s", "10w5s"])
+def test_clinc150_comparisons_plan_every_learner_with_the_tfidf_floor(setup: str, monkeypatch) -> None:
     from rnnmeta.compare.config import plan_runs
 
     if not (CLINC_DIR / "data_full.json").exists():
         pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
     monkeypatch.chdir(REPO)
-    cfg = yaml.safe_load((REPO / "configs" / "compare" / f"clinc150_5w{shots}s.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "configs" / "compare" / f"clinc150_{setup}.yaml").read_text())
     plans = plan_runs(cfg["data"], cfg["learners"], cfg["seeds"], cfg.get("max_steps"), cfg.get("max_cpu_minutes"),
                       None, cfg["threads"], cfg.get("trainer"), cfg.get("target"))
     names = [p.learner for p in plans]
     assert {"tfidf", "protonet", "maml", "snail", "lstm", "mann", "learned_optimizer"} <= set(names)
     tfidf = plans[names.index("tfidf")]
     assert tfidf.budget.max_steps == 0
+
+
+def test_the_10_way_comparison_is_the_5_way_5_shot_one_with_10_classes_a_task() -> None:
+    five = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_5w5s.yaml").read_text())
+    ten = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_10w5s.yaml").read_text())
+
+    def as_5_way(node):  # every n_way: 10 of the 10-way config read as n_way: 5
+        if isinstance(node, dict):
+            return {k: (5 if k == "n_way" and v == 10 else as_5_way(v)) for k, v in node.items()}
+        return [as_5_way(v) for v in node] if isinstance(node, list) else node
+
+    assert ten["data"]["init_args"]["n_way"] == 10 and as_5_way(ten["data"]) == five["data"]
+    assert set(ten["learners"]) == set(five["learners"]) - {"protonet_cnn"}
+    for name, row in ten["learners"].items():
+        assert row["model"]["init_args"]["n_way"] == 10 and as_5_way(row) == five["learners"][name], name
+    for key in ("seeds", "max_cpu_minutes", "threads", "workers", "trainer"):
+        assert ten[key] == five[key], key
 
 
 def test_attention_vote_script_separates_snails_vote_from_its_output() -> None:

@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
 from rnnmeta.budget_schedule import BudgetCosineLR
-from rnnmeta.callbacks import RandomStateCheckpoint, SteadyProgressBar
+from rnnmeta.callbacks import NullProfiler, RandomStateCheckpoint, SteadyProgressBar
 from rnnmeta.checkpoint import CorruptCheckpointError, check_checkpoint_file
 from rnnmeta.compare.config import RunPlan
 from rnnmeta.compare.monitor import RunMonitor
@@ -220,7 +220,8 @@ def run_one(
         callbacks: list[Callback] = [monitor, RandomStateCheckpoint(), checkpoint]
         if plan.lr_decay_to is not None:
             callbacks.append(BudgetCosineLR(plan.lr_decay_to))
-        defaults = {"accelerator": "auto", "devices": 1, "enable_model_summary": False, "num_sanity_val_steps": 0}
+        defaults = {"accelerator": "auto", "devices": 1, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                    "profiler": NullProfiler()}
         trainer_kwargs: dict[str, Any] = {**defaults, "log_every_n_steps": 10, **plan.trainer}
         trainer_kwargs["enable_progress_bar"] = bool(trainer_kwargs.get("enable_progress_bar", True) and progress_bar)
         if trainer_kwargs["enable_progress_bar"]:

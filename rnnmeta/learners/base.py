@@ -97,6 +97,16 @@ class InjectedOptimizerModule(pl.LightningModule):
         check_optimizer_arguments(self.optimizer_factory)
         self.lr_scheduler_factory = None if lr_scheduler is None else partial_from_spec(lr_scheduler, "lr_scheduler")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets ``_current_fx_name`` around every hook it calls, a dozen times a training
+        # step; ``nn.Module.__setattr__`` checks each assignment against the parameters, buffers and
+        # submodules, which cost 0.3 ms a sinusoid MAML step (docs/PERFORMANCE.md). The name is a
+        # plain string attribute, never a tensor or module, so it is set directly.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def configure_optimizers(self) -> Any:
         """The injected optimiser over the trainable parameters, and its schedule stepped every meta-iteration."""
         optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
@@ -346,6 +356,13 @@ class MetaLearner(InjectedOptimizerModule):
         return losses.mean(), self.task_metrics(preds, batch.query_y)
 
     # ------------------------------------------------------------- Lightning steps
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """An :class:`Episode` moves itself (no copy where it is on ``device`` already); Lightning's
+        generic walk over a batch's fields cost 0.04 ms a sinusoid MAML step."""
+        if isinstance(batch, Episode):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def training_step(self, batch: Episode, batch_idx: int) -> Tensor:
         loss, metric = self.episode_step(batch)
         if not torch.isfinite(loss):
@@ -451,9 +468,11 @@ class MetaLearner(InjectedOptimizerModule):
 
     # ------------------------------------------------------------- optimisation
     def on_before_optimizer_step(self, optimizer) -> None:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        # The optimiser's own parameters (no walk over the module tree) and one fused norm over
+        # their gradients: this check ran at 0.19 ms a sinusoid MAML step as a per-tensor loop.
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            norm = torch.nn.utils.get_total_norm(grads)
             if not torch.isfinite(norm):
                 bad = [n for n, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
                 raise NonFiniteLossError(

@@ -169,31 +169,31 @@ def compare_rl(
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[int, float]]] = {}
     costs: list[dict[str, Any]] = []
-    for bname in baselines:
-        start = time.process_time()
-        with use_numerics(numerics):
+    with use_numerics(numerics):  # every evaluation and training run, and what costs.md reports as in force
+        in_force = describe_numerics()
+        for bname in baselines:
+            start = time.process_time()
             ev = evaluate(make_baseline(bname), fam, tasks, n_episodes, seed=eval_seed)
-        rows.append({"learner": bname, "kind": "classical", "mean": ev.mean, "ci95": ev.ci95, "seed_std": float("nan"),
-                     "seeds": 0, "steps": 0, "parameters": 0})
-        costs.append({"learner": bname, "train_cpu_seconds": 0.0, "train_wall_seconds": 0.0,
-                      "eval_cpu_seconds": time.process_time() - start})
-    for lname, (spec, steps) in specs.items():
-        results = []
-        for seed in seeds:
-            run_spec = json.loads(json.dumps(spec))
-            run_spec["init_args"]["seed"] = seed
-            with use_numerics(numerics):
+            rows.append({"learner": bname, "kind": "classical", "mean": ev.mean, "ci95": ev.ci95, "seed_std": float("nan"),
+                         "seeds": 0, "steps": 0, "parameters": 0})
+            costs.append({"learner": bname, "train_cpu_seconds": 0.0, "train_wall_seconds": 0.0,
+                          "eval_cpu_seconds": time.process_time() - start})
+        for lname, (spec, steps) in specs.items():
+            results = []
+            for seed in seeds:
+                run_spec = json.loads(json.dumps(spec))
+                run_spec["init_args"]["seed"] = seed
                 results.append(_run(name, lname, seed, run_spec, steps, threads, val_check_interval,
                                     out / "runs" / f"{lname}-seed{seed}", wandb_project, force, accelerator, numerics))
-        values = [r["mean"] for r in results]
-        rows.append({"learner": lname, "kind": spec["class_path"].rsplit(".", 1)[-1], "mean": statistics.fmean(values),
-                     "ci95": statistics.fmean(r["ci95"] for r in results),
-                     "seed_std": statistics.stdev(values) if len(values) > 1 else float("nan"), "seeds": len(results),
-                     "steps": steps, "parameters": results[0]["parameters"]})
-        curves[lname] = results[0]["curve"]
-        costs.append({"learner": lname, "train_cpu_seconds": statistics.fmean(r["cpu_seconds"] for r in results),
-                      "train_wall_seconds": statistics.fmean(r["wall_seconds"] for r in results),
-                      "eval_cpu_seconds": statistics.fmean(r["eval_cpu_seconds"] for r in results)})
+            values = [r["mean"] for r in results]
+            rows.append({"learner": lname, "kind": spec["class_path"].rsplit(".", 1)[-1], "mean": statistics.fmean(values),
+                         "ci95": statistics.fmean(r["ci95"] for r in results),
+                         "seed_std": statistics.stdev(values) if len(values) > 1 else float("nan"), "seeds": len(results),
+                         "steps": steps, "parameters": results[0]["parameters"]})
+            curves[lname] = results[0]["curve"]
+            costs.append({"learner": lname, "train_cpu_seconds": statistics.fmean(r["cpu_seconds"] for r in results),
+                          "train_wall_seconds": statistics.fmean(r["wall_seconds"] for r in results),
+                          "eval_cpu_seconds": statistics.fmean(r["eval_cpu_seconds"] for r in results)})
     norm = next((r["mean"] for r in rows if r["learner"] == normalise_by), None)
     for r in rows:
         r["normalised"] = r["mean"] / norm if norm else float("nan")
@@ -201,8 +201,6 @@ def compare_rl(
         r.update({"threads": threads, "test_trials": test_trials, "test_fingerprint": test_print, "numerics": numerics})
     from rnnmeta.compare.runner import cpu_name
 
-    with use_numerics(numerics):
-        in_force = describe_numerics()
     for c in costs:
         steps = next(r["steps"] for r in rows if r["learner"] == c["learner"])
         c["updates_per_cpu_second"] = steps / c["train_cpu_seconds"] if c["train_cpu_seconds"] else float("nan")
@@ -219,16 +217,16 @@ def compare_rl(
 
 def _check_portable(numerics: Any) -> None:
     """Refuse a ``numerics`` that is not ``native``/``portable``, or portable numerics this process cannot run."""
-    from rnnmeta.numerics import PORTABLE_ENVIRONMENT, check_numerics, environment_is_portable, portable_unsupported_reason
+    from rnnmeta.numerics import PORTABLE_ENVIRONMENT_TEXT, check_numerics, environment_is_portable, portable_unsupported_reason
 
     try:
         check_numerics(numerics)
     except ValueError as err:
         raise RLComparisonError(str(err)) from None
     if numerics == "portable" and (portable_unsupported_reason() or not environment_is_portable()):
-        wanted = " ".join(f"{k}={v}" for k, v in PORTABLE_ENVIRONMENT.items())
         raise RLComparisonError(
-            f"numerics: portable cannot run in this process: {portable_unsupported_reason() or f'it was not started with {wanted}'}; "
+            f"numerics: portable cannot run in this process: "
+            f"{portable_unsupported_reason() or f'it was not started with {PORTABLE_ENVIRONMENT_TEXT}'}; "
             "`rnnmeta compare --config ...` restarts itself with them, or start Python with them"
         )
 
@@ -244,7 +242,7 @@ def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threa
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-    from rnnmeta.callbacks import RandomStateCheckpoint
+    from rnnmeta.callbacks import NullProfiler, RandomStateCheckpoint
     from rnnmeta.logging import ensure_wandb_mode, point_wandb_cache
 
     config = {"spec": spec, "max_steps": steps, "threads": threads, "val_check_interval": val_every,
@@ -275,7 +273,7 @@ def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threa
         warnings.simplefilter("ignore")
         trainer = pl.Trainer(max_steps=steps, max_epochs=-1, logger=loggers, accelerator=accelerator, devices=1, val_check_interval=min(val_every, steps),
                              check_val_every_n_epoch=None, num_sanity_val_steps=0, enable_progress_bar=False,
-                             enable_model_summary=False, log_every_n_steps=max(1, min(50, val_every)),
+                             enable_model_summary=False, log_every_n_steps=max(1, min(50, val_every)), profiler=NullProfiler(),
                              callbacks=[RandomStateCheckpoint(), ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0)])
         cpu0, wall0 = time.process_time(), time.perf_counter()
         trainer.fit(agent, ckpt_path=str(last) if last.exists() else None)
