@@ -120,3 +120,37 @@ def test_rl2_trains_on_half_cheetah_vel_with_normalisation():
     train_a_few_steps(agent, iterations=2)
     assert agent.obs_norm.count.item() == 3 * 16
     fam.close()
+
+
+@pytest.mark.parametrize("name", ["rl2", "snail"])
+def test_scaled_rewards_give_gae_the_rewards_over_the_running_return_std(name):
+    """scale_rewards: a batch's rewards are divided by the std of the discounted returns (merged with the running
+    statistics, first batch: its own), and the batch's returns join the statistics once its updates are done."""
+    from rnnmeta.rl.ppo import gae
+
+    fam = PointNavigation2D(horizon=10)
+    kwargs = dict(n_episodes=2, batch_trials=4, val_trials=4, test_trials=4, gamma=0.9, gae_lambda=0.5)
+    plain, scaled = AGENTS[name](fam, **kwargs), AGENTS[name](fam, scale_rewards=True, **kwargs)
+    scaled.load_state_dict(plain.state_dict(), strict=False)  # the same policy: the same trajectories
+    assert plain.return_norm is None and scaled.return_norm.count.item() == 0
+    raw, batch = plain.collect(0), scaled.collect(0)
+    assert torch.equal(batch["inputs"], raw["inputs"]) and torch.equal(batch["total"], raw["total"])
+    discounted, mask = batch["discounted"], raw["alive"]
+    rewards = discounted - 0.9 * torch.cat([discounted[:, 1:], torch.zeros_like(discounted[:, :1])], 1)
+    # G_t = r_t + gamma G_{t+1}: the rewards it implies are those the agent received (its reward input, one step later)
+    assert torch.allclose(rewards[:, :-1], raw["inputs"][:, 1:, -2], atol=1e-5)
+    std = discounted[mask].double().var(unbiased=False).sqrt().float()  # the first batch: its own statistics
+    values = raw["returns"] - raw["advantages"]
+    expected_adv, expected_ret = gae(rewards / std, values, 0.9, 0.5)
+    assert torch.allclose(batch["advantages"], expected_adv, atol=1e-5)
+    assert torch.allclose(batch["returns"], expected_ret, atol=1e-5)
+    assert not torch.allclose(batch["advantages"], raw["advantages"], atol=1e-2)
+    assert scaled.return_norm.count.item() == 0  # not merged while the batch is being trained on
+    trainer(2 * scaled.updates_per_iteration + 1).fit(scaled)  # iterations 0 and 1 done, 2 collected
+    assert scaled.return_norm.count.item() == 2 * int(mask.sum())  # point2d episodes end early only at the goal
+    assert "return_norm.var" in scaled.state_dict()
+
+
+def test_scale_rewards_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"scale_rewards must be true or false, got scale_rewards='yes'"):
+        RL2(PointNavigation2D(horizon=10), n_episodes=2, scale_rewards="yes")

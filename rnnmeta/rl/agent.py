@@ -31,6 +31,7 @@ trial (``val/return``, ``test/return`` and ``test/return_ci95``).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Optional
 
@@ -271,6 +272,14 @@ class SequenceAgent(MetaRLAgent):
         value_coef: weight of the value loss.
         entropy_coef: weight of the entropy bonus.
         init_log_std: initial log standard deviation of the Gaussian policy (``Box`` actions; 0: std 1).
+        scale_rewards: divide the rewards that GAE and the value head see by the running standard
+            deviation of the discounted return (OpenAI baselines' ``VecNormalize`` reward scaling, measured
+            in Engstrom et al. 2020, "Implementation Matters in Deep RL"). The value head then predicts
+            returns of order 1 whatever the reward's scale, so its loss does not swamp the policy's
+            gradient in the shared memory. The statistics are a buffer (:class:`RunningNorm`, in the
+            checkpoint). A batch is scaled by the statistics merged with its own returns (so the first batch
+            by its own), and the merge is kept once the batch's updates are done, as for the observations.
+            The agent's own reward input stays unscaled.
     """
 
     def __init__(
@@ -285,10 +294,14 @@ class SequenceAgent(MetaRLAgent):
         value_coef: float = 0.5,
         entropy_coef: float = 0.01,
         init_log_std: float = 0.0,
+        scale_rewards: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(family, n_episodes, **kwargs)
         self.init_log_std = float(init_log_std)
+        if not isinstance(scale_rewards, bool):
+            raise TypeError(f"{type(self).__name__}: scale_rewards must be true or false, got scale_rewards={scale_rewards!r}")
+        self.return_norm: Optional[RunningNorm] = RunningNorm(1) if scale_rewards else None
         check_positive(type(self).__name__, ppo_epochs=ppo_epochs, ppo_minibatches=ppo_minibatches)
         if ppo_minibatches > self.batch_trials:
             raise ValueError(f"{type(self).__name__}: ppo_minibatches={ppo_minibatches} exceeds batch_trials={self.batch_trials}")
@@ -352,9 +365,21 @@ class SequenceAgent(MetaRLAgent):
                               seeded_generator(self.seed, "train-env", self.global_rank, iteration, device=self.device),
                               seeded_generator(self.seed, "train-actor", self.global_rank, iteration, device=self.device))
         self.train(was_training)
-        adv, ret = gae(traj.rewards, traj.extras["value"], self.gamma, self.gae_lambda)
+        rewards, discounted = traj.rewards, None
+        if self.return_norm is not None:
+            discounted = gae(rewards, torch.zeros_like(rewards), self.gamma, 1.0)[1]  # G_t = r_t + gamma G_{t+1}
+            rewards = rewards / self.return_scale(discounted, traj.alive)
+        adv, ret = gae(rewards, traj.extras["value"], self.gamma, self.gae_lambda)
         return {"inputs": self.trajectory_inputs(traj), "actions": traj.actions, "old_logp": traj.extras["logp"],
-                "advantages": adv, "returns": ret, "alive": traj.alive, "total": traj.total_reward, "obs": traj.obs}
+                "advantages": adv, "returns": ret, "alive": traj.alive, "total": traj.total_reward, "obs": traj.obs,
+                "discounted": discounted}
+
+    def return_scale(self, discounted: Tensor, alive: Tensor) -> Tensor:
+        """The standard deviation ``[]`` of the discounted returns ``[B, T]`` (at the ``alive`` steps) merged with the
+        running statistics, which are left as they are (``scale_rewards``)."""
+        merged = copy.deepcopy(self.return_norm)
+        merged.update(discounted.unsqueeze(-1), alive)
+        return (merged.var + merged.eps).sqrt().to(discounted.dtype).squeeze(0)
 
     def ppo_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The PPO loss of a minibatch of whole trials (recomputed with :meth:`features`)."""
@@ -373,8 +398,10 @@ class SequenceAgent(MetaRLAgent):
         update = int(self.global_step)
         iteration, k = divmod(update, self.updates_per_iteration)
         if k == 0 or self._batch is None or self._batch.get("iteration") != iteration:
-            if self._batch is not None:  # the previous batch's updates are done: its observations join the statistics
+            if self._batch is not None:  # the previous batch's updates are done: its observations (and returns) join the statistics
                 self.update_observation_statistics(self._batch["obs"], self._batch["alive"])
+                if self.return_norm is not None:
+                    self.return_norm.update(self._batch["discounted"].unsqueeze(-1), self._batch["alive"])
             self._batch = self.collect(iteration)
             self._batch["iteration"] = iteration
             self.log("train/return", self._batch["total"].mean(), prog_bar=True)
