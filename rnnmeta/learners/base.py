@@ -100,7 +100,7 @@ class InjectedOptimizerModule(pl.LightningModule):
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets ``_current_fx_name`` around every hook it calls, a dozen times a training
         # step; ``nn.Module.__setattr__`` checks each assignment against the parameters, buffers and
-        # submodules, which cost 0.3 ms a sinusoid MAML step (docs/PERFORMANCE.md). The name is a
+        # submodules (0.36 ms of a sinusoid MAML step under cProfile; docs/PERFORMANCE.md). The name is a
         # plain string attribute, never a tensor or module, so it is set directly.
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
@@ -358,7 +358,7 @@ class MetaLearner(InjectedOptimizerModule):
     # ------------------------------------------------------------- Lightning steps
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """An :class:`Episode` moves itself (no copy where it is on ``device`` already); Lightning's
-        generic walk over a batch's fields cost 0.04 ms a sinusoid MAML step."""
+        generic walk over a batch's fields took 0.04 ms of a sinusoid MAML step under cProfile."""
         if isinstance(batch, Episode):
             return batch.to(device)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
@@ -469,7 +469,7 @@ class MetaLearner(InjectedOptimizerModule):
     # ------------------------------------------------------------- optimisation
     def on_before_optimizer_step(self, optimizer) -> None:
         # The optimiser's own parameters (no walk over the module tree) and one fused norm over
-        # their gradients: this check ran at 0.19 ms a sinusoid MAML step as a per-tensor loop.
+        # their gradients: as a per-tensor loop this check took 0.19 ms of a sinusoid MAML step under cProfile.
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
             norm = torch.nn.utils.get_total_norm(grads)
