@@ -7,7 +7,8 @@ The config (``configs/compare/point2d.yaml``, ``configs/compare/cheetah_vel.yaml
 the same tasks and the same environment randomness for every agent), and per agent its ``model``
 (as ``rnnmeta fit`` takes it: ``class_path`` and ``init_args``, without ``family``, which is injected)
 and its budget ``max_steps`` (optimiser updates; the table also prints the environment steps they
-cost). Agents train one after another, each with ``threads`` torch threads, and print their
+cost). The config's ``seed`` (default 0) seeds each agent's initialisation and training task stream.
+Agents train one after another, each with ``threads`` torch threads, and print their
 training return as they go.
 
 Written to ``--out`` (default ``results/<name>/``):
@@ -33,20 +34,23 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import yaml
 
 
-def build_agent(model_cfg: dict[str, Any], family_cfg: dict[str, Any]):
-    """The agent of ``model_cfg`` (class_path/init_args) on the family of ``family_cfg``, through jsonargparse."""
+def build_agent(model_cfg: dict[str, Any], family_cfg: dict[str, Any], seed: Optional[int] = None):
+    """The agent of ``model_cfg`` (class_path/init_args) on the family of ``family_cfg``, through jsonargparse;
+    ``seed`` (the config's) seeds its training task stream unless ``init_args`` name a seed of their own."""
     from jsonargparse import ArgumentParser
 
     from rnnmeta.rl.agent import MetaRLAgent
 
     cfg = copy.deepcopy(model_cfg)
     cfg.setdefault("init_args", {})["family"] = copy.deepcopy(family_cfg)
+    if seed is not None:
+        cfg["init_args"].setdefault("seed", seed)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(MetaRLAgent, "model")
     return parser.instantiate_classes(parser.parse_object({"model": cfg})).model
@@ -98,7 +102,7 @@ def main() -> None:
         if args.report_only or (args.only and name not in args.only):
             continue
         pl.seed_everything(seed, workers=False, verbose=False)
-        agent = build_agent(spec["model"], cfg["family"])
+        agent = build_agent(spec["model"], cfg["family"], seed)
         family = agent.family
         steps = max(1, int(round(int(spec["max_steps"]) * args.steps_scale)))
         per_iter = getattr(agent, "updates_per_iteration", None) or agent.ppo_epochs

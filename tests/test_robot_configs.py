@@ -65,3 +65,14 @@ def test_robot_comparison_config_builds_every_agent(path: Path):
         assert spec["max_steps"] >= 1, name
         if hasattr(agent.family, "close"):
             agent.family.close()
+
+
+def test_the_comparisons_seed_reaches_each_agents_training_stream_unless_the_agent_names_one():
+    family = {"class_path": "rnnmeta.rl.navigation.PointNavigation2D", "init_args": {"horizon": 10}}
+    model = {"class_path": "rnnmeta.rl.RL2", "init_args": {"n_episodes": 2, "hidden_size": 8}}
+    rc = robot_compare()
+    assert rc.build_agent(model, family, seed=3).seed == 3
+    assert rc.build_agent(model, family).seed == 0  # the agent's own default
+    own = {"class_path": "rnnmeta.rl.RL2", "init_args": {"n_episodes": 2, "hidden_size": 8, "seed": 5}}
+    assert rc.build_agent(own, family, seed=3).seed == 5
+    assert model["init_args"] == {"n_episodes": 2, "hidden_size": 8}  # the config is not modified
