@@ -31,7 +31,6 @@ trial (``val/return``, ``test/return`` and ``test/return_ci95``).
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Optional
 
@@ -377,9 +376,8 @@ class SequenceAgent(MetaRLAgent):
     def return_scale(self, discounted: Tensor, alive: Tensor) -> Tensor:
         """The standard deviation ``[]`` of the discounted returns ``[B, T]`` (at the ``alive`` steps) merged with the
         running statistics, which are left as they are (``scale_rewards``)."""
-        merged = copy.deepcopy(self.return_norm)
-        merged.update(discounted.unsqueeze(-1), alive)
-        return (merged.var + merged.eps).sqrt().to(discounted.dtype).squeeze(0)
+        _, _, var = self.return_norm.merged(discounted.unsqueeze(-1), alive)
+        return (var + self.return_norm.eps).sqrt().to(discounted.dtype).squeeze(0)
 
     def ppo_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The PPO loss of a minibatch of whole trials (recomputed with :meth:`features`)."""

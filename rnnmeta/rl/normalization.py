@@ -47,6 +47,14 @@ class RunningNorm(nn.Module):
     @torch.no_grad()
     def update(self, x: Tensor, mask: Optional[Tensor] = None) -> None:
         """Merge the observations ``x [..., D]`` (those where ``mask [...]`` is True) into the statistics."""
+        count, mean, var = self.merged(x, mask)
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.count.copy_(count)
+
+    @torch.no_grad()
+    def merged(self, x: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(count, mean, var)`` the statistics would hold after :meth:`update` with ``x`` and ``mask``; they are left as they are."""
         if x.shape[-1] != self.width:
             raise ValueError(f"RunningNorm(width={self.width}): observations must end in {self.width}, got shape {list(x.shape)}")
         flat = x.detach().reshape(-1, self.width).double()
@@ -56,16 +64,14 @@ class RunningNorm(nn.Module):
             flat = flat[mask.reshape(-1).bool()]
         n = flat.shape[0]
         if n == 0:
-            return
+            return self.count.clone(), self.mean.clone(), self.var.clone()
         batch_mean = flat.mean(0)
         batch_var = flat.var(0, unbiased=False)
         total = self.count + n
         delta = batch_mean - self.mean
         new_mean = self.mean + delta * (n / total)
         m2 = self.var * self.count + batch_var * n + delta.pow(2) * (self.count * n / total)
-        self.mean.copy_(new_mean)
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        return total, new_mean, m2 / total
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [..., D]`` normalised, in ``x``'s dtype."""
