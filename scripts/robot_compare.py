@@ -124,7 +124,7 @@ def main() -> None:
         train_cpu, train_wall = time.process_time() - c0, time.perf_counter() - w0
         trainer.save_checkpoint(out / f"{name}.ckpt")
         iterations = -(-steps // per_iter)
-        env_steps = iterations * agent.batch_trials * agent.trial_len
+        env_steps = iterations * agent.batch_trials * agent.train_trial_len
 
         tasks = eval_tasks(family, test_trials, eval_seed, "test")
         agent.eval()

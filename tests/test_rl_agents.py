@@ -249,3 +249,36 @@ def test_maml_actor_adapts_as_the_outer_step_recomputes_when_episodes_end_early(
     assert len(chunks) == 3
     for sl, logp in chunks:
         torch.testing.assert_close(logp[alive[:, sl]], batch["old_logp"][:, sl][alive[:, sl]], atol=1e-4, rtol=0)
+
+
+def test_maml_evaluates_more_inner_steps_than_it_trains_through_with_the_later_step_size():
+    """Finn et al.'s protocol: train through 1 step, evaluate 2 (here) with alpha_0 = inner_lr, then later_inner_lr.
+    The evaluation actor's log-probabilities are rebuilt by hand, step by step with those sizes."""
+    from rnnmeta.rl.agent import action_log_prob
+
+    torch.manual_seed(0)
+    fam = TabularMDPs(n_states=3, n_actions=2, horizon=3)
+    agent = MAMLRL(fam, 6, hidden_sizes=[8], inner_steps=1, eval_inner_steps=2, inner_lr=1.0, later_inner_lr=0.25, batch_trials=5)
+    assert agent.chunk_episodes == [2, 2, 2] and agent.train_episodes == 4 and agent.train_trial_len == 12
+    assert agent.collect(0)["obs"].shape[1] == 4 * 3  # a training trial: chunks 0 and 1 only
+    tasks = fam.sample_tasks(5, seeded_generator(1))
+    traj = agent.rollout(fam, tasks)
+    assert traj.obs.shape[1] == 6 * 3
+
+    def rebuilt(step_sizes):
+        params, out = agent.batched_params(5), []
+        for j, (a, e) in enumerate(agent.chunk_bounds()):
+            sl = slice(a, e)
+            out.append(action_log_prob(fam.action_space, agent.policy_params(params, traj.obs[:, sl]), traj.actions[:, sl]).detach())
+            if j < 2:
+                adv = agent.chunk_advantages(traj.obs[:, sl], traj.rewards[:, sl], traj.episode_end[:, sl], traj.alive[:, sl])
+                params = agent.inner_step(params, traj.obs[:, sl], traj.actions[:, sl], adv, traj.alive[:, sl], create_graph=False,
+                                          lr=step_sizes[j])
+        return torch.cat(out, 1)
+
+    torch.testing.assert_close(rebuilt([1.0, 0.25]), traj.extras["logp"], atol=1e-5, rtol=0)
+    assert (rebuilt([1.0, 1.0])[:, 12:] - traj.extras["logp"][:, 12:]).abs().max() > 1e-3  # the later size is used
+    with pytest.raises(ValueError, match="eval_inner_steps=1 must be at least inner_steps=2"):
+        MAMLRL(fam, 6, inner_steps=2, eval_inner_steps=1)
+    with pytest.raises(ValueError, match="later_inner_lr=-0.1"):
+        MAMLRL(fam, 6, later_inner_lr=-0.1)

@@ -146,8 +146,17 @@ def test_scaled_rewards_give_gae_the_rewards_over_the_running_return_std(name):
     assert torch.allclose(batch["returns"], expected_ret, atol=1e-5)
     assert not torch.allclose(batch["advantages"], raw["advantages"], atol=1e-2)
     assert scaled.return_norm.count.item() == 0  # not merged while the batch is being trained on
-    trainer(2 * scaled.updates_per_iteration + 1).fit(scaled)  # iterations 0 and 1 done, 2 collected
-    assert scaled.return_norm.count.item() == 2 * int(mask.sum())  # point2d episodes end early only at the goal
+    alive_steps: dict[int, int] = {}  # per training iteration: the steps its returns add to the statistics
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            alive_steps[module._batch["iteration"]] = int(module._batch["alive"].sum())
+
+    fit = trainer(2 * scaled.updates_per_iteration + 1)
+    fit.callbacks.append(Record())
+    fit.fit(scaled)  # iterations 0 and 1 done, 2 collected
+    assert alive_steps[0] == int(mask.sum()) and sorted(alive_steps) == [0, 1, 2]
+    assert scaled.return_norm.count.item() == alive_steps[0] + alive_steps[1]  # not iteration 2's, still being trained on
     assert "return_norm.var" in scaled.state_dict()
 
 

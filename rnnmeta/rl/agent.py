@@ -180,6 +180,11 @@ class MetaRLAgent(InjectedOptimizerModule):
         self.save_hyperparameters(ignore=["family", "optimizer"])
         self.hparams["family"] = family.describe()
 
+    @property
+    def train_trial_len(self) -> int:
+        """Environment steps of one training trial (``trial_len``, unless training plays shorter trials: MAMLRL)."""
+        return self.trial_len
+
     def observation_features(self, obs: Tensor) -> Tensor:
         """``encode(obs)`` ``[..., d_obs]``, standardised by the running statistics when ``normalize_observations``."""
         x = encode(self.family.observation_space, obs)

@@ -3,10 +3,14 @@ of Deep Networks", Section 3.3 and 5.3), on the same trials as the memory agents
 
 An MLP policy ``pi_theta(a | obs)`` (2 x 100 ReLU in the paper) with no memory of its own; it
 adapts to a task by policy-gradient steps. A trial of ``n_episodes`` episodes is split into
-``inner_steps + 1`` consecutive *chunks* of ``n_episodes // (inner_steps + 1)`` episodes (the last
-takes the remainder): chunk 0 is played with ``theta_0 = theta``; after chunk ``j`` one REINFORCE
-step on that chunk's episodes gives ``theta_{j+1} = theta_j + inner_lr * grad J_j(theta_j)``, which
-plays chunk ``j + 1``. Every reward of the trial counts, as for the other agents.
+``eval_inner_steps + 1`` consecutive *chunks* of ``n_episodes // (eval_inner_steps + 1)`` episodes
+(the last takes the remainder): chunk 0 is played with ``theta_0 = theta``; after chunk ``j`` one
+REINFORCE step on that chunk's episodes gives ``theta_{j+1} = theta_j + alpha_j * grad J_j(theta_j)``
+(``alpha_0 = inner_lr``, later steps ``later_inner_lr`` if set), which plays chunk ``j + 1``. Every
+reward of the trial counts, as for the other agents. Training plays the first ``inner_steps + 1``
+chunks of that trial and differentiates through ``inner_steps`` steps; Finn et al. trained with one
+step and evaluated up to three, with ``alpha = 0.1`` for the first and ``0.05`` for the later ones
+(Appendix A.2), which ``inner_steps=1, eval_inner_steps=3, later_inner_lr=0.05`` reproduces.
 
 * Inner step (per trial): REINFORCE with a linear feature baseline (Duan et al. 2016,
   "Benchmarking Deep RL"; as in the MAML paper): ``J = mean_t log pi(a_t | s_t) (G_t - b(s_t, t))``,
@@ -72,8 +76,14 @@ class MAMLRL(MetaRLAgent):
 
     Args (beyond :class:`~rnnmeta.rl.agent.MetaRLAgent`'s):
         hidden_sizes: the MLP's hidden widths (paper: [100, 100]).
-        inner_steps: adaptation steps per trial (>= 1; the trial has ``inner_steps + 1`` chunks).
-        inner_lr: the inner step size (paper: 0.1).
+        inner_steps: adaptation steps the outer step trains through (>= 1; a training trial plays
+            ``inner_steps + 1`` chunks).
+        inner_lr: the step size of the first inner step (paper: 0.1), and of every step unless
+            ``later_inner_lr`` is set.
+        eval_inner_steps: adaptation steps of an evaluation trial (``n_episodes`` episodes in
+            ``eval_inner_steps + 1`` chunks; default ``inner_steps``; at least ``inner_steps``).
+        later_inner_lr: the step size of every inner step after the first, in training and evaluation
+            (default ``inner_lr``; paper: 0.05 at evaluation after training with one step of 0.1).
         first_order: drop second derivatives.
         outer_baseline: the baseline of the outer step's advantages: ``"batch"`` (one linear feature
             baseline fitted over all trials of the batch, so a trial whose adaptation earned more
@@ -105,6 +115,8 @@ class MAMLRL(MetaRLAgent):
         hidden_sizes: Optional[list[int]] = None,
         inner_steps: int = 1,
         inner_lr: float = 0.1,
+        eval_inner_steps: Optional[int] = None,
+        later_inner_lr: Optional[float] = None,
         first_order: bool = False,
         outer_baseline: str = "batch",
         pre_update_objective: bool = False,
@@ -119,16 +131,22 @@ class MAMLRL(MetaRLAgent):
     ) -> None:
         super().__init__(family, n_episodes, batch_trials=batch_trials, **kwargs)
         hidden_sizes = [100, 100] if hidden_sizes is None else list(hidden_sizes)
+        eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
         check_positive("MAMLRL", inner_steps=inner_steps, ppo_epochs=ppo_epochs, **{f"hidden_sizes[{i}]": h for i, h in enumerate(hidden_sizes)})
-        if inner_steps + 1 > n_episodes:
-            raise ValueError(f"MAMLRL: inner_steps + 1 = {inner_steps + 1} chunks need n_episodes >= {inner_steps + 1}, got n_episodes={n_episodes}")
-        if not inner_lr > 0:
-            raise ValueError(f"MAMLRL: inner_lr must be > 0, got inner_lr={inner_lr!r}")
+        if eval_inner_steps < inner_steps:
+            raise ValueError(f"MAMLRL: eval_inner_steps={eval_inner_steps} must be at least inner_steps={inner_steps} (a training "
+                             "trial is the first inner_steps + 1 chunks of an evaluation trial)")
+        if eval_inner_steps + 1 > n_episodes:
+            raise ValueError(f"MAMLRL: eval_inner_steps + 1 = {eval_inner_steps + 1} chunks need n_episodes >= {eval_inner_steps + 1}, "
+                             f"got n_episodes={n_episodes}")
+        if not inner_lr > 0 or (later_inner_lr is not None and not later_inner_lr > 0):
+            raise ValueError(f"MAMLRL: inner_lr and later_inner_lr must be > 0, got inner_lr={inner_lr!r}, later_inner_lr={later_inner_lr!r}")
         if not 0.0 <= gamma <= 1.0 or not clip > 0:
             raise ValueError(f"MAMLRL: gamma must lie in [0, 1] and clip > 0, got gamma={gamma!r}, clip={clip!r}")
         if outer_baseline not in ("batch", "trial"):
             raise ValueError(f"MAMLRL: outer_baseline must be 'batch' or 'trial', got outer_baseline={outer_baseline!r}")
-        self.inner_steps, self.inner_lr, self.first_order = inner_steps, inner_lr, first_order
+        self.inner_steps, self.eval_inner_steps, self.first_order = inner_steps, eval_inner_steps, first_order
+        self.inner_lr, self.later_inner_lr = inner_lr, later_inner_lr
         self.outer_baseline, self.pre_update_objective = outer_baseline, pre_update_objective
         self.center_advantages = center_advantages
         self.gamma, self.clip, self.ppo_epochs, self.entropy_coef = gamma, clip, ppo_epochs, entropy_coef
@@ -140,8 +158,10 @@ class MAMLRL(MetaRLAgent):
         self.net = nn.Sequential(*layers)
         self.log_std = (nn.Parameter(torch.full((space_width(family.action_space),), float(init_log_std)))
                         if isinstance(family.action_space, Box) else None)
-        per = n_episodes // (inner_steps + 1)
-        self.chunk_episodes = [per] * inner_steps + [n_episodes - per * inner_steps]
+        per = n_episodes // (eval_inner_steps + 1)
+        #: episodes of each chunk of an evaluation trial; a training trial plays the first ``inner_steps + 1``
+        self.chunk_episodes = [per] * eval_inner_steps + [n_episodes - per * eval_inner_steps]
+        self.train_episodes = sum(self.chunk_episodes[: inner_steps + 1])
         self._batch: Optional[dict[str, Tensor]] = None
 
     # -- the functional policy ---------------------------------------------------------------------
@@ -170,8 +190,17 @@ class MAMLRL(MetaRLAgent):
             return g - linear_baseline(feats.reshape(1, b * t, -1), g.reshape(1, b * t), alive.reshape(1, b * t)).reshape(b, t)
         return g - linear_baseline(feats, g, alive)
 
-    def inner_step(self, params: Params, obs: Tensor, actions: Tensor, adv: Tensor, alive: Tensor, create_graph: bool) -> Params:
-        """One REINFORCE ascent step per trial on a chunk ``[B, t]``: ``theta_j -> theta_{j+1}``."""
+    @property
+    def train_trial_len(self) -> int:
+        return self.train_episodes * self.family.horizon
+
+    def step_size(self, j: int) -> float:
+        """``alpha_j``, the step size of inner step ``j`` (0-based): ``inner_lr``, then ``later_inner_lr`` if set."""
+        return self.inner_lr if j == 0 or self.later_inner_lr is None else self.later_inner_lr
+
+    def inner_step(self, params: Params, obs: Tensor, actions: Tensor, adv: Tensor, alive: Tensor, create_graph: bool,
+                   lr: float) -> Params:
+        """One REINFORCE ascent step of size ``lr`` per trial on a chunk ``[B, t]``: ``theta_j -> theta_{j+1}``."""
         if self.center_advantages:
             adv = normalise_advantages(adv, alive, dim=1)
         with torch.enable_grad():
@@ -180,27 +209,30 @@ class MAMLRL(MetaRLAgent):
             objective = (logp * adv.detach() * m).sum(1) / m.sum(1).clamp_min(1)  # [B]
             names = list(params)
             grads = torch.autograd.grad(objective.sum(), [params[k] for k in names], create_graph=create_graph)
-        return {k: params[k] + self.inner_lr * g for k, g in zip(names, grads)}
+        return {k: params[k] + lr * g for k, g in zip(names, grads)}
 
-    def chunk_bounds(self) -> list[tuple[int, int]]:
-        """``[(start, end)]`` steps of each chunk within the trial."""
+    def chunk_bounds(self, inner_steps: Optional[int] = None) -> list[tuple[int, int]]:
+        """``[(start, end)]`` steps of each chunk of a trial with ``inner_steps`` steps (default: an evaluation trial)."""
+        steps = self.eval_inner_steps if inner_steps is None else inner_steps
         h, out, start = self.family.horizon, [], 0
-        for e in self.chunk_episodes:
+        for e in self.chunk_episodes[: steps + 1]:
             out.append((start, start + e * h))
             start += e * h
         return out
 
-    def actor(self, greedy: bool = False) -> "MAMLActor":
-        return MAMLActor(self, greedy)
+    def actor(self, greedy: bool = False, inner_steps: Optional[int] = None) -> "MAMLActor":
+        """An actor that adapts ``inner_steps`` times per trial (default ``eval_inner_steps``: evaluation)."""
+        return MAMLActor(self, greedy, inner_steps)
 
     # -- training ----------------------------------------------------------------------------------
     def collect(self, iteration: int) -> dict[str, Tensor]:
         tasks = self.train_tasks(iteration)
         with torch.no_grad():
-            traj = run_trials(self.actor(), self.family, tasks, self.n_episodes,
+            traj = run_trials(self.actor(inner_steps=self.inner_steps), self.family, tasks, self.train_episodes,
                               seeded_generator(self.seed, "train-env", self.global_rank, iteration, device=self.device),
                               seeded_generator(self.seed, "train-actor", self.global_rank, iteration, device=self.device))
-        chunks = [(traj.obs[:, a:b], traj.rewards[:, a:b], traj.episode_end[:, a:b], traj.alive[:, a:b]) for a, b in self.chunk_bounds()]
+        chunks = [(traj.obs[:, a:b], traj.rewards[:, a:b], traj.episode_end[:, a:b], traj.alive[:, a:b])
+                  for a, b in self.chunk_bounds(self.inner_steps)]
         inner = [self.chunk_advantages(*c) for c in chunks]  # what the actor adapted with
         advs = [self.chunk_advantages(*c, pooled=self.outer_baseline == "batch") for c in chunks]
         return {"obs": traj.obs, "actions": traj.actions, "rewards": traj.rewards, "episode_end": traj.episode_end,
@@ -210,12 +242,12 @@ class MAMLRL(MetaRLAgent):
         """``(j, steps of chunk j, distribution parameters [B, t, width] under theta_j(theta))`` for each chunk:
         the inner steps recomputed from the recorded trajectories (``inner_advantages``, ``alive``), as the actor took them."""
         params = self.batched_params(batch["obs"].shape[0])
-        for j, (a, b) in enumerate(self.chunk_bounds()):
+        for j, (a, b) in enumerate(self.chunk_bounds(self.inner_steps)):
             sl = slice(a, b)
             yield j, sl, self.policy_params(params, batch["obs"][:, sl])
             if j < self.inner_steps:
                 params = self.inner_step(params, batch["obs"][:, sl], batch["actions"][:, sl], batch["inner_advantages"][:, sl],
-                                         batch["alive"][:, sl], create_graph=not self.first_order)
+                                         batch["alive"][:, sl], create_graph=not self.first_order, lr=self.step_size(j))
                 if self.first_order:
                     params = {k: p.detach() + (p0 - p0.detach()) for (k, p), p0 in zip(params.items(), self.batched_params(batch["obs"].shape[0]).values())}
 
@@ -245,20 +277,24 @@ class MAMLRL(MetaRLAgent):
 
 
 class MAMLActor:
-    """Runs :class:`MAMLRL` in trials: ``theta`` for chunk 0, then one inner step after each chunk (per trial)."""
+    """Runs :class:`MAMLRL` in trials: ``theta`` for chunk 0, then one inner step after each chunk (per trial),
+    ``inner_steps`` of them (default the agent's ``eval_inner_steps``)."""
 
-    def __init__(self, agent: MAMLRL, greedy: bool = False) -> None:
+    def __init__(self, agent: MAMLRL, greedy: bool = False, inner_steps: Optional[int] = None) -> None:
         self.agent, self.greedy = agent, greedy
+        self.inner_steps = agent.eval_inner_steps if inner_steps is None else inner_steps
+        self.bounds = agent.chunk_bounds(self.inner_steps)
 
     def begin_trials(self, family: TaskFamily, tasks: Tasks, n_episodes: int, generator: torch.Generator) -> None:
         check_same_spaces(self.agent.family, family, "MAMLRL")
-        if n_episodes != self.agent.n_episodes:
-            raise ValueError(f"MAMLRL was built for trials of n_episodes={self.agent.n_episodes} (its chunks), got n_episodes={n_episodes}")
+        expected = sum(self.agent.chunk_episodes[: self.inner_steps + 1])
+        if n_episodes != expected:
+            raise ValueError(f"MAMLRL with {self.inner_steps} inner steps plays trials of n_episodes={expected} (its chunks "
+                             f"{self.agent.chunk_episodes[: self.inner_steps + 1]}), got n_episodes={n_episodes}")
         self.b = family.check_tasks(tasks)
         self.generator = generator
         self.params = {k: v.detach() for k, v in self.agent.batched_params(self.b).items()}
         self.t, self.chunk = 0, 0
-        self.bounds = self.agent.chunk_bounds()
         self.buffer: dict[str, list[Tensor]] = {"obs": [], "actions": [], "rewards": [], "episode_end": [], "alive": []}
 
     def act(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -276,7 +312,7 @@ class MAMLActor:
         self.buffer["episode_end"].append(episode_end)
         self.buffer["alive"].append(alive)
         self.t += 1
-        if self.chunk < self.agent.inner_steps and self.t == self.bounds[self.chunk][1]:
+        if self.chunk < self.inner_steps and self.t == self.bounds[self.chunk][1]:
             agent = self.agent
             obs, actions = torch.stack(self.buffer["obs"], 1), torch.stack(self.buffer["actions"], 1)
             rewards, ends = torch.stack(self.buffer["rewards"], 1), torch.stack(self.buffer["episode_end"], 1)
@@ -284,7 +320,7 @@ class MAMLActor:
             adv = agent.chunk_advantages(obs, rewards, ends, alive)
             with torch.enable_grad():
                 params = {k: v.detach().requires_grad_(True) for k, v in self.params.items()}
-                new = agent.inner_step(params, obs, actions, adv, alive, create_graph=False)
+                new = agent.inner_step(params, obs, actions, adv, alive, create_graph=False, lr=agent.step_size(self.chunk))
             self.params = {k: v.detach() for k, v in new.items()}
             self.chunk += 1
             self.buffer = {k: [] for k in self.buffer}
