@@ -15,7 +15,8 @@ Written to ``--out`` (default ``results/<name>/``):
 
 * ``results.csv`` and the printed table: per agent, the mean test return of each episode of a trial
   (memory agents: episode 1..n) or of each adaptation stage (MAMLRL: after 0..k inner steps, the mean
-  episode return of each chunk), with 95% CIs, the updates, environment steps, CPU seconds of training;
+  episode return of each chunk), with 95% CIs, the median test task's return in the last stage, the
+  updates, environment steps, CPU seconds of training (2D navigation also prints the 5 worst test goals);
 * ``adaptation.png``: those curves side by side (with the paper's reference curve when the config
   gives one), :func:`rnnmeta.rl.robot_viz.plot_adaptation`;
 * ``trajectories_<agent>.png`` for 2D navigation (:func:`~rnnmeta.rl.robot_viz.plot_point_trajectories`);
@@ -141,6 +142,10 @@ def main() -> None:
         print(f"{name}: test return per {kind[:-1]}: " + ", ".join(f"{m:.2f}+-{c:.2f}" for m, c in zip(mean.tolist(), ci.tolist()))
               + f"; {env_steps:,} env steps, {train_cpu:.0f} CPU s", flush=True)
         if "goal" in tasks:
+            worst = stages[:, -1].argsort()[:5].tolist()
+            print(f"{name}: the 5 worst test goals in the last {kind[:-1]}: "
+                  + ", ".join(f"#{i} at {[round(x, 3) for x in tasks['goal'][i].tolist()]}: {float(stages[i, -1]):.1f}" for i in worst),
+                  flush=True)
             firsts = None
             if kind == "steps":  # MAMLRL: the first episode after each number of inner steps
                 starts = [sum(agent.chunk_episodes[:j]) for j in range(len(agent.chunk_episodes))]
@@ -164,7 +169,8 @@ def main() -> None:
     for name in cfg["learners"]:  # every agent with a result in the folder, in the config's order
         if (out / f"{name}_result.pt").exists():
             saved = torch.load(out / f"{name}_result.pt", weights_only=False)
-            rows.append(saved["row"])
+            # the median test task of the last stage: a mean that a few runaway tasks pull down shows here
+            rows.append({**saved["row"], "last_stage_median": f"{float(saved['stages'][:, -1].median()):.2f}"})
             curves[saved["label"]] = saved["stages"]
     keys: list[str] = []
     for r in rows:

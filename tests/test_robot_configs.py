@@ -76,3 +76,35 @@ def test_the_comparisons_seed_reaches_each_agents_training_stream_unless_the_age
     own = {"class_path": "rnnmeta.rl.RL2", "init_args": {"n_episodes": 2, "hidden_size": 8, "seed": 5}}
     assert rc.build_agent(own, family, seed=3).seed == 5
     assert model["init_args"] == {"n_episodes": 2, "hidden_size": 8}  # the config is not modified
+
+
+def test_robot_compare_reports_each_agents_training_steps_and_the_median_test_goal(tmp_path, monkeypatch, capsys):
+    """A tiny end-to-end run: MAMLRL trained through 1 inner step and evaluated over 2 counts the environment steps
+    of its (shorter) training trials; every row carries the median test goal's return in the last stage."""
+    import csv
+
+    import torch
+
+    cfg = {
+        "name": "tiny", "threads": 1, "seed": 0, "test_trials": 6,
+        "family": {"class_path": "rnnmeta.rl.navigation.PointNavigation2D", "init_args": {"horizon": 4}},
+        "learners": {
+            "rl2": {"max_steps": 2, "model": {"class_path": "rnnmeta.rl.RL2",
+                                               "init_args": {"n_episodes": 2, "hidden_size": 8, "batch_trials": 3}}},
+            "maml": {"max_steps": 2, "model": {"class_path": "rnnmeta.rl.MAMLRL", "init_args": {
+                "n_episodes": 6, "inner_steps": 1, "eval_inner_steps": 2, "later_inner_lr": 0.05, "hidden_sizes": [8],
+                "batch_trials": 3, "ppo_epochs": 1}}},
+        },
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(sys, "argv", ["robot_compare.py", "--config", str(path), "--out", str(tmp_path / "out")])
+    robot_compare().main()
+    rows = {r["agent"]: r for r in csv.DictReader(open(tmp_path / "out" / "results.csv"))}
+    assert int(rows["maml"]["env_steps"]) == 2 * 3 * 4 * 4  # 2 iterations x 3 trials x 4 training episodes x 4 steps
+    assert int(rows["rl2"]["env_steps"]) == 1 * 3 * 2 * 4  # 4 updates per iteration: one iteration
+    assert [k for k in rows["maml"] if k.startswith("step_")] == ["step_0", "step_1", "step_2"]  # evaluated over 2 steps
+    for name in ("rl2", "maml"):
+        stages = torch.load(tmp_path / "out" / f"{name}_result.pt", weights_only=False)["stages"]
+        assert float(rows[name]["last_stage_median"]) == pytest.approx(float(stages[:, -1].median()), abs=5e-3)
+    assert "the 5 worst test goals in the last step" in capsys.readouterr().out
