@@ -161,7 +161,6 @@ class MAMLRL(MetaRLAgent):
         per = n_episodes // (eval_inner_steps + 1)
         #: episodes of each chunk of an evaluation trial; a training trial plays the first ``inner_steps + 1``
         self.chunk_episodes = [per] * eval_inner_steps + [n_episodes - per * eval_inner_steps]
-        self.train_episodes = sum(self.chunk_episodes[: inner_steps + 1])
         self._batch: Optional[dict[str, Tensor]] = None
 
     # -- the functional policy ---------------------------------------------------------------------
@@ -189,6 +188,16 @@ class MAMLRL(MetaRLAgent):
             b, t = g.shape
             return g - linear_baseline(feats.reshape(1, b * t, -1), g.reshape(1, b * t), alive.reshape(1, b * t)).reshape(b, t)
         return g - linear_baseline(feats, g, alive)
+
+    def trial_episodes(self, inner_steps: Optional[int] = None) -> int:
+        """Episodes of a trial with ``inner_steps`` steps (default: an evaluation trial, ``n_episodes``)."""
+        steps = self.eval_inner_steps if inner_steps is None else inner_steps
+        return sum(self.chunk_episodes[: steps + 1])
+
+    @property
+    def train_episodes(self) -> int:
+        """Episodes of a training trial: the first ``inner_steps + 1`` chunks."""
+        return self.trial_episodes(self.inner_steps)
 
     @property
     def train_trial_len(self) -> int:
@@ -287,7 +296,7 @@ class MAMLActor:
 
     def begin_trials(self, family: TaskFamily, tasks: Tasks, n_episodes: int, generator: torch.Generator) -> None:
         check_same_spaces(self.agent.family, family, "MAMLRL")
-        expected = sum(self.agent.chunk_episodes[: self.inner_steps + 1])
+        expected = self.agent.trial_episodes(self.inner_steps)
         if n_episodes != expected:
             raise ValueError(f"MAMLRL with {self.inner_steps} inner steps plays trials of n_episodes={expected} (its chunks "
                              f"{self.agent.chunk_episodes[: self.inner_steps + 1]}), got n_episodes={n_episodes}")
