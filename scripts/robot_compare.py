@@ -19,6 +19,9 @@ Written to ``--out`` (default ``results/<name>/``):
   updates, environment steps, CPU seconds of training (2D navigation also prints the 5 worst test goals);
 * ``adaptation.png``: those curves side by side (with the paper's reference curve when the config
   gives one), :func:`rnnmeta.rl.robot_viz.plot_adaptation`;
+* ``training.png`` and ``training_<agent>.csv``: each agent's training curve, the mean return per
+  episode of every batch of training trials against the environment steps spent
+  (:func:`~rnnmeta.rl.robot_viz.plot_training`);
 * ``trajectories_<agent>.png`` for 2D navigation (:func:`~rnnmeta.rl.robot_viz.plot_point_trajectories`);
 * ``<agent>.ckpt``: the trained agent (Lightning checkpoint; the observation statistics included);
 * ``<agent>_trial.gif`` with ``video: true`` (MuJoCo families): one rendered test trial of the trained
@@ -89,7 +92,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     import pytorch_lightning as pl
 
-    from rnnmeta.rl.robot_viz import episode_returns, mean_ci, plot_adaptation, plot_point_trajectories
+    from rnnmeta.rl.robot_viz import episode_returns, mean_ci, plot_adaptation, plot_point_trajectories, plot_training
     from rnnmeta.rl.trial import eval_tasks
 
     out = Path(args.out or f"results/{cfg['name']}")
@@ -109,9 +112,20 @@ def main() -> None:
         per_iter = getattr(agent, "updates_per_iteration", None) or agent.ppo_epochs
         log_every = max(per_iter, (steps // 20) // per_iter * per_iter)
 
+        trial_steps, horizon = agent.train_trial_len, family.horizon
+        curve: list[dict[str, float]] = []  # one row per batch of training trials
+
         class Progress(pl.Callback):
             def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-                if trainer.global_step % log_every == 0 and module._batch is not None:
+                if module._batch is None:
+                    return
+                iteration = int(module._batch["iteration"])
+                if not curve or curve[-1]["iteration"] != iteration:  # the first update on a new batch
+                    curve.append({"iteration": iteration, "update": trainer.global_step,
+                                  "env_steps": (iteration + 1) * module.batch_trials * trial_steps,
+                                  "return_per_episode": float(module._batch["total"].mean()) * horizon / trial_steps,
+                                  "cpu_s": time.process_time() - c0})
+                if trainer.global_step % log_every == 0:
                     print(f"  {name}: update {trainer.global_step}/{steps}, train return per trial "
                           f"{float(module._batch['total'].mean()):.2f}, {time.process_time() - c0:.0f} CPU s", flush=True)
 
@@ -124,6 +138,10 @@ def main() -> None:
         trainer.fit(agent)
         train_cpu, train_wall = time.process_time() - c0, time.perf_counter() - w0
         trainer.save_checkpoint(out / f"{name}.ckpt")
+        with open(out / f"training_{name}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["iteration", "update", "env_steps", "return_per_episode", "cpu_s"])
+            w.writeheader()
+            w.writerows(curve)
         iterations = -(-steps // per_iter)
         env_steps = iterations * agent.batch_trials * agent.train_trial_len
 
@@ -138,7 +156,8 @@ def main() -> None:
                **{f"{kind[:-1]}_{i + (0 if kind == 'steps' else 1)}": f"{m:.2f} +- {c:.2f}" for i, (m, c) in enumerate(zip(mean.tolist(), ci.tolist()))},
                "trial_return": f"{float(traj.total_reward.mean()):.2f}", "updates": steps, "env_steps": env_steps,
                "train_cpu_s": f"{train_cpu:.0f}", "train_wall_s": f"{train_wall:.0f}", "threads": threads}
-        torch.save({"row": row, "label": label, "stages": stages}, out / f"{name}_result.pt")
+        torch.save({"row": row, "label": label, "stages": stages,
+                    "training": [(c["env_steps"], c["return_per_episode"]) for c in curve]}, out / f"{name}_result.pt")
         print(f"{name}: test return per {kind[:-1]}: " + ", ".join(f"{m:.2f}+-{c:.2f}" for m, c in zip(mean.tolist(), ci.tolist()))
               + f"; {env_steps:,} env steps, {train_cpu:.0f} CPU s", flush=True)
         if "goal" in tasks:
@@ -165,13 +184,14 @@ def main() -> None:
         if hasattr(family, "close"):
             family.close()
 
-    rows, curves = [], {}
+    rows, curves, training = [], {}, {}
     for name in cfg["learners"]:  # every agent with a result in the folder, in the config's order
         if (out / f"{name}_result.pt").exists():
             saved = torch.load(out / f"{name}_result.pt", weights_only=False)
             # the median test task of the last stage: a mean that a few runaway tasks pull down shows here
             rows.append({**saved["row"], "last_stage_median": f"{float(saved['stages'][:, -1].median()):.2f}"})
             curves[saved["label"]] = saved["stages"]
+            training[name] = saved.get("training", [])
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -185,7 +205,8 @@ def main() -> None:
     ref = cfg.get("reference")
     plot_adaptation(curves, out / "adaptation.png", title=f"{cfg['name']}: test return within a trial",
                     reference={ref["label"]: ref["values"]} if ref else None)
-    print(f"\nwritten: {out}/results.csv, {out}/adaptation.png, the checkpoints and plots beside them")
+    plot_training(training, out / "training.png", title=f"{cfg['name']}: training return per episode")
+    print(f"\nwritten: {out}/results.csv, {out}/adaptation.png, {out}/training.png, the checkpoints and plots beside them")
 
 
 if __name__ == "__main__":

@@ -282,3 +282,26 @@ def test_maml_evaluates_more_inner_steps_than_it_trains_through_with_the_later_s
         MAMLRL(fam, 6, inner_steps=2, eval_inner_steps=1)
     with pytest.raises(ValueError, match="later_inner_lr=-0.1"):
         MAMLRL(fam, 6, later_inner_lr=-0.1)
+
+
+def test_maml_trains_on_smaller_chunks_than_it_evaluates_with():
+    """``train_chunk_episodes``: a training trial is ``inner_steps + 1`` chunks of that many episodes, the outer step
+    recomputes the actor's adapted policy on those chunks, and evaluation keeps ``n_episodes // (eval_inner_steps + 1)``."""
+    from rnnmeta.rl.agent import action_log_prob
+
+    torch.manual_seed(0)
+    fam = TabularMDPs(n_states=3, n_actions=2, horizon=3)
+    agent = MAMLRL(fam, 8, hidden_sizes=[8], inner_steps=1, eval_inner_steps=3, train_chunk_episodes=1, inner_lr=1.0, batch_trials=5)
+    assert agent.chunks() == [2, 2, 2, 2] and agent.chunks(training=True) == [1, 1]
+    assert agent.train_episodes == 2 and agent.train_trial_len == 6 and agent.trial_episodes() == 8
+    assert agent.chunk_bounds(training=True) == [(0, 3), (3, 6)] and agent.chunk_bounds()[1] == (6, 12)
+    batch = agent.collect(0)
+    assert batch["obs"].shape[1] == 6
+    rebuilt = [action_log_prob(fam.action_space, dist, batch["actions"][:, sl]).detach() for _, sl, dist in agent.adapted_chunks(batch)]
+    torch.testing.assert_close(torch.cat(rebuilt, 1), batch["old_logp"], atol=1e-5, rtol=0)
+    assert (rebuilt[1] - rebuilt[0]).abs().max() > 1e-3  # chunk 1 is played by the adapted policy
+    assert agent.rollout(fam, fam.sample_tasks(5, seeded_generator(1))).obs.shape[1] == 8 * 3
+    with pytest.raises(ValueError, match="n_episodes=2 .*chunks \\[1, 1\\].*got n_episodes=8"):
+        run_trials(agent.actor(training=True), fam, fam.sample_tasks(5, seeded_generator(1)), 8, seeded_generator(0), seeded_generator(1))
+    with pytest.raises(ValueError, match="train_chunk_episodes"):
+        MAMLRL(fam, 8, train_chunk_episodes=0)

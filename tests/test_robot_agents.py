@@ -43,7 +43,7 @@ def train_a_few_steps(agent, iterations: int = 2) -> None:
 
 def reach_family():
     pytest.importorskip("gymnasium", reason="GymTaskFamily needs gymnasium: pip install 'rnnmeta[mujoco]'")
-    from tests.test_robot_gym_family import Reach1D, sample_target
+    from tests.gym_envs import Reach1D, sample_target
 
     from rnnmeta.rl.gym_family import GymTaskFamily
 

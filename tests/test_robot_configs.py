@@ -108,3 +108,11 @@ def test_robot_compare_reports_each_agents_training_steps_and_the_median_test_go
         stages = torch.load(tmp_path / "out" / f"{name}_result.pt", weights_only=False)["stages"]
         assert float(rows[name]["last_stage_median"]) == pytest.approx(float(stages[:, -1].median()), abs=5e-3)
     assert "the 5 worst test goals in the last step" in capsys.readouterr().out
+    # the training curves: one row per batch of training trials, the environment steps spent so far, the batch's
+    # return per episode (MAMLRL: 2 iterations of 3 trials x 4 training episodes of 4 steps; RL2: 1 of 3 x 2 x 4)
+    for name, per_batch, iterations in (("maml", 3 * 4 * 4, 2), ("rl2", 3 * 2 * 4, 1)):
+        curve = list(csv.DictReader(open(tmp_path / "out" / f"training_{name}.csv")))
+        assert [int(r["env_steps"]) for r in curve] == [per_batch * (i + 1) for i in range(iterations)]
+        # an episode is 4 steps at most 0.71 + 0.4 from the goal: per episode above -4.45 (a trial's sum is not)
+        assert all(-4.45 < float(r["return_per_episode"]) < 0.0 for r in curve)
+    assert (tmp_path / "out" / "training.png").stat().st_size > 0

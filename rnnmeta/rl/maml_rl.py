@@ -8,9 +8,14 @@ adapts to a task by policy-gradient steps. A trial of ``n_episodes`` episodes is
 REINFORCE step on that chunk's episodes gives ``theta_{j+1} = theta_j + alpha_j * grad J_j(theta_j)``
 (``alpha_0 = inner_lr``, later steps ``later_inner_lr`` if set), which plays chunk ``j + 1``. Every
 reward of the trial counts, as for the other agents. Training plays the first ``inner_steps + 1``
-chunks of that trial and differentiates through ``inner_steps`` steps; Finn et al. trained with one
-step and evaluated up to three, with ``alpha = 0.1`` for the first and ``0.05`` for the later ones
-(Appendix A.2), which ``inner_steps=1, eval_inner_steps=3, later_inner_lr=0.05`` reproduces.
+chunks of that trial (or, with ``train_chunk_episodes``, ``inner_steps + 1`` chunks of that many
+episodes) and differentiates through ``inner_steps`` steps. Finn et al. trained with one step and
+evaluated up to three, with the step size halved after the first (Appendix A.2: ``alpha = 0.1``,
+then ``0.05``); the authors' code for the 2D navigation figure (``maml_rl``: ``maml_trpo_point.py``,
+``test_maml_point.py``) trained on 20 trajectories per step with ``alpha = 0.5`` and a policy of
+initial std 1, and tested on 40 trajectories per step with 0.5, then 0.25. ``inner_steps=1,
+eval_inner_steps=3, later_inner_lr=...`` and ``n_episodes=160, train_chunk_episodes=20`` reproduce
+those protocols.
 
 * Inner step (per trial): REINFORCE with a linear feature baseline (Duan et al. 2016,
   "Benchmarking Deep RL"; as in the MAML paper): ``J = mean_t log pi(a_t | s_t) (G_t - b(s_t, t))``,
@@ -82,6 +87,10 @@ class MAMLRL(MetaRLAgent):
             ``later_inner_lr`` is set.
         eval_inner_steps: adaptation steps of an evaluation trial (``n_episodes`` episodes in
             ``eval_inner_steps + 1`` chunks; default ``inner_steps``; at least ``inner_steps``).
+        train_chunk_episodes: episodes of each chunk of a training trial (``inner_steps + 1`` chunks);
+            default: the evaluation trial's chunks, so a training trial is the start of an evaluation
+            trial. Set it to train on smaller chunks than the evaluation adapts on (the authors' code:
+            20 trajectories per step in training, 40 at test).
         later_inner_lr: the step size of every inner step after the first, in training and evaluation
             (default ``inner_lr``; paper: 0.05 at evaluation after training with one step of 0.1).
         first_order: drop second derivatives.
@@ -117,6 +126,7 @@ class MAMLRL(MetaRLAgent):
         inner_lr: float = 0.1,
         eval_inner_steps: Optional[int] = None,
         later_inner_lr: Optional[float] = None,
+        train_chunk_episodes: Optional[int] = None,
         first_order: bool = False,
         outer_baseline: str = "batch",
         pre_update_objective: bool = False,
@@ -139,6 +149,8 @@ class MAMLRL(MetaRLAgent):
         if eval_inner_steps + 1 > n_episodes:
             raise ValueError(f"MAMLRL: eval_inner_steps + 1 = {eval_inner_steps + 1} chunks need n_episodes >= {eval_inner_steps + 1}, "
                              f"got n_episodes={n_episodes}")
+        if train_chunk_episodes is not None:
+            check_positive("MAMLRL", train_chunk_episodes=train_chunk_episodes)
         if not inner_lr > 0 or (later_inner_lr is not None and not later_inner_lr > 0):
             raise ValueError(f"MAMLRL: inner_lr and later_inner_lr must be > 0, got inner_lr={inner_lr!r}, later_inner_lr={later_inner_lr!r}")
         if not 0.0 <= gamma <= 1.0 or not clip > 0:
@@ -159,8 +171,11 @@ class MAMLRL(MetaRLAgent):
         self.log_std = (nn.Parameter(torch.full((space_width(family.action_space),), float(init_log_std)))
                         if isinstance(family.action_space, Box) else None)
         per = n_episodes // (eval_inner_steps + 1)
-        #: episodes of each chunk of an evaluation trial; a training trial plays the first ``inner_steps + 1``
+        #: episodes of each chunk of an evaluation trial
         self.chunk_episodes = [per] * eval_inner_steps + [n_episodes - per * eval_inner_steps]
+        #: episodes of each chunk of a training trial (``train_chunk_episodes`` each, or the evaluation trial's first ``inner_steps + 1``)
+        self.train_chunks = (self.chunk_episodes[: inner_steps + 1] if train_chunk_episodes is None
+                             else [train_chunk_episodes] * (inner_steps + 1))
         self._batch: Optional[dict[str, Tensor]] = None
 
     # -- the functional policy ---------------------------------------------------------------------
@@ -189,15 +204,18 @@ class MAMLRL(MetaRLAgent):
             return g - linear_baseline(feats.reshape(1, b * t, -1), g.reshape(1, b * t), alive.reshape(1, b * t)).reshape(b, t)
         return g - linear_baseline(feats, g, alive)
 
-    def trial_episodes(self, inner_steps: Optional[int] = None) -> int:
-        """Episodes of a trial with ``inner_steps`` steps (default: an evaluation trial, ``n_episodes``)."""
-        steps = self.eval_inner_steps if inner_steps is None else inner_steps
-        return sum(self.chunk_episodes[: steps + 1])
+    def chunks(self, training: bool = False) -> list[int]:
+        """Episodes of each chunk of a training trial (``inner_steps + 1`` chunks) or an evaluation trial."""
+        return self.train_chunks if training else self.chunk_episodes
+
+    def trial_episodes(self, training: bool = False) -> int:
+        """Episodes of a training trial or of an evaluation trial (``n_episodes``)."""
+        return sum(self.chunks(training))
 
     @property
     def train_episodes(self) -> int:
-        """Episodes of a training trial: the first ``inner_steps + 1`` chunks."""
-        return self.trial_episodes(self.inner_steps)
+        """Episodes of a training trial."""
+        return self.trial_episodes(training=True)
 
     @property
     def train_trial_len(self) -> int:
@@ -220,28 +238,27 @@ class MAMLRL(MetaRLAgent):
             grads = torch.autograd.grad(objective.sum(), [params[k] for k in names], create_graph=create_graph)
         return {k: params[k] + lr * g for k, g in zip(names, grads)}
 
-    def chunk_bounds(self, inner_steps: Optional[int] = None) -> list[tuple[int, int]]:
-        """``[(start, end)]`` steps of each chunk of a trial with ``inner_steps`` steps (default: an evaluation trial)."""
-        steps = self.eval_inner_steps if inner_steps is None else inner_steps
+    def chunk_bounds(self, training: bool = False) -> list[tuple[int, int]]:
+        """``[(start, end)]`` steps of each chunk of a training trial or an evaluation trial."""
         h, out, start = self.family.horizon, [], 0
-        for e in self.chunk_episodes[: steps + 1]:
+        for e in self.chunks(training):
             out.append((start, start + e * h))
             start += e * h
         return out
 
-    def actor(self, greedy: bool = False, inner_steps: Optional[int] = None) -> "MAMLActor":
-        """An actor that adapts ``inner_steps`` times per trial (default ``eval_inner_steps``: evaluation)."""
-        return MAMLActor(self, greedy, inner_steps)
+    def actor(self, greedy: bool = False, training: bool = False) -> "MAMLActor":
+        """An actor that plays evaluation trials (``eval_inner_steps`` steps), or training trials (``inner_steps``)."""
+        return MAMLActor(self, greedy, training)
 
     # -- training ----------------------------------------------------------------------------------
     def collect(self, iteration: int) -> dict[str, Tensor]:
         tasks = self.train_tasks(iteration)
         with torch.no_grad():
-            traj = run_trials(self.actor(inner_steps=self.inner_steps), self.family, tasks, self.train_episodes,
+            traj = run_trials(self.actor(training=True), self.family, tasks, self.train_episodes,
                               seeded_generator(self.seed, "train-env", self.global_rank, iteration, device=self.device),
                               seeded_generator(self.seed, "train-actor", self.global_rank, iteration, device=self.device))
         chunks = [(traj.obs[:, a:b], traj.rewards[:, a:b], traj.episode_end[:, a:b], traj.alive[:, a:b])
-                  for a, b in self.chunk_bounds(self.inner_steps)]
+                  for a, b in self.chunk_bounds(training=True)]
         inner = [self.chunk_advantages(*c) for c in chunks]  # what the actor adapted with
         advs = [self.chunk_advantages(*c, pooled=self.outer_baseline == "batch") for c in chunks]
         return {"obs": traj.obs, "actions": traj.actions, "rewards": traj.rewards, "episode_end": traj.episode_end,
@@ -251,7 +268,7 @@ class MAMLRL(MetaRLAgent):
         """``(j, steps of chunk j, distribution parameters [B, t, width] under theta_j(theta))`` for each chunk:
         the inner steps recomputed from the recorded trajectories (``inner_advantages``, ``alive``), as the actor took them."""
         params = self.batched_params(batch["obs"].shape[0])
-        for j, (a, b) in enumerate(self.chunk_bounds(self.inner_steps)):
+        for j, (a, b) in enumerate(self.chunk_bounds(training=True)):
             sl = slice(a, b)
             yield j, sl, self.policy_params(params, batch["obs"][:, sl])
             if j < self.inner_steps:
@@ -286,20 +303,20 @@ class MAMLRL(MetaRLAgent):
 
 
 class MAMLActor:
-    """Runs :class:`MAMLRL` in trials: ``theta`` for chunk 0, then one inner step after each chunk (per trial),
-    ``inner_steps`` of them (default the agent's ``eval_inner_steps``)."""
+    """Runs :class:`MAMLRL` in trials: ``theta`` for chunk 0, then one inner step after each chunk (per trial):
+    the agent's evaluation trials (``eval_inner_steps`` steps), or with ``training`` its training trials."""
 
-    def __init__(self, agent: MAMLRL, greedy: bool = False, inner_steps: Optional[int] = None) -> None:
-        self.agent, self.greedy = agent, greedy
-        self.inner_steps = agent.eval_inner_steps if inner_steps is None else inner_steps
-        self.bounds = agent.chunk_bounds(self.inner_steps)
+    def __init__(self, agent: MAMLRL, greedy: bool = False, training: bool = False) -> None:
+        self.agent, self.greedy, self.training = agent, greedy, training
+        self.inner_steps = agent.inner_steps if training else agent.eval_inner_steps
+        self.bounds = agent.chunk_bounds(training)
 
     def begin_trials(self, family: TaskFamily, tasks: Tasks, n_episodes: int, generator: torch.Generator) -> None:
         check_same_spaces(self.agent.family, family, "MAMLRL")
-        expected = self.agent.trial_episodes(self.inner_steps)
+        expected = self.agent.trial_episodes(self.training)
         if n_episodes != expected:
             raise ValueError(f"MAMLRL with {self.inner_steps} inner steps plays trials of n_episodes={expected} (its chunks "
-                             f"{self.agent.chunk_episodes[: self.inner_steps + 1]}), got n_episodes={n_episodes}")
+                             f"{self.agent.chunks(self.training)}), got n_episodes={n_episodes}")
         self.b = family.check_tasks(tasks)
         self.generator = generator
         self.params = {k: v.detach() for k, v in self.agent.batched_params(self.b).items()}

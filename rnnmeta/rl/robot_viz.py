@@ -3,6 +3,7 @@
 * :func:`episode_returns` splits each trial's reward into its episodes ``[B, n_episodes]``;
   :func:`plot_adaptation` draws mean return (95% CI band) per episode of a trial for the memory
   agents (RL^2, SNAIL: episode 1..n) or per inner gradient step for MAML (step 0..k) on one axis;
+* :func:`plot_training` draws each agent's training return per episode against environment steps;
 * :func:`plot_point_trajectories` draws 2D-navigation paths toward a few test goals, one line per
   episode of each trial (so adaptation shows as paths that bend toward the goal);
 * :func:`record_trial` renders one trial of a MuJoCo family (``rgb_array`` frames) and writes a GIF
@@ -71,6 +72,36 @@ def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], ti
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("episode of the trial (memory agents) / inner gradient steps (MAML)")
     ax.set_ylabel("return per episode (mean, 95% CI)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_training(curves: dict[str, Sequence[tuple[int, float]]], path: Union[str, os.PathLike], title: str = "") -> Path:
+    """Training curves: the mean return per episode of each batch of training trials against the environment
+    steps spent so far, one line per agent (``curves``: agent -> ``[(env_steps, return per episode), ...]``).
+
+    Environment steps, not updates, are the common axis: a MAMLRL update costs a whole batch of its long
+    trials, a PPO update of the memory agents a quarter of a batch of short ones.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        if points:
+            steps, returns = zip(*points)
+            ax.plot(steps, returns, label=name)
+    ax.set_xlabel("environment steps of training")
+    ax.set_ylabel("training return per episode (batch mean)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
