@@ -148,6 +148,34 @@ def test_maml_first_and_second_order_gradients_differ_only_through_the_inner_ste
     assert torch.nn.functional.cosine_similarity(grads[False], grads[True], dim=0) > 0.5
 
 
+def test_maml_meta_gradient_through_inner_steps_that_adapt_the_log_std_matches_finite_differences():
+    """``adapt_log_std``: two second-order inner steps move the weights and the log-std per trial; the outer loss's
+    gradient with respect to theta's log-std and to some first-layer weights matches central differences in float64."""
+    from rnnmeta.rl.navigation import PointNavigation2D
+
+    torch.manual_seed(0)
+    agent = MAMLRL(PointNavigation2D(horizon=5), 4, hidden_sizes=[8], inner_steps=2, inner_lr=0.5, batch_trials=4,
+                   center_advantages=True, adapt_log_std=True, init_log_std=-0.5)
+    batch = agent.collect(0)
+    agent.double()
+    batch = {k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
+    weight = agent.net[0].weight
+    g_std, g_w = torch.autograd.grad(agent.outer_loss(batch), [agent.log_std, weight])
+
+    def central(param, index, eps=1e-6):
+        param.data[index] += eps
+        plus = agent.outer_loss(batch).item()
+        param.data[index] -= 2 * eps
+        minus = agent.outer_loss(batch).item()
+        param.data[index] += eps
+        return (plus - minus) / (2 * eps)
+
+    for i in range(2):
+        assert g_std[i].item() == pytest.approx(central(agent.log_std, i), rel=1e-5, abs=1e-8)
+        assert g_w[i, 0].item() == pytest.approx(central(weight, (i, 0)), rel=1e-5, abs=1e-8)
+    assert g_std.abs().min() > 1e-3
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -155,6 +183,7 @@ def test_maml_first_and_second_order_gradients_differ_only_through_the_inner_ste
         (lambda: RL2(BernoulliBandits(2), 5, cell="rnn"), "cell='rnn'"),
         (lambda: SNAILAgent(BernoulliBandits(2), 5, layout=["conv:3"]), "conv:3"),
         (lambda: MAMLRL(BernoulliBandits(2), 1), "n_episodes=1"),
+        (lambda: MAMLRL(BernoulliBandits(2), 4, adapt_log_std=True), "adapt_log_std=True needs a Gaussian policy"),
         (lambda: RL2(BernoulliBandits(2), 5, gamma=2.0), "gamma=2.0"),
         (lambda: RL2(BernoulliBandits(5), 5).rollout(BernoulliBandits(3), {"means": torch.rand(2, 3)}), "action_space"),
         (lambda: MAMLRL(BernoulliBandits(5), 5).rollout(TabularMDPs(), TabularMDPs().sample_tasks(2, seeded_generator(0))), "space"),
@@ -231,22 +260,30 @@ def test_injected_lr_schedule_steps_once_per_update(name):
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)  # half of the 6 updates: half the lr
 
 
-@pytest.mark.parametrize("center", [False, True])
-def test_maml_actor_adapts_as_the_outer_step_recomputes_when_episodes_end_early(center):
+@pytest.mark.parametrize("center, adapt_log_std", [(False, False), (True, False), (True, True)])
+def test_maml_actor_adapts_as_the_outer_step_recomputes_when_episodes_end_early(center, adapt_log_std):
     """The actor's inner steps leave out the steps after a termination, as the outer step's recomputation does:
-    under theta_j(theta) rebuilt from the recorded trajectory, every alive step's log-probability is the acted one."""
+    under theta_j(theta) rebuilt from the recorded trajectory, every alive step's log-probability is the acted one
+    (with ``adapt_log_std``, under each trial's adapted log-std, which then differs from theta's)."""
     from rnnmeta.rl.navigation import PointNavigation2D
     from rnnmeta.rl.agent import action_log_prob
 
     torch.manual_seed(0)
     fam = PointNavigation2D(horizon=8, max_step=0.2, success_tolerance=0.15)  # many episodes end early
-    agent = MAMLRL(fam, 4, hidden_sizes=[16], inner_steps=2, inner_lr=1.0, batch_trials=16, center_advantages=center)
+    agent = MAMLRL(fam, 4, hidden_sizes=[16], inner_steps=2, inner_lr=1.0, batch_trials=16, center_advantages=center,
+                   adapt_log_std=adapt_log_std)
     batch = agent.collect(0)
     alive = batch["alive"]
     assert (~alive[:, :8]).any() and (~alive[:, 8:16]).any(), "the test needs terminations in the chunks the actor adapts on"
-    chunks = [(sl, action_log_prob(fam.action_space, dist, batch["actions"][:, sl], agent.log_std).detach())
-              for _, sl, dist in agent.adapted_chunks(batch)]
+    chunks, stds = [], []
+    for _, sl, dist, log_std in agent.adapted_chunks(batch):
+        chunks.append((sl, action_log_prob(fam.action_space, dist, batch["actions"][:, sl], log_std).detach()))
+        stds.append(log_std.detach())
     assert len(chunks) == 3
+    if adapt_log_std:  # per trial [B, 1, 2]; the inner steps moved it away from theta's
+        assert stds[2].shape == (16, 1, 2) and (stds[2] - agent.log_std.detach()).abs().max() > 1e-3
+    else:
+        assert all(torch.equal(s, agent.log_std.detach()) for s in stds)
     for sl, logp in chunks:
         torch.testing.assert_close(logp[alive[:, sl]], batch["old_logp"][:, sl][alive[:, sl]], atol=1e-4, rtol=0)
 
@@ -297,7 +334,7 @@ def test_maml_trains_on_smaller_chunks_than_it_evaluates_with():
     assert agent.chunk_bounds(training=True) == [(0, 3), (3, 6)] and agent.chunk_bounds()[1] == (6, 12)
     batch = agent.collect(0)
     assert batch["obs"].shape[1] == 6
-    rebuilt = [action_log_prob(fam.action_space, dist, batch["actions"][:, sl]).detach() for _, sl, dist in agent.adapted_chunks(batch)]
+    rebuilt = [action_log_prob(fam.action_space, dist, batch["actions"][:, sl]).detach() for _, sl, dist, _ in agent.adapted_chunks(batch)]
     torch.testing.assert_close(torch.cat(rebuilt, 1), batch["old_logp"], atol=1e-5, rtol=0)
     assert (rebuilt[1] - rebuilt[0]).abs().max() > 1e-3  # chunk 1 is played by the adapted policy
     assert agent.rollout(fam, fam.sample_tasks(5, seeded_generator(1))).obs.shape[1] == 8 * 3

@@ -50,6 +50,9 @@ from rnnmeta.rl.trial import run_trials
 
 Params = dict[str, Tensor]
 
+#: the key of the per-trial log-std among the adapted parameters (``adapt_log_std``)
+LOG_STD = "log_std"
+
 
 def returns_to_go(rewards: Tensor, episode_end: Tensor, gamma: float) -> Tensor:
     """``[B, T]`` discounted return from each step to the end of its episode."""
@@ -113,6 +116,10 @@ class MAMLRL(MetaRLAgent):
             stops informing the inner step (measured: 2-armed bandits, 10 pulls, p = 0.9998 for one
             arm after 100 iterations with 0, 0.57 with 0.05).
         init_log_std: initial log standard deviation of the Gaussian policy (``Box`` actions; 0: std 1).
+        adapt_log_std: the inner steps adapt the policy's log-std too, per trial, as the authors' code
+            does (``maml_rl``: the fast update runs over all the policy's parameters, its std included),
+            so an adapted policy can act more (or less) deterministically than ``theta``. Off: only the
+            MLP's weights adapt and every chunk acts with the shared log-std.
 
     Shapes: the policy maps ``encode(obs) [..., d_obs]`` to logits or means ``[..., width]``.
     """
@@ -137,6 +144,7 @@ class MAMLRL(MetaRLAgent):
         ppo_epochs: int = 4,
         entropy_coef: float = 0.05,
         init_log_std: float = 0.0,
+        adapt_log_std: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(family, n_episodes, batch_trials=batch_trials, **kwargs)
@@ -170,6 +178,10 @@ class MAMLRL(MetaRLAgent):
         self.net = nn.Sequential(*layers)
         self.log_std = (nn.Parameter(torch.full((space_width(family.action_space),), float(init_log_std)))
                         if isinstance(family.action_space, Box) else None)
+        if adapt_log_std and self.log_std is None:
+            raise ValueError(f"MAMLRL: adapt_log_std=True needs a Gaussian policy (Box actions); {family.describe()} has "
+                             f"discrete actions")
+        self.adapt_log_std = bool(adapt_log_std)
         per = n_episodes // (eval_inner_steps + 1)
         #: episodes of each chunk of an evaluation trial
         self.chunk_episodes = [per] * eval_inner_steps + [n_episodes - per * eval_inner_steps]
@@ -180,13 +192,26 @@ class MAMLRL(MetaRLAgent):
 
     # -- the functional policy ---------------------------------------------------------------------
     def batched_params(self, batch: int) -> Params:
-        """``theta`` expanded to one copy per trial ``[B, ...]`` (views: gradients flow to ``theta``)."""
-        return {k: p.unsqueeze(0).expand(batch, *p.shape) for k, p in self.net.named_parameters()}
+        """``theta`` expanded to one copy per trial ``[B, ...]`` (views: gradients flow to ``theta``); with
+        ``adapt_log_std`` the log-std too, under :data:`LOG_STD` (``[B, width]``)."""
+        params = {k: p.unsqueeze(0).expand(batch, *p.shape) for k, p in self.net.named_parameters()}
+        if self.adapt_log_std:
+            params[LOG_STD] = self.log_std.unsqueeze(0).expand(batch, *self.log_std.shape)
+        return params
 
     def policy_params(self, params: Params, obs: Tensor) -> Tensor:
         """Per-trial parameters ``[B, ...]`` and observations ``[B, T, *obs]`` -> distribution parameters ``[B, T, width]``."""
-        x = self.observation_features(obs)
-        return vmap(lambda p, xb: functional_call(self.net, p, (xb,)))(params, x)
+        weights = {k: v for k, v in params.items() if k != LOG_STD}
+        # in the weights' dtype: encode() gives float32, and a gradient check runs the policy in float64
+        x = self.observation_features(obs).to(next(iter(weights.values())).dtype)
+        return vmap(lambda p, xb: functional_call(self.net, p, (xb,)))(weights, x)
+
+    def log_std_of(self, params: Params, per_step: bool = True) -> Optional[Tensor]:
+        """The log-std that the policy of ``params`` acts with: per trial (``adapt_log_std``; ``[B, 1, width]``
+        to broadcast over a chunk's steps, ``[B, width]`` with ``per_step=False``), else the shared ``[width]``."""
+        if LOG_STD not in params:
+            return self.log_std
+        return params[LOG_STD].unsqueeze(1) if per_step else params[LOG_STD]
 
     def _baseline_features(self, obs: Tensor, step_in_episode: Tensor) -> Tensor:
         o = encode(self.family.observation_space, obs)
@@ -231,7 +256,7 @@ class MAMLRL(MetaRLAgent):
         if self.center_advantages:
             adv = normalise_advantages(adv, alive, dim=1)
         with torch.enable_grad():
-            logp = action_log_prob(self.family.action_space, self.policy_params(params, obs), actions, self.log_std)
+            logp = action_log_prob(self.family.action_space, self.policy_params(params, obs), actions, self.log_std_of(params))
             m = alive.to(logp.dtype)
             objective = (logp * adv.detach() * m).sum(1) / m.sum(1).clamp_min(1)  # [B]
             names = list(params)
@@ -264,13 +289,14 @@ class MAMLRL(MetaRLAgent):
         return {"obs": traj.obs, "actions": traj.actions, "rewards": traj.rewards, "episode_end": traj.episode_end,
                 "alive": traj.alive, "old_logp": traj.extras["logp"], "advantages": torch.cat(advs, 1), "inner_advantages": torch.cat(inner, 1), "total": traj.total_reward}
 
-    def adapted_chunks(self, batch: dict[str, Tensor]) -> Iterator[tuple[int, slice, Tensor]]:
-        """``(j, steps of chunk j, distribution parameters [B, t, width] under theta_j(theta))`` for each chunk:
-        the inner steps recomputed from the recorded trajectories (``inner_advantages``, ``alive``), as the actor took them."""
+    def adapted_chunks(self, batch: dict[str, Tensor]) -> Iterator[tuple[int, slice, Tensor, Optional[Tensor]]]:
+        """``(j, steps of chunk j, distribution parameters [B, t, width] under theta_j(theta), its log-std)`` for
+        each chunk: the inner steps recomputed from the recorded trajectories (``inner_advantages``, ``alive``), as
+        the actor took them."""
         params = self.batched_params(batch["obs"].shape[0])
         for j, (a, b) in enumerate(self.chunk_bounds(training=True)):
             sl = slice(a, b)
-            yield j, sl, self.policy_params(params, batch["obs"][:, sl])
+            yield j, sl, self.policy_params(params, batch["obs"][:, sl]), self.log_std_of(params)
             if j < self.inner_steps:
                 params = self.inner_step(params, batch["obs"][:, sl], batch["actions"][:, sl], batch["inner_advantages"][:, sl],
                                          batch["alive"][:, sl], create_graph=not self.first_order, lr=self.step_size(j))
@@ -280,8 +306,8 @@ class MAMLRL(MetaRLAgent):
     def outer_loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Minus the PPO surrogate summed over the chunks, each under ``theta_j(theta)`` recomputed through the inner steps."""
         space, loss = self.family.action_space, 0.0
-        for j, sl, dist in self.adapted_chunks(batch):
-            logp = action_log_prob(space, dist, batch["actions"][:, sl], self.log_std)
+        for j, sl, dist, log_std in self.adapted_chunks(batch):
+            logp = action_log_prob(space, dist, batch["actions"][:, sl], log_std)
             adv = normalise_advantages(batch["advantages"][:, sl], batch["alive"][:, sl])
             if j > 0 or self.pre_update_objective:
                 loss = loss - ppo_clip_objective(logp, batch["old_logp"][:, sl], adv, self.clip, batch["alive"][:, sl])
@@ -327,8 +353,9 @@ class MAMLActor:
         agent = self.agent
         with torch.no_grad():
             dist = agent.policy_params(self.params, obs.unsqueeze(1))[:, 0]
-            action = sample_action(agent.family.action_space, dist, self.generator, self.greedy, agent.log_std)
-            logp = action_log_prob(agent.family.action_space, dist, action, agent.log_std)
+            log_std = agent.log_std_of(self.params, per_step=False)
+            action = sample_action(agent.family.action_space, dist, self.generator, self.greedy, log_std)
+            logp = action_log_prob(agent.family.action_space, dist, action, log_std)
         self.buffer["obs"].append(obs)
         self.buffer["actions"].append(action)
         return action, {"logp": logp}
