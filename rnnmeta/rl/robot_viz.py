@@ -43,6 +43,28 @@ def mean_ci(x: Tensor) -> tuple[Tensor, Tensor]:
     return x.mean(0), 1.96 * std / math.sqrt(n)
 
 
+def _save(fig: Any, path: Union[str, os.PathLike]) -> Path:
+    """Lay out ``fig``, write it to ``path`` (PNG, 120 dpi; folders made), close it; the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _save_line_plot(fig: Any, ax: Any, path: Union[str, os.PathLike], xlabel: str, ylabel: str, title: str) -> Path:
+    """Axis labels, title, grid and legend of a line plot, then :func:`_save`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], title: str = "",
                     reference: Optional[dict[str, Sequence[float]]] = None) -> Path:
     """Mean return per episode of a trial (or per gradient step), one line with a 95% CI band per agent.
@@ -70,17 +92,8 @@ def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], ti
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("episode of the trial (memory agents) / inner gradient steps (MAML)")
-    ax.set_ylabel("return per episode (mean, 95% CI)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save_line_plot(fig, ax, path, "episode of the trial (memory agents) / inner gradient steps (MAML)",
+                           "return per episode (mean, 95% CI)", title)
 
 
 def plot_training(curves: dict[str, Sequence[tuple[int, float]]], path: Union[str, os.PathLike], title: str = "") -> Path:
@@ -100,17 +113,7 @@ def plot_training(curves: dict[str, Sequence[tuple[int, float]]], path: Union[st
         if points:
             steps, returns = zip(*points)
             ax.plot(steps, returns, label=name)
-    ax.set_xlabel("environment steps of training")
-    ax.set_ylabel("training return per episode (batch mean)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save_line_plot(fig, ax, path, "environment steps of training", "training return per episode (batch mean)", title)
 
 
 def plot_point_trajectories(traj: Trajectory, goals: Tensor, horizon: int, path: Union[str, os.PathLike],
@@ -153,12 +156,7 @@ def plot_point_trajectories(traj: Trajectory, goals: Tensor, horizon: int, path:
     ax.set_aspect("equal")
     ax.set_title(title or "2D navigation: paths toward test goals (star), start at the origin")
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------- video
