@@ -58,6 +58,9 @@ VARIANTS: dict[str, dict] = {
     "readout_h512": {"hidden_size": 512},
     "sparse_h512": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0},
     "random_head": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "readout_init": 0.0},
+    "sparse_h1024": {"hidden_size": 1024, "key_std": 4.0, "input_bias": -2.0},
+    "sparse_h512_fb6": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "forget_bias": 6.0},
+    "sparse_h512_q5": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "train_data": {"q_queries": 5}},
 }
 # a variant's keys are the learner's arguments, except "train_data" (the run's training data
 # arguments) and "lr" (Adam's learning rate)

@@ -7,6 +7,7 @@ from rnnmeta.rl.agent import MetaRLAgent, SequenceAgent
 from rnnmeta.rl.maml_rl import MAMLRL
 from rnnmeta.rl.rl2 import RL2
 from rnnmeta.rl.snail_agent import SNAILAgent
+from rnnmeta.rl.trpo import TRPO
 from rnnmeta.rl.trial import Evaluation, Trajectory, eval_tasks, evaluate, run_trials
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "RL2",
     "SNAILAgent",
     "SequenceAgent",
+    "TRPO",
     "Actor",
     "BatchedEnv",
     "BernoulliBandits",

@@ -75,6 +75,17 @@ def action_entropy(space: Space, params: Tensor, log_std: Optional[Tensor] = Non
     return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum().expand(params.shape[:-1])
 
 
+def action_kl(space: Space, old: Tensor, new: Tensor, old_log_std: Optional[Tensor] = None,
+              new_log_std: Optional[Tensor] = None) -> Tensor:
+    """``[...]`` ``KL(old || new)`` between two action distributions of parameters ``[..., width]`` (TRPO's constraint)."""
+    if isinstance(space, Discrete):
+        old_logp, new_logp = old.log_softmax(-1), new.log_softmax(-1)
+        return (old_logp.exp() * (old_logp - new_logp)).sum(-1)
+    var_ratio = torch.exp(2 * (old_log_std - new_log_std))
+    mahalanobis = (old - new) ** 2 * torch.exp(-2 * new_log_std)
+    return (new_log_std - old_log_std + 0.5 * (var_ratio + mahalanobis - 1)).sum(-1)
+
+
 class PolicyHead(nn.Module):
     """Features ``[..., F]`` -> an action distribution over ``space``.
 

@@ -43,9 +43,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from rnnmeta.rl.agent import MetaRLAgent, action_entropy, action_log_prob, check_same_spaces, sample_action
+from rnnmeta.rl.agent import MetaRLAgent, action_entropy, action_kl, action_log_prob, check_same_spaces, sample_action
 from rnnmeta.rl.base import Box, TaskFamily, Tasks, check_positive, encode, seeded_generator, space_width
-from rnnmeta.rl.ppo import normalise_advantages, ppo_clip_objective
+from rnnmeta.rl.ppo import masked_mean, normalise_advantages, ppo_clip_objective
+from rnnmeta.rl.trpo import TRPO
+from rnnmeta.specs import callable_spec, import_class
 from rnnmeta.rl.trial import run_trials
 
 Params = dict[str, Tensor]
@@ -116,6 +118,11 @@ class MAMLRL(MetaRLAgent):
             stops informing the inner step (measured: 2-armed bandits, 10 pulls, p = 0.9998 for one
             arm after 100 iterations with 0, 0.57 with 0.05).
         init_log_std: initial log standard deviation of the Gaussian policy (``Box`` actions; 0: std 1).
+        optimizer: the meta-optimiser (:class:`~rnnmeta.rl.agent.MetaRLAgent`'s), or :class:`~rnnmeta.rl.trpo.TRPO`
+            (``{class_path: rnnmeta.rl.TRPO, init_args: {max_kl: 0.01}}``), the paper's outer step: then each
+            collected batch gets one trust-region step on the unclipped surrogate of the adapted policies,
+            bounded by their mean KL divergence from the policies that acted (``clip`` and ``ppo_epochs``
+            are not used; Lightning's manual optimisation, so no ``lr_scheduler`` and no gradient clipping).
         adapt_log_std: the inner steps adapt the policy's log-std too, per trial, as the authors' code
             does (``maml_rl``: the fast update runs over all the policy's parameters, its std included),
             so an adapted policy can act more (or less) deterministically than ``theta``. Off: only the
@@ -189,6 +196,19 @@ class MAMLRL(MetaRLAgent):
         self.train_chunks = (self.chunk_episodes[: inner_steps + 1] if train_chunk_episodes is None
                              else [train_chunk_episodes] * (inner_steps + 1))
         self._batch: Optional[dict[str, Tensor]] = None
+        spec = callable_spec(self.optimizer_factory)
+        #: the outer step is TRPO's (one trust-region step per batch) rather than PPO's
+        self.uses_trpo = spec is not None and issubclass(import_class(spec["class_path"], "optimizer"), TRPO)
+        if self.uses_trpo:
+            if self.lr_scheduler_factory is not None:
+                raise ValueError("MAMLRL: an lr_scheduler has nothing to schedule with the TRPO optimizer (its step is set by "
+                                 "max_kl); remove lr_scheduler")
+            self.automatic_optimization = False
+
+    @property
+    def updates_per_iteration(self) -> int:
+        """Outer updates per collected batch of trials: ``ppo_epochs``, or one trust-region step with TRPO."""
+        return 1 if self.uses_trpo else self.ppo_epochs
 
     # -- the functional policy ---------------------------------------------------------------------
     def batched_params(self, batch: int) -> Params:
@@ -315,14 +335,42 @@ class MAMLRL(MetaRLAgent):
                 loss = loss - self.entropy_coef * action_entropy(space, dist, self.log_std).mean()
         return loss
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        iteration, k = divmod(int(self.global_step), self.ppo_epochs)
+    def trpo_objective(self, batch: dict[str, Tensor], reference: dict[int, tuple[Tensor, Optional[Tensor]]]) -> tuple[Tensor, Tensor]:
+        """TRPO's ``(loss, kl)`` at the current ``theta`` (:class:`~rnnmeta.rl.trpo.TRPO`'s closure).
+
+        ``loss``: minus the importance-sampled surrogate ``mean(rho A)`` of the chunks the outer step optimises (those
+        after an inner step, and chunk 0 with ``pre_update_objective``), minus the entropy bonus as in
+        :meth:`outer_loss`; ``kl``: the mean over those chunks of ``KL(pi_ref || pi_theta_j)`` over their acted steps,
+        where ``reference`` holds each chunk's distribution at the start of the step (filled, detached, on the first call).
+        """
+        space, loss, kls = self.family.action_space, 0.0, []
+        for j, sl, dist, log_std in self.adapted_chunks(batch):
+            alive = batch["alive"][:, sl]
+            if j > 0 or self.pre_update_objective:
+                logp = action_log_prob(space, dist, batch["actions"][:, sl], log_std)
+                adv = normalise_advantages(batch["advantages"][:, sl], alive)
+                loss = loss - masked_mean(torch.exp(logp - batch["old_logp"][:, sl]) * adv, alive)
+                ref_dist, ref_log_std = reference.setdefault(j, (dist.detach(), None if log_std is None else log_std.detach()))
+                kls.append(masked_mean(action_kl(space, ref_dist, dist, ref_log_std, log_std), alive))
+            if self.entropy_coef and j == 0:
+                loss = loss - self.entropy_coef * action_entropy(space, dist, self.log_std).mean()
+        return loss, torch.stack(kls).mean()
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Optional[Tensor]:
+        iteration, k = divmod(int(self.global_step), self.updates_per_iteration)
         if k == 0 or self._batch is None or self._batch.get("iteration") != iteration:
             if self._batch is not None:  # the previous batch's updates are done: its observations join the statistics
                 self.update_observation_statistics(self._batch["obs"], self._batch["alive"])
             self._batch = self.collect(iteration)
             self._batch["iteration"] = iteration
             self.log("train/return", self._batch["total"].mean(), prog_bar=True)
+        if self.uses_trpo:
+            optimizer = self.optimizers()
+            reference: dict[int, tuple[Tensor, Optional[Tensor]]] = {}
+            loss = optimizer.step(closure=lambda: self.trpo_objective(self._batch, reference))
+            self.log_dict({f"train/trpo_{key}": value for key, value in optimizer.optimizer.last_step.items()})
+            self.log("train/loss", loss)
+            return None
         loss = self.outer_loss(self._batch)
         self.log("train/loss", loss.detach())
         return loss

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 
-def _masked_mean(x: Tensor, mask: Optional[Tensor], dim: Optional[int] = None) -> Tensor:
+def masked_mean(x: Tensor, mask: Optional[Tensor], dim: Optional[int] = None) -> Tensor:
+    """The mean of ``x`` over the entries where ``mask`` is true (all if ``None``; along ``dim`` only, kept, if given)."""
     if mask is None:
         return x.mean() if dim is None else x.mean(dim, keepdim=True)
     m = mask.to(x.dtype)
@@ -74,19 +75,19 @@ def ppo_clip_objective(logp: Tensor, old_logp: Tensor, advantages: Tensor, clip:
     ratio = torch.exp(logp - old_logp.detach())
     adv = advantages.detach()
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
-    return _masked_mean(surrogate, mask)
+    return masked_mean(surrogate, mask)
 
 
 def value_loss(values: Tensor, returns: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     """``mean((V - returns)^2) / 2``."""
-    return 0.5 * _masked_mean((values - returns.detach()) ** 2, mask)
+    return 0.5 * masked_mean((values - returns.detach()) ** 2, mask)
 
 
 def normalise_advantages(advantages: Tensor, mask: Optional[Tensor] = None, eps: float = 1e-8, dim: Optional[int] = None) -> Tensor:
     """Advantages scaled to mean 0, std 1 (over the ``mask``ed entries; along ``dim`` only, if given)."""
-    mean = _masked_mean(advantages, mask, dim)
-    var = _masked_mean((advantages - mean) ** 2, mask, dim)
+    mean = masked_mean(advantages, mask, dim)
+    var = masked_mean((advantages - mean) ** 2, mask, dim)
     return (advantages - mean) / (var.sqrt() + eps)
 
 
-__all__ = ["gae", "normalise_advantages", "ppo_clip_objective", "value_loss"]
+__all__ = ["gae", "masked_mean", "normalise_advantages", "ppo_clip_objective", "value_loss"]
