@@ -13,6 +13,9 @@ Variants (``--variants`` picks some):
   readout_h512   + 512 hidden units
   sparse_h512    + sparser writes (``key_std: 4``, ``input_bias: -2``): the 20-way config's learner
   random_head    the 20-way config's learner with a random head (``readout_init: 0``)
+  sparse_h1024   sparse_h512 with 1024 units
+  sparse_h512_fb6  sparse_h512 with the forget gate's bias 6 (3 by default), so early support examples fade less
+  sparse_h512_q5   sparse_h512 trained on 5 queries per class (1 in the config)
 
 ``--study snail_5w1s``: SNAIL's training protocol and initialisation at the budget of
 ``configs/compare/omniglot_5w1s.yaml`` (3 CPU-minutes each, or ``--steps``):
@@ -35,6 +38,7 @@ learner of ``configs/compare/omniglot_20w1s.yaml`` at the config's budget (2 CPU
   sparse_c512      + 512 controller units, as the 20-way LSTMLearner (the config's ``mann`` now)
 
 Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 CPU-seconds + tests
+      python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h1024 sparse_h512_fb6 sparse_h512_q5 --steps 300
       python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
       python scripts/ablation_recurrent.py --study mann_5w1s     # about 4 x 75 CPU-seconds + tests
       python scripts/ablation_recurrent.py --study mann_20w1s    # 3 x 2 CPU-minutes + tests

@@ -34,6 +34,11 @@ def test_lstm_study_changes_only_the_variant_arguments():
     # everything else is the 20-way config's lstm learner (optimizer, clipping)
     assert readout["optimizer"] == {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001}}
     assert config["learners"]["readout"]["trainer"] == {"gradient_clip_val": 1.0}
+    # the later levers: the training data or one argument of the 20-way config's learner, the rest as sparse_h512
+    later = ablation_recurrent.lstm_study(namespace(variants=["sparse_h512", "sparse_h512_fb6", "sparse_h512_q5"]))["learners"]
+    assert later["sparse_h512_q5"]["train_data"] == {"q_queries": 5} and "train_data" not in later["sparse_h512"]
+    assert later["sparse_h512_fb6"]["model"]["init_args"]["forget_bias"] == 6.0
+    assert later["sparse_h512_q5"]["model"]["init_args"] == later["sparse_h512"]["model"]["init_args"]
 
 
 def test_snail_study_varies_protocol_and_initialisation():
