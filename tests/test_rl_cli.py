@@ -30,6 +30,28 @@ def test_fit_then_test_an_rl_config(tmp_path, capsys, monkeypatch):
     assert "test/return" in capsys.readouterr().out
 
 
+def test_fit_resume_and_test_maml_with_the_trpo_outer_step(tmp_path, capsys, monkeypatch):
+    """The TRPO config through the CLI (manual optimisation): two trust-region steps, a third resumed from the
+    checkpoint, then a test from it."""
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs/rl/point2d_maml_trpo.yaml")
+    small = ["--trainer.val_check_interval", "2", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+             "--model.init_args.hidden_sizes", "[8]", "--model.init_args.batch_trials", "2", "--model.init_args.n_episodes", "8",
+             "--model.init_args.train_chunk_episodes", "2", "--model.init_args.family.init_args.horizon", "5",
+             "--model.init_args.val_trials", "4", "--model.init_args.test_trials", "6"]
+    cli_main(["fit", "--config", config, "--trainer.max_steps", "2", *small])
+    last = next(line.split()[-1] for line in capsys.readouterr().out.splitlines() if "last checkpoint" in line)
+    import torch
+
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["global_step"] == 2 and checkpoint["optimizer_states"][0]["param_groups"][0]["max_kl"] == 0.01
+    cli_main(["fit", "--config", config, "--trainer.max_steps", "3", *small, "--ckpt_path", last])
+    resumed = next(line.split()[-1] for line in capsys.readouterr().out.splitlines() if "last checkpoint" in line)
+    assert torch.load(resumed, weights_only=False)["global_step"] == 3
+    cli_main(["test", "--config", config, *small, "--ckpt_path", resumed])
+    assert "test/return" in capsys.readouterr().out
+
+
 def test_rl_config_errors_name_the_value(tmp_path, capsys):
     config = str(REPO / "configs/rl/bandits_n10_k5_rl2.yaml")
     with pytest.raises(SystemExit):
