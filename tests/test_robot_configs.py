@@ -67,6 +67,21 @@ def test_robot_comparison_config_builds_every_agent(path: Path):
             agent.family.close()
 
 
+def test_the_trpo_comparison_trains_the_trpo_fit_configs_agent():
+    """configs/compare/point2d_maml_trpo.yaml (the numbers of docs/ROBOT.md) and configs/rl/point2d_maml_trpo.yaml
+    (``rnnmeta fit``) hold the same agent and budget, and it builds with TRPO as its outer step."""
+    compare_cfg = yaml.safe_load((REPO / "configs" / "compare" / "point2d_maml_trpo.yaml").read_text())
+    fit_cfg = yaml.safe_load((REPO / "configs" / "rl" / "point2d_maml_trpo.yaml").read_text())
+    fit_args = dict(fit_cfg["model"]["init_args"])
+    assert fit_args.pop("family") == compare_cfg["family"]
+    for evaluation_only in ("val_trials", "test_trials", "normalize_observations"):
+        fit_args.pop(evaluation_only)
+    spec = compare_cfg["learners"]["maml"]
+    assert spec["model"]["init_args"] == fit_args and spec["max_steps"] == fit_cfg["trainer"]["max_steps"]
+    agent = robot_compare().build_agent(spec["model"], compare_cfg["family"])
+    assert agent.uses_trpo and not agent.automatic_optimization and agent.updates_per_iteration == 1
+
+
 def test_the_comparisons_seed_reaches_each_agents_training_stream_unless_the_agent_names_one():
     family = {"class_path": "rnnmeta.rl.navigation.PointNavigation2D", "init_args": {"horizon": 10}}
     model = {"class_path": "rnnmeta.rl.RL2", "init_args": {"n_episodes": 2, "hidden_size": 8}}
