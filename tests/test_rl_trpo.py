@@ -29,6 +29,21 @@ def test_conjugate_gradient_solves_a_positive_definite_system():
     assert errors[0] > errors[1] > errors[2]
 
 
+def test_action_kl_matches_torch_distributions():
+    from torch.distributions import Categorical, Normal, kl_divergence
+
+    from rnnmeta.rl.agent import action_kl
+    from rnnmeta.rl.base import Box, Discrete
+
+    g = torch.Generator().manual_seed(2)
+    old, new = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    old_log_std, new_log_std = torch.randn(3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    expected = kl_divergence(Normal(old, old_log_std.exp()), Normal(new, new_log_std.exp())).sum(-1)
+    torch.testing.assert_close(action_kl(Box((3,), -1.0, 1.0), old, new, old_log_std, new_log_std), expected)
+    expected = kl_divergence(Categorical(logits=old), Categorical(logits=new))
+    torch.testing.assert_close(action_kl(Discrete(3), old, new), expected)
+
+
 def _categorical_problem(max_kl: float):
     """A softmax policy over 5 actions with logits ``theta``, the loss ``-E_p[r]`` and ``KL(p_start || p_theta)``."""
     g = torch.Generator().manual_seed(1)

@@ -46,9 +46,9 @@ from torch.func import functional_call, vmap
 from rnnmeta.rl.agent import MetaRLAgent, action_entropy, action_kl, action_log_prob, check_same_spaces, sample_action
 from rnnmeta.rl.base import Box, TaskFamily, Tasks, check_positive, encode, seeded_generator, space_width
 from rnnmeta.rl.ppo import masked_mean, normalise_advantages, ppo_clip_objective
+from rnnmeta.rl.trial import run_trials
 from rnnmeta.rl.trpo import TRPO
 from rnnmeta.specs import callable_spec, import_class
-from rnnmeta.rl.trial import run_trials
 
 Params = dict[str, Tensor]
 
