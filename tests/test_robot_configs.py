@@ -78,8 +78,13 @@ def test_the_trpo_comparison_trains_the_trpo_fit_configs_agent():
         fit_args.pop(evaluation_only)
     spec = compare_cfg["learners"]["maml"]
     assert spec["model"]["init_args"] == fit_args and spec["max_steps"] == fit_cfg["trainer"]["max_steps"]
-    agent = robot_compare().build_agent(spec["model"], compare_cfg["family"])
-    assert agent.uses_trpo and not agent.automatic_optimization and agent.updates_per_iteration == 1
+    paper = yaml.safe_load((REPO / "configs" / "compare" / "point2d_maml_trpo_paper.yaml").read_text())
+    assert paper["family"] == compare_cfg["family"] and paper["learners"]["maml"]["model"]["init_args"]["inner_steps"] == 1
+    for cfg in (compare_cfg, paper):
+        agent = robot_compare().build_agent(cfg["learners"]["maml"]["model"], cfg["family"])
+        assert agent.uses_trpo and not agent.automatic_optimization and agent.updates_per_iteration == 1
+        # the same 18M environment steps as the PPO row of configs/compare/point2d.yaml
+        assert cfg["learners"]["maml"]["max_steps"] * agent.batch_trials * agent.train_trial_len == 18_080_000
 
 
 def test_the_comparisons_seed_reaches_each_agents_training_stream_unless_the_agent_names_one():
