@@ -104,6 +104,15 @@ def test_trpo_bad_settings_name_the_value(kwargs, message):
         TRPO([torch.nn.Parameter(torch.zeros(2))]).step()
 
 
+def test_trpo_under_another_agent_says_it_is_mamls_outer_step():
+    """Automatic optimisation hands an optimiser a loss-only closure: RL2 with TRPO fails with a message, not an unpack error."""
+    from rnnmeta.rl import RL2, BernoulliBandits
+
+    agent = RL2(BernoulliBandits(2), 4, hidden_size=8, batch_trials=4, optimizer=partial(TRPO, max_kl=0.01))
+    with pytest.raises(TypeError, match="closure returning \\(loss, kl\\).*MAMLRL"):
+        _fit(agent, 1)
+
+
 def _maml_trpo(**kwargs):
     return MAMLRL(PointNavigation2D(horizon=6), 3, hidden_sizes=[8], inner_steps=2, inner_lr=0.5, batch_trials=6,
                   center_advantages=True, optimizer=partial(TRPO, max_kl=0.01), **kwargs)

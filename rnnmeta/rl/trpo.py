@@ -97,7 +97,12 @@ class TRPO(torch.optim.Optimizer):
         group = self.param_groups[0]
         params = [p for p in group["params"] if p.requires_grad]
         with torch.enable_grad():
-            loss, kl = closure()
+            result = closure()
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError(f"TRPO.step needs a closure returning (loss, kl), got {type(result).__name__}: TRPO is the outer step "
+                                "of MAMLRL (rnnmeta.rl.MAMLRL, which passes that closure); other learners and agents train with a "
+                                "gradient optimizer such as torch.optim.Adam")
+            loss, kl = result
             grad = _flat(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params)
             kl_grad = _flat(torch.autograd.grad(kl, params, create_graph=True, allow_unused=True), params)
 
