@@ -181,3 +181,27 @@ def test_maml_trpo_learns_2d_navigation():
         trainer = _fit(agent, 40)
         trainer.test(agent, verbose=False)
     assert agent.last_evaluation.mean > untrained + 8, f"{untrained:.2f} -> {agent.last_evaluation.mean:.2f} after 40 trust-region steps"
+
+
+def test_benchmark_script_times_a_trpo_step_against_a_ppo_epoch(tmp_path):
+    """scripts/benchmark_trpo.py on a small copy of configs/compare/point2d_maml_trpo.yaml prints its one-row table."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.helpers import REPO
+
+    cfg = yaml.safe_load((REPO / "configs" / "compare" / "point2d_maml_trpo.yaml").read_text())
+    cfg["family"]["init_args"]["horizon"] = 5
+    cfg["learners"]["maml"]["model"]["init_args"].update(hidden_sizes=[8], batch_trials=2, n_episodes=8, train_chunk_episodes=2)
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_trpo.py"), "--config", str(path), "--repeats", "1"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    row = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(row) == 1
+    collect, step, solve, epoch, epochs = (float(x) for x in row[0].strip("| ").split(" | "))
+    assert 0 < solve <= step and epoch > 0 and epochs == 4
+    assert "3 inner steps, 2 trials of 40 steps" in out and "CPU:" in out
