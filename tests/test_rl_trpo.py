@@ -94,7 +94,7 @@ def test_trpo_rejects_a_step_that_never_improves_the_loss_and_stays_put():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"max_kl": 0.0}, "max_kl"), ({"max_kl": float("nan")}, "max_kl"), ({"cg_iters": 0}, "cg_iters"),
+    [({"max_kl": 0.0}, "max_kl"), ({"max_kl": float("nan")}, "max_kl"), ({"max_kl": True}, "max_kl"), ({"cg_iters": 0}, "cg_iters"),
      ({"backtrack_ratio": 1.0}, "backtrack_ratio"), ({"damping": -1.0}, "damping")],
 )
 def test_trpo_bad_settings_name_the_value(kwargs, message):

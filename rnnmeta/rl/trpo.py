@@ -76,9 +76,9 @@ class TRPO(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Tensor], max_kl: float = 0.01, cg_iters: int = 10, damping: float = 1e-5,
                  backtrack_ratio: float = 0.8, max_backtracks: int = 15) -> None:
-        if not (isinstance(max_kl, (int, float)) and math.isfinite(max_kl) and max_kl > 0):
+        if isinstance(max_kl, bool) or not (isinstance(max_kl, (int, float)) and math.isfinite(max_kl) and max_kl > 0):
             raise ValueError(f"TRPO: max_kl must be a finite number > 0, got {max_kl!r}")
-        if not (isinstance(cg_iters, int) and cg_iters >= 1) or not (isinstance(max_backtracks, int) and max_backtracks >= 1):
+        if any(isinstance(n, bool) or not (isinstance(n, int) and n >= 1) for n in (cg_iters, max_backtracks)):
             raise ValueError(f"TRPO: cg_iters and max_backtracks must be integers >= 1, got cg_iters={cg_iters!r}, "
                              f"max_backtracks={max_backtracks!r}")
         if not 0 < backtrack_ratio < 1 or not damping >= 0:
