@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from rnnmeta.rl import BernoulliBandits, TabularMDPs, evaluate, run_trials, seeded_generator
+from rnnmeta.rl import TRPO, BernoulliBandits, TabularMDPs, evaluate, run_trials, seeded_generator
 from rnnmeta.rl.classical import make_baseline
 from rnnmeta.rl.maml_rl import MAMLRL, linear_baseline, returns_to_go
 from rnnmeta.rl.rl2 import RL2
@@ -200,6 +200,11 @@ LEARN = {
     "snail": (lambda fam: SNAILAgent(fam, 10, layout=["tc:16", "attn:16:16"], embed_size=16, batch_trials=64,
                                      optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
     "maml": (lambda fam: MAMLRL(fam, 10, batch_trials=64, inner_lr=0.1, optimizer=partial(torch.optim.Adam, lr=3e-3)), 300),
+    # the papers' optimiser: one trust-region step per batch of 64 trials (measured: RL2 5.86, SNAIL 5.89 after 60)
+    "rl2_trpo": (lambda fam: RL2(fam, 10, hidden_size=64, batch_trials=64, gae_lambda=0.95, entropy_coef=0.0,
+                                 optimizer=partial(TRPO, max_kl=0.01)), 60),
+    "snail_trpo": (lambda fam: SNAILAgent(fam, 10, layout=["tc:16", "attn:16:16"], embed_size=16, batch_trials=64,
+                                          gae_lambda=0.95, entropy_coef=0.0, optimizer=partial(TRPO, max_kl=0.01)), 60),
 }
 
 

@@ -16,9 +16,10 @@ from rnnmeta.rl.compare import RLComparisonError, is_rl_comparison
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_fit_then_test_an_rl_config(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("name", ["bandits_n10_k5_rl2", "bandits_n10_k5_rl2_trpo"])
+def test_fit_then_test_an_rl_config(name, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = str(REPO / "configs/rl/bandits_n10_k5_rl2.yaml")
+    config = str(REPO / f"configs/rl/{name}.yaml")
     small = ["--trainer.max_steps", "8", "--trainer.val_check_interval", "4", "--trainer.logger", "false",
              "--trainer.enable_progress_bar", "false", "--model.init_args.hidden_size", "8", "--model.init_args.batch_trials", "4",
              "--model.init_args.val_trials", "20", "--model.init_args.test_trials", "30"]

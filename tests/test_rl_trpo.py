@@ -1,4 +1,4 @@
-"""TRPO (rnnmeta.rl.trpo) against first principles, and as MAML-RL's outer step."""
+"""TRPO (rnnmeta.rl.trpo) against first principles, as MAML-RL's outer step, and as the memory agents' optimiser."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from rnnmeta.rl import TRPO
+from rnnmeta.rl import RL2, TRPO, BernoulliBandits, SNAILAgent
 from rnnmeta.rl.maml_rl import MAMLRL
 from rnnmeta.rl.navigation import PointNavigation2D
 from rnnmeta.rl.trpo import conjugate_gradient
@@ -104,13 +104,11 @@ def test_trpo_bad_settings_name_the_value(kwargs, message):
         TRPO([torch.nn.Parameter(torch.zeros(2))]).step()
 
 
-def test_trpo_under_another_agent_says_it_is_mamls_outer_step():
-    """Automatic optimisation hands an optimiser a loss-only closure: RL2 with TRPO fails with a message, not an unpack error."""
-    from rnnmeta.rl import RL2, BernoulliBandits
-
-    agent = RL2(BernoulliBandits(2), 4, hidden_size=8, batch_trials=4, optimizer=partial(TRPO, max_kl=0.01))
-    with pytest.raises(TypeError, match="closure returning \\(loss, kl\\).*MAMLRL"):
-        _fit(agent, 1)
+def test_trpo_given_a_loss_only_closure_says_what_it_needs():
+    """A learner under automatic optimisation hands the optimiser a loss-only closure: a message, not an unpack error."""
+    weight = torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(TypeError, match="closure returning \\(loss, kl\\).*few-shot learners train with a gradient optimizer"):
+        TRPO([weight]).step(lambda: (weight**2).sum())
 
 
 def _maml_trpo(**kwargs):
@@ -215,3 +213,86 @@ def test_benchmark_script_times_a_trpo_step_against_a_ppo_epoch(tmp_path):
     collect, step, solve, epoch, epochs = (float(x) for x in row[0].strip("| ").split(" | "))
     assert 0 < solve <= step and epoch > 0 and epochs == 4
     assert "3 inner steps, 2 trials of 40 steps" in out and "CPU:" in out
+
+
+# ---------------------------------------------------------------------------------- the memory agents (RL2, SNAILAgent)
+def _sequence_trpo(kind, family=None, **kwargs):
+    family = family or BernoulliBandits(3)
+    if kind == "rl2":
+        return RL2(family, 3, hidden_size=8, batch_trials=6, optimizer=partial(TRPO, max_kl=0.01), **kwargs)
+    return SNAILAgent(family, 3, layout=["tc:8", "attn:8:8"], embed_size=8, batch_trials=6,
+                      optimizer=partial(TRPO, max_kl=0.01), **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["rl2", "snail"])
+@pytest.mark.parametrize("box", [False, True], ids=["discrete", "gaussian"])
+def test_sequence_trpo_objective_starts_as_the_ppo_surrogate_with_zero_kl(kind, box):
+    """At the parameters that acted, TRPO's loss and its gradient over the trust region's parameters equal PPO's
+    policy loss (no value term: every ratio is 1), and the KL from the start of the step is 0 with a zero gradient."""
+    torch.manual_seed(0)
+    family = PointNavigation2D(horizon=4) if box else None
+    agent = _sequence_trpo(kind, family, entropy_coef=0.05, value_coef=0.0, init_log_std=-0.5)
+    params = agent.configure_optimizers().param_groups[0]["params"]
+    assert all(p is not q for p in params for q in agent.value.parameters())
+    assert len(params) == len(list(agent.parameters())) - 2  # all but the value head's weight and bias
+    batch = agent.collect(0)
+    loss, kl = agent.trpo_objective(batch, [])
+    trpo_grads = torch.autograd.grad(loss, params, retain_graph=True)
+    kl_grads = torch.autograd.grad(kl, params, allow_unused=True)
+    ppo, _ = agent.ppo_loss(batch)
+    ppo_grads = torch.autograd.grad(ppo, params)
+    assert float(kl.detach()) == pytest.approx(0.0, abs=1e-7)
+    assert float(loss.detach()) == pytest.approx(float(ppo.detach()), rel=1e-5)
+    for t, p, k in zip(trpo_grads, ppo_grads, kl_grads):
+        torch.testing.assert_close(t, p, rtol=1e-4, atol=1e-6)
+        assert k is None or k.abs().max() < 1e-6
+    assert max(float(p.abs().max()) for p in ppo_grads) > 1e-3
+
+
+def test_value_head_is_the_ridge_regression_of_the_returns_on_the_memory():
+    """After fit_value_head the ridge normal equations hold, and the value loss on the batch is far below the initial head's."""
+    torch.manual_seed(0)
+    agent = _sequence_trpo("rl2")
+    batch = agent.collect(0)
+    mask = batch["alive"]
+    with torch.no_grad():
+        features = agent.features(batch["inputs"])[mask].double()
+        before = float(((agent.value(features.float()).squeeze(-1) - batch["returns"][mask]) ** 2).mean())
+    agent.fit_value_head(batch)
+    x = torch.cat([features, torch.ones_like(features[:, :1])], 1)
+    w = torch.cat([agent.value.weight[0], agent.value.bias]).detach().double()
+    y = batch["returns"][mask].double()
+    ridge = agent.value_ridge * (x.T @ x).diagonal().mean()
+    normal = x.T @ (x @ w - y) + ridge * w  # the gradient of |x w - y|^2 / 2 + ridge |w|^2 / 2
+    assert float(normal.abs().max()) < 1e-4 * float((x.T @ y).abs().max())
+    after = float(((x @ w - y) ** 2).mean())
+    assert after < 0.5 * before, f"value MSE {before:.3f} -> {after:.3f}"
+
+
+@pytest.mark.parametrize("kind", ["rl2", "snail"])
+def test_sequence_trpo_makes_one_trust_region_step_per_batch_through_lightning(kind):
+    torch.manual_seed(0)
+    agent = _sequence_trpo(kind)
+    assert agent.uses_trpo and not agent.automatic_optimization and agent.updates_per_iteration == 1
+    value_before = agent.value.weight.detach().clone()
+    memory_before = [p.detach().clone() for n, p in agent.named_parameters() if not n.startswith("value.")]
+    steps: list[dict] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            steps.append(dict(trainer.optimizers[0].last_step))
+
+    trainer = _fit(agent, 3, [Record()])
+    assert trainer.global_step == 3 and agent._batch["iteration"] == 2
+    assert len(steps) == 3 and sum(step["accepted"] for step in steps) >= 2
+    for step in steps:
+        if step["accepted"]:
+            assert 0 < step["kl"] <= 0.01 and step["loss_after"] < step["loss_before"]
+    after = [p for n, p in agent.named_parameters() if not n.startswith("value.")]
+    assert any(not torch.equal(b, p) for b, p in zip(memory_before, after))
+    assert not torch.equal(value_before, agent.value.weight)
+
+
+def test_sequence_trpo_refuses_an_lr_schedule():
+    with pytest.raises(ValueError, match="RL2: an lr_scheduler"):
+        _sequence_trpo("rl2", lr_scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1))

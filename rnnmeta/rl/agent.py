@@ -32,7 +32,7 @@ trial (``val/return``, ``test/return`` and ``test/return_ci95``).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -42,8 +42,10 @@ from torch.utils.data import DataLoader, IterableDataset
 from rnnmeta.learners.base import InjectedOptimizerModule
 from rnnmeta.rl.base import Box, Discrete, Space, TaskFamily, Tasks, check_positive, encode, index_tasks, seeded_generator, space_width, tasks_to
 from rnnmeta.rl.normalization import RunningNorm
-from rnnmeta.rl.ppo import gae, normalise_advantages, ppo_clip_objective, value_loss
+from rnnmeta.rl.ppo import gae, masked_mean, normalise_advantages, ppo_clip_objective, value_loss
 from rnnmeta.rl.trial import Evaluation, Trajectory, eval_tasks, run_trials, summarise_rewards
+from rnnmeta.rl.trpo import TRPO
+from rnnmeta.specs import callable_spec, import_class
 
 
 # ---------------------------------------------------------------------------------- policy heads
@@ -149,7 +151,11 @@ class MetaRLAgent(InjectedOptimizerModule):
         eval_seed: seed of the validation and test tasks and of their environment randomness (the
             same for every agent of a comparison).
         seed: seed of the training task stream (the ``(seed, iteration)`` -> tasks map).
-        optimizer: the meta-optimiser (``torch.optim.Adam`` with its defaults, lr 1e-3, unless configured).
+        optimizer: the meta-optimiser (``torch.optim.Adam`` with its defaults, lr 1e-3, unless configured), or
+            :class:`~rnnmeta.rl.trpo.TRPO` (``{class_path: rnnmeta.rl.TRPO, init_args: {max_kl: 0.01}}``), the
+            papers' optimiser: then each collected batch gets one trust-region step (:attr:`uses_trpo`; Lightning's
+            manual optimisation, so no ``lr_scheduler`` and no ``trainer.gradient_clip_val``). What the step
+            bounds and maximises is the agent's (:class:`SequenceAgent`, :class:`~rnnmeta.rl.maml_rl.MAMLRL`).
         lr_scheduler: an optional schedule of it, stepped after every update (e.g.
             ``{class_path: torch.optim.lr_scheduler.CosineAnnealingLR, init_args: {T_max: 4000}}``).
         normalize_observations: standardise ``Box`` observations by running mean and variance
@@ -190,6 +196,24 @@ class MetaRLAgent(InjectedOptimizerModule):
         # the arguments of the whole __init__ chain (this one's and the agent's), the family by its description
         self.save_hyperparameters(ignore=["family", "optimizer"])
         self.hparams["family"] = family.describe()
+        spec = callable_spec(self.optimizer_factory)
+        #: the optimiser is TRPO: one trust-region step per collected batch, through manual optimisation
+        self.uses_trpo = spec is not None and issubclass(import_class(spec["class_path"], "optimizer"), TRPO)
+        if self.uses_trpo:
+            if self.lr_scheduler_factory is not None:
+                raise ValueError(f"{type(self).__name__}: an lr_scheduler has nothing to schedule with the TRPO optimizer (its "
+                                 "step is set by max_kl); remove lr_scheduler")
+            self.automatic_optimization = False
+
+    def trust_region_step(self, closure: Callable[[], tuple[Tensor, Tensor]]) -> Tensor:
+        """One :class:`~rnnmeta.rl.trpo.TRPO` step with ``closure() -> (loss, kl)``; logs ``train/loss`` and
+        ``train/trpo_*`` (``kl``, ``step_fraction``, ``accepted``, ``loss_before``, ``loss_after``). Returns the loss
+        before the step."""
+        optimizer = self.optimizers()
+        loss = optimizer.step(closure=closure)
+        self.log_dict({f"train/trpo_{key}": value for key, value in optimizer.optimizer.last_step.items()})
+        self.log("train/loss", loss)
+        return loss
 
     @property
     def train_trial_len(self) -> int:
@@ -295,7 +319,18 @@ class SequenceAgent(MetaRLAgent):
             checkpoint). A batch is scaled by the statistics merged with its own returns (so the first batch
             by its own), and the merge is kept once the batch's updates are done, as for the observations.
             The agent's own reward input stays unscaled.
+
+    With :class:`~rnnmeta.rl.trpo.TRPO` as the ``optimizer`` (RL^2's and SNAIL's optimiser in their papers), each
+    collected batch gets one trust-region step over the memory and the policy head: the loss is minus the
+    importance-sampled surrogate ``mean(rho A)`` (minus the entropy bonus), the constraint the mean
+    ``KL(pi_old || pi)`` over the batch's acted steps (:meth:`trpo_objective`). The value head is then fitted
+    to the batch's returns by ridge regression on the updated memory's features, detached
+    (:meth:`fit_value_head`, as rllab's linear baselines are fitted), so the value never moves the policy.
+    ``clip``, ``ppo_epochs``, ``ppo_minibatches`` and ``value_coef`` are not used then.
     """
+
+    #: ridge of :meth:`fit_value_head`, relative to the mean diagonal of the features' Gram matrix
+    value_ridge = 1e-3
 
     def __init__(
         self,
@@ -368,7 +403,15 @@ class SequenceAgent(MetaRLAgent):
     # -- PPO -------------------------------------------------------------------------------------
     @property
     def updates_per_iteration(self) -> int:
-        return self.ppo_epochs * self.ppo_minibatches
+        """Updates per collected batch: ``ppo_epochs * ppo_minibatches``, or one trust-region step with TRPO."""
+        return 1 if self.uses_trpo else self.ppo_epochs * self.ppo_minibatches
+
+    def configure_optimizers(self) -> Any:
+        """The injected optimiser; TRPO's over every parameter but the value head's (fitted by :meth:`fit_value_head`)."""
+        if not self.uses_trpo:
+            return super().configure_optimizers()
+        value_params = {id(p) for p in self.value.parameters()}
+        return self.optimizer_factory([p for p in self.parameters() if p.requires_grad and id(p) not in value_params])
 
     def collect(self, iteration: int) -> dict[str, Tensor]:
         """Trials of the training stream's ``iteration`` under the current policy, with advantages and returns."""
@@ -408,7 +451,42 @@ class SequenceAgent(MetaRLAgent):
         loss = -objective + self.value_coef * v_loss - self.entropy_coef * entropy
         return loss, {"objective": objective.detach(), "value_loss": v_loss.detach(), "entropy": entropy.detach()}
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def trpo_objective(self, batch: dict[str, Tensor], reference: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """TRPO's ``(loss, kl)`` at the current parameters (:class:`~rnnmeta.rl.trpo.TRPO`'s closure) on whole trials.
+
+        ``loss``: ``-mean(rho A) - entropy_coef * entropy`` over the acted steps, ``rho = exp(logp - old_logp)``;
+        ``kl``: the mean over those steps of ``KL(pi_ref || pi)``, where ``reference`` holds the distribution
+        parameters ``[B, T, width]`` at the start of the step (filled, detached, on the first call).
+        """
+        h = self.features(batch["inputs"])
+        params = self.policy(h)
+        mask = batch["alive"]
+        adv = normalise_advantages(batch["advantages"], mask)
+        logp = self.policy.log_prob(params, batch["actions"])
+        loss = -masked_mean(torch.exp(logp - batch["old_logp"]) * adv, mask)
+        if self.entropy_coef:
+            loss = loss - self.entropy_coef * masked_mean(self.policy.entropy(params), mask)
+        log_std = self.policy.log_std
+        if not reference:
+            reference += [params.detach(), None if log_std is None else log_std.detach()]
+        kl = action_kl(self.family.action_space, reference[0], params, reference[1], log_std)
+        return loss, masked_mean(kl, mask)
+
+    @torch.no_grad()
+    def fit_value_head(self, batch: dict[str, Tensor]) -> None:
+        """Set the value head to the ridge regression of the batch's ``returns`` on the memory's features ``[B, T, F]``
+        at the acted steps (in float64; ridge :attr:`value_ridge` times the mean diagonal of the Gram matrix)."""
+        mask = batch["alive"]
+        h = self.features(batch["inputs"])[mask].double()
+        x = torch.cat([h, torch.ones_like(h[:, :1])], 1)
+        gram = x.T @ x
+        ridge = self.value_ridge * gram.diagonal().mean().clamp_min(1e-12)
+        solution = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device),
+                                      x.T @ batch["returns"][mask].double())
+        self.value.weight.copy_(solution[:-1].unsqueeze(0))
+        self.value.bias.copy_(solution[-1:])
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Optional[Tensor]:
         update = int(self.global_step)
         iteration, k = divmod(update, self.updates_per_iteration)
         if k == 0 or self._batch is None or self._batch.get("iteration") != iteration:
@@ -419,6 +497,11 @@ class SequenceAgent(MetaRLAgent):
             self._batch = self.collect(iteration)
             self._batch["iteration"] = iteration
             self.log("train/return", self._batch["total"].mean(), prog_bar=True)
+        if self.uses_trpo:
+            reference: list[Tensor] = []
+            self.trust_region_step(lambda: self.trpo_objective(self._batch, reference))
+            self.fit_value_head(self._batch)
+            return None
         epoch, mb = divmod(k, self.ppo_minibatches)
         perm = torch.randperm(self.batch_trials, generator=seeded_generator(self.seed, "minibatch", iteration, epoch))
         idx = perm.chunk(self.ppo_minibatches)[mb].to(self.device)

@@ -47,8 +47,6 @@ from rnnmeta.rl.agent import MetaRLAgent, action_entropy, action_kl, action_log_
 from rnnmeta.rl.base import Box, TaskFamily, Tasks, check_positive, encode, seeded_generator, space_width
 from rnnmeta.rl.ppo import masked_mean, normalise_advantages, ppo_clip_objective
 from rnnmeta.rl.trial import run_trials
-from rnnmeta.rl.trpo import TRPO
-from rnnmeta.specs import callable_spec, import_class
 
 Params = dict[str, Tensor]
 
@@ -196,14 +194,6 @@ class MAMLRL(MetaRLAgent):
         self.train_chunks = (self.chunk_episodes[: inner_steps + 1] if train_chunk_episodes is None
                              else [train_chunk_episodes] * (inner_steps + 1))
         self._batch: Optional[dict[str, Tensor]] = None
-        spec = callable_spec(self.optimizer_factory)
-        #: the outer step is TRPO's (one trust-region step per batch) rather than PPO's
-        self.uses_trpo = spec is not None and issubclass(import_class(spec["class_path"], "optimizer"), TRPO)
-        if self.uses_trpo:
-            if self.lr_scheduler_factory is not None:
-                raise ValueError("MAMLRL: an lr_scheduler has nothing to schedule with the TRPO optimizer (its step is set by "
-                                 "max_kl); remove lr_scheduler")
-            self.automatic_optimization = False
 
     @property
     def updates_per_iteration(self) -> int:
@@ -365,11 +355,8 @@ class MAMLRL(MetaRLAgent):
             self._batch["iteration"] = iteration
             self.log("train/return", self._batch["total"].mean(), prog_bar=True)
         if self.uses_trpo:
-            optimizer = self.optimizers()
             reference: dict[int, tuple[Tensor, Optional[Tensor]]] = {}
-            loss = optimizer.step(closure=lambda: self.trpo_objective(self._batch, reference))
-            self.log_dict({f"train/trpo_{key}": value for key, value in optimizer.optimizer.last_step.items()})
-            self.log("train/loss", loss)
+            self.trust_region_step(lambda: self.trpo_objective(self._batch, reference))
             return None
         loss = self.outer_loss(self._batch)
         self.log("train/loss", loss.detach())

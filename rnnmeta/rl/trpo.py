@@ -1,7 +1,9 @@
 """Trust-region policy optimisation as a torch optimiser (Schulman et al. 2015, "Trust Region Policy Optimization").
 
-TRPO is the outer step of MAML-RL in Finn et al. 2017: the authors' code (``cbfinn/maml_rl``, on rllab)
-maximises the importance-sampled return of the adapted policies under a bound on their mean KL
+TRPO trains the memory agents of RL^2 (Duan et al. 2016) and SNAIL (Mishra et al. 2018) in their
+papers (:class:`~rnnmeta.rl.agent.SequenceAgent`: the surrogate of whole trials, bounded by the KL over
+their steps), and is the outer step of MAML-RL in Finn et al. 2017: the authors' code
+(``cbfinn/maml_rl``, on rllab) maximises the importance-sampled return of the adapted policies under a bound on their mean KL
 divergence from the policies that collected the data, with rllab's ``ConjugateGradientOptimizer``:
 
 1. ``g``: the gradient of the loss (minus the surrogate) at the current parameters ``theta``;
@@ -99,8 +101,8 @@ class TRPO(torch.optim.Optimizer):
         with torch.enable_grad():
             result = closure()
             if not (isinstance(result, tuple) and len(result) == 2):
-                raise TypeError(f"TRPO.step needs a closure returning (loss, kl), got {type(result).__name__}: TRPO is the outer step "
-                                "of MAMLRL (rnnmeta.rl.MAMLRL, which passes that closure); other learners and agents train with a "
+                raise TypeError(f"TRPO.step needs a closure returning (loss, kl), got {type(result).__name__}: TRPO trains the meta-RL "
+                                "agents (rnnmeta.rl.RL2, SNAILAgent and MAMLRL pass that closure); the few-shot learners train with a "
                                 "gradient optimizer such as torch.optim.Adam")
             loss, kl = result
             grad = _flat(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params)
