@@ -16,7 +16,10 @@ Written to ``--out`` (default ``results/<name>/``):
 * ``results.csv`` and the printed table: per agent, the mean test return of each episode of a trial
   (memory agents: episode 1..n) or of each adaptation stage (MAMLRL: after 0..k inner steps, the mean
   episode return of each chunk), with 95% CIs, the median test task's return in the last stage, the
-  updates, environment steps, CPU seconds of training (2D navigation also prints the 5 worst test goals);
+  updates, environment steps, CPU seconds of training (2D navigation also prints the 5 worst test goals),
+  and the ``adaptation_gain``: the last stage minus the first, per test task, mean +- 95% CI. Paired
+  over the same tasks, it shows adaptation that the stages' own CIs (spread by how hard the tasks
+  are) hide;
 * ``adaptation.png``: those curves side by side (with the paper's reference curve when the config
   gives one), :func:`rnnmeta.rl.robot_viz.plot_adaptation`;
 * ``training.png`` and ``training_<agent>.csv``: each agent's training curve, the mean return per
@@ -188,8 +191,12 @@ def main() -> None:
     for name in cfg["learners"]:  # every agent with a result in the folder, in the config's order
         if (out / f"{name}_result.pt").exists():
             saved = torch.load(out / f"{name}_result.pt", weights_only=False)
+            stages = saved["stages"]
+            # paired over the test tasks: each task's last stage minus its first (the tasks' spread cancels)
+            gain_mean, gain_ci = mean_ci((stages[:, -1] - stages[:, 0]).unsqueeze(1))
             # the median test task of the last stage: a mean that a few runaway tasks pull down shows here
-            rows.append({**saved["row"], "last_stage_median": f"{float(saved['stages'][:, -1].median()):.2f}"})
+            rows.append({**saved["row"], "last_stage_median": f"{float(stages[:, -1].median()):.2f}",
+                         "adaptation_gain": f"{float(gain_mean[0]):+.2f} +- {float(gain_ci[0]):.2f}"})
             curves[saved["label"]] = saved["stages"]
             training[name] = saved.get("training", [])
     keys: list[str] = []

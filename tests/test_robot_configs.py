@@ -100,7 +100,8 @@ def test_the_comparisons_seed_reaches_each_agents_training_stream_unless_the_age
 
 def test_robot_compare_reports_each_agents_training_steps_and_the_median_test_goal(tmp_path, monkeypatch, capsys):
     """A tiny end-to-end run: MAMLRL trained through 1 inner step and evaluated over 2 counts the environment steps
-    of its (shorter) training trials; every row carries the median test goal's return in the last stage."""
+    of its (shorter) training trials; every row carries the median test goal's return in the last stage and the paired
+    gain of the last stage over the first."""
     import csv
 
     import torch
@@ -127,6 +128,10 @@ def test_robot_compare_reports_each_agents_training_steps_and_the_median_test_go
     for name in ("rl2", "maml"):
         stages = torch.load(tmp_path / "out" / f"{name}_result.pt", weights_only=False)["stages"]
         assert float(rows[name]["last_stage_median"]) == pytest.approx(float(stages[:, -1].median()), abs=5e-3)
+        gain, ci = (float(x) for x in rows[name]["adaptation_gain"].split(" +- "))
+        differences = stages[:, -1] - stages[:, 0]  # paired per test task
+        assert gain == pytest.approx(float(differences.mean()), abs=5e-3)
+        assert ci == pytest.approx(1.96 * float(differences.std()) / len(differences) ** 0.5, rel=0.02, abs=5e-3)
     assert "the 5 worst test goals in the last step" in capsys.readouterr().out
     # the training curves: one row per batch of training trials, the environment steps spent so far, the batch's
     # return per episode (MAMLRL: 2 iterations of 3 trials x 4 training episodes of 4 steps; RL2: 1 of 3 x 2 x 4)
