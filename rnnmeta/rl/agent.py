@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from rnnmeta.learners.base import InjectedOptimizerModule
 from rnnmeta.rl.base import Box, Discrete, Space, TaskFamily, Tasks, check_positive, encode, index_tasks, seeded_generator, space_width, tasks_to
 from rnnmeta.rl.normalization import RunningNorm
-from rnnmeta.rl.ppo import gae, masked_mean, normalise_advantages, ppo_clip_objective, value_loss
+from rnnmeta.rl.ppo import gae, masked_mean, normalise_advantages, ppo_clip_objective, ridge_weights, value_loss
 from rnnmeta.rl.trial import Evaluation, Trajectory, eval_tasks, run_trials, summarise_rewards
 from rnnmeta.rl.trpo import TRPO
 from rnnmeta.specs import callable_spec, import_class
@@ -476,13 +476,9 @@ class SequenceAgent(MetaRLAgent):
     def fit_value_head(self, batch: dict[str, Tensor]) -> None:
         """Set the value head to the ridge regression of the batch's ``returns`` on the memory's features ``[B, T, F]``
         at the acted steps (in float64; ridge :attr:`value_ridge` times the mean diagonal of the Gram matrix)."""
-        mask = batch["alive"]
-        h = self.features(batch["inputs"])[mask].double()
-        x = torch.cat([h, torch.ones_like(h[:, :1])], 1)
-        gram = x.T @ x
-        ridge = self.value_ridge * gram.diagonal().mean().clamp_min(1e-12)
-        solution = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device),
-                                      x.T @ batch["returns"][mask].double())
+        h = self.features(batch["inputs"])
+        x = torch.cat([h, torch.ones_like(h[..., :1])], -1).flatten(0, 1)  # [B * T, F + 1]: the bias as a feature
+        solution = ridge_weights(x, batch["returns"].flatten(), batch["alive"].flatten(), self.value_ridge, relative=True)
         self.value.weight.copy_(solution[:-1].unsqueeze(0))
         self.value.bias.copy_(solution[-1:])
 

@@ -45,7 +45,7 @@ from torch.func import functional_call, vmap
 
 from rnnmeta.rl.agent import MetaRLAgent, action_entropy, action_kl, action_log_prob, check_same_spaces, sample_action
 from rnnmeta.rl.base import Box, TaskFamily, Tasks, check_positive, encode, seeded_generator, space_width
-from rnnmeta.rl.ppo import masked_mean, normalise_advantages, ppo_clip_objective
+from rnnmeta.rl.ppo import masked_mean, normalise_advantages, ppo_clip_objective, ridge_weights
 from rnnmeta.rl.trial import run_trials
 
 Params = dict[str, Tensor]
@@ -71,12 +71,8 @@ def linear_baseline(features: Tensor, returns: Tensor, mask: Tensor, reg: float 
     is absorbing) makes ``obs``, ``obs^2`` and the constant collinear, and ``phi^T phi + reg I`` is
     then singular to float32 precision.
     """
-    f64 = features.double()
-    m = mask.to(torch.float64).unsqueeze(-1)
-    phi = f64 * m
-    a = phi.transpose(1, 2) @ phi + reg * torch.eye(features.shape[-1], device=features.device, dtype=torch.float64)
-    w = torch.linalg.solve(a, phi.transpose(1, 2) @ (returns.double().unsqueeze(-1) * m))
-    return (f64 @ w).squeeze(-1).to(returns.dtype)
+    w = ridge_weights(features, returns, mask, reg)
+    return (features.double() @ w.unsqueeze(-1)).squeeze(-1).to(returns.dtype)
 
 
 class MAMLRL(MetaRLAgent):

@@ -83,6 +83,22 @@ def value_loss(values: Tensor, returns: Tensor, mask: Optional[Tensor] = None) -
     return 0.5 * masked_mean((values - returns.detach()) ** 2, mask)
 
 
+def ridge_weights(features: Tensor, targets: Tensor, mask: Tensor, reg: float, relative: bool = False) -> Tensor:
+    """``w [..., F]`` minimising ``|m (features w - targets)|^2 + reg |w|^2`` over the ``mask``ed rows, in float64.
+
+    ``features [..., N, F]``, ``targets [..., N]``, ``mask [..., N]`` (leading dimensions batch independent fits);
+    ``relative``: ``reg`` times the mean diagonal of the Gram matrix. The value baselines' regression: MAMLRL's
+    linear feature baseline and the memory agents' value head under TRPO.
+    """
+    m = mask.to(torch.float64).unsqueeze(-1)
+    phi = features.double() * m
+    gram = phi.transpose(-1, -2) @ phi
+    if relative:
+        reg = reg * gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
+    eye = torch.eye(features.shape[-1], device=features.device, dtype=torch.float64)
+    return torch.linalg.solve(gram + reg * eye, phi.transpose(-1, -2) @ (targets.double().unsqueeze(-1) * m)).squeeze(-1)
+
+
 def normalise_advantages(advantages: Tensor, mask: Optional[Tensor] = None, eps: float = 1e-8, dim: Optional[int] = None) -> Tensor:
     """Advantages scaled to mean 0, std 1 (over the ``mask``ed entries; along ``dim`` only, if given)."""
     mean = masked_mean(advantages, mask, dim)
@@ -90,4 +106,4 @@ def normalise_advantages(advantages: Tensor, mask: Optional[Tensor] = None, eps:
     return (advantages - mean) / (var.sqrt() + eps)
 
 
-__all__ = ["gae", "masked_mean", "normalise_advantages", "ppo_clip_objective", "value_loss"]
+__all__ = ["gae", "masked_mean", "normalise_advantages", "ppo_clip_objective", "ridge_weights", "value_loss"]
