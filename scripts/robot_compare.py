@@ -27,8 +27,11 @@ Written to ``--out`` (default ``results/<name>/``):
   (:func:`~rnnmeta.rl.robot_viz.plot_training`);
 * ``trajectories_<agent>.png`` for 2D navigation (:func:`~rnnmeta.rl.robot_viz.plot_point_trajectories`);
 * ``<agent>.ckpt``: the trained agent (Lightning checkpoint; the observation statistics included);
-* ``<agent>_trial.gif`` with ``video: true`` (MuJoCo families): one rendered test trial of the trained
-  agent, every ``video_every``-th frame (:func:`~rnnmeta.rl.robot_viz.record_trial`).
+* ``<agent>_trial.gif`` with ``video: true`` (MuJoCo families): test trial 1 of the trained agent,
+  rendered, every ``video_every``-th step (:func:`~rnnmeta.rl.robot_viz.record_trial`): every episode
+  of a memory agent's trial, or for MAMLRL the first episode after each number of inner steps, each
+  frame captioned with its stage, step and return so far (``after 1 step | t=40 | return 12.3``).
+  ``--video-only`` renders it from the ``<agent>.ckpt`` files already in the output folder, training nothing.
 """
 
 from __future__ import annotations
@@ -76,6 +79,30 @@ def stage_returns(agent, episode_returns_: torch.Tensor) -> tuple[torch.Tensor, 
     return episode_returns_, "episodes"
 
 
+def stage_episodes(agent) -> dict[int, str]:
+    """The episodes of a test trial that show each stage, with labels (for the 2D paths and the video): every
+    episode of a memory agent's trial; for MAMLRL the first episode after each number of inner steps (0..k)."""
+    from rnnmeta.rl.maml_rl import MAMLRL
+
+    if isinstance(agent, MAMLRL):
+        starts = [sum(agent.chunk_episodes[:j]) for j in range(len(agent.chunk_episodes))]
+        return {e: f"after {j} step{'s' if j != 1 else ''}" for j, e in enumerate(starts)}
+    return {e: f"episode {e + 1}" for e in range(agent.n_episodes)}
+
+
+def write_video(agent, family, tasks, out: Path, name: str, eval_seed: int, every: int) -> None:
+    """``<name>_trial.gif``: test trial 1 of ``agent``, rendered (:func:`stage_episodes`); says why when it cannot."""
+    from rnnmeta.rl.base import index_tasks
+    from rnnmeta.rl.robot_viz import record_trial
+
+    try:
+        gif = record_trial(agent.actor(), family, index_tasks(tasks, slice(0, 1)), agent.n_episodes,
+                           out / f"{name}_trial.gif", seed=eval_seed, every=every, episodes=stage_episodes(agent))
+        print(f"{name}: video of test trial 1 in {gif}", flush=True)
+    except Exception as err:  # rendering is optional: say why there is none
+        print(f"{name}: no video ({type(err).__name__}: {err}); see docs/ROBOT.md, 'What to look at'", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -85,6 +112,8 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: the table and plot from the <agent>_result.pt files in the output folder "
                          "(agents run in separate processes with --only and the same --out)")
+    ap.add_argument("--video-only", action="store_true",
+                    help="train nothing: render test trial 1 of each agent from its <agent>.ckpt in the output folder")
     args = ap.parse_args()
 
     cfg = yaml.safe_load(Path(args.config).read_text())
@@ -104,6 +133,22 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     print(f"robot_compare {cfg['name']}: {len(cfg['learners'])} agents, {threads} thread(s), {os.cpu_count()} CPUs ({cpu}), "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    if args.video_only:
+        for name, spec in cfg["learners"].items():
+            if args.only and name not in args.only:
+                continue
+            if not (out / f"{name}.ckpt").exists():
+                print(f"{name}: no {out / f'{name}.ckpt'}, no video", flush=True)
+                continue
+            agent = build_agent(spec["model"], cfg["family"], seed)
+            agent.load_state_dict(torch.load(out / f"{name}.ckpt", map_location="cpu", weights_only=False)["state_dict"])
+            agent.eval()
+            tasks = eval_tasks(agent.family, test_trials, eval_seed, "test")
+            write_video(agent, agent.family, tasks, out, name, eval_seed, int(cfg.get("video_every", 4)))
+            if hasattr(agent.family, "close"):
+                agent.family.close()
+        return
 
     for name, spec in cfg["learners"].items():
         if args.report_only or (args.only and name not in args.only):
@@ -168,22 +213,10 @@ def main() -> None:
             print(f"{name}: the 5 worst test goals in the last {kind[:-1]}: "
                   + ", ".join(f"#{i} at {[round(x, 3) for x in tasks['goal'][i].tolist()]}: {float(stages[i, -1]):.1f}" for i in worst),
                   flush=True)
-            firsts = None
-            if kind == "steps":  # MAMLRL: the first episode after each number of inner steps
-                starts = [sum(agent.chunk_episodes[:j]) for j in range(len(agent.chunk_episodes))]
-                firsts = {e: f"after {j} step{'s' if j != 1 else ''}" for j, e in enumerate(starts)}
             plot_point_trajectories(traj, tasks["goal"], family.horizon, out / f"trajectories_{name}.png",
-                                    title=f"{name}: paths to 4 test goals (stars)", episodes=firsts)
+                                    title=f"{name}: paths to 4 test goals (stars)", episodes=stage_episodes(agent))
         if cfg.get("video"):  # one test trial of the trained agent, rendered (MuJoCo families; needs OpenGL)
-            from rnnmeta.rl.base import index_tasks
-            from rnnmeta.rl.robot_viz import record_trial
-
-            try:
-                gif = record_trial(agent.actor(), family, index_tasks(tasks, slice(0, 1)), agent.n_episodes,
-                                   out / f"{name}_trial.gif", seed=eval_seed, every=int(cfg.get("video_every", 4)))
-                print(f"{name}: video of test trial 1 in {gif}", flush=True)
-            except Exception as err:  # rendering is optional: say why there is none
-                print(f"{name}: no video ({type(err).__name__}: {err}); see docs/ROBOT.md, 'What to look at'", flush=True)
+            write_video(agent, family, tasks, out, name, eval_seed, int(cfg.get("video_every", 4)))
         if hasattr(family, "close"):
             family.close()
 

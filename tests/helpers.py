@@ -87,3 +87,26 @@ def finite_difference_grad(fn, params: list[torch.Tensor], eps: float = 1e-6) ->
             gflat[i] = (plus - minus) / (2 * eps)
         grads.append(g)
     return grads
+
+
+def skip_unless_mujoco_renders() -> str:
+    """Skip unless MuJoCo loads and can render here (``choose_mujoco_gl``'s platform); returns ``MUJOCO_GL``."""
+    try:
+        from rnnmeta.rl.mujoco import require_mujoco
+
+        require_mujoco()
+    except ImportError as err:
+        pytest.skip(f"MuJoCo families skipped, mujoco cannot load: {err}")
+    from rnnmeta.rl.mujoco import make_half_cheetah_vel
+    from rnnmeta.rl.robot_viz import choose_mujoco_gl
+
+    platform = choose_mujoco_gl()
+    try:  # can this machine render at all? (no libOSMesa, libEGL or GPU: no OpenGL platform)
+        probe = make_half_cheetah_vel(render_mode="rgb_array", width=32, height=24)
+        probe.reset(seed=0)
+        assert probe.render().shape == (24, 32, 3)
+        probe.close()
+    except Exception as err:
+        pytest.skip(f"rendering skipped, no OpenGL platform for MUJOCO_GL={platform} "
+                    f"(apt-get install libosmesa6 or libegl-mesa0): {type(err).__name__}: {err}")
+    return str(platform)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import REPO, skip_unless_mujoco_renders
 
 CONFIGS = sorted(p for pattern in ("point2d_*.yaml", "cheetah_*.yaml", "ant_*.yaml") for p in (REPO / "configs" / "rl").glob(pattern))
 COMPARES = [REPO / "configs" / "compare" / "point2d.yaml", REPO / "configs" / "compare" / "cheetah_vel.yaml"]
@@ -150,3 +150,49 @@ def test_robot_compare_reports_each_agents_training_steps_and_the_median_test_go
         # an episode is 4 steps at most 0.71 + 0.4 from the goal: per episode above -4.45 (a trial's sum is not)
         assert all(-4.45 < float(r["return_per_episode"]) < 0.0 for r in curve)
     assert (tmp_path / "out" / "training.png").stat().st_size > 0
+
+
+def test_robot_compare_video_only_renders_each_stage_from_the_saved_agents(tmp_path, monkeypatch, capsys):
+    """``--video-only`` trains nothing and renders test trial 1 of each agent from its ``<agent>.ckpt``: for MAMLRL
+    the first episode after 0 and after 1 inner step, for RL2 every episode; every ``video_every``-th step."""
+    skip_unless_mujoco_renders()
+    from PIL import Image
+
+    family = {"class_path": "rnnmeta.rl.mujoco.HalfCheetahDir", "init_args": {"horizon": 4}}
+    cfg = {
+        "name": "tiny_video", "threads": 1, "test_trials": 2, "video": True, "video_every": 2, "family": family,
+        "learners": {
+            "rl2": {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.RL2",
+                                               "init_args": {"n_episodes": 3, "hidden_size": 8, "batch_trials": 2}}},
+            "maml": {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.MAMLRL", "init_args": {
+                "n_episodes": 4, "inner_steps": 1, "hidden_sizes": [8], "batch_trials": 2, "ppo_epochs": 1}}},
+        },
+    }
+    path, out = tmp_path / "tiny.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(cfg))
+    rc = robot_compare()
+    rl2 = rc.build_agent(cfg["learners"]["rl2"]["model"], family)
+    maml = rc.build_agent(cfg["learners"]["maml"]["model"], family)
+    assert rc.stage_episodes(rl2) == {0: "episode 1", 1: "episode 2", 2: "episode 3"}
+    assert rc.stage_episodes(maml) == {0: "after 0 steps", 2: "after 1 step"}  # chunks of 2 episodes
+    import pytorch_lightning as pl
+
+    out.mkdir()
+    for name, agent in (("maml", maml), ("rl2", rl2)):  # one update each, saved as robot_compare saves them
+        trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(agent)
+        trainer.save_checkpoint(out / f"{name}.ckpt")
+        agent.family.close()
+    cfg["learners"]["snail"] = {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.SNAILAgent"}}  # no checkpoint
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(sys, "argv", ["robot_compare.py", "--config", str(path), "--out", str(out), "--video-only"])
+    capsys.readouterr()
+    rc.main()
+    printed = capsys.readouterr().out
+    assert printed.count("video of test trial 1") == 2 and "update" not in printed  # rendered, nothing trained
+    assert f"snail: no {out / 'snail.ckpt'}, no video" in printed
+    for name, episodes in (("maml", 2), ("rl2", 3)):
+        with Image.open(out / f"{name}_trial.gif") as gif:
+            assert gif.size == (320, 240) and gif.n_frames == episodes * 3  # t = 0, 2, 4 of each shown episode
+    assert not (out / "results.csv").exists()

@@ -11,6 +11,7 @@ from rnnmeta.rl.base import seeded_generator
 from rnnmeta.rl.navigation import PointNavigation2D
 from rnnmeta.rl.robot_viz import episode_returns, mean_ci, plot_adaptation, plot_point_trajectories
 from rnnmeta.rl.trial import run_trials
+from tests.helpers import skip_unless_mujoco_renders
 
 
 class TowardGoal:
@@ -48,33 +49,59 @@ def test_episode_returns_splits_trials_and_plots_are_written(tmp_path):
         assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_record_trial_writes_a_gif():
-    try:
-        from rnnmeta.rl.mujoco import require_mujoco
+def test_choose_mujoco_gl_keeps_a_setting_and_prefers_osmesa_then_software_egl():
+    from rnnmeta.rl.robot_viz import choose_mujoco_gl
 
-        require_mujoco()
-    except ImportError as err:
-        pytest.skip(f"MuJoCo families skipped, mujoco cannot load: {err}")
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    def finder(*found):
+        return lambda name: f"lib{name}.so" if name in found else None
+
+    env = {"MUJOCO_GL": "glfw"}
+    assert choose_mujoco_gl(env, finder("OSMesa", "EGL"), []) == "glfw" and env == {"MUJOCO_GL": "glfw"}
+    env = {}
+    assert choose_mujoco_gl(env, finder("OSMesa", "EGL"), []) == "osmesa" and env == {"MUJOCO_GL": "osmesa"}
+    env = {}  # Mesa's EGL without a GPU: software rendering, or EGL finds no device
+    assert choose_mujoco_gl(env, finder("EGL"), []) == "egl" and env == {"MUJOCO_GL": "egl", "LIBGL_ALWAYS_SOFTWARE": "1"}
+    env = {}  # a GPU render node: EGL on the GPU
+    assert choose_mujoco_gl(env, finder("EGL"), ["/dev/dri/renderD128"]) == "egl" and env == {"MUJOCO_GL": "egl"}
+    env = {"LIBGL_ALWAYS_SOFTWARE": "0"}  # the user's own choice stays
+    assert choose_mujoco_gl(env, finder("EGL"), []) == "egl" and env["LIBGL_ALWAYS_SOFTWARE"] == "0"
+    env = {}
+    assert choose_mujoco_gl(env, finder(), []) is None and env == {}
+
+
+def test_caption_draws_on_a_band_at_the_top_left_only():
+    import numpy as np
+
+    from rnnmeta.rl.robot_viz import _caption
+
+    frame = np.full((48, 64, 3), 128, dtype=np.uint8)
+    out = np.asarray(_caption(frame, "episode 1 | t=0"))
+    changed = (out != frame).any(-1)
+    assert changed[:16].any() and not changed[20:].any()  # the text band, nothing below it
+    assert (out[changed] == 0).all(-1).any() and (out[changed] > 200).all(-1).any()  # black band, light (antialiased) text
+    np.testing.assert_array_equal(np.asarray(_caption(frame, "")), frame)
+
+
+def test_record_trial_writes_a_gif_of_the_chosen_episodes():
+    skip_unless_mujoco_renders()
     from rnnmeta.rl.classical import RandomActor
     from rnnmeta.rl.mujoco import HalfCheetahVel
     from rnnmeta.rl.robot_viz import record_trial
 
-    from rnnmeta.rl.mujoco import make_half_cheetah_vel
-
-    try:  # can this machine render at all? (headless without libosmesa6 or a GPU: no OpenGL platform)
-        probe = make_half_cheetah_vel(render_mode="rgb_array", width=32, height=24)
-        probe.reset(seed=0)
-        assert probe.render().shape == (24, 32, 3)
-        probe.close()
-    except Exception as err:
-        pytest.skip(f"rendering skipped, no OpenGL platform for MUJOCO_GL={os.environ['MUJOCO_GL']} "
-                    f"(apt-get install libosmesa6, or MUJOCO_GL=egl with a GPU): {type(err).__name__}: {err}")
-    fam = HalfCheetahVel(horizon=6)
-    out = os.path.join(os.environ.get("PYTEST_TMP", "/tmp"), f"rnnmeta_trial_{os.getpid()}.gif")
-    path = record_trial(RandomActor(), fam, {"velocity": torch.tensor([1.0])}, 2, out, every=2, size=(64, 48))
     from PIL import Image
 
-    with Image.open(path) as gif:
-        assert gif.size == (64, 48) and gif.n_frames == 7  # 2 resets + 12 steps = 14 frames, every 2nd
-    os.remove(path)
+    fam = HalfCheetahVel(horizon=6)
+    task = {"velocity": torch.tensor([1.0])}
+    out = os.path.join(os.environ.get("PYTEST_TMP", "/tmp"), f"rnnmeta_trial_{os.getpid()}.gif")
+    try:
+        path = record_trial(RandomActor(), fam, task, 2, out, every=2, size=(64, 48))
+        with Image.open(path) as gif:  # each episode: its reset (t=0) and steps 2, 4, 6
+            assert gif.size == (64, 48) and gif.n_frames == 8
+        path = record_trial(RandomActor(), fam, task, 3, out, every=3, size=(64, 48), episodes={2: "last"})
+        with Image.open(path) as gif:  # the third episode only: t = 0, 3, 6
+            assert gif.n_frames == 3
+        with pytest.raises(ValueError, match=r"episodes must lie in 0\.\.1"):
+            record_trial(RandomActor(), fam, task, 2, out, episodes={2: "x"})
+    finally:
+        if os.path.exists(out):
+            os.remove(out)

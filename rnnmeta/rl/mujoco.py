@@ -155,13 +155,20 @@ class AntDirReward(_Wrapper):
 
 
 # ---------------------------------------------------------------------------------- environment builders
+#: The camera the builders render from: the ``track`` camera of Gymnasium's HalfCheetah and Ant models, which
+#: follows the robot's centre of mass (Gymnasium's default free camera stays put, and a running cheetah
+#: leaves the picture within a few seconds).
+RENDER_CAMERA = "track"
+
+
 def make_half_cheetah_vel(ctrl_cost_weight: float = 0.05, render_mode: str | None = None, width: int = 480,
                           height: int = 480) -> Any:
     """One ``HalfCheetah-v5`` (the class, without ``gym.make``'s time limit: the family sets the horizon) with the goal-velocity reward."""
     require_mujoco()
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-    return HalfCheetahVelReward(HalfCheetahEnv(render_mode=render_mode, width=width, height=height), ctrl_cost_weight)
+    return HalfCheetahVelReward(HalfCheetahEnv(render_mode=render_mode, width=width, height=height,
+                                               camera_name=RENDER_CAMERA), ctrl_cost_weight)
 
 
 def make_half_cheetah_dir(ctrl_cost_weight: float = 0.05, render_mode: str | None = None, width: int = 480,
@@ -170,7 +177,8 @@ def make_half_cheetah_dir(ctrl_cost_weight: float = 0.05, render_mode: str | Non
     require_mujoco()
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-    return HalfCheetahDirReward(HalfCheetahEnv(render_mode=render_mode, width=width, height=height), ctrl_cost_weight)
+    return HalfCheetahDirReward(HalfCheetahEnv(render_mode=render_mode, width=width, height=height,
+                                               camera_name=RENDER_CAMERA), ctrl_cost_weight)
 
 
 def make_ant_dir(ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5e-4, survive_reward: float = 0.05,
@@ -179,7 +187,8 @@ def make_ant_dir(ctrl_cost_weight: float = 0.005, contact_cost_weight: float = 5
     require_mujoco()
     from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
-    env = AntEnv(include_cfrc_ext_in_observation=False, render_mode=render_mode, width=width, height=height)
+    env = AntEnv(include_cfrc_ext_in_observation=False, render_mode=render_mode, width=width, height=height,
+                 camera_name=RENDER_CAMERA)
     return AntDirReward(env, ctrl_cost_weight, contact_cost_weight, survive_reward)
 
 

@@ -6,10 +6,10 @@
 * :func:`plot_training` draws each agent's training return per episode against environment steps;
 * :func:`plot_point_trajectories` draws 2D-navigation paths toward a few test goals, one line per
   episode of each trial (so adaptation shows as paths that bend toward the goal);
-* :func:`record_trial` renders one trial of a MuJoCo family (``rgb_array`` frames) and writes a GIF
-  (Pillow, always installed) or, when ``imageio-ffmpeg`` is installed, an MP4. Rendering needs an
-  OpenGL platform: on a headless Linux machine ``apt-get install libosmesa6`` and ``MUJOCO_GL=osmesa``
-  (set here when unset, before MuJoCo loads), or ``MUJOCO_GL=egl`` with a GPU.
+* :func:`record_trial` renders one trial of a MuJoCo family (``rgb_array`` frames; all its episodes or
+  the chosen ones, each frame captioned) and writes a GIF (Pillow, always installed) or, when
+  ``imageio-ffmpeg`` is installed, an MP4. Rendering needs an OpenGL platform; when ``MUJOCO_GL`` is
+  unset, :func:`choose_mujoco_gl` picks one that needs no GPU (OSMesa, else Mesa's EGL in software).
 """
 
 from __future__ import annotations
@@ -160,31 +160,107 @@ def plot_point_trajectories(traj: Trajectory, goals: Tensor, horizon: int, path:
 
 
 # ---------------------------------------------------------------------------------- video
+def choose_mujoco_gl(environ: Optional[dict[str, str]] = None, find_library: Any = None,
+                     render_nodes: Optional[Sequence[str]] = None) -> Optional[str]:
+    """Set ``MUJOCO_GL`` (MuJoCo's OpenGL platform) when it is unset, to one that works on a headless machine.
+
+    A value already set is kept. Otherwise, in this order: ``osmesa`` where ``libOSMesa`` is installed
+    (``apt-get install libosmesa6``); ``egl`` where ``libEGL`` is (Mesa's ``libegl-mesa0``, or a GPU
+    driver's), with ``LIBGL_ALWAYS_SOFTWARE=1`` added when the machine has no GPU render node
+    (``/dev/dri/renderD*``, ``/dev/nvidia*``), so that Mesa draws on the CPU (llvmpipe) instead of
+    failing to find a device. Measured on a 2-core Intel Xeon without GPU or OSMesa: MuJoCo's EGL
+    context fails without that variable and renders HalfCheetah with it. Call before the first render
+    (MuJoCo and Gymnasium read the variables when they create a context).
+
+    Args:
+        environ: the environment to read and change (``os.environ`` by default).
+        find_library: ``ctypes.util.find_library`` by default (a name -> path or ``None``).
+        render_nodes: the GPU device files present (by default the ones on this machine).
+
+    Returns:
+        ``MUJOCO_GL`` as it is now, or ``None`` where no platform was found (rendering will then fail
+        with MuJoCo's own error).
+    """
+    import ctypes.util
+    import glob
+
+    env = os.environ if environ is None else environ
+    if env.get("MUJOCO_GL"):
+        return env["MUJOCO_GL"]
+    find = ctypes.util.find_library if find_library is None else find_library
+    if find("OSMesa"):
+        env["MUJOCO_GL"] = "osmesa"
+    elif find("EGL"):
+        env["MUJOCO_GL"] = "egl"
+        nodes = glob.glob("/dev/dri/renderD*") + glob.glob("/dev/nvidia[0-9]*") if render_nodes is None else render_nodes
+        if not nodes:
+            env.setdefault("LIBGL_ALWAYS_SOFTWARE", "1")
+    return env.get("MUJOCO_GL")
+
+
+def _caption(frame: Any, text: str) -> Any:
+    """``frame`` (an ``[H, W, 3]`` uint8 array) as a Pillow image with ``text`` on a dark band at the top left."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(frame)
+    if text:
+        draw = ImageDraw.Draw(image)
+        box = draw.textbbox((4, 4), text)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((4, 4), text, fill=(255, 255, 255))
+    return image
+
+
 def record_trial(actor: Any, family: Any, task: Tasks, n_episodes: int, path: Union[str, os.PathLike],
-                 seed: int = 0, fps: int = 20, every: int = 2, size: tuple[int, int] = (320, 240)) -> Path:
+                 seed: int = 0, fps: int = 20, every: int = 2, size: tuple[int, int] = (320, 240),
+                 episodes: Optional[dict[int, str]] = None) -> Path:
     """Run ``actor`` for one trial of ``task`` (one row) in a :class:`~rnnmeta.rl.gym_family.GymTaskFamily`
     and write every ``every``-th rendered frame to ``path`` (``.gif``, or ``.mp4`` with imageio-ffmpeg).
 
-    The family's ``make_env`` must accept ``render_mode`` and ``width``/``height`` keywords (the MuJoCo
-    builders of :mod:`rnnmeta.rl.mujoco` do). Returns the path written.
+    The whole trial is played (the actor's memory, or MAMLRL's inner steps, need every episode), but
+    only the frames of ``episodes`` are kept (0-based episode index -> caption; default every episode,
+    captioned ``episode 1`` ... ``episode n``). Each kept frame carries its caption, its step and the
+    episode's return so far, e.g. ``after 1 step | t=40 | return 12.3``. The family's ``make_env`` must
+    accept ``render_mode`` and ``width``/``height`` keywords (the MuJoCo builders of
+    :mod:`rnnmeta.rl.mujoco` do, and render from the ``track`` camera that follows the robot).
+    :func:`choose_mujoco_gl` sets the OpenGL platform when ``MUJOCO_GL`` is unset. Returns the path written.
+
+    Raises:
+        TypeError: ``family`` is not a Gymnasium family.
+        ValueError: an episode of ``episodes`` is outside ``0 .. n_episodes - 1``, or ``every`` < 1.
     """
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    choose_mujoco_gl()
     from rnnmeta.rl.gym_family import GymBatchedEnv, GymTaskFamily
 
     if not isinstance(family, GymTaskFamily):
         raise TypeError(f"record_trial renders Gymnasium families, got {type(family).__name__}")
+    chosen = {e: f"episode {e + 1}" for e in range(n_episodes)} if episodes is None else dict(episodes)
+    outside = sorted(e for e in chosen if not 0 <= e < n_episodes)
+    if outside or every < 1:
+        raise ValueError(f"record_trial: episodes must lie in 0..{n_episodes - 1} and every >= 1, "
+                         f"got episodes {outside or sorted(chosen)} and every={every}")
     make = functools.partial(family.make_env, render_mode="rgb_array", width=size[0], height=size[1])
     frames: list[Any] = []
+    counter = {"episode": -1, "step": 0, "return": 0.0}
+
+    def keep(env: GymBatchedEnv) -> None:
+        episode, step = counter["episode"], counter["step"]
+        if episode in chosen and step % every == 0:
+            text = f"{chosen[episode]} | t={step} | return {counter['return']:.1f}"
+            frames.append(_caption(env.vec.envs[0].render(), text))
 
     class _Recording(GymBatchedEnv):
         def reset(self) -> Tensor:
             obs = super().reset()
-            frames.append(self.vec.envs[0].render())
+            counter.update(episode=counter["episode"] + 1, step=0, **{"return": 0.0})
+            keep(self)
             return obs
 
         def step(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             out = super().step(action)
-            frames.append(self.vec.envs[0].render())
+            counter["step"] += 1
+            counter["return"] += float(out[1][0])
+            keep(self)
             return out
 
     class _RecordingFamily(GymTaskFamily):
@@ -200,19 +276,16 @@ def record_trial(actor: Any, family: Any, task: Tasks, n_episodes: int, path: Un
             run_trials(actor, rec, task, n_episodes, seeded_generator(seed, "env"), seeded_generator(seed, "actor"))
     finally:
         rec.close()
-    frames = frames[::every]
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".mp4":
         import imageio.v2 as imageio
+        import numpy as np
 
-        imageio.mimsave(out, frames, fps=fps)
+        imageio.mimsave(out, [np.asarray(f) for f in frames], fps=fps)
     else:
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        frames[0].save(out, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     return out
 
 
-__all__ = ["episode_returns", "mean_ci", "plot_adaptation", "plot_point_trajectories", "record_trial"]
+__all__ = ["choose_mujoco_gl", "episode_returns", "mean_ci", "plot_adaptation", "plot_point_trajectories", "record_trial"]
