@@ -1,4 +1,4 @@
-"""Shared test utilities: a short meta-training run on real Omniglot, finite-difference checks."""
+"""Shared test utilities: random few-shot tasks, a short meta-training run on real Omniglot, finite-difference checks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,65 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT_ROOT = REPO.parent / "shared" / "data" / "omniglot"
+
+
+def image_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, side: int = 16, dtype: torch.dtype = torch.float32,
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random ``n_way``-way ``k``-shot image task batch: ``support_x [b, n_way*k, 1, side, side]`` uniform in
+    [0, 1), ``support_y [b, n_way*k]`` (each label ``k`` times, shuffled), ``query_x [b, m, 1, side, side]``."""
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.rand(b, n_way * k, 1, side, side, generator=g).to(dtype)
+    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
+    qx = torch.rand(b, m, 1, side, side, generator=g).to(dtype)
+    return sx, sy, qx
+
+
+def flat_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, d: int = 6,
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As :func:`image_task` with standard-normal feature vectors of width ``d`` in place of images."""
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.randn(b, n_way * k, d, generator=g)
+    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
+    qx = torch.randn(b, m, d, generator=g)
+    return sx, sy, qx
+
+
+def assert_queries_answered_independently(learner, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
+                                          atol: float = 1e-6) -> None:
+    """Each query's answer depends on the support set and that query alone: it stays when the other queries
+    change, asked one at a time, and under a permutation of the queries; and it moves with its own input."""
+    m = qx.shape[1]
+    with torch.no_grad():
+        base = learner(sx, sy, qx)
+        changed = qx.clone()
+        changed[:, 1:] = torch.rand_like(changed[:, 1:])
+        moved = learner(sx, sy, changed)
+        one_by_one = torch.cat([learner(sx, sy, qx[:, j : j + 1]) for j in range(m)], dim=1)
+        perm = torch.randperm(m, generator=torch.Generator().manual_seed(0))
+        permuted = learner(sx, sy, qx[:, perm])
+    torch.testing.assert_close(moved[:, 0], base[:, 0], rtol=0, atol=atol)
+    torch.testing.assert_close(one_by_one, base, rtol=0, atol=atol)
+    torch.testing.assert_close(permuted, base[:, perm], rtol=0, atol=atol)
+    assert not torch.allclose(moved[:, 1:], base[:, 1:]), "a query's answer must depend on its own input"
+
+
+def assert_adapt_reads_the_support_once(learner, predictor_type: type, sx: torch.Tensor, sy: torch.Tensor,
+                                        qx: torch.Tensor, atol: float = 1e-6):
+    """``learner.adapt(sx, sy)`` is a ``predictor_type`` that answers as ``learner(sx, sy, qx)`` does, for any subset of
+    the queries, without reading the support tensors again (they are overwritten after ``adapt``), and refuses a
+    query batch of another task count. Returns the predictor."""
+    with torch.no_grad():
+        expected = learner(sx, sy, qx)
+        sx_c, sy_c = sx.clone(), sy.clone()
+        predict = learner.adapt(sx_c, sy_c)
+        assert isinstance(predict, predictor_type)
+        sx_c.uniform_()  # the predictor must not look at the support tensors again
+        sy_c.fill_(0)
+        torch.testing.assert_close(predict(qx), expected, rtol=0, atol=atol)
+        torch.testing.assert_close(predict(qx[:, 2:4]), expected[:, 2:4], rtol=0, atol=atol)
+    with pytest.raises(ValueError, match="query_x"):
+        predict(qx[:1])
+    return predict
 
 
 def omniglot_root_or_skip() -> Path:

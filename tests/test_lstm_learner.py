@@ -14,7 +14,7 @@ from rnnmeta.episode import Episode
 from rnnmeta.learners.lstm import LSTMLearner, LSTMPredictor, label_readout_init_
 from rnnmeta.nets import MLP, Conv4
 
-from helpers import finite_difference_grad, short_omniglot_run
+from helpers import assert_adapt_reads_the_support_once, assert_queries_answered_independently, finite_difference_grad, flat_task, image_task, short_omniglot_run
 
 
 def small_lstm(n_way: int = 3, backbone: nn.Module | None = None, **kw) -> LSTMLearner:
@@ -25,20 +25,6 @@ def small_lstm(n_way: int = 3, backbone: nn.Module | None = None, **kw) -> LSTML
     return LSTMLearner(backbone=backbone, hidden_size=16, num_layers=2, n_way=n_way, **kw).eval()
 
 
-def image_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, side: int = 16, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    sx = torch.rand(b, n_way * k, 1, side, side, generator=g)
-    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
-    qx = torch.rand(b, m, 1, side, side, generator=g)
-    return sx, sy, qx
-
-
-def flat_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, d: int = 6, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    sx = torch.randn(b, n_way * k, d, generator=g)
-    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
-    qx = torch.randn(b, m, d, generator=g)
-    return sx, sy, qx
 
 
 def test_shapes_and_default_backbones():
@@ -126,20 +112,7 @@ def test_learns_omniglot_20way_1shot_far_above_chance(one_thread):
 
 
 def test_queries_are_answered_independently():
-    learner = small_lstm()
-    sx, sy, qx = image_task(m=6)
-    with torch.no_grad():
-        base = learner(sx, sy, qx)
-        qx2 = qx.clone()
-        qx2[:, 1:] = torch.rand_like(qx2[:, 1:])
-        moved = learner(sx, sy, qx2)
-        one_by_one = torch.cat([learner(sx, sy, qx[:, j : j + 1]) for j in range(6)], dim=1)
-        perm = torch.randperm(6)
-        permuted = learner(sx, sy, qx[:, perm])
-    torch.testing.assert_close(moved[:, 0], base[:, 0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(one_by_one, base, rtol=0, atol=1e-6)
-    torch.testing.assert_close(permuted, base[:, perm], rtol=0, atol=1e-6)
-    assert not torch.allclose(moved[:, 1:], base[:, 1:]), "a query's answer must depend on its own input"
+    assert_queries_answered_independently(small_lstm(), *image_task(m=6))
 
 
 def test_queries_independent_in_training_mode_with_a_per_example_backbone():
@@ -190,19 +163,7 @@ def test_state_is_reset_between_episodes():
 
 
 def test_adapt_holds_the_state_after_the_support_set():
-    learner = small_lstm()
-    sx, sy, qx = image_task(m=5)
-    with torch.no_grad():
-        expected = learner(sx, sy, qx)
-        sx_c, sy_c = sx.clone(), sy.clone()
-        predict = learner.adapt(sx_c, sy_c)
-        assert isinstance(predict, LSTMPredictor)
-        sx_c.uniform_()  # the predictor must not look at the support tensors again
-        sy_c.fill_(0)
-        torch.testing.assert_close(predict(qx), expected, rtol=0, atol=1e-6)
-        torch.testing.assert_close(predict(qx[:, 2:4]), expected[:, 2:4], rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="query_x"):
-        predict(qx[:1])
+    assert_adapt_reads_the_support_once(small_lstm(), LSTMPredictor, *image_task(m=5))
 
 
 def test_callers_tensors_are_unchanged():

@@ -12,15 +12,8 @@ from rnnmeta.learners import ProtoNet
 from rnnmeta.learners.protonet import ProtoNetPredictor, class_prototypes, squared_euclidean_logits
 from rnnmeta.nets import MLP, Conv4
 
-from helpers import short_omniglot_run
+from helpers import assert_adapt_reads_the_support_once, assert_queries_answered_independently, image_task, short_omniglot_run
 
-
-def image_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, side: int = 16, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    sx = torch.rand(b, n_way * k, 1, side, side, generator=g)
-    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
-    qx = torch.rand(b, m, 1, side, side, generator=g)
-    return sx, sy, qx
 
 
 def small_protonet(n_way: int = 3, **kw) -> ProtoNet:
@@ -70,30 +63,19 @@ def test_a_missing_class_is_refused_naming_task_and_class():
 
 def test_adapt_equals_forward_and_holds_the_prototypes():
     learner = small_protonet()
-    sx, sy, qx = image_task(m=6)
-    with torch.no_grad():
-        predict = learner.adapt(sx, sy)
-        assert isinstance(predict, ProtoNetPredictor) and predict.prototypes.shape == (2, 3, learner.embed_dim)
-        torch.testing.assert_close(predict(qx), learner(sx, sy, qx), rtol=1e-5, atol=1e-5)
-        # the predictor answers a new query batch of any size without the support set
-        torch.testing.assert_close(predict(qx[:, 2:4]), learner(sx, sy, qx[:, 2:4]), rtol=1e-5, atol=1e-5)
+    predict = assert_adapt_reads_the_support_once(learner, ProtoNetPredictor, *image_task(m=6), atol=1e-5)
+    assert predict.prototypes.shape == (2, 3, learner.embed_dim)
     with pytest.raises(ValueError, match=r"query_x must be \[B=2, M"):
-        predict(qx[:1])
+        predict(torch.rand(1, 6, 1, 16, 16))
 
 
 def test_queries_are_answered_independently():
     learner = small_protonet()
     sx, sy, qx = image_task(m=6)
-    with torch.no_grad():
-        base = learner(sx, sy, qx)
-        changed = qx.clone()
-        changed[:, 1:] = torch.rand_like(changed[:, 1:])
-        moved = learner(sx, sy, changed)
-        one_by_one = torch.cat([learner(sx, sy, qx[:, j : j + 1]) for j in range(6)], dim=1)
-    torch.testing.assert_close(moved[:, 0], base[:, 0], rtol=0, atol=1e-5)
-    torch.testing.assert_close(one_by_one, base, rtol=0, atol=1e-5)
-    assert not torch.allclose(moved[:, 1:], base[:, 1:])  # the changed queries did change
+    assert_queries_answered_independently(learner, sx, sy, qx, atol=1e-5)
     assert not learner.transductive
+    changed = qx.clone()
+    changed[:, 1:] = torch.rand_like(changed[:, 1:])
     batch_stats = ProtoNet(backbone=Conv4(hidden=8, image_size=16, track_running_stats=False), n_way=3).eval()
     assert batch_stats.transductive  # batch norm over support + queries even in eval(): said so
     with torch.no_grad():

@@ -13,7 +13,7 @@ from rnnmeta.learners.snail import SNAIL, SNAILPredictor
 from rnnmeta.learners.snail_blocks import AttentionBlock, DenseBlock, SNAILNetwork, TCBlock
 from rnnmeta.nets import MLP, Conv4
 
-from helpers import REPO, short_omniglot_run
+from helpers import REPO, assert_adapt_reads_the_support_once, assert_queries_answered_independently, image_task, short_omniglot_run
 
 
 def small_snail(n_way: int = 3, max_shots: int = 4, dtype=torch.float32, **kw) -> SNAIL:
@@ -30,13 +30,6 @@ def small_snail(n_way: int = 3, max_shots: int = 4, dtype=torch.float32, **kw) -
     )
     return learner.to(dtype).eval()
 
-
-def image_task(b: int = 2, n_way: int = 3, k: int = 2, m: int = 5, side: int = 16, dtype=torch.float32, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    sx = torch.rand(b, n_way * k, 1, side, side, generator=g).to(dtype)
-    sy = torch.stack([torch.randperm(n_way * k, generator=g) % n_way for _ in range(b)])
-    qx = torch.rand(b, m, 1, side, side, generator=g).to(dtype)
-    return sx, sy, qx
 
 
 def assert_causal(fn, x: torch.Tensor, t: int) -> None:
@@ -355,21 +348,8 @@ def test_attention_vote_at_initialisation_is_above_chance_on_real_omniglot(omnig
 
 
 def test_queries_are_answered_independently():
-    learner = small_snail()
-    sx, sy, qx = image_task(m=6)
-    with torch.no_grad():
-        base = learner(sx, sy, qx)
-        qx2 = qx.clone()
-        qx2[:, 1:] = torch.rand_like(qx2[:, 1:])
-        moved = learner(sx, sy, qx2)
-        alone = learner(sx, sy, qx[:, :1])
-        perm = torch.randperm(6)
-        permuted = learner(sx, sy, qx[:, perm])
-    torch.testing.assert_close(moved[:, 0], base[:, 0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(alone[:, 0], base[:, 0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(permuted, base[:, perm], rtol=0, atol=1e-6)
-    # the answer is read at the query's own position: it depends on the query image
-    assert not torch.allclose(moved[:, 1:], base[:, 1:])
+    # the answer is read at the query's own position: it depends on the query image and the support set only
+    assert_queries_answered_independently(small_snail(), *image_task(m=6))
 
 
 def test_answer_depends_on_support_labels():
@@ -382,19 +362,7 @@ def test_answer_depends_on_support_labels():
 
 
 def test_adapt_caches_the_support_and_never_rereads_it():
-    learner = small_snail()
-    sx, sy, qx = image_task(m=5)
-    with torch.no_grad():
-        expected = learner(sx, sy, qx)
-        sx_c, sy_c = sx.clone(), sy.clone()
-        predict = learner.adapt(sx_c, sy_c)
-        assert isinstance(predict, SNAILPredictor)
-        sx_c.uniform_()  # the predictor must not look at the support tensors again
-        sy_c.fill_(0)
-        torch.testing.assert_close(predict(qx), expected, rtol=0, atol=1e-6)
-        torch.testing.assert_close(predict(qx[:, 2:4]), expected[:, 2:4], rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="query_x"):
-        predict(qx[:1])
+    assert_adapt_reads_the_support_once(small_snail(), SNAILPredictor, *image_task(m=5))
 
 
 def test_callers_tensors_are_unchanged():
