@@ -32,6 +32,15 @@ Written to ``--out`` (default ``results/<name>/``):
   of a memory agent's trial, or for MAMLRL the first episode after each number of inner steps, each
   frame captioned with its stage, step and return so far (``after 1 step | t=40 | return 12.3``).
   ``--video-only`` renders it from the ``<agent>.ckpt`` files already in the output folder, training nothing.
+
+For the memory agents (RL2, SNAILAgent) the table also holds the control of their adaptation: the same test
+trials with the agent's reward input at 0 (``blind_return``), and ``reward_input_gain``, the return per
+episode it earns by reading rewards, paired per task. The task reaches a memory agent only through its
+rewards, so this gain shows adaptation even where it happens within the first episode and the
+``adaptation_gain`` (later episodes over the first) is 0. On HalfCheetah the rows add ``tracking_first`` /
+``tracking_last``: in the first and last stage, the slope and correlation of the velocity each test episode
+ran at against its task's target (velocity, or direction +-1); an agent that does not adapt scores 0.
+``--eval-only`` tests the saved ``<agent>.ckpt`` files again (keeping their training record) and reports.
 """
 
 from __future__ import annotations
@@ -79,6 +88,49 @@ def stage_returns(agent, episode_returns_: torch.Tensor) -> tuple[torch.Tensor, 
     return episode_returns_, "episodes"
 
 
+def linear_fit(target: torch.Tensor, achieved: torch.Tensor) -> tuple[float, float]:
+    """Slope of the least-squares line of ``achieved`` on ``target`` ``[n]``, and their correlation."""
+    x, y = target.double(), achieved.double()
+    xc, yc = x - x.mean(), y - y.mean()
+    slope = float((xc * yc).sum() / (xc * xc).sum().clamp_min(1e-12))
+    corr = float((xc * yc).sum() / ((xc * xc).sum() * (yc * yc).sum()).sqrt().clamp_min(1e-12))
+    return slope, corr
+
+
+def evaluate(agent, family, tasks, eval_seed: int) -> dict[str, Any]:
+    """The test rollouts of a trained agent on ``tasks``: ``traj``, ``stages [n, k]`` and ``kind``; for a memory agent
+    also ``blind_stages [n, k]``, the same trials with its reward input off (:meth:`~rnnmeta.rl.agent.SequenceAgent.reward_input_off`,
+    the control of adaptation); for a family with ``task_tracking`` (HalfCheetah) ``tracking``: per stage of
+    :func:`stage_episodes`, the slope and correlation of what the episode did (its velocity) against the task's target
+    (and ``blind_tracking``, the same for the control's trials)."""
+    from rnnmeta.rl.agent import SequenceAgent
+    from rnnmeta.rl.robot_viz import episode_returns
+
+    traj = agent.rollout(family, tasks, seed=eval_seed)
+    stages, kind = stage_returns(agent, episode_returns(traj, family.horizon))
+    result: dict[str, Any] = {"traj": traj, "stages": stages, "kind": kind}
+    played = {"tracking": traj}
+    if isinstance(agent, SequenceAgent):
+        with agent.reward_input_off():
+            played["blind_tracking"] = blind = agent.rollout(family, tasks, seed=eval_seed)
+        result["blind_stages"] = stage_returns(agent, episode_returns(blind, family.horizon))[0]
+    if hasattr(family, "task_tracking"):
+        target = tasks[family.tracked_task]
+        for key, trials in played.items():
+            achieved = family.task_tracking(trials.obs)
+            result[key] = {label: linear_fit(target, achieved[:, e]) for e, label in stage_episodes(agent).items()}
+    return result
+
+
+def stage_columns(stages: torch.Tensor, kind: str) -> dict[str, str]:
+    """``{"episode_1": "mean +- ci", ...}`` (memory agents) or ``{"step_0": ..., ...}`` (MAMLRL) of ``stages [n, k]``."""
+    from rnnmeta.rl.robot_viz import mean_ci
+
+    mean, ci = mean_ci(stages)
+    first = 0 if kind == "steps" else 1
+    return {f"{kind[:-1]}_{i + first}": f"{m:.2f} +- {c:.2f}" for i, (m, c) in enumerate(zip(mean.tolist(), ci.tolist()))}
+
+
 def stage_episodes(agent) -> dict[int, str]:
     """The episodes of a test trial that show each stage, with labels (for the 2D paths and the video): every
     episode of a memory agent's trial; for MAMLRL the first episode after each number of inner steps (0..k)."""
@@ -103,6 +155,39 @@ def write_video(agent, family, tasks, out: Path, name: str, eval_seed: int, ever
         print(f"{name}: no video ({type(err).__name__}: {err}); see docs/ROBOT.md, 'What to look at'", flush=True)
 
 
+def save_result(out: Path, name: str, row: dict[str, Any], ev: dict[str, Any], training: list) -> None:
+    """``<name>_result.pt``: the table row, the stages (and the control and tracking of :func:`evaluate`), the training curve."""
+    torch.save({"row": row, "label": f"{name} ({ev['kind']})", "stages": ev["stages"], "training": training,
+                **{k: ev[k] for k in ("blind_stages", "tracking", "blind_tracking") if k in ev}}, out / f"{name}_result.pt")
+    for key, how in (("tracking", ""), ("blind_tracking", ", reward input off")):
+        for label, (slope, corr) in ev.get(key, {}).items():
+            print(f"{name}: {label}{how}: achieved against target: slope {slope:.2f}, correlation {corr:.2f}", flush=True)
+
+
+def report_columns(saved: dict[str, Any]) -> dict[str, str]:
+    """The columns a saved result adds to its row: the paired adaptation gain, the median task, and where measured
+    the reward-input control (``blind_return``, ``reward_input_gain``) and the task tracking of the first and last stage."""
+    from rnnmeta.rl.robot_viz import mean_ci
+
+    stages = saved["stages"]
+    # paired over the test tasks: each task's last stage minus its first (the tasks' spread cancels)
+    gain_mean, gain_ci = mean_ci((stages[:, -1] - stages[:, 0]).unsqueeze(1))
+    # the median test task of the last stage: a mean that a few runaway tasks pull down shows here
+    cols = {"last_stage_median": f"{float(stages[:, -1].median()):.2f}",
+            "adaptation_gain": f"{float(gain_mean[0]):+.2f} +- {float(gain_ci[0]):.2f}"}
+    if "blind_stages" in saved:  # per episode over the whole trial, paired per task
+        blind = saved["blind_stages"]
+        b_mean, b_ci = mean_ci(blind.mean(1, keepdim=True))
+        g_mean, g_ci = mean_ci((stages.mean(1) - blind.mean(1)).unsqueeze(1))
+        cols["blind_return"] = f"{float(b_mean[0]):.2f} +- {float(b_ci[0]):.2f}"
+        cols["reward_input_gain"] = f"{float(g_mean[0]):+.2f} +- {float(g_ci[0]):.2f}"
+    tracking = list(saved.get("tracking", {}).values())
+    if tracking:
+        cols["tracking_first"] = "slope {:.2f}, corr {:.2f}".format(*tracking[0])
+        cols["tracking_last"] = "slope {:.2f}, corr {:.2f}".format(*tracking[-1])
+    return cols
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -114,6 +199,9 @@ def main() -> None:
                          "(agents run in separate processes with --only and the same --out)")
     ap.add_argument("--video-only", action="store_true",
                     help="train nothing: render test trial 1 of each agent from its <agent>.ckpt in the output folder")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="train nothing: test each agent again from its <agent>.ckpt in the output folder (the stages, the "
+                         "reward-input control, the task tracking), keep its training record, and report")
     args = ap.parse_args()
 
     cfg = yaml.safe_load(Path(args.config).read_text())
@@ -124,7 +212,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     import pytorch_lightning as pl
 
-    from rnnmeta.rl.robot_viz import episode_returns, mean_ci, plot_adaptation, plot_point_trajectories, plot_training
+    from rnnmeta.rl.robot_viz import plot_adaptation, plot_point_trajectories, plot_training
     from rnnmeta.rl.trial import eval_tasks
 
     out = Path(args.out or f"results/{cfg['name']}")
@@ -134,24 +222,33 @@ def main() -> None:
     print(f"robot_compare {cfg['name']}: {len(cfg['learners'])} agents, {threads} thread(s), {os.cpu_count()} CPUs ({cpu}), "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    if args.video_only:
-        for name, spec in cfg["learners"].items():
-            if args.only and name not in args.only:
-                continue
-            if not (out / f"{name}.ckpt").exists():
-                print(f"{name}: no {out / f'{name}.ckpt'}, no video", flush=True)
-                continue
-            agent = build_agent(spec["model"], cfg["family"], seed)
-            agent.load_state_dict(torch.load(out / f"{name}.ckpt", map_location="cpu", weights_only=False)["state_dict"])
-            agent.eval()
-            tasks = eval_tasks(agent.family, test_trials, eval_seed, "test")
+    for name, spec in cfg["learners"].items():  # --video-only, --eval-only: from the saved agents
+        if not (args.video_only or args.eval_only) or (args.only and name not in args.only):
+            continue
+        if not (out / f"{name}.ckpt").exists():
+            print(f"{name}: no {out / f'{name}.ckpt'}, nothing to {'render' if args.video_only else 'test'}", flush=True)
+            continue
+        agent = build_agent(spec["model"], cfg["family"], seed)
+        agent.load_state_dict(torch.load(out / f"{name}.ckpt", map_location="cpu", weights_only=False)["state_dict"])
+        agent.eval()
+        tasks = eval_tasks(agent.family, test_trials, eval_seed, "test")
+        if args.video_only:
             write_video(agent, agent.family, tasks, out, name, eval_seed, int(cfg.get("video_every", 4)))
-            if hasattr(agent.family, "close"):
-                agent.family.close()
+        else:
+            ev = evaluate(agent, agent.family, tasks, eval_seed)
+            old = torch.load(out / f"{name}_result.pt", weights_only=False) if (out / f"{name}_result.pt").exists() else {}
+            row = {"agent": name, "class": type(agent).__name__, "stages": ev["kind"], **stage_columns(ev["stages"], ev["kind"]),
+                   "trial_return": f"{float(ev['traj'].total_reward.mean()):.2f}"}
+            row.update({k: v for k, v in old.get("row", {}).items() if k not in row and not k.startswith(("episode_", "step_"))})
+            save_result(out, name, row, ev, old.get("training", []))
+            print(f"{name}: tested again from {name}.ckpt: " + ", ".join(stage_columns(ev["stages"], ev["kind"]).values()), flush=True)
+        if hasattr(agent.family, "close"):
+            agent.family.close()
+    if args.video_only:
         return
 
     for name, spec in cfg["learners"].items():
-        if args.report_only or (args.only and name not in args.only):
+        if args.report_only or args.eval_only or (args.only and name not in args.only):
             continue
         pl.seed_everything(seed, workers=False, verbose=False)
         agent = build_agent(spec["model"], cfg["family"], seed)
@@ -195,18 +292,13 @@ def main() -> None:
 
         tasks = eval_tasks(family, test_trials, eval_seed, "test")
         agent.eval()
-        traj = agent.rollout(family, tasks, seed=eval_seed)
-        per_ep = episode_returns(traj, family.horizon)
-        stages, kind = stage_returns(agent, per_ep)
-        mean, ci = mean_ci(stages)
-        label = f"{name} ({kind})"
-        row = {"agent": name, "class": type(agent).__name__, "stages": kind,
-               **{f"{kind[:-1]}_{i + (0 if kind == 'steps' else 1)}": f"{m:.2f} +- {c:.2f}" for i, (m, c) in enumerate(zip(mean.tolist(), ci.tolist()))},
+        ev = evaluate(agent, family, tasks, eval_seed)
+        traj, stages, kind = ev["traj"], ev["stages"], ev["kind"]
+        row = {"agent": name, "class": type(agent).__name__, "stages": kind, **stage_columns(stages, kind),
                "trial_return": f"{float(traj.total_reward.mean()):.2f}", "updates": steps, "env_steps": env_steps,
                "train_cpu_s": f"{train_cpu:.0f}", "train_wall_s": f"{train_wall:.0f}", "threads": threads}
-        torch.save({"row": row, "label": label, "stages": stages,
-                    "training": [(c["env_steps"], c["return_per_episode"]) for c in curve]}, out / f"{name}_result.pt")
-        print(f"{name}: test return per {kind[:-1]}: " + ", ".join(f"{m:.2f}+-{c:.2f}" for m, c in zip(mean.tolist(), ci.tolist()))
+        save_result(out, name, row, ev, [(c["env_steps"], c["return_per_episode"]) for c in curve])
+        print(f"{name}: test return per {kind[:-1]}: " + ", ".join(stage_columns(stages, kind).values())
               + f"; {env_steps:,} env steps, {train_cpu:.0f} CPU s", flush=True)
         if "goal" in tasks:
             worst = stages[:, -1].argsort()[:5].tolist()
@@ -224,12 +316,7 @@ def main() -> None:
     for name in cfg["learners"]:  # every agent with a result in the folder, in the config's order
         if (out / f"{name}_result.pt").exists():
             saved = torch.load(out / f"{name}_result.pt", weights_only=False)
-            stages = saved["stages"]
-            # paired over the test tasks: each task's last stage minus its first (the tasks' spread cancels)
-            gain_mean, gain_ci = mean_ci((stages[:, -1] - stages[:, 0]).unsqueeze(1))
-            # the median test task of the last stage: a mean that a few runaway tasks pull down shows here
-            rows.append({**saved["row"], "last_stage_median": f"{float(stages[:, -1].median()):.2f}",
-                         "adaptation_gain": f"{float(gain_mean[0]):+.2f} +- {float(gain_ci[0]):.2f}"})
+            rows.append({**saved["row"], **report_columns(saved)})
             curves[saved["label"]] = saved["stages"]
             training[name] = saved.get("training", [])
     keys: list[str] = []

@@ -163,3 +163,30 @@ def test_scaled_rewards_give_gae_the_rewards_over_the_running_return_std(name):
 def test_scale_rewards_must_be_a_bool():
     with pytest.raises(TypeError, match=r"scale_rewards must be true or false, got scale_rewards='yes'"):
         RL2(PointNavigation2D(horizon=10), n_episodes=2, scale_rewards="yes")
+
+
+@pytest.mark.parametrize("name", ["rl2", "snail"])
+def test_reward_input_off_zeroes_the_reward_input_only_and_always_restores_it(name):
+    """The control of ``scripts/robot_compare.py``: inside ``reward_input_off`` the memory agent reads every previous
+    reward as 0 and nothing else changes; a trial played so differs from the normal one from the first rewarded step."""
+    family = PointNavigation2D(horizon=5)
+    agent = AGENTS[name](family, n_episodes=2).eval()
+    g = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g)
+    reward, done = torch.randn(3, generator=g), torch.tensor([True, False, True])
+    seen = agent.make_input(obs, act, reward, done)
+    with agent.reward_input_off() as same:
+        blind = agent.make_input(obs, act, reward, done)
+    assert same is agent
+    torch.testing.assert_close(blind[:, -2], torch.zeros(3))  # [obs, previous action, previous reward, done]
+    torch.testing.assert_close(seen[:, -2], reward)
+    torch.testing.assert_close(torch.cat([blind[:, :-2], blind[:, -1:]], 1), torch.cat([seen[:, :-2], seen[:, -1:]], 1))
+    with pytest.raises(RuntimeError, match="inside"), agent.reward_input_off():
+        raise RuntimeError("inside")
+    torch.testing.assert_close(agent.make_input(obs, act, reward, done), seen)  # restored after an error too
+    tasks = family.sample_tasks(4, seeded_generator(0, "tasks"))
+    normal = agent.rollout(family, tasks, seed=0, greedy=True)
+    with agent.reward_input_off():
+        control = agent.rollout(family, tasks, seed=0, greedy=True)
+    torch.testing.assert_close(control.actions[:, 0], normal.actions[:, 0])  # no reward has been seen at t = 0
+    assert not torch.allclose(control.actions[:, 1:], normal.actions[:, 1:])

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.helpers import REPO, skip_unless_mujoco_renders
@@ -150,6 +151,68 @@ def test_robot_compare_reports_each_agents_training_steps_and_the_median_test_go
         # an episode is 4 steps at most 0.71 + 0.4 from the goal: per episode above -4.45 (a trial's sum is not)
         assert all(-4.45 < float(r["return_per_episode"]) < 0.0 for r in curve)
     assert (tmp_path / "out" / "training.png").stat().st_size > 0
+    # the memory agent's control: the same test trials with its reward input off, paired per task
+    saved = torch.load(tmp_path / "out" / "rl2_result.pt", weights_only=False)
+    assert saved["blind_stages"].shape == saved["stages"].shape == (6, 2)
+    assert rows["maml"]["blind_return"] == rows["maml"]["reward_input_gain"] == ""  # MAMLRL has no reward input
+    gain, ci = (float(x) for x in rows["rl2"]["reward_input_gain"].split(" +- "))
+    differences = saved["stages"].mean(1) - saved["blind_stages"].mean(1)
+    assert gain == pytest.approx(float(differences.mean()), abs=5e-3)
+    assert ci == pytest.approx(1.96 * float(differences.std()) / len(differences) ** 0.5, rel=0.02, abs=5e-3)
+    assert float(rows["rl2"]["blind_return"].split(" +- ")[0]) == pytest.approx(float(saved["blind_stages"].mean()), abs=5e-3)
+    # --eval-only tests the saved agents again: the same table (the evaluation is a function of the checkpoint and the
+    # config's tasks and seed), the training record kept
+    before = (tmp_path / "out" / "results.csv").read_text()
+    monkeypatch.setattr(sys, "argv", ["robot_compare.py", "--config", str(path), "--out", str(tmp_path / "out"), "--eval-only"])
+    capsys.readouterr()
+    robot_compare().main()
+    printed = capsys.readouterr().out
+    assert printed.count("tested again from") == 2 and "update 1/" not in printed
+    assert (tmp_path / "out" / "results.csv").read_text() == before
+
+
+def test_linear_fit_is_the_least_squares_slope_and_the_correlation():
+    rc = robot_compare()
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(50, generator=g) * 2
+    achieved = 0.4 * target + 0.1 * torch.randn(50, generator=g)
+    slope, corr = rc.linear_fit(target, achieved)
+    design = torch.stack([target, torch.ones(50)], 1).double()
+    expected = torch.linalg.lstsq(design, achieved.double().unsqueeze(1)).solution[0, 0]
+    assert slope == pytest.approx(float(expected), rel=1e-9)
+    assert corr == pytest.approx(float(torch.corrcoef(torch.stack([target, achieved]))[0, 1]), abs=1e-6)
+    assert rc.linear_fit(target, torch.full((50,), 0.3)) == (pytest.approx(0.0), pytest.approx(0.0))  # no tracking: 0, 0
+
+
+def tiny_cheetah_agents(tmp_path: Path):
+    """A HalfCheetahDir comparison config of RL2 (3 episodes) and MAMLRL (2 + 2 episodes), horizon 4, two test trials,
+    and each agent after one update saved as ``robot_compare`` saves it; plus an agent with no checkpoint."""
+    import pytorch_lightning as pl
+
+    family = {"class_path": "rnnmeta.rl.mujoco.HalfCheetahDir", "init_args": {"horizon": 4}}
+    cfg = {
+        "name": "tiny_cheetah", "threads": 1, "test_trials": 2, "video": True, "video_every": 2, "family": family,
+        "learners": {
+            "rl2": {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.RL2",
+                                               "init_args": {"n_episodes": 3, "hidden_size": 8, "batch_trials": 2}}},
+            "maml": {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.MAMLRL", "init_args": {
+                "n_episodes": 4, "inner_steps": 1, "hidden_sizes": [8], "batch_trials": 2, "ppo_epochs": 1}}},
+        },
+    }
+    rc = robot_compare()
+    agents = {name: rc.build_agent(spec["model"], family) for name, spec in cfg["learners"].items()}
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, agent in agents.items():  # one update each
+        trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(agent)
+        trainer.save_checkpoint(out / f"{name}.ckpt")
+        agent.family.close()
+    cfg["learners"]["snail"] = {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.SNAILAgent"}}  # no checkpoint
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return rc, agents, path, out
 
 
 def test_robot_compare_video_only_renders_each_stage_from_the_saved_agents(tmp_path, monkeypatch, capsys):
@@ -158,41 +221,43 @@ def test_robot_compare_video_only_renders_each_stage_from_the_saved_agents(tmp_p
     skip_unless_mujoco_renders()
     from PIL import Image
 
-    family = {"class_path": "rnnmeta.rl.mujoco.HalfCheetahDir", "init_args": {"horizon": 4}}
-    cfg = {
-        "name": "tiny_video", "threads": 1, "test_trials": 2, "video": True, "video_every": 2, "family": family,
-        "learners": {
-            "rl2": {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.RL2",
-                                               "init_args": {"n_episodes": 3, "hidden_size": 8, "batch_trials": 2}}},
-            "maml": {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.MAMLRL", "init_args": {
-                "n_episodes": 4, "inner_steps": 1, "hidden_sizes": [8], "batch_trials": 2, "ppo_epochs": 1}}},
-        },
-    }
-    path, out = tmp_path / "tiny.yaml", tmp_path / "out"
-    path.write_text(yaml.safe_dump(cfg))
-    rc = robot_compare()
-    rl2 = rc.build_agent(cfg["learners"]["rl2"]["model"], family)
-    maml = rc.build_agent(cfg["learners"]["maml"]["model"], family)
-    assert rc.stage_episodes(rl2) == {0: "episode 1", 1: "episode 2", 2: "episode 3"}
-    assert rc.stage_episodes(maml) == {0: "after 0 steps", 2: "after 1 step"}  # chunks of 2 episodes
-    import pytorch_lightning as pl
-
-    out.mkdir()
-    for name, agent in (("maml", maml), ("rl2", rl2)):  # one update each, saved as robot_compare saves them
-        trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, limit_val_batches=0)
-        trainer.fit(agent)
-        trainer.save_checkpoint(out / f"{name}.ckpt")
-        agent.family.close()
-    cfg["learners"]["snail"] = {"max_steps": 1, "model": {"class_path": "rnnmeta.rl.SNAILAgent"}}  # no checkpoint
-    path.write_text(yaml.safe_dump(cfg))
+    rc, agents, path, out = tiny_cheetah_agents(tmp_path)
+    assert rc.stage_episodes(agents["rl2"]) == {0: "episode 1", 1: "episode 2", 2: "episode 3"}
+    assert rc.stage_episodes(agents["maml"]) == {0: "after 0 steps", 2: "after 1 step"}  # chunks of 2 episodes
     monkeypatch.setattr(sys, "argv", ["robot_compare.py", "--config", str(path), "--out", str(out), "--video-only"])
     capsys.readouterr()
     rc.main()
     printed = capsys.readouterr().out
     assert printed.count("video of test trial 1") == 2 and "update" not in printed  # rendered, nothing trained
-    assert f"snail: no {out / 'snail.ckpt'}, no video" in printed
+    assert f"snail: no {out / 'snail.ckpt'}, nothing to render" in printed
     for name, episodes in (("maml", 2), ("rl2", 3)):
         with Image.open(out / f"{name}_trial.gif") as gif:
             assert gif.size == (320, 240) and gif.n_frames == episodes * 3  # t = 0, 2, 4 of each shown episode
     assert not (out / "results.csv").exists()
+
+
+def test_robot_compare_eval_only_tracks_the_task_on_half_cheetah(tmp_path, monkeypatch, capsys):
+    """``--eval-only`` on HalfCheetahDir: per stage, the slope and correlation of each test episode's forward velocity
+    against the task's direction (and, for RL2, the same with its reward input off), in the table and the result file."""
+    needs_mujoco("rnnmeta.rl.mujoco")
+    import csv
+
+    from rnnmeta.rl.mujoco import HalfCheetahDir
+    from rnnmeta.rl.trial import eval_tasks
+
+    rc, agents, path, out = tiny_cheetah_agents(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["robot_compare.py", "--config", str(path), "--out", str(out), "--eval-only"])
+    rc.main()
+    assert f"snail: no {out / 'snail.ckpt'}, nothing to test" in capsys.readouterr().out
+    rows = {r["agent"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    family = HalfCheetahDir(horizon=4)
+    direction = eval_tasks(family, 2, 0, "test")["direction"]
+    family.close()
+    for name, keys in (("rl2", ["episode 1", "episode 2", "episode 3"]), ("maml", ["after 0 steps", "after 1 step"])):
+        saved = torch.load(out / f"{name}_result.pt", weights_only=False)
+        assert list(saved["tracking"]) == keys and ("blind_tracking" in saved) == (name == "rl2")
+        for slope, corr in saved["tracking"].values():
+            assert -1.0 - 1e-9 <= corr <= 1.0 + 1e-9 and slope == slope  # finite
+        assert rows[name]["tracking_first"] == "slope {:.2f}, corr {:.2f}".format(*saved["tracking"][keys[0]])
+        assert rows[name]["tracking_last"] == "slope {:.2f}, corr {:.2f}".format(*saved["tracking"][keys[-1]])
+    assert direction.abs().eq(1).all()

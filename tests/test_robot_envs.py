@@ -124,6 +124,38 @@ def test_half_cheetah_vel_reward_by_hand():
     env.close()
 
 
+def test_half_cheetah_forward_velocity_is_read_from_the_observation():
+    """``task_tracking`` reads the velocity each episode ran at from HalfCheetah's observation: index 8 is qvel[0]
+    (the root's x-velocity), averaged over each episode's steps after the run-up."""
+    mujoco_or_skip()
+    from rnnmeta.rl.mujoco import (HALF_CHEETAH_FORWARD_VELOCITY, HalfCheetahDir, HalfCheetahVel, episode_forward_velocity,
+                                   make_half_cheetah_vel)
+
+    env = make_half_cheetah_vel()
+    env.task = {"velocity": np.asarray(1.0)}
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        obs, *_ = env.step(rng.uniform(-1, 1, 6))
+        assert obs[HALF_CHEETAH_FORWARD_VELOCITY] == pytest.approx(float(env.unwrapped.data.qvel[0]), rel=1e-12)
+    env.close()
+    horizon = 6
+    obs = torch.zeros(2, 2 * horizon, 17)
+    obs[..., HALF_CHEETAH_FORWARD_VELOCITY] = torch.arange(2 * 2 * horizon, dtype=torch.float32).reshape(2, 2 * horizon)
+    expected = torch.tensor([[3.5, 9.5], [15.5, 21.5]])  # the mean of steps 2..5 of each episode
+    torch.testing.assert_close(episode_forward_velocity(obs, horizon, run_up=2), expected)
+    per_episode = obs[..., HALF_CHEETAH_FORWARD_VELOCITY].reshape(2, 2, horizon)
+    torch.testing.assert_close(episode_forward_velocity(obs, horizon), per_episode[:, :, 1:].mean(-1))  # a quarter: 1 step
+    with pytest.raises(ValueError, match="whole episodes of horizon 5"):
+        episode_forward_velocity(obs, 5)
+    with pytest.raises(ValueError, match="run_up=6"):
+        episode_forward_velocity(obs, horizon, run_up=6)
+    for family, key in ((HalfCheetahVel(horizon=200), "velocity"), (HalfCheetahDir(horizon=200), "direction")):
+        assert family.tracked_task == key and key in family.sample_tasks(3, seeded_generator(0, "tasks"))
+        assert family.task_tracking(torch.zeros(3, 400, 17)).shape == (3, 2)
+        family.close()
+
+
 def test_half_cheetah_dir_reward_by_hand():
     mujoco_or_skip()
     from rnnmeta.rl.mujoco import make_half_cheetah_dir

@@ -31,8 +31,9 @@ trial (``val/return``, ``test/return`` and ``test/return_ci95``).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -365,6 +366,7 @@ class SequenceAgent(MetaRLAgent):
         self.value_coef, self.entropy_coef = value_coef, entropy_coef
         self.input_size = space_width(family.observation_space) + space_width(family.action_space) + 2
         self._batch: Optional[dict[str, Tensor]] = None
+        self._reward_input = True  # False only inside reward_input_off()
 
     def build_heads(self, features: int) -> None:
         """Policy and value heads on ``features`` channels (call from the subclass's ``__init__``)."""
@@ -385,9 +387,27 @@ class SequenceAgent(MetaRLAgent):
 
     # -- inputs ----------------------------------------------------------------------------------
     def make_input(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor) -> Tensor:
-        """``[encode(obs), prev_action features, prev_reward, prev_done]`` ``[..., D]`` (prev_action already encoded)."""
+        """``[encode(obs), prev_action features, prev_reward, prev_done]`` ``[..., D]`` (prev_action already encoded;
+        the reward 0 inside :meth:`reward_input_off`)."""
+        reward = prev_reward if self._reward_input else torch.zeros_like(prev_reward)
         return torch.cat([self.observation_features(obs), prev_action,
-                          prev_reward.unsqueeze(-1).float(), prev_done.unsqueeze(-1).float()], dim=-1)
+                          reward.unsqueeze(-1).float(), prev_done.unsqueeze(-1).float()], dim=-1)
+
+    @contextlib.contextmanager
+    def reward_input_off(self) -> Iterator["SequenceAgent"]:
+        """Within the block the agent reads every previous reward as 0 (its other inputs as they are).
+
+        The control of an evaluation: the task (a goal, a target velocity, a direction) reaches a memory
+        agent only through its rewards, so the drop in return with the reward input off is what its
+        memory's adaptation to the task earns, even where it adapts within the first episode and the
+        returns of later episodes show no gain (``scripts/robot_compare.py``, ``reward_input_gain``). For
+        evaluation only: the agent never trained that way.
+        """
+        self._reward_input = False
+        try:
+            yield self
+        finally:
+            self._reward_input = True
 
     def trajectory_inputs(self, traj: Trajectory) -> Tensor:
         """The inputs ``[B, T, D]`` the agent saw while acting in ``traj`` (previous action/reward/done shifted by one)."""

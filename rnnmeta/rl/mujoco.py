@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from rnnmeta.rl.base import Tasks, check_positive
 from rnnmeta.rl.gym_family import GymTaskFamily, _Wrapper, require_gymnasium
@@ -213,6 +214,24 @@ def sample_direction_2d(directions: str, n: int, generator: torch.Generator) -> 
 
 
 # ---------------------------------------------------------------------------------- families
+#: Where the forward velocity (``qvel[0]``, the root's x-velocity) sits in HalfCheetah-v5's observation
+#: (``qpos[1:]``, 8 numbers, then ``qvel``, 9).
+HALF_CHEETAH_FORWARD_VELOCITY = 8
+
+
+def episode_forward_velocity(obs: Tensor, horizon: int, run_up: Optional[int] = None) -> Tensor:
+    """``[B, n_episodes]``: each episode's mean forward velocity over its steps after ``run_up`` (default the first
+    quarter: 50 of MAML's 200), from HalfCheetah observations ``obs [B, n_episodes * horizon, 17]`` (the cheetah
+    starts at rest, so the first steps say little about the speed it settles at)."""
+    b, t = obs.shape[:2]
+    run_up = horizon // 4 if run_up is None else run_up
+    if t % horizon or not 0 <= run_up < horizon:
+        raise ValueError(f"episode_forward_velocity: need whole episodes of horizon {horizon} and 0 <= run_up < horizon, "
+                         f"got {t} steps and run_up={run_up}")
+    velocity = obs[..., HALF_CHEETAH_FORWARD_VELOCITY].reshape(b, t // horizon, horizon)
+    return velocity[:, :, run_up:].mean(-1)
+
+
 class HalfCheetahVel(GymTaskFamily):
     """HalfCheetah goal velocity (MAML): ``v_goal ~ U[low, high]``, reward ``-|v_x - v_goal| - 0.05 ||a||^2``.
 
@@ -243,6 +262,14 @@ class HalfCheetahVel(GymTaskFamily):
     def describe(self) -> str:
         return f"HalfCheetahVel(U[{self.low:g}, {self.high:g}], horizon={self.horizon})"
 
+    #: the task parameter that :meth:`task_tracking` measures
+    tracked_task = "velocity"
+
+    def task_tracking(self, obs: Tensor) -> Tensor:
+        """``[B, n_episodes]``: the velocity each episode ran at (:func:`episode_forward_velocity`), to hold against
+        ``tasks["velocity"]``: a policy that adapts to its task runs faster for a faster target."""
+        return episode_forward_velocity(obs, self.horizon)
+
 
 class HalfCheetahDir(GymTaskFamily):
     """HalfCheetah forward/backward (MAML): ``d = +-1``, reward ``d v_x - 0.05 ||a||^2``.
@@ -264,6 +291,14 @@ class HalfCheetahDir(GymTaskFamily):
 
     def describe(self) -> str:
         return f"HalfCheetahDir(horizon={self.horizon})"
+
+    #: the task parameter that :meth:`task_tracking` measures
+    tracked_task = "direction"
+
+    def task_tracking(self, obs: Tensor) -> Tensor:
+        """``[B, n_episodes]``: the forward velocity of each episode (:func:`episode_forward_velocity`), to hold against
+        ``tasks["direction"]``: a policy that adapts runs forward for +1 and backward for -1."""
+        return episode_forward_velocity(obs, self.horizon)
 
 
 class AntDir(GymTaskFamily):
@@ -300,12 +335,15 @@ class AntDir(GymTaskFamily):
 
 
 __all__ = [
+    "HALF_CHEETAH_FORWARD_VELOCITY",
+    "RENDER_CAMERA",
     "AntDir",
     "AntDirReward",
     "HalfCheetahDir",
     "HalfCheetahDirReward",
     "HalfCheetahVel",
     "HalfCheetahVelReward",
+    "episode_forward_velocity",
     "make_ant_dir",
     "make_half_cheetah_dir",
     "make_half_cheetah_vel",
