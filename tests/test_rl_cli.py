@@ -96,6 +96,24 @@ def test_compare_writes_one_table_with_the_classical_rows(tmp_path):
     assert before["steps"] == 4 and before["curve"]
     compare_main(["--config", str(path)])  # finished runs are loaded, not retrained: the same record
     assert json.loads(result.read_text()) == before
+    # the memory agent's control: its test trials again with the reward input at 0, recomputed here from its checkpoint
+    import torch
+
+    from rnnmeta.rl.compare import _instantiate, _reward_input_off_evaluation
+
+    assert rows[0]["reward_input_off"] == "nan" and float(rows[2]["reward_input_off"]) == pytest.approx(before["reward_input_off"])
+    spec = yaml.safe_load(path.read_text())["learners"]["rl2"]["model"]
+    spec["init_args"].update({"family": yaml.safe_load(path.read_text())["family"], "n_episodes": 5, "test_trials": 40, "val_trials": 20})
+    agent = _instantiate(spec, "model")
+    agent.load_state_dict(torch.load(out / "runs" / "rl2-seed0" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    control = _reward_input_off_evaluation(agent)
+    assert control.mean == pytest.approx(before["reward_input_off"]) and control.ci95 == pytest.approx(before["reward_input_off_ci95"])
+    assert "reward_input_off: a memory agent's mean total reward" in (out / "results.md").read_text()
+    # a run finished before the control existed gets it from its last checkpoint, nothing retrained
+    older = {k: v for k, v in before.items() if not k.startswith("reward_input_off")}
+    result.write_text(json.dumps(older))
+    compare_main(["--config", str(path)])
+    assert json.loads(result.read_text()) == before
     with pytest.raises(RLComparisonError, match="another config"):
         compare_main(["--config", str(path), "--max_steps", "6"])
 

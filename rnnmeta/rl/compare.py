@@ -175,7 +175,7 @@ def compare_rl(
             start = time.process_time()
             ev = evaluate(make_baseline(bname), fam, tasks, n_episodes, seed=eval_seed)
             rows.append({"learner": bname, "kind": "classical", "mean": ev.mean, "ci95": ev.ci95, "seed_std": float("nan"),
-                         "seeds": 0, "steps": 0, "parameters": 0})
+                         "reward_input_off": float("nan"), "seeds": 0, "steps": 0, "parameters": 0})
             costs.append({"learner": bname, "train_cpu_seconds": 0.0, "train_wall_seconds": 0.0,
                           "eval_cpu_seconds": time.process_time() - start})
         for lname, (spec, steps) in specs.items():
@@ -186,8 +186,10 @@ def compare_rl(
                 results.append(_run(name, lname, seed, run_spec, steps, threads, val_check_interval,
                                     out / "runs" / f"{lname}-seed{seed}", wandb_project, force, accelerator, numerics))
             values = [r["mean"] for r in results]
+            blind = [r["reward_input_off"] for r in results if r.get("reward_input_off") is not None]
             rows.append({"learner": lname, "kind": spec["class_path"].rsplit(".", 1)[-1], "mean": statistics.fmean(values),
                          "ci95": statistics.fmean(r["ci95"] for r in results),
+                         "reward_input_off": statistics.fmean(blind) if len(blind) == len(results) else float("nan"),
                          "seed_std": statistics.stdev(values) if len(values) > 1 else float("nan"), "seeds": len(results),
                          "steps": steps, "parameters": results[0]["parameters"]})
             curves[lname] = results[0]["curve"]
@@ -253,6 +255,16 @@ def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threa
     if result_file.exists() and not force:
         saved = json.loads(result_file.read_text())
         if saved.get("fingerprint") == fp:
+            last = run_dir / "checkpoints" / "last.ckpt"
+            if "reward_input_off" not in saved and last.exists():  # a run finished before the control existed
+                import torch
+
+                agent = _instantiate(spec, "model")
+                agent.load_state_dict(torch.load(last, map_location="cpu", weights_only=False)["state_dict"])
+                blind = _reward_input_off_evaluation(agent)
+                saved.update({"reward_input_off": blind.mean if blind is not None else None,
+                              "reward_input_off_ci95": blind.ci95 if blind is not None else None})
+                result_file.write_text(json.dumps(saved, indent=1))
             return saved
         raise RLComparisonError(f"{run_dir} was made with another config; run with --force true to delete it and train again, "
                                 "or use another name or output_dir")
@@ -291,12 +303,33 @@ def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threa
     except ImportError:  # pragma: no cover
         pass
     ev = agent.last_evaluation
+    blind = _reward_input_off_evaluation(agent)
     record = {"learner": learner, "seed": seed, "mean": ev.mean, "ci95": ev.ci95, "trials": ev.trials, "steps": steps,
+              "reward_input_off": blind.mean if blind is not None else None,
+              "reward_input_off_ci95": blind.ci95 if blind is not None else None,
               "parameters": sum(p.numel() for p in agent.parameters()), "cpu_seconds": cpu, "wall_seconds": wall,
               "eval_cpu_seconds": eval_cpu, "curve": _read_curve(run_dir / "csv" / "metrics.csv"), "fingerprint": fp,
               "config": config}
     result_file.write_text(json.dumps(record, indent=1))
     return record
+
+
+def _reward_input_off_evaluation(agent: Any) -> Optional[Any]:
+    """A memory agent's test trials played again with its reward input at 0
+    (:meth:`~rnnmeta.rl.agent.SequenceAgent.reward_input_off`), on the same tasks and randomness as its test: the
+    control that shows how much of its return comes from reading rewards, i.e. from adapting. ``None`` for other agents."""
+    import torch
+
+    from rnnmeta.rl.agent import SequenceAgent
+    from rnnmeta.rl.base import tasks_to
+    from rnnmeta.rl.trial import eval_tasks, evaluate
+
+    if not isinstance(agent, SequenceAgent):
+        return None
+    agent.eval()
+    tasks = tasks_to(eval_tasks(agent.family, agent.test_trials, agent.eval_seed, "test"), agent.device)
+    with agent.reward_input_off(), torch.no_grad():
+        return evaluate(agent.actor(), agent.family, tasks, agent.n_episodes, seed=agent.eval_seed, batch_trials=agent.batch_eval)
 
 
 def _read_curve(path: Path) -> list[tuple[int, float]]:
@@ -314,8 +347,8 @@ def _fmt(x: Any) -> str:
 
 def _write(out: Path, rows: list[dict], costs: list[dict], title: str, normalise_by: Optional[str]) -> None:
     for stem, table, cols in (
-        ("results", rows, ["learner", "kind", "mean", "ci95", "normalised", "paper", "seed_std", "seeds", "steps", "parameters",
-                           "threads", "test_trials", "test_fingerprint", "numerics"]),
+        ("results", rows, ["learner", "kind", "mean", "ci95", "normalised", "paper", "reward_input_off", "seed_std", "seeds",
+                           "steps", "parameters", "threads", "test_trials", "test_fingerprint", "numerics"]),
         ("costs", costs, ["learner", "train_cpu_seconds", "train_wall_seconds", "updates_per_cpu_second", "eval_cpu_seconds",
                           "threads", "cpu", "load_average", "numerics_in_force"]),
     ):
@@ -330,6 +363,9 @@ def _write(out: Path, rows: list[dict], costs: list[dict], title: str, normalise
         lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in table]
         if stem == "results" and normalise_by:
             lines += ["", f"normalised: mean total reward divided by that of {normalise_by}"]
+        if stem == "results":
+            lines += ["", "reward_input_off: a memory agent's mean total reward on the same test trials with its reward input at 0 "
+                          "(the control of its adaptation; - for the other rows)"]
         (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
