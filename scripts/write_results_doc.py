@@ -9,7 +9,7 @@ Run the comparisons first, then this script::
     python scripts/benchmark_recurrent.py --learners protonet maml snail lstm_cosine mann_cosine \
         --tasks omniglot_5w1s --cpu-minutes 24 --seeds 0 1 --workers 2 --output-dir results   # the goal budget
     python scripts/benchmark_recurrent.py --learners snail maml lstm_cosine mann_cosine protonet \
-        --tasks omniglot_20w1s --cpu-minutes 24 --seeds 0 --workers 2 --output-dir results
+        --tasks omniglot_20w1s --cpu-minutes 24 --seeds 0 1 2 --workers 2 --output-dir results
     python scripts/write_results_doc.py            # results/ -> docs/RESULTS.md
     python scripts/write_results_doc.py --sections omniglot_20w1s omniglot_20w1s_24cpumin   # only these
 
@@ -41,7 +41,7 @@ SECTIONS = [
     ("omniglot_20w1s", "Omniglot 20-way 1-shot, the same CPU budget", None),
     ("omniglot_20w1s_24cpumin", "Omniglot 20-way 1-shot at the goal budget of 24 CPU-minutes",
      "python scripts/benchmark_recurrent.py --learners snail maml lstm_cosine mann_cosine protonet --tasks omniglot_20w1s "
-     "--cpu-minutes 24 --seeds 0 --workers 2 --output-dir results"),
+     "--cpu-minutes 24 --seeds 0 1 2 --workers 2 --output-dir results"),
 ]
 
 HEADER = """# Results
