@@ -232,7 +232,19 @@ def episode_forward_velocity(obs: Tensor, horizon: int, run_up: Optional[int] = 
     return velocity[:, :, run_up:].mean(-1)
 
 
-class HalfCheetahVel(GymTaskFamily):
+class _ForwardVelocityTracking:
+    """HalfCheetah families: :meth:`task_tracking` is each episode's forward velocity, to hold against
+    ``tasks[self.tracked_task]``."""
+
+    horizon: int
+    tracked_task: str
+
+    def task_tracking(self, obs: Tensor) -> Tensor:
+        """``[B, n_episodes]``: the velocity each episode ran at (:func:`episode_forward_velocity`)."""
+        return episode_forward_velocity(obs, self.horizon)
+
+
+class HalfCheetahVel(_ForwardVelocityTracking, GymTaskFamily):
     """HalfCheetah goal velocity (MAML): ``v_goal ~ U[low, high]``, reward ``-|v_x - v_goal| - 0.05 ||a||^2``.
 
     Args:
@@ -262,16 +274,11 @@ class HalfCheetahVel(GymTaskFamily):
     def describe(self) -> str:
         return f"HalfCheetahVel(U[{self.low:g}, {self.high:g}], horizon={self.horizon})"
 
-    #: the task parameter that :meth:`task_tracking` measures
+    #: the task parameter that :meth:`task_tracking` is held against (a faster target: a faster run)
     tracked_task = "velocity"
 
-    def task_tracking(self, obs: Tensor) -> Tensor:
-        """``[B, n_episodes]``: the velocity each episode ran at (:func:`episode_forward_velocity`), to hold against
-        ``tasks["velocity"]``: a policy that adapts to its task runs faster for a faster target."""
-        return episode_forward_velocity(obs, self.horizon)
 
-
-class HalfCheetahDir(GymTaskFamily):
+class HalfCheetahDir(_ForwardVelocityTracking, GymTaskFamily):
     """HalfCheetah forward/backward (MAML): ``d = +-1``, reward ``d v_x - 0.05 ||a||^2``.
 
     Tasks ``{"direction": [B]}`` (+-1); observation ``Box((17,))``; action ``Box((6,), -1, 1)``.
@@ -292,13 +299,8 @@ class HalfCheetahDir(GymTaskFamily):
     def describe(self) -> str:
         return f"HalfCheetahDir(horizon={self.horizon})"
 
-    #: the task parameter that :meth:`task_tracking` measures
+    #: the task parameter that :meth:`task_tracking` is held against (+1: run forward, -1: backward)
     tracked_task = "direction"
-
-    def task_tracking(self, obs: Tensor) -> Tensor:
-        """``[B, n_episodes]``: the forward velocity of each episode (:func:`episode_forward_velocity`), to hold against
-        ``tasks["direction"]``: a policy that adapts runs forward for +1 and backward for -1."""
-        return episode_forward_velocity(obs, self.horizon)
 
 
 class AntDir(GymTaskFamily):
