@@ -202,8 +202,9 @@ class RnnmetaCLI(LightningCLI):
             "--numerics",
             type=Literal["native", "portable"],
             default="native",
-            help="native: this CPU's fastest kernels; portable: the same bits on any x86 CPU with AVX2 (MKL's COMPATIBLE "
-            "branch, ATen's AVX2 kernels, oneDNN and NNPACK off; the command restarts itself with them). See rnnmeta.numerics.",
+            help="native: this CPU's fastest kernels; portable: kernels that do not follow the CPU (MKL's COMPATIBLE "
+            "branch, ATen's AVX2 kernels, oneDNN and NNPACK off; the command restarts itself with them); an Intel and an "
+            "AMD CPU still gave other values (docs/PERFORMANCE.md). See rnnmeta.numerics.",
         )
         parser.add_argument(
             "--threads",

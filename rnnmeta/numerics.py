@@ -1,9 +1,13 @@
-"""Portable floating point on x86 CPUs: the same bits from the same config on an Intel or an AMD machine.
+"""Portable floating point on x86 CPUs: kernels that do not follow the CPU, so that other machines can print the same bits.
 
 On one machine a run with a step budget is bitwise reproducible (one thread, seeded streams). Across
 CPUs it is not, by default: the same code and config gave the sinusoid main job MANN test MSE
 0.1982 on an Intel Xeon and 0.1463 on an AMD EPYC (both AVX-512), because three libraries under
-torch choose their kernels, and with them the order of floating-point sums, from the CPU they find:
+torch choose their kernels, and with them the order of floating-point sums, from the CPU they find
+(portable numerics fix the four below). **The goal is not reached yet**: with them, the main job
+printed other values on a 2-core AMD EPYC without AVX-512 (MANN 0.1856) than on the Intel Xeon
+(0.1354); something else still follows the CPU, and ``scripts/numerics_fingerprint.py`` compares
+single operations and learners between machines to find it (docs/PERFORMANCE.md, "Portable numerics").
 
 * **MKL** (matrix products, ``torch.mm``/``nn.Linear``/``nn.LSTM``'s fallback): a code branch per
   ISA and vendor. Its conditional numerical reproducibility mode ``MKL_CBWR=COMPATIBLE`` runs one

@@ -113,3 +113,30 @@ def test_a_machine_without_portable_numerics_falls_back_to_native_under_auto_and
     assert {p.numerics for p in plans} == {"native"}
     with pytest.raises(ComparisonConfigError, match=r"numerics: portable cannot run here: .*arm64; use native or auto"):
         plan_runs(DATA, LEARNERS, [0], 4, None, None, 1, QUIET, None, numerics="portable")
+
+
+def _fingerprint_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "numerics_fingerprint.py"
+    spec = importlib.util.spec_from_file_location("numerics_fingerprint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fingerprint_probes_are_deterministic_and_the_report_names_what_differs():
+    script = _fingerprint_script()
+    first = {name: script.digest(*thunk()) for name, thunk in script.operation_probes()}
+    second = {name: script.digest(*thunk()) for name, thunk in script.operation_probes()}
+    assert first == second and len(first) >= 30
+    assert len(set(first.values())) == len(first)  # every probe hashes a different result
+    # the committed reference was written by the script on a known machine, with these very probes
+    reference = json.loads((Path(__file__).resolve().parents[1] / "docs" / "numerics" / "amd-epyc-avx2.json").read_text())
+    assert set(first) <= set(reference["hashes"])
+    changed = dict(first, **{"exp [4099]": "0" * 16})
+    lines, differ = script.report({"hashes": changed}, {"hashes": first})
+    assert differ == 1 and "| exp [4099] | 0000000000000000 | **no** |" in lines
+    assert sum("| yes |" in line for line in lines) == len(first) - 1
+    lines, differ = script.report({"hashes": first}, None)
+    assert differ == 0 and len(lines) == len(first) + 2

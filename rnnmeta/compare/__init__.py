@@ -6,7 +6,7 @@ A comparison is one YAML file (see ``configs/compare/``)::
     seeds: [0, 1, 2]
     max_steps: 2000                # the budget: steps (reproducible), or max_cpu_minutes / max_wall_minutes
     threads: 1                     # torch threads of every run (recorded in the table)
-    numerics: auto                 # portable (same bits on any x86 CPU) with a step budget; native with a CPU budget
+    numerics: auto                 # portable (kernels that do not follow the CPU) with a step budget; native with a CPU budget
     data:    {class_path: rnnmeta.data.EpisodicDataModule, init_args: {...}}   # shared by all runs
     learners:
       maml:
@@ -171,8 +171,9 @@ def compare(
         workers: runs trained at once, each in its own process (``workers * threads`` should not
             exceed the cores). The results do not depend on it.
         numerics: ``portable``: every run in a child process with MKL's COMPATIBLE branch, ATen's
-            AVX2 kernels, oneDNN and NNPACK off, so that the table is bitwise the same on any x86 CPU with
-            AVX2, Intel or AMD (:mod:`rnnmeta.numerics`; slower: docs/PERFORMANCE.md);
+            AVX2 kernels, oneDNN and NNPACK off, so that no library picks its kernels from the CPU
+            (:mod:`rnnmeta.numerics`; slower: docs/PERFORMANCE.md; an Intel Xeon and an AMD EPYC still
+            printed other values for the main job, so the bits are not yet the same on every CPU);
             ``native``: this CPU's fastest kernels (another CPU can give other values);
             ``auto``: portable when the budget is in steps alone, native with a CPU or wall budget.
         trainer: extra ``pytorch_lightning.Trainer`` arguments shared by every run (e.g.

@@ -11,7 +11,7 @@ A comparison config (``configs/compare/bandits_n10_k5.yaml``)::
     max_steps: 1000               # PPO updates per run (an agent's own max_steps takes precedence)
     threads: 1
     accelerator: auto             # Lightning's: cpu, gpu, auto (the device the agents train and act on)
-    numerics: native              # or portable: the same bits on any x86 CPU with AVX2 (rnnmeta.numerics; slower)
+    numerics: native              # or portable: kernels that do not follow the CPU (rnnmeta.numerics; slower)
     baselines: [random, greedy, epsilon_greedy, ucb1, thompson, gittins]   # fixed rows (rnnmeta.rl.classical)
     normalise_by: null            # or value_iteration: every mean divided by that row's (SNAIL's MDP table)
     paper: {gittins: 6.6, rl2: 6.7}   # optional: the paper's number beside each row
@@ -113,8 +113,8 @@ def compare_rl(
 ) -> list[dict[str, Any]]:
     """Train every agent x seed, evaluate it and the classical algorithms on the same test tasks; write the tables.
 
-    ``numerics``: ``native`` (this CPU's fastest kernels), or ``portable`` (the same bits on any
-    x86 CPU with AVX2: :mod:`rnnmeta.numerics`), which needs a process started with
+    ``numerics``: ``native`` (this CPU's fastest kernels), or ``portable`` (kernels that do not
+    follow the CPU: :mod:`rnnmeta.numerics`), which needs a process started with
     :data:`rnnmeta.numerics.PORTABLE_ENVIRONMENT`; ``rnnmeta compare`` restarts itself with it.
 
     Returns one record per row of ``results.csv`` (``learner``, ``kind``, ``mean``, ``ci95``, ...).
