@@ -52,7 +52,8 @@ its config (the budget is in steps, or the table says otherwise); each costs tab
 that produced it. All learners in a table saw the same training task stream (up to their own
 training protocol) and the same fixed test episodes (fingerprint in the table). No accelerator was
 lent for these runs, so there are no GPU numbers yet. A table whose line says "Numerics: portable"
-is the same on any x86 CPU with AVX2; the others ran with the kernels of the CPU their costs table
+ran on kernels that do not follow the CPU (an Intel Xeon and an AMD EPYC still printed other values
+for the main job: PERFORMANCE.md); the others ran with the kernels of the CPU their costs table
 names (before 2026-12-01 every comparison did), and another CPU can give other values in the last
 digits or more (README, "Comparisons", Numerics).
 """
