@@ -50,6 +50,7 @@ __all__ = [
     "Numerics",
     "check_numerics",
     "describe",
+    "dropout",
     "environment_is_portable",
     "portable_environment",
     "portable_unsupported_reason",
@@ -125,6 +126,23 @@ def describe() -> str:
     parts.append(f"oneDNN {'on' if torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available() else 'off'}")
     parts.append(f"NNPACK {'on' if torch._C._get_nnpack_enabled() and torch.backends.nnpack.is_available() else 'off'}")
     return ", ".join(parts)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``F.dropout`` whose mask comes from ``torch.rand``: the same draws on an Intel and an AMD CPU.
+
+    torch's CPU dropout draws its mask with ``bernoulli_(1 - p)``, which runs MKL's own generator
+    (seeded by one draw from torch's) on Intel processors and torch's generator on all others, so
+    the mask, and every random number drawn after it, depend on the CPU's vendor (ATen's
+    ``bernoulli_scalar_kernel`` checks ``cpuinfo_vendor_intel``). Here the mask is
+    ``torch.rand_like(x) >= p``, from torch's generator everywhere; kept values are scaled by
+    ``1 / (1 - p)``, as in ``F.dropout``. ``p == 0`` or ``training=False`` returns ``x`` and draws nothing.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
+    if not training or p == 0.0:
+        return x
+    return x * (torch.rand_like(x) >= p).to(x.dtype) / (1.0 - p)
 
 
 def restart_portable(args: list[str]) -> NoReturn:

@@ -113,6 +113,28 @@ def operation_probes() -> Iterator[tuple[str, Callable[[], tuple]]]:
 
     yield "Adam, 3 steps on [40,40]", adam
 
+    def torch_dropout() -> tuple:
+        # bernoulli_ with a scalar p: MKL's generator on Intel CPUs, torch's elsewhere (rnnmeta avoids it)
+        generator_before = torch.get_rng_state()
+        torch.manual_seed(0)
+        mask = F.dropout(torch.ones(4099), 0.1)
+        after = torch.rand(8)
+        torch.set_rng_state(generator_before)
+        return (mask, after)
+
+    def rnnmeta_dropout() -> tuple:
+        from rnnmeta.numerics import dropout
+
+        generator_before = torch.get_rng_state()
+        torch.manual_seed(0)
+        mask = dropout(torch.ones(4099), 0.1)
+        after = torch.rand(8)
+        torch.set_rng_state(generator_before)
+        return (mask, after)
+
+    yield "torch's F.dropout p=0.1 on [4099], and the generator after it", torch_dropout
+    yield "rnnmeta.numerics.dropout p=0.1 on [4099], and the generator after it", rnnmeta_dropout
+
 
 def learner_probes(config: str) -> Iterator[tuple[str, str]]:
     """(name, hash) for every learner of ``config``: parameters after LEARNER_STEPS steps, then eval predictions."""

@@ -140,3 +140,20 @@ def test_the_fingerprint_probes_are_deterministic_and_the_report_names_what_diff
     assert sum("| yes |" in line for line in lines) == len(first) - 1
     lines, differ = script.report({"hashes": first}, None)
     assert differ == 0 and len(lines) == len(first) + 2
+
+
+def test_rnnmeta_dropout_draws_its_mask_from_torch_rand_and_scales_the_kept_values():
+    from rnnmeta.numerics import dropout
+
+    x = torch.ones(20000)
+    torch.manual_seed(3)
+    out = dropout(x, 0.25)
+    torch.manual_seed(3)
+    expected = (torch.rand(20000) >= 0.25).float() / 0.75  # the mask is torch.rand's, nothing else
+    assert torch.equal(out, expected)
+    assert abs((out == 0).float().mean().item() - 0.25) < 0.02
+    state = torch.get_rng_state()
+    assert dropout(x, 0.0) is x and dropout(x, 0.5, training=False) is x
+    assert torch.equal(torch.get_rng_state(), state)  # nothing drawn
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\), got 1.0"):
+        dropout(x, 1.0)

@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnmeta.numerics import dropout
+
 #: the padding and unknown-word ids (``rnnmeta.data.vocab.PAD_ID, UNK_ID``; kept here so that nets
 #: do not import the data layer)
 PAD_ID, UNK_ID = 0, 1
@@ -389,9 +391,10 @@ class _PreLNEncoderLayer(nn.Module):
         q, k, v = self.qkv(self.norm_attention(x)).view(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [N, H, L, L]
         scores = scores.masked_fill(~keys[:, None, None, :], float("-inf"))
-        attended = F.dropout(scores.softmax(-1), p) @ v  # [N, H, L, D / H]
-        x = x + F.dropout(self.out(attended.transpose(1, 2).reshape(n, length, dim)), p)
-        return x + F.dropout(self.down(F.dropout(F.gelu(self.up(self.norm_feedforward(x))), p)), p)
+        # rnnmeta.numerics.dropout: torch's CPU dropout draws its mask by another generator on Intel CPUs
+        attended = dropout(scores.softmax(-1), p) @ v  # [N, H, L, D / H]
+        x = x + dropout(self.out(attended.transpose(1, 2).reshape(n, length, dim)), p)
+        return x + dropout(self.down(dropout(F.gelu(self.up(self.norm_feedforward(x))), p)), p)
 
 
 class TextTransformer(nn.Module):
