@@ -132,6 +132,16 @@ def operation_probes() -> Iterator[tuple[str, Callable[[], tuple]]]:
         torch.set_rng_state(generator_before)
         return (mask, after)
 
+    def draws() -> tuple:
+        # the samplers of the data streams and the meta-RL agents' policies
+        generator = torch.Generator().manual_seed(0)
+        probs = torch.rand(64, 10, generator=generator).softmax(-1)
+        return (torch.rand(4099, generator=generator), torch.randn(4099, generator=generator),
+                torch.normal(torch.zeros(64, 6), torch.ones(64, 6), generator=generator),
+                torch.multinomial(probs, 1, generator=generator), torch.multinomial(probs[0], 5, generator=generator),
+                torch.randperm(1000, generator=generator), torch.randint(0, 50, (4099,), generator=generator))
+
+    yield "rand, randn, normal, multinomial, randperm, randint (seeded)", draws
     yield "torch's F.dropout p=0.1 on [4099], and the generator after it", torch_dropout
     yield "rnnmeta.numerics.dropout p=0.1 on [4099], and the generator after it", rnnmeta_dropout
 
