@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,17 @@ def operation_probes() -> Iterator[tuple[str, Callable[[], tuple]]]:
                 torch.randperm(1000, generator=generator), torch.randint(0, 50, (4099,), generator=generator))
 
     yield "rand, randn, normal, multinomial, randperm, randint (seeded)", draws
+
+    def python_math() -> tuple:
+        # Python floats go through the C library's libm: Adam's bias corrections (beta ** step), the
+        # cosine schedules (math.cos); another libm (glibc version, or its FMA/non-FMA variant) can round otherwise
+        import math
+
+        values = [math.cos(math.pi * i / 997) + math.exp(-i / 313) + math.log1p(i) + 0.999 ** i + 0.9 ** (i / 7)
+                  for i in range(10000)]
+        return (torch.tensor(values, dtype=torch.float64),)
+
+    yield "Python math: cos, exp, log1p, pow over 10,000 arguments (libm)", python_math
     yield "torch's F.dropout p=0.1 on [4099], and the generator after it", torch_dropout
     yield "rnnmeta.numerics.dropout p=0.1 on [4099], and the generator after it", rnnmeta_dropout
 
@@ -198,7 +210,7 @@ def child(config: str, numerics: str) -> None:
         hashes = {name: digest(*thunk()) for name, thunk in operation_probes()}
         hashes.update(learner_probes(config))
         print(json.dumps({"cpu": cpu_name(), "numerics": describe(), "torch": torch.__version__, "config": config,
-                          "hashes": hashes}))
+                          "libc": " ".join(platform.libc_ver()), "python": platform.python_version(), "hashes": hashes}))
 
 
 def main() -> None:
@@ -221,9 +233,10 @@ def main() -> None:
         sys.exit(f"the probe process failed:\n{out.stderr[-3000:]}")
     record = json.loads(out.stdout.strip().splitlines()[-1])
     reference = json.loads(Path(args.compare).read_text()) if args.compare else None
-    print(f"CPU: {record['cpu']}; torch {record['torch']}; {record['numerics']}; 1 thread")
+    print(f"CPU: {record['cpu']}; torch {record['torch']}; {record['libc']}; Python {record['python']}; {record['numerics']}; 1 thread")
     if reference is not None:
-        print(f"compared with {args.compare}: {reference['cpu']}; torch {reference['torch']}; {reference['numerics']}")
+        print(f"compared with {args.compare}: {reference['cpu']}; torch {reference['torch']}; {reference.get('libc')}; "
+              f"Python {reference.get('python')}; {reference['numerics']}")
         if reference["numerics"] != record["numerics"] or reference["torch"] != record["torch"]:
             print("warning: the two records ran under other numerics or another torch; differences are expected")
     lines, differ = report(record, reference)
