@@ -111,7 +111,8 @@ def write_tables(
         budget_text = "; ".join(budgets)
     modes = set(r["numerics"] for r in results_rows)
     numerics_text = (
-        "portable (kernels that do not follow the CPU: MKL COMPATIBLE, ATen AVX2, oneDNN and NNPACK off; an Intel and an AMD CPU still gave other values, docs/PERFORMANCE.md)" if modes == {"portable"}
+        "portable (kernels that do not follow the CPU: MKL COMPATIBLE, ATen AVX2, oneDNN and NNPACK off; "
+        "an Intel and an AMD CPU still gave other values, docs/PERFORMANCE.md)" if modes == {"portable"}
         else "native (this CPU's fastest kernels; another CPU can give other values)" if modes == {"native"}
         else "mixed (see results.csv)"
     )
