@@ -2,9 +2,9 @@
 
 Portable numerics (:mod:`rnnmeta.numerics`) take MKL's, ATen's, oneDNN's and NNPACK's kernels off the
 CPU so that any x86 CPU with AVX2 would print the same bits; an Intel Xeon and an AMD EPYC still
-printed other main-job tables with them (docs/PERFORMANCE.md). This script finds where, piece by piece: it runs, in a fresh process with the numerics asked for
-(``portable`` by default), a list of probes on seeded inputs and prints a 16-hex-digit hash of each
-result:
+printed other main-job tables with them (docs/PERFORMANCE.md). This script finds where, piece by
+piece: it runs, in a fresh process with the numerics asked for (``portable`` by default), a list of
+probes on seeded inputs and prints a 16-hex-digit hash of each result:
 
 * single operations at the sizes the learners use (matrix products through MKL, ``bmm``,
   element-wise functions and reductions through ATen's kernels, softmax, layer norm, an LSTM
@@ -114,18 +114,8 @@ def operation_probes() -> Iterator[tuple[str, Callable[[], tuple]]]:
 
     yield "Adam, 3 steps on [40,40]", adam
 
-    def torch_dropout() -> tuple:
-        # bernoulli_ with a scalar p: MKL's generator on Intel CPUs, torch's elsewhere (rnnmeta avoids it)
-        generator_before = torch.get_rng_state()
-        torch.manual_seed(0)
-        mask = F.dropout(torch.ones(4099), 0.1)
-        after = torch.rand(8)
-        torch.set_rng_state(generator_before)
-        return (mask, after)
-
-    def rnnmeta_dropout() -> tuple:
-        from rnnmeta.numerics import dropout
-
+    def dropout_probe(dropout: Callable[[torch.Tensor, float], torch.Tensor]) -> tuple:
+        """The mask of ``dropout`` p=0.1 from a seeded generator, and the generator's next draws after it."""
         generator_before = torch.get_rng_state()
         torch.manual_seed(0)
         mask = dropout(torch.ones(4099), 0.1)
@@ -154,8 +144,11 @@ def operation_probes() -> Iterator[tuple[str, Callable[[], tuple]]]:
         return (torch.tensor(values, dtype=torch.float64),)
 
     yield "Python math: cos, exp, log1p, pow over 10,000 arguments (libm)", python_math
-    yield "torch's F.dropout p=0.1 on [4099], and the generator after it", torch_dropout
-    yield "rnnmeta.numerics.dropout p=0.1 on [4099], and the generator after it", rnnmeta_dropout
+    from rnnmeta.numerics import dropout
+
+    # F.dropout is bernoulli_ with a scalar p: MKL's generator on Intel CPUs, torch's elsewhere (rnnmeta avoids it)
+    yield "torch's F.dropout p=0.1 on [4099], and the generator after it", lambda: dropout_probe(F.dropout)
+    yield "rnnmeta.numerics.dropout p=0.1 on [4099], and the generator after it", lambda: dropout_probe(dropout)
 
 
 def learner_probes(config: str) -> Iterator[tuple[str, str]]:
