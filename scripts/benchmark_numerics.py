@@ -29,7 +29,7 @@ def child(config: str, learner: str, numerics: str, steps: int) -> None:
     import torch
     import yaml
 
-    from rnnmeta.compare.config import _training_data, build_run, validate_specs
+    from rnnmeta.compare.config import build_learner, validate_specs
     from rnnmeta.numerics import describe, use
 
     torch.set_num_threads(1)
@@ -37,7 +37,7 @@ def child(config: str, learner: str, numerics: str, steps: int) -> None:
     data, runs = validate_specs(cfg["data"], cfg["learners"])
     with use(numerics):
         pl.seed_everything(0, verbose=False)
-        datamodule, model = build_run(runs[learner]["model"], _training_data(data, runs[learner].get("train_data") or {}))
+        datamodule, model = build_learner(data, runs[learner])
         datamodule.setup("fit")
         batch = next(iter(datamodule.train_dataloader()))
         optimizer = torch.optim.Adam(model.parameters(), 1e-3)

@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from rnnmeta.compare.config import _training_data, build_run  # noqa: E402
+from rnnmeta.compare.config import build_learner, build_run  # noqa: E402
 
 
 def cpu_median(fn, repeats: int) -> float:
@@ -129,8 +129,7 @@ def main() -> None:
     print("| learner | episodes per step | sampling ms / step | training step ms | sampling share |")
     print("|---|---|---|---|---|")
     for name, spec in cfg["learners"].items():
-        data = _training_data(cfg["data"], spec.get("train_data") or {})
-        dm, learner = build_run(spec["model"], data)
+        dm, learner = build_learner(cfg["data"], spec)
         counter = iter(range(10**9))
         sample_ms = 1e3 * cpu_median(lambda: dm.train_batch(next(counter)), args.batches)
         if learner.num_parameters() == 0:

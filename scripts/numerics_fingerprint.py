@@ -157,13 +157,13 @@ def learner_probes(config: str) -> Iterator[tuple[str, str]]:
     import torch
     import yaml
 
-    from rnnmeta.compare.config import _training_data, build_run, validate_specs
+    from rnnmeta.compare.config import build_learner, validate_specs
 
     cfg = yaml.safe_load(Path(config).read_text())
     data, runs = validate_specs(cfg["data"], cfg["learners"])
     for learner in runs:
         pl.seed_everything(0, verbose=False)
-        datamodule, model = build_run(runs[learner]["model"], _training_data(data, runs[learner].get("train_data") or {}))
+        datamodule, model = build_learner(data, runs[learner])
         datamodule.setup("fit")
         batch = next(iter(datamodule.train_dataloader()))
         optimizer = torch.optim.Adam(model.parameters(), 1e-3)

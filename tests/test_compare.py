@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from rnnmeta.compare import ComparisonConfigError, ComparisonLockedError, StaleRunError, compare
-from rnnmeta.compare.config import plan_runs
+from rnnmeta.compare.config import build_learner, plan_runs, validate_specs
 from rnnmeta.compare.runner import lock_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,6 +159,17 @@ def test_a_learner_trains_with_its_own_protocol_on_the_same_test_episodes(tmp_pa
     assert [r["steps"] for r in rows] == [8, 5]
     assert _result(out, "lstm-seed0")["train_episodes"] == 10
     assert _result(out, "maml-seed0")["test_fingerprint"] == _result(out, "lstm-seed0")["test_fingerprint"]
+
+
+def test_build_learner_applies_a_learners_training_data_to_its_training_side_only():
+    learners = {"lstm": {**LEARNERS["lstm"], "train_data": {"meta_batch_size": 2, "k_shot": 3}}, "maml": LEARNERS["maml"]}
+    data, runs = validate_specs(DATA, learners)
+    lstm_data, lstm = build_learner(data, runs["lstm"])
+    maml_data, maml = build_learner(data, runs["maml"])
+    assert type(lstm).__name__ == "LSTMLearner" and type(maml).__name__ == "MAML"
+    assert (lstm_data.meta_batch_size, lstm_data.k_shot) == (2, 3)
+    assert (maml_data.meta_batch_size, maml_data.k_shot) == (4, 5)
+    assert (lstm_data.eval_k_shot, lstm_data.eval_q_queries) == (maml_data.eval_k_shot, maml_data.eval_q_queries) == (5, 5)
 
 
 def test_a_bad_key_in_the_last_learner_fails_before_any_training(tmp_path):

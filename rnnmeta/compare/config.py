@@ -28,6 +28,7 @@ __all__ = [
     "LearnerRun",
     "RunPlan",
     "TrainingProtocol",
+    "build_learner",
     "build_run",
     "check_name",
     "int_at_least",
@@ -229,6 +230,15 @@ def build_run(model: dict[str, Any], data: dict[str, Any]) -> tuple[EpisodicData
     link_data_to_model(parser)
     objs = parser.instantiate_classes(parser.parse_object({"model": model, "data": data}))
     return objs.data, objs.model
+
+
+def build_learner(data: dict[str, Any], run: dict[str, Any]) -> tuple[EpisodicDataModule, MetaLearner]:
+    """The data module and learner of one run of a comparison, as the comparison builds them.
+
+    ``data`` and ``run`` are :func:`validate_specs`' outputs (the shared data config, and one learner's
+    entry); the learner's ``train_data`` overrides apply to its training side only.
+    """
+    return build_run(run["model"], _training_data(data, run.get("train_data") or {}))
 
 
 def int_at_least(what: str, value: Any, low: int = 1) -> int:
