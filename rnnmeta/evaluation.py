@@ -43,6 +43,22 @@ def mean_ci95(values: Tensor) -> MeanCI:
     return MeanCI(mean=mean, ci95=ci, n=n)
 
 
+def paired_difference(values: Tensor, reference: Tensor) -> MeanCI:
+    """Mean and 95% CI half-width of ``values - reference``, two per-episode series ``[n]`` on the same episodes.
+
+    The paired comparison of two learners tested on the same episodes: each episode's difference
+    cancels what the two share (a hard episode is hard for both), so its CI is narrower than the two
+    CIs side by side and decides whether the difference is larger than the choice of test
+    episodes explains. It says nothing of the spread over training seeds.
+    """
+    values, reference = values.detach().double().flatten(), reference.detach().double().flatten()
+    if values.shape != reference.shape:
+        raise ValueError(
+            f"paired_difference needs two series over the same episodes, got {values.numel()} and {reference.numel()} values"
+        )
+    return mean_ci95(values - reference)
+
+
 def gather_episode_rows(module: pl.LightningModule, values: Tensor) -> Tensor:
     """Per-episode rows ``[n_r, *]`` of every rank, concatenated ``[sum n_r, *]``; counts may differ.
 

@@ -125,6 +125,8 @@ def build(study: Study, args: argparse.Namespace) -> dict:
             run["model"]["init_args"]["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": variant.pop("lr")}}
         run["model"]["init_args"].update({**study.base, **variant})
         config["learners"][name] = run
+    if config.get("reference") not in config["learners"]:
+        config.pop("reference", None)
     return config
 
 

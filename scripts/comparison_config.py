@@ -59,6 +59,8 @@ def narrowed(
         if missing:
             raise SystemExit(f"{config['name']}: no learner {missing}; it has {sorted(config['learners'])}")
         config["learners"] = {name: config["learners"][name] for name in learners}
+        if config.get("reference") not in config["learners"]:  # the paired column then compares with the best row
+            config.pop("reference", None)
     if steps is not None and cpu_minutes is not None:
         raise SystemExit("give a step budget or a CPU-minute budget, not both")
     if cpu_minutes is not None:

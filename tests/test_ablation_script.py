@@ -25,6 +25,7 @@ def namespace(**overrides) -> argparse.Namespace:
 def test_lstm_study_changes_only_the_variant_arguments():
     config = ablation_recurrent.lstm_study(namespace(variants=["readout", "random_head"]))
     assert sorted(config["learners"]) == ["random_head", "readout"]
+    assert "reference" not in config  # the 20-way config's paired reference (maml) is not a row of the study
     assert config["max_steps"] == 200 and config["data"]["init_args"]["n_way"] == 20
     readout = config["learners"]["readout"]["model"]["init_args"]
     random_head = config["learners"]["random_head"]["model"]["init_args"]
@@ -45,6 +46,7 @@ def test_snail_study_varies_protocol_and_initialisation():
     config = ablation_recurrent.snail_study(namespace())
     assert config["max_cpu_minutes"] == 3 and "max_steps" not in config
     runs = config["learners"]
+    assert "reference" not in config
     assert runs["snail"]["train_data"] == {"meta_batch_size": 32, "q_queries": 1}
     assert runs["many_queries"]["train_data"] == {"meta_batch_size": 8, "q_queries": 5}
     assert runs["paper_init"]["model"]["init_args"]["similarity_init"] is False

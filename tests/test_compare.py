@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from rnnmeta.compare import ComparisonConfigError, ComparisonLockedError, StaleRunError, compare
@@ -90,6 +91,32 @@ def test_tiny_comparison_writes_tables_plots_and_wandb_runs_and_skips_finished_r
     rows_again = _run(tmp_path, seeds=[0, 1])
     assert {p: p.stat().st_mtime for p in out.glob("runs/*/result.json")} == mtimes
     assert rows_again == rows
+
+
+def test_the_table_compares_every_learner_with_the_reference_episode_by_episode(tmp_path, capsys):
+    rows = _run(tmp_path, seeds=[0, 1])
+    out = tmp_path / "results" / "tiny"
+    values = {run: torch.tensor(_result(out, run)["episode_values"], dtype=torch.float64)
+              for run in ("maml-seed0", "maml-seed1", "lstm-seed0", "lstm-seed1")}
+    assert all(v.shape == (30,) for v in values.values())
+    by_name = {r["learner"]: r for r in rows}
+    # the saved episodes are the ones the table's mean is taken over
+    assert by_name["lstm"]["mean"] == pytest.approx(float((values["lstm-seed0"] + values["lstm-seed1"]).mean() / 2))
+    # default reference: the best mean (lowest MSE); the other row holds the paired difference and its CI
+    best, other = sorted(by_name, key=lambda n: by_name[n]["mean"])
+    assert all(r["vs"] == best for r in rows)
+    assert by_name[best]["paired_diff"] is None and by_name[best]["paired_ci95"] is None
+    diff = (values[f"{other}-seed0"] + values[f"{other}-seed1"]) / 2 - (values[f"{best}-seed0"] + values[f"{best}-seed1"]) / 2
+    assert by_name[other]["paired_diff"] == pytest.approx(float(diff.mean())) and by_name[other]["paired_diff"] > 0
+    assert by_name[other]["paired_ci95"] == pytest.approx(1.96 * float(diff.std()) / 30**0.5)
+    table = (out / "results.md").read_text()
+    assert f"vs {best} (paired)" in table and "| reference |" in table and f"{by_name[other]['paired_diff']:+.4f} +- " in table
+    # a named reference: the finished runs are reused, the columns follow it
+    named = {r["learner"]: r for r in _run(tmp_path, seeds=[0, 1], reference=other)}
+    assert named[best]["vs"] == other and named[best]["paired_diff"] == pytest.approx(-by_name[other]["paired_diff"])
+    assert named[other]["paired_diff"] is None
+    with pytest.raises(ComparisonConfigError, match=r"reference must name one of the learners \('maml', 'lstm'\), got 'snail'"):
+        _run(tmp_path, reference="snail")
 
 
 def _burn_cpu(seconds: float) -> subprocess.Popen:
@@ -286,6 +313,8 @@ def test_a_second_comparison_on_the_same_folder_is_refused_while_the_first_runs(
 def test_shipped_comparison_configs_check_out():
     for path in sorted((REPO / "configs" / "compare").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text())
+        rows = list(cfg.get("learners") or {}) + list(cfg.get("baselines") or [])
+        assert cfg.get("reference") in [None, *rows], f"{path.name}: reference {cfg.get('reference')!r} is not a row"
         if "family" in cfg:  # a meta-RL comparison (rnnmeta.rl.compare; tests/test_rl_cli.py)
             continue
         plans = plan_runs(

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from rnnmeta import Episode
-from rnnmeta.evaluation import mean_ci95
+from rnnmeta.evaluation import mean_ci95, paired_difference
 from rnnmeta.learners import MetaLearner, NonFiniteLossError
 
 
@@ -51,6 +51,19 @@ def test_mean_ci95_matches_formula():
         mean_ci95(torch.zeros(0))
     with pytest.raises(ValueError, match="non-finite"):
         mean_ci95(torch.tensor([1.0, float("nan")]))
+
+
+def test_paired_difference_cancels_what_two_learners_share_on_the_same_episodes():
+    hardness = torch.linspace(0.2, 1.0, 50)  # the episodes' difficulty, common to both learners
+    a = hardness + 0.05 + 0.01 * torch.sin(torch.arange(50.0))
+    b = hardness
+    paired, side_by_side = paired_difference(a, b), mean_ci95(a).ci95 + mean_ci95(b).ci95
+    assert paired.mean == pytest.approx(float((a - b).double().mean())) and paired.n == 50
+    assert paired.ci95 == pytest.approx(1.96 * float((a - b).double().std()) / math.sqrt(50))
+    assert paired.mean - paired.ci95 > 0 and paired.ci95 < side_by_side / 10  # significant paired, overlapping side by side
+    assert mean_ci95(a).mean - mean_ci95(a).ci95 < mean_ci95(b).mean + mean_ci95(b).ci95
+    with pytest.raises(ValueError, match="same episodes, got 50 and 49 values"):
+        paired_difference(a, b[:49])
 
 
 def test_task_losses_and_metrics_per_task():

@@ -118,6 +118,33 @@ def test_compare_writes_one_table_with_the_classical_rows(tmp_path):
         compare_main(["--config", str(path), "--max_steps", "6"])
 
 
+def test_compare_sets_every_row_beside_the_reference_trial_by_trial(tmp_path):
+    import torch
+
+    from rnnmeta.rl import BernoulliBandits
+    from rnnmeta.rl.classical import make_baseline
+    from rnnmeta.rl.trial import eval_tasks, evaluate
+
+    path = _comparison(tmp_path, reference="random")
+    compare_main(["--config", str(path)])
+    out = tmp_path / "results" / "tiny"
+    rows = {r["learner"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert all(r["vs"] == "random" for r in rows.values()) and rows["random"]["paired_diff"] == ""
+    # the agent's test trials are kept, and they are the ones its mean is taken over
+    agent_trials = torch.tensor(json.loads((out / "runs" / "rl2-seed0" / "result.json").read_text())["per_trial"], dtype=torch.float64)
+    assert agent_trials.shape == (40,) and float(rows["rl2"]["mean"]) == pytest.approx(float(agent_trials.mean()))
+    fam, tasks = BernoulliBandits(2), eval_tasks(BernoulliBandits(2), 40, 0)
+    random_trials = evaluate(make_baseline("random"), fam, tasks, 5, seed=0).per_trial
+    gittins_trials = evaluate(make_baseline("gittins"), fam, tasks, 5, seed=0).per_trial
+    for name, trials in (("rl2", agent_trials), ("gittins", gittins_trials)):
+        diff = trials - random_trials
+        assert float(rows[name]["paired_diff"]) == pytest.approx(float(diff.mean()))
+        assert float(rows[name]["paired_ci95"]) == pytest.approx(1.96 * float(diff.std()) / 40**0.5)
+    assert "vs random (paired)" in (out / "results.md").read_text()
+    with pytest.raises(RLComparisonError, match=r"reference='ucb1' names no row; expected one of \['random', 'gittins', 'rl2'\]"):
+        compare_main(["--config", str(_comparison(tmp_path, reference="ucb1"))])
+
+
 def test_compare_refuses_bad_settings_before_any_run(tmp_path):
     with pytest.raises(RLComparisonError, match="n_episodes=0"):
         compare_main(["--config", str(_comparison(tmp_path, n_episodes=0))])

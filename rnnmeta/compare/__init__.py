@@ -148,6 +148,7 @@ def compare(
     numerics: Literal["auto", "native", "portable"] = "auto",
     trainer: Optional[dict] = None,
     target: Optional[float] = None,
+    reference: Optional[str] = None,
     plot_tasks: int = 4,
     output_dir: str = "results",
     wandb_project: str = "rnnmeta",
@@ -179,6 +180,9 @@ def compare(
         trainer: extra ``pytorch_lightning.Trainer`` arguments shared by every run (e.g.
             ``log_every_n_steps``, ``enable_progress_bar``, ``accelerator``).
         target: validation metric whose first crossing is reported (steps and CPU seconds to target).
+        reference: the learner every other row is compared with, episode by episode on the same test
+            episodes (the table's paired column: mean difference +- its 95% CI); default: the row
+            with the best mean.
         plot_tasks: held-out regression tasks shown in ``predictions.png`` (0: none).
         output_dir: where ``<name>/`` is written.
         wandb_project: W&B project of the runs (offline when no account is configured).
@@ -187,7 +191,7 @@ def compare(
     Returns:
         One record per learner, as in ``results.csv``: ``learner``, ``protocol``, ``metric``,
         ``mean``, ``ci95``, ``seed_std``, ``seeds``, ``steps``, ``steps_to_target``, ``parameters``,
-        ``budget``, ``threads``, ``test_episodes``, ``test_fingerprint`` ...
+        ``budget``, ``threads``, ``test_episodes``, ``test_fingerprint``, ``vs``, ``paired_diff``, ``paired_ci95`` ...
 
     Raises:
         ComparisonConfigError: a wrong key, type or value anywhere in the config (before any run).
@@ -200,6 +204,10 @@ def compare(
     int_at_least("workers", workers)
     int_at_least("plot_tasks", plot_tasks, 0)
     plans = plan_runs(data, learners, seeds, max_steps, max_cpu_minutes, max_wall_minutes, threads, trainer, target, numerics)
+    if reference is not None and reference not in learners:
+        raise ComparisonConfigError(
+            f"reference must name one of the learners ({', '.join(map(repr, learners))}), got {reference!r}"
+        )
     out = Path(output_dir) / name
     with lock_folder(out), _terminate_as_exit():
         for plan in plans:
@@ -212,7 +220,7 @@ def compare(
         finally:  # a caller's process keeps its own setting
             if cache_before is None:
                 os.environ.pop("WANDB_CACHE_DIR", None)
-        return _report(name, results, out, target)
+        return _report(name, results, out, target, reference)
 
 
 @contextmanager
@@ -264,10 +272,10 @@ def _run_all(name: str, plans: list[RunPlan], out: Path, wandb_project: str, plo
     return [results[i] for i in range(len(plans))]
 
 
-def _report(name: str, results: list[RunResult], out: Path, target: Optional[float]) -> list[dict[str, Any]]:
+def _report(name: str, results: list[RunResult], out: Path, target: Optional[float], reference: Optional[str]) -> list[dict[str, Any]]:
     from rnnmeta.compare.report import plot_curves, plot_final, plot_predictions, summarise, write_tables
 
-    rows, costs = summarise(results)
+    rows, costs = summarise(results, reference)
     results_md, costs_md = write_tables(rows, costs, out, f"Comparison: {name}", target)
     plots = [plot_curves(results, rows[0]["metric"], out), plot_final(rows, out), plot_predictions(results, out)]
     print()

@@ -13,21 +13,77 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-from rnnmeta.compare.runner import RunResult
+import torch
 
-__all__ = ["plot_curves", "plot_final", "plot_predictions", "summarise", "write_tables"]
+from rnnmeta.compare.runner import RunResult
+from rnnmeta.evaluation import paired_difference
+
+__all__ = ["add_paired_columns", "paired_cell", "plot_curves", "plot_final", "plot_predictions", "summarise", "write_tables"]
 
 
 def _mean_or_none(values: list[Optional[float]]) -> Optional[float]:
     return statistics.fmean(values) if values and all(v is not None for v in values) else None
 
 
-def summarise(results: list[RunResult]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _episode_means(runs: list[RunResult]) -> Optional[torch.Tensor]:
+    """The test metric per episode ``[n]``, averaged over the seeds of one learner (None if a run kept none)."""
+    series = [r.episode_values for r in runs]
+    if any(s is None for s in series) or len({len(s) for s in series}) != 1:  # type: ignore[arg-type]
+        return None
+    return torch.tensor(series, dtype=torch.float64).mean(0)
+
+
+def add_paired_columns(
+    rows: list[dict[str, Any]], series: dict[str, Optional[torch.Tensor]], reference: Optional[str], higher_is_better: bool
+) -> None:
+    """Fill ``vs``, ``paired_diff`` and ``paired_ci95`` of every row (keyed by ``row["learner"]``).
+
+    ``series`` maps a row's name to its metric per test episode (or trial) ``[n]``, all on the same
+    episodes, or None where the row kept none. ``vs`` is ``reference``, or else the row with the best
+    mean among those with a series. ``paired_diff`` and ``paired_ci95`` are the mean of (row minus
+    reference) over the episodes and its 95% CI (:func:`~rnnmeta.evaluation.paired_difference`); None
+    for the reference itself and for rows without a series.
+
+    Raises:
+        ValueError: ``reference`` names no row.
+    """
+    by_name = {r["learner"]: r for r in rows}
+    if reference is not None and reference not in by_name:
+        raise ValueError(f"paired reference {reference!r} is not a row of this table; expected one of {', '.join(by_name)}")
+    if reference is None:
+        candidates = [r for r in rows if series.get(r["learner"]) is not None]
+        sign = 1.0 if higher_is_better else -1.0
+        reference = max(candidates, key=lambda r: sign * r["mean"])["learner"] if candidates else None
+    base = None if reference is None else series.get(reference)
+    for row in rows:
+        values = series.get(row["learner"])
+        diff = None
+        if base is not None and values is not None and row["learner"] != reference and values.shape == base.shape:
+            diff = paired_difference(values, base)
+        row["vs"] = reference or ""
+        row["paired_diff"] = None if diff is None else diff.mean
+        row["paired_ci95"] = None if diff is None else diff.ci95
+
+
+def paired_cell(row: dict[str, Any], digits: int = 4) -> str:
+    """The table cell of :func:`add_paired_columns`' columns: ``+0.0123 +- 0.0045``, ``reference`` or ``-``."""
+    if row["learner"] == row["vs"]:
+        return "reference"
+    if row["paired_diff"] is None:
+        return "-"
+    return f"{row['paired_diff']:+.{digits}f} +- {row['paired_ci95']:.{digits}f}"
+
+
+def summarise(results: list[RunResult], reference: Optional[str] = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per learner: (results row, costs row).
 
     The results row gives the mean test metric over seeds, the mean 95% CI over test episodes, the
-    standard deviation across seeds, the protocol and the budget; the costs row the mean training
-    time and the peak memory.
+    standard deviation across seeds, the protocol and the budget, and the paired comparison with
+    the ``reference`` learner (default: the row with the best mean): ``paired_diff``, the mean over
+    the test episodes of this learner's metric minus the reference's on the same episode (each
+    learner's seeds averaged per episode), and ``paired_ci95``, its 95% CI
+    (:func:`~rnnmeta.evaluation.paired_difference`); None for the reference itself and for runs
+    saved without per-episode values. The costs row gives the mean training time and the peak memory.
     """
     results_rows, cost_rows = [], []
     for name in dict.fromkeys(r.learner for r in results):
@@ -68,6 +124,8 @@ def summarise(results: list[RunResult]) -> tuple[list[dict[str, Any]], list[dict
                 "numerics_in_force": rs[0].numerics_in_force,
             }
         )
+    series = {name: _episode_means([r for r in results if r.learner == name]) for name in dict.fromkeys(r.learner for r in results)}
+    add_paired_columns(results_rows, series, reference, higher_is_better=results_rows[0]["metric"] == "acc")
     return results_rows, cost_rows
 
 
@@ -116,16 +174,22 @@ def write_tables(
         else "native (this CPU's fastest kernels; another CPU can give other values)" if modes == {"native"}
         else "mixed (see results.csv)"
     )
+    reference = results_rows[0].get("vs") or None
+    paired_text = "" if reference is None else (
+        f" vs {reference} (paired): the mean over the same test episodes of (this learner's {metric} minus {reference}'s), "
+        "each learner's seeds averaged per episode, +- its 95% CI; a CI that excludes 0 is a difference the choice of "
+        "test episodes does not explain (the spread over training seeds is the seed std)."
+    )
     results_md = _markdown(
         title,
         f"Test {metric} over {results_rows[0]['test_episodes']:,} fixed episodes (the same for every learner: "
         f"fingerprint {results_rows[0]['test_fingerprint']}), mean over seeds +- the 95% CI over episodes; "
         f"seed std is the spread across seeds. Budget per run: {budget_text}. Numerics: {numerics_text}. Protocol: 'per query' "
-        "answers each query from the support set alone, 'transductive' normalises over the query batch.",
-        ["learner", "protocol", f"test {metric}", "+- 95% CI", "seed std", "seeds", "steps",
+        "answers each query from the support set alone, 'transductive' normalises over the query batch." + paired_text,
+        ["learner", "protocol", f"test {metric}", "+- 95% CI", f"vs {reference or '-'} (paired)", "seed std", "seeds", "steps",
          f"steps to {metric} {better} {target_text}", "parameters", "threads"],
         [
-            [r["learner"], r["protocol"], _fmt(r["mean"]), _fmt(r["ci95"]), _fmt(r["seed_std"]), r["seeds"],
+            [r["learner"], r["protocol"], _fmt(r["mean"]), _fmt(r["ci95"]), paired_cell(r), _fmt(r["seed_std"]), r["seeds"],
              _fmt(r["steps"], 0), _fmt(r["steps_to_target"], 0), f"{r['parameters']:,}", r["threads"]]
             for r in results_rows
         ],

@@ -75,6 +75,8 @@ class RunResult:
     predictions: Optional[dict[str, Any]] = None
     numerics: str = "native"
     numerics_in_force: str = ""
+    #: the test metric of each test episode, in episode order (the paired columns of the table); None in older results
+    episode_values: Optional[list[float]] = None
 
 
 def cpu_name() -> str:
@@ -274,7 +276,14 @@ def run_one(
             predictions=predictions,
             numerics=plan.numerics,
             numerics_in_force=describe_numerics(),
+            episode_values=_episode_values(learner),
         )
+
+
+def _episode_values(learner: Any) -> Optional[list[float]]:
+    """The learner's test metric per test episode ``[n]`` from its last test, as floats (None if it kept none)."""
+    values = getattr(learner, "eval_episode_values", {}).get("test")
+    return None if values is None else [float(v) for v in values.detach().double().flatten().tolist()]
 
 
 def train_and_save(

@@ -14,13 +14,15 @@ A comparison config (``configs/compare/bandits_n10_k5.yaml``)::
     numerics: native              # or portable: kernels that do not follow the CPU (rnnmeta.numerics; slower)
     baselines: [random, greedy, epsilon_greedy, ucb1, thompson, gittins]   # fixed rows (rnnmeta.rl.classical)
     normalise_by: null            # or value_iteration: every mean divided by that row's (SNAIL's MDP table)
+    reference: null               # or gittins: the row every other is compared with trial by trial (default: the best mean)
     paper: {gittins: 6.6, rl2: 6.7}   # optional: the paper's number beside each row
     learners:
       rl2: {model: {class_path: rnnmeta.rl.RL2, init_args: {...}}, max_steps: 2000}
 
 ``family``, ``n_episodes``, ``test_trials``, ``eval_seed`` and ``seed`` are set on every agent by
 the comparison. Results (``<output_dir>/<name>/``): ``results.md``/``.csv`` (mean total reward per
-trial with its 95% CI over the test trials, the standard deviation across seeds, the normalised
+trial with its 95% CI over the test trials, the paired difference to the reference row over the same
+trials with its 95% CI (every row meets the same environment randomness), the standard deviation across seeds, the normalised
 score, the paper's number, the test-task fingerprint; a function of the config with a step budget),
 ``costs.md``/``.csv`` (CPU and wall seconds of training, updates per CPU second, the CPU),
 ``curves.png`` (validation return against updates, the baselines as horizontal lines), and per
@@ -64,7 +66,7 @@ def is_rl_comparison(argv: Optional[list[str]]) -> bool:
 
 
 KEYS = {"name", "family", "n_episodes", "test_trials", "val_trials", "eval_seed", "seeds", "max_steps", "threads",
-        "baselines", "normalise_by", "paper", "learners", "output_dir", "wandb_project", "val_check_interval", "force",
+        "baselines", "normalise_by", "reference", "paper", "learners", "output_dir", "wandb_project", "val_check_interval", "force",
         "accelerator", "numerics"}
 
 
@@ -103,6 +105,7 @@ def compare_rl(
     threads: int = 1,
     baselines: list[str] = [],  # noqa: B006
     normalise_by: Optional[str] = None,
+    reference: Optional[str] = None,
     paper: Optional[dict[str, float]] = None,
     val_check_interval: int = 100,
     output_dir: str = "results",
@@ -143,8 +146,9 @@ def compare_rl(
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise RLComparisonError(f"unknown baselines {unknown}; expected some of {sorted(BASELINES)}")
-    if normalise_by is not None and normalise_by not in list(baselines) + list(learners):
-        raise RLComparisonError(f"normalise_by={normalise_by!r} names no row; expected one of {list(baselines) + list(learners)}")
+    for key, value in (("normalise_by", normalise_by), ("reference", reference)):
+        if value is not None and value not in list(baselines) + list(learners):
+            raise RLComparisonError(f"{key}={value!r} names no row; expected one of {list(baselines) + list(learners)}")
     if not learners and not baselines:
         raise RLComparisonError("a comparison needs at least one learner or baseline")
     fam = _instantiate(family, "family")
@@ -167,6 +171,7 @@ def compare_rl(
     tasks = eval_tasks(fam, test_trials, eval_seed)
     test_print = fingerprint(tasks)
     rows: list[dict[str, Any]] = []
+    per_trial: dict[str, Optional[torch.Tensor]] = {}  # each row's total reward per test trial, the paired columns
     curves: dict[str, list[tuple[int, float]]] = {}
     costs: list[dict[str, Any]] = []
     with use_numerics(numerics):  # every evaluation and training run, and what costs.md reports as in force
@@ -174,6 +179,7 @@ def compare_rl(
         for bname in baselines:
             start = time.process_time()
             ev = evaluate(make_baseline(bname), fam, tasks, n_episodes, seed=eval_seed)
+            per_trial[bname] = ev.per_trial
             rows.append({"learner": bname, "kind": "classical", "mean": ev.mean, "ci95": ev.ci95, "seed_std": float("nan"),
                          "reward_input_off": float("nan"), "seeds": 0, "steps": 0, "parameters": 0})
             costs.append({"learner": bname, "train_cpu_seconds": 0.0, "train_wall_seconds": 0.0,
@@ -186,6 +192,8 @@ def compare_rl(
                 results.append(_run(name, lname, seed, run_spec, steps, threads, val_check_interval,
                                     out / "runs" / f"{lname}-seed{seed}", wandb_project, force, accelerator, numerics))
             values = [r["mean"] for r in results]
+            trials = [r.get("per_trial") for r in results]  # None in a result saved before it was kept
+            per_trial[lname] = None if None in trials else torch.tensor(trials, dtype=torch.float64).mean(0)
             blind = [r["reward_input_off"] for r in results if r.get("reward_input_off") is not None]
             rows.append({"learner": lname, "kind": spec["class_path"].rsplit(".", 1)[-1], "mean": statistics.fmean(values),
                          "ci95": statistics.fmean(r["ci95"] for r in results),
@@ -196,6 +204,9 @@ def compare_rl(
             costs.append({"learner": lname, "train_cpu_seconds": statistics.fmean(r["cpu_seconds"] for r in results),
                           "train_wall_seconds": statistics.fmean(r["wall_seconds"] for r in results),
                           "eval_cpu_seconds": statistics.fmean(r["eval_cpu_seconds"] for r in results)})
+    from rnnmeta.compare.report import add_paired_columns
+
+    add_paired_columns(rows, per_trial, reference, higher_is_better=True)
     norm = next((r["mean"] for r in rows if r["learner"] == normalise_by), None)
     for r in rows:
         r["normalised"] = r["mean"] / norm if norm else float("nan")
@@ -304,7 +315,8 @@ def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threa
         pass
     ev = agent.last_evaluation
     blind = _reward_input_off_evaluation(agent)
-    record = {"learner": learner, "seed": seed, "mean": ev.mean, "ci95": ev.ci95, "trials": ev.trials, "steps": steps,
+    record = {"learner": learner, "seed": seed, "mean": ev.mean, "ci95": ev.ci95, "trials": ev.trials,
+              "per_trial": ev.per_trial.tolist(), "steps": steps,
               "reward_input_off": blind.mean if blind is not None else None,
               "reward_input_off_ci95": blind.ci95 if blind is not None else None,
               "parameters": sum(p.numel() for p in agent.parameters()), "cpu_seconds": cpu, "wall_seconds": wall,
@@ -346,9 +358,12 @@ def _fmt(x: Any) -> str:
 
 
 def _write(out: Path, rows: list[dict], costs: list[dict], title: str, normalise_by: Optional[str]) -> None:
+    from rnnmeta.compare.report import paired_cell
+
     for stem, table, cols in (
-        ("results", rows, ["learner", "kind", "mean", "ci95", "normalised", "paper", "reward_input_off", "seed_std", "seeds",
-                           "steps", "parameters", "threads", "test_trials", "test_fingerprint", "numerics"]),
+        ("results", rows, ["learner", "kind", "mean", "ci95", "vs", "paired_diff", "paired_ci95", "normalised", "paper",
+                           "reward_input_off", "seed_std", "seeds", "steps", "parameters", "threads", "test_trials",
+                           "test_fingerprint", "numerics"]),
         ("costs", costs, ["learner", "train_cpu_seconds", "train_wall_seconds", "updates_per_cpu_second", "eval_cpu_seconds",
                           "threads", "cpu", "load_average", "numerics_in_force"]),
     ):
@@ -356,11 +371,17 @@ def _write(out: Path, rows: list[dict], costs: list[dict], title: str, normalise
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
             w.writeheader()
             w.writerows(table)
-        if stem == "results" and normalise_by is None:
-            cols = [c for c in cols if c != "normalised"]
+        reference = rows[0].get("vs") if rows else None
+        if stem == "results":
+            cols = [c for c in cols if c not in ("vs", "paired_ci95") and (normalise_by is not None or c != "normalised")]
+        header = [f"vs {reference} (paired)" if c == "paired_diff" else c for c in cols]
         lines = [f"{title}" if stem == "results" else "Training cost on this machine (wall time depends on its load)", "",
-                 "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in table]
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(paired_cell(r, 3) if c == "paired_diff" else _fmt(r.get(c)) for c in cols) + " |" for r in table]
+        if stem == "results" and reference:
+            lines += ["", f"vs {reference} (paired): the mean over the same test trials (the same tasks and environment randomness) "
+                          f"of (this row's total reward minus {reference}'s), each agent's seeds averaged per trial, +- its 95% CI; "
+                          "a CI that excludes 0 is a difference the choice of test trials does not explain"]
         if stem == "results" and normalise_by:
             lines += ["", f"normalised: mean total reward divided by that of {normalise_by}"]
         if stem == "results":
