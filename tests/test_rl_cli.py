@@ -99,13 +99,15 @@ def test_compare_writes_one_table_with_the_classical_rows(tmp_path):
     # the memory agent's control: its test trials again with the reward input at 0, recomputed here from its checkpoint
     import torch
 
-    from rnnmeta.rl.compare import _instantiate, _reward_input_off_evaluation
+    from rnnmeta.rl.compare import _reward_input_off_evaluation, load_run_agent
 
     assert rows[0]["reward_input_off"] == "nan" and float(rows[2]["reward_input_off"]) == pytest.approx(before["reward_input_off"])
-    spec = yaml.safe_load(path.read_text())["learners"]["rl2"]["model"]
-    spec["init_args"].update({"family": yaml.safe_load(path.read_text())["family"], "n_episodes": 5, "test_trials": 40, "val_trials": 20})
-    agent = _instantiate(spec, "model")
-    agent.load_state_dict(torch.load(out / "runs" / "rl2-seed0" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    agent = load_run_agent(out / "runs" / "rl2-seed0")  # the trained agent, built from the run's recorded spec
+    assert (agent.family.n_arms, agent.n_episodes, agent.test_trials, agent.training) == (2, 5, 40, False)
+    weights = torch.load(out / "runs" / "rl2-seed0" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(v, agent.state_dict()[k]) for k, v in weights.items())
+    with pytest.raises(RLComparisonError, match=r"runs has no result.json \(the record of a finished run\)"):
+        load_run_agent(out / "runs")
     control = _reward_input_off_evaluation(agent)
     assert control.mean == pytest.approx(before["reward_input_off"]) and control.ci95 == pytest.approx(before["reward_input_off_ci95"])
     assert "reward_input_off: a memory agent's mean total reward" in (out / "results.md").read_text()

@@ -326,6 +326,29 @@ def _run(comparison: str, learner: str, seed: int, spec: dict, steps: int, threa
     return record
 
 
+def load_run_agent(run_dir: Path | str, checkpoint: str = "last.ckpt") -> Any:
+    """The trained agent of a comparison run folder (``<output_dir>/<name>/runs/<learner>-seed<k>/``), in eval mode.
+
+    Built from the spec its ``result.json`` records (the family, trial length and evaluation tasks
+    included), with the weights of ``checkpoints/<checkpoint>``.
+
+    Raises:
+        RLComparisonError: the folder holds no finished run or no such checkpoint.
+    """
+    import torch
+
+    run_dir = Path(run_dir)
+    result_file, weights = run_dir / RESULT_FILE, run_dir / "checkpoints" / checkpoint
+    for path, what in ((result_file, "the record of a finished run"), (weights, "the trained weights")):
+        if not path.is_file():
+            raise RLComparisonError(f"{run_dir} has no {path.relative_to(run_dir)} ({what}); expected a run folder "
+                                    "<output_dir>/<name>/runs/<learner>-seed<k> of `rnnmeta compare`")
+    spec = json.loads(result_file.read_text())["config"]["spec"]
+    agent = _instantiate(spec, "model")
+    agent.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["state_dict"])
+    return agent.eval()
+
+
 def _reward_input_off_evaluation(agent: Any) -> Optional[Any]:
     """A memory agent's test trials played again with its reward input at 0
     (:meth:`~rnnmeta.rl.agent.SequenceAgent.reward_input_off`), on the same tasks and randomness as its test: the
@@ -447,4 +470,4 @@ def main(argv: Optional[list[str]] = None) -> None:
     compare_rl(**{k: v for k, v in cfg.items() if k != "learners"}, learners=cfg.get("learners") or {})
 
 
-__all__ = ["RLComparisonError", "compare_rl", "is_rl_comparison", "main"]
+__all__ = ["RLComparisonError", "compare_rl", "is_rl_comparison", "load_run_agent", "main"]
