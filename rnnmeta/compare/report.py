@@ -18,16 +18,16 @@ import torch
 from rnnmeta.compare.runner import RunResult
 from rnnmeta.evaluation import paired_difference
 
-__all__ = ["add_paired_columns", "paired_cell", "plot_curves", "plot_final", "plot_predictions", "summarise", "write_tables"]
+__all__ = ["add_paired_columns", "mean_over_seeds", "paired_cell", "plot_curves", "plot_final", "plot_predictions", "summarise", "write_tables"]
 
 
 def _mean_or_none(values: list[Optional[float]]) -> Optional[float]:
     return statistics.fmean(values) if values and all(v is not None for v in values) else None
 
 
-def _episode_means(runs: list[RunResult]) -> Optional[torch.Tensor]:
-    """The test metric per episode ``[n]``, averaged over the seeds of one learner (None if a run kept none)."""
-    series = [r.episode_values for r in runs]
+def mean_over_seeds(series: list[Optional[list[float]]]) -> Optional[torch.Tensor]:
+    """One learner's per-episode (or per-trial) values ``[n]``, averaged over its seeds' series; None if a seed kept
+    none or the seeds' lengths differ."""
     if any(s is None for s in series) or len({len(s) for s in series}) != 1:  # type: ignore[arg-type]
         return None
     return torch.tensor(series, dtype=torch.float64).mean(0)
@@ -124,7 +124,8 @@ def summarise(results: list[RunResult], reference: Optional[str] = None) -> tupl
                 "numerics_in_force": rs[0].numerics_in_force,
             }
         )
-    series = {name: _episode_means([r for r in results if r.learner == name]) for name in dict.fromkeys(r.learner for r in results)}
+    series = {row["learner"]: mean_over_seeds([r.episode_values for r in results if r.learner == row["learner"]])
+              for row in results_rows}
     add_paired_columns(results_rows, series, reference, higher_is_better=results_rows[0]["metric"] == "acc")
     return results_rows, cost_rows
 

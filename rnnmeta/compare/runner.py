@@ -282,8 +282,8 @@ def run_one(
 
 def _episode_values(learner: Any) -> Optional[list[float]]:
     """The learner's test metric per test episode ``[n]`` from its last test, as floats (None if it kept none)."""
-    values = getattr(learner, "eval_episode_values", {}).get("test")
-    return None if values is None else [float(v) for v in values.detach().double().flatten().tolist()]
+    values = learner.eval_episode_values.get("test")  # float64 [n], in episode order (MetaLearner._eval_end)
+    return None if values is None else values.tolist()
 
 
 def train_and_save(

@@ -133,6 +133,7 @@ def compare_rl(
     from rnnmeta.numerics import use as use_numerics
     from rnnmeta.rl.base import fingerprint
     from rnnmeta.rl.classical import BASELINES, make_baseline
+    from rnnmeta.compare.report import add_paired_columns, mean_over_seeds
     from rnnmeta.rl.trial import eval_tasks, evaluate
 
     check_name("comparison name", name)
@@ -192,8 +193,7 @@ def compare_rl(
                 results.append(_run(name, lname, seed, run_spec, steps, threads, val_check_interval,
                                     out / "runs" / f"{lname}-seed{seed}", wandb_project, force, accelerator, numerics))
             values = [r["mean"] for r in results]
-            trials = [r.get("per_trial") for r in results]  # None in a result saved before it was kept
-            per_trial[lname] = None if None in trials else torch.tensor(trials, dtype=torch.float64).mean(0)
+            per_trial[lname] = mean_over_seeds([r.get("per_trial") for r in results])  # None in a result saved before it was kept
             blind = [r["reward_input_off"] for r in results if r.get("reward_input_off") is not None]
             rows.append({"learner": lname, "kind": spec["class_path"].rsplit(".", 1)[-1], "mean": statistics.fmean(values),
                          "ci95": statistics.fmean(r["ci95"] for r in results),
@@ -204,8 +204,6 @@ def compare_rl(
             costs.append({"learner": lname, "train_cpu_seconds": statistics.fmean(r["cpu_seconds"] for r in results),
                           "train_wall_seconds": statistics.fmean(r["wall_seconds"] for r in results),
                           "eval_cpu_seconds": statistics.fmean(r["eval_cpu_seconds"] for r in results)})
-    from rnnmeta.compare.report import add_paired_columns
-
     add_paired_columns(rows, per_trial, reference, higher_is_better=True)
     norm = next((r["mean"] for r in rows if r["learner"] == normalise_by), None)
     for r in rows:
