@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
 # The test suite, as README names it and CI runs it.
+#   bash scripts/test.sh            every test, one pytest-xdist worker per usable core
+#   bash scripts/test.sh --quick    without the learning runs on real data (marked slow)
+# RNNMETA_TEST_WORKERS=N sets the number of worker processes (1: one process, no xdist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=python
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 export WANDB_MODE="${WANDB_MODE:-offline}"
-# --quick: the unit tests without the real-data learning runs (marked slow)
 ARGS=()
 for arg in "$@"; do
   if [ "$arg" = "--quick" ]; then ARGS+=(-m "not slow"); else ARGS+=("$arg"); fi
 done
+# tests run in parallel, one worker per usable core (each worker takes its share of the torch threads:
+# tests/conftest.py); worksteal hands a long test's neighbours to an idle worker
+WORKERS="${RNNMETA_TEST_WORKERS:-$("$PY" -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)')}"
+if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "RNNMETA_TEST_WORKERS must be an integer >= 1, got '$WORKERS'" >&2
+  exit 2
+fi
+if [ "$WORKERS" -gt 1 ]; then
+  if "$PY" -c "import xdist" 2>/dev/null; then
+    ARGS=(-n "$WORKERS" --dist worksteal "${ARGS[@]}")
+  else
+    echo "pytest-xdist is not installed (pip install -r requirements.txt): running the tests in one process" >&2
+  fi
+fi
 # the 15 slowest tests are printed at the end of every run, so growth is visible
-exec "$PY" -m pytest -q --durations=15 "${ARGS[@]}"
+exec "$PY" -m pytest -q --durations=15 "${ARGS[@]+"${ARGS[@]}"}"

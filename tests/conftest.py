@@ -5,6 +5,8 @@
   ``RNNMETA_CACHE`` pointing at one session-wide cache folder, so the Omniglot cache is decoded
   once per test session and nothing is written under ``~``. Set ``RNNMETA_TEST_CACHE`` to a
   folder to keep that cache between sessions.
+* Run by several pytest-xdist workers (``scripts/test.sh`` does), each worker takes its share of the
+  cores as torch's intra-op threads and as ``OMP_NUM_THREADS`` for the processes its tests start.
 * ``one_thread``: torch on one intra-op thread for the test, the caller's count restored after.
 * ``omniglot_root``: ``<repo>/../shared/data/omniglot``; tests that need it skip (with how to
   provide the data) when it is absent, and fail instead when ``CI=true``.
@@ -46,7 +48,28 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, session_cache_dir: P
             folder.mkdir()
             mp.setenv(name, str(folder))
         mp.setenv("RNNMETA_CACHE", str(session_cache_dir))
+        threads = _threads_per_worker()
+        if threads is None:
+            yield
+            return
+        # several test processes (pytest-xdist) share the cores: each takes its share of intra-op
+        # threads, and so do the processes its tests start (OMP_NUM_THREADS)
+        import torch
+
+        mp.setenv("OMP_NUM_THREADS", str(threads))
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
         yield
+        torch.set_num_threads(before)
+
+
+def _threads_per_worker() -> int | None:
+    """Intra-op threads for one of several pytest-xdist workers (the cores split evenly, at least 1); None when alone."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
 
 
 @pytest.fixture(autouse=True)

@@ -190,6 +190,27 @@ def test_token_weights_start_as_the_plain_mean_and_are_learned() -> None:
     assert float(grad[ids[ids != 0]].abs().sum()) > 0 and float(grad[0].abs().sum()) == 0
 
 
+@pytest.mark.parametrize("learner_name", sorted(LEARNERS))
+def test_a_frozen_embedding_table_is_neither_adapted_nor_trained(learner_name: str) -> None:
+    torch.manual_seed(0)
+    encoder = BagOfEmbeddings(vocab_size=VOCAB, embedding_dim=8, token_weights=True, normalize_to=3.0, freeze_embedding=True)
+    table = encoder.embedding.weight.detach().clone()
+    learner = LEARNERS[learner_name](encoder)
+    support_x, support_y, query_x, query_y = text_episode()
+    learner.train()
+    learner.task_losses(learner(support_x, support_y, query_x), query_y).mean().backward()
+    assert encoder.embedding.weight.grad is None, "the frozen table received a gradient"
+    assert float(encoder.token_logit.weight.grad.abs().sum()) > 0, "the word weights must still learn"
+    if isinstance(learner, MAML):  # the inner loop adapts the other weights and leaves the table as it is
+        adapted = learner.adapt_weights(support_x, support_y)
+        torch.testing.assert_close(adapted["backbone.embedding.weight"][0], table, rtol=0, atol=0)
+        assert not torch.equal(adapted["backbone.token_logit.weight"][0], encoder.token_logit.weight)
+    if isinstance(learner, LearnedOptimizer):
+        assert "backbone.embedding.weight" not in dict(learner.base_parameters())
+    rebuilt = resolve_backbone(backbone_spec(encoder), "classification")  # the option survives a checkpoint spec
+    assert not rebuilt.embedding.weight.requires_grad and rebuilt.token_logit.weight.requires_grad
+
+
 def with_unknown_words(ids: torch.Tensor, every: int = 3) -> torch.Tensor:
     """``ids`` with every ``every``-th real token replaced by ``<unk>`` (id 1)."""
     position = torch.arange(ids.shape[-1]).expand_as(ids)

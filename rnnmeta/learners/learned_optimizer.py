@@ -162,10 +162,14 @@ class LearnedOptimizer(MetaLearner):
 
     # ------------------------------------------------------------------ base network
     def base_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """The meta-learned initialisation ``theta_0`` as ``(name, parameter)`` pairs (backbone, then head)."""
-        return [("backbone." + n, p) for n, p in self.backbone.named_parameters()] + [
-            ("head." + n, p) for n, p in self.head.named_parameters()
-        ]
+        """The meta-learned initialisation ``theta_0`` as ``(name, parameter)`` pairs (backbone, then head).
+
+        A frozen weight (``requires_grad=False``) is not among them: the inner loop leaves it as it is
+        and :meth:`base_forward` reads it from the module.
+        """
+        named = [("backbone." + n, p) for n, p in self.backbone.named_parameters()]
+        named += [("head." + n, p) for n, p in self.head.named_parameters()]
+        return [(n, p) for n, p in named if p.requires_grad]
 
     def base_forward(self, params: list[Tensor], x: Tensor) -> Tensor:
         """The base network with weights ``params`` (ordered as :meth:`base_parameters`): ``[n, *x] -> [n, out]``."""

@@ -268,20 +268,24 @@ class MAML(MetaLearner):
         lrs = self._lrs()
         meta_graph = self.training  # keep the graph from the adapted weights to the meta-parameters
         second_order = meta_graph and not self.first_order
-        params = {n: p if meta_graph else p.detach() for n, p in self._weights().items()}
+        weights = self._weights()
+        # a frozen weight (requires_grad=False, e.g. a fixed embedding table) is neither adapted nor meta-learned
+        adapted = [n for n, p in weights.items() if p.requires_grad]
+        params = {n: p if meta_graph else p.detach() for n, p in weights.items()}
         if tasks is not None:
             params = {n: p.expand(tasks, *p.shape) for n, p in params.items()}
         if not meta_graph:  # evaluation: nothing of the graph outlives a step
-            params = {n: p.requires_grad_() for n, p in params.items()}
+            params = {n: p.requires_grad_() if n in adapted else p for n, p in params.items()}
             lrs = lrs if isinstance(lrs, float) else {n: r.detach() for n, r in lrs.items()}
         with torch.enable_grad():
             for _ in range(steps):
                 # sum over tasks: each task gets its own gradient
                 loss = self.task_losses(predict(params, support_x), support_y).sum() * self._inner_loss_scale()
-                grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), create_graph=second_order)))
-                params = maml_update(params, grads, lrs)
+                grads = dict(zip(adapted, torch.autograd.grad(loss, [params[n] for n in adapted], create_graph=second_order)))
+                updated = maml_update({n: params[n] for n in adapted}, grads, lrs)
                 if not meta_graph:
-                    params = {n: p.detach().requires_grad_() for n, p in params.items()}
+                    updated = {n: p.detach().requires_grad_() for n, p in updated.items()}
+                params = {**params, **updated}
         return params
 
     def _one_task_forward(

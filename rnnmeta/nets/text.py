@@ -292,6 +292,9 @@ class BagOfEmbeddings(nn.Module):
         normalize_to: L2-normalised output times a learned scale initialised to this value; None: raw.
         subword_buckets: the data's ``subword_buckets`` (0: word ids only); with it each token is its
             word embedding plus the mean of its n-gram bucket embeddings.
+        freeze_embedding: keep the word-embedding table at its random initialisation (no gradient):
+            the bag is then a fixed random projection of the (weighted) bag of words, whose cosines
+            approximate word overlap, and only the word weights, the scale and ``hidden`` learn.
 
     Shapes:
         ``ids [..., L]`` int (``[..., L, 1 + max_ngrams]`` with subwords) -> ``[..., hidden or embedding_dim]`` float.
@@ -306,6 +309,7 @@ class BagOfEmbeddings(nn.Module):
         ignore_unk: bool = True,
         normalize_to: Optional[float] = None,
         subword_buckets: int = 0,
+        freeze_embedding: bool = False,
     ) -> None:
         super().__init__()
         _check_positive("BagOfEmbeddings", vocab_size=vocab_size, embedding_dim=embedding_dim)
@@ -324,9 +328,12 @@ class BagOfEmbeddings(nn.Module):
         )
         if subword_buckets:  # (recorded only when on: the specs of word-only encoders are as before)
             self.init_args["subword_buckets"] = subword_buckets
+        if freeze_embedding:  # (likewise)
+            self.init_args["freeze_embedding"] = True
         self.vocab_size = vocab_size
         self.ignore_unk = bool(ignore_unk)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD_ID)
+        self.embedding.weight.requires_grad_(not freeze_embedding)
         self.subwords: Optional[_Subwords] = _Subwords(subword_buckets, embedding_dim) if subword_buckets else None
         self.project: Optional[nn.Linear] = nn.Linear(embedding_dim, hidden) if hidden else None
         #: one learned log-weight per word (0 at init: the plain mean), so a learner can learn which words matter
