@@ -13,7 +13,7 @@ for arg in "$@"; do
   if [ "$arg" = "--quick" ]; then ARGS+=(-m "not slow"); else ARGS+=("$arg"); fi
 done
 # tests run in parallel, one worker per usable core (each worker takes its share of the torch threads:
-# tests/conftest.py); worksteal hands a long test's neighbours to an idle worker
+# tests/conftest.py); loadgroup keeps the tests of an xdist_group (a costly module fixture) on one worker
 WORKERS="${RNNMETA_TEST_WORKERS:-$("$PY" -c 'import os; print(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)')}"
 if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
   echo "RNNMETA_TEST_WORKERS must be an integer >= 1, got '$WORKERS'" >&2
@@ -21,7 +21,7 @@ if ! [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
 fi
 if [ "$WORKERS" -gt 1 ]; then
   if "$PY" -c "import xdist" 2>/dev/null; then
-    ARGS=(-n "$WORKERS" --dist worksteal "${ARGS[@]}")
+    ARGS=(-n "$WORKERS" --dist loadgroup "${ARGS[@]}")
   else
     echo "pytest-xdist is not installed (pip install -r requirements.txt): running the tests in one process" >&2
   fi

@@ -27,7 +27,8 @@ import torch
 
 from tests.helpers import REPO, omniglot_root_or_skip
 
-pytestmark = pytest.mark.slow
+# slow; and under pytest-xdist all on one worker, so the module fixture trains on two processes once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 
 WORKER = REPO / "tests" / "ddp_worker.py"
 TASKS = ("omniglot", "sinusoid")

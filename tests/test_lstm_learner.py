@@ -237,6 +237,7 @@ def test_learns_omniglot_5way_1shot_far_above_chance(one_thread):
     torch.manual_seed(0)
     learner = LSTMLearner(backbone=Conv4(hidden=32, track_running_stats=True), hidden_size=128, num_layers=1,
                           n_way=5, optimizer=partial(torch.optim.Adam, lr=3e-3))
-    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=16, steps=120,
+    # measured: 0.628 (seed 0) with these 120 meta-iterations of 8 tasks, 0.537 with 16 tasks (docs/RECURRENT.md)
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=8, steps=120,
                              test_episodes=100, gradient_clip_val=1.0)
     assert acc > 0.4, f"5-way 1-shot accuracy {acc:.3f} after a short run; chance is 0.2"

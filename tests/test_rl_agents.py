@@ -22,6 +22,9 @@ SMALL = {
     "lstm": lambda fam, n: RL2(fam, n, cell="lstm", hidden_size=16, batch_trials=4),
     "snail": lambda fam, n: SNAILAgent(fam, n, layout=["tc:8", "attn:8:8", "tc:4"], embed_size=8, batch_trials=4),
     "maml": lambda fam, n: MAMLRL(fam, n, hidden_sizes=[16], inner_steps=2, inner_lr=1.0, batch_trials=4),
+    # with the trial position as an input (Wang et al. 2016)
+    "rl2_time": lambda fam, n: RL2(fam, n, hidden_size=16, batch_trials=4, time_input=True),
+    "snail_time": lambda fam, n: SNAILAgent(fam, n, layout=["tc:8", "attn:8:8", "tc:4"], embed_size=8, batch_trials=4, time_input=True),
 }
 
 
@@ -80,7 +83,8 @@ def _replay_logp(agent, fam, tasks, traj, steps):
             actor.buffer["obs"].append(traj.obs[:, t])
             actor.buffer["actions"].append(traj.actions[:, t])
         else:
-            x = agent.make_input(traj.obs[:, t], actor.prev_action, actor.prev_reward, actor.prev_done)
+            x = agent.make_input(traj.obs[:, t], actor.prev_action, actor.prev_reward, actor.prev_done,
+                                 torch.full_like(actor.prev_reward, t))
             with torch.no_grad():
                 h, actor.state = agent.step(x, actor.state)
                 out.append(agent.policy.log_prob(agent.policy(h), traj.actions[:, t]))
@@ -88,7 +92,7 @@ def _replay_logp(agent, fam, tasks, traj, steps):
     return torch.stack(out, 1)[:, steps]
 
 
-@pytest.mark.parametrize("name", ["rl2", "lstm", "snail"])
+@pytest.mark.parametrize("name", ["rl2", "lstm", "snail", "rl2_time", "snail_time"])
 def test_acting_step_by_step_equals_training_on_whole_trials(name):
     torch.manual_seed(0)
     fam = TabularMDPs(n_states=3, n_actions=2, horizon=3)
@@ -120,6 +124,21 @@ def test_reward_reaches_the_agent_one_step_later(name):
         torch.testing.assert_close(agent.features(x)[:, :5], agent.features(x2)[:, :5], rtol=0, atol=0)
         assert not torch.allclose(agent.features(x)[:, 5:], agent.features(x2)[:, 5:])
     assert x[:, 0, -3:].eq(0).all()  # no previous action bit... (bandit: one-hot prev action, reward, done all 0 at t = 0)
+
+
+def test_the_time_input_is_the_steps_position_in_the_trial():
+    torch.manual_seed(0)
+    fam = TabularMDPs(n_states=3, n_actions=2, horizon=3)
+    plain, timed = SMALL["rl2"](fam, 4), SMALL["rl2_time"](fam, 4)
+    assert timed.input_size == plain.input_size + 1
+    traj = _trial(timed, fam, fam.sample_tasks(2, seeded_generator(0, "t")), 4)
+    x = timed.trajectory_inputs(traj)
+    torch.testing.assert_close(x[..., -1], (torch.arange(12) / 12.0).expand(2, 12), rtol=0, atol=0)  # t / T, T = 4 x 3
+    torch.testing.assert_close(x[..., :-1], plain.trajectory_inputs(traj), rtol=0, atol=0)  # the other inputs as before
+    with pytest.raises(ValueError, match="time_input=True: make_input needs the step index"):
+        timed.make_input(traj.obs[:, 0], torch.zeros(2, 2), torch.zeros(2), torch.zeros(2))
+    with pytest.raises(TypeError, match="time_input must be true or false, got time_input='yes'"):
+        RL2(fam, 4, time_input="yes")
 
 
 def test_maml_returns_and_linear_baseline():

@@ -437,9 +437,9 @@ def test_bad_inputs_get_clear_errors():
 def test_learns_omniglot_5way_1shot_far_above_chance(one_thread):
     """A compact SNAIL (the paper's layout is 30x larger) on real Omniglot, 5-way 1-shot; chance is 0.2.
 
-    With rnnmeta's initialisation (embedding_norm, similarity_init) it measured 0.893 after these
-    300 steps on one thread (the same float reductions on any machine); the paper's initialisation
-    reached 0.497 (docs/SNAIL.md).
+    With rnnmeta's initialisation (embedding_norm, similarity_init) it measured 0.863 after these
+    150 steps on one thread (0.893 after 300); the paper's initialisation reached 0.497 after 300
+    (docs/SNAIL.md).
     """
     torch.manual_seed(0)
     learner = SNAIL(
@@ -452,8 +452,8 @@ def test_learns_omniglot_5way_1shot_far_above_chance(one_thread):
         embedding_norm=True,
         similarity_init=True,
     )
-    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=2, meta_batch_size=16, steps=300, test_episodes=100)
-    assert acc > 0.7, f"5-way 1-shot accuracy {acc:.3f} after 300 steps; chance is 0.2"
+    acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=2, meta_batch_size=16, steps=150, test_episodes=100)
+    assert acc > 0.7, f"5-way 1-shot accuracy {acc:.3f} after 150 steps; chance is 0.2"
 
 
 @pytest.mark.parametrize(

@@ -320,6 +320,11 @@ class SequenceAgent(MetaRLAgent):
             checkpoint). A batch is scaled by the statistics merged with its own returns (so the first batch
             by its own), and the merge is kept once the batch's updates are done, as for the observations.
             The agent's own reward input stays unscaled.
+        time_input: one more input channel, the step's position in the trial ``t / T`` (0 at the
+            first step, ``(T - 1) / T`` at the last; ``T = n_episodes * horizon``), as in Wang et al.
+            2016 ("Learning to reinforcement learn"), whose bandit agents read the time step beside the
+            previous action and reward. The memory could count the steps itself; given, the position
+            tells the policy how much of the trial is left to exploit what it has found.
 
     With :class:`~rnnmeta.rl.trpo.TRPO` as the ``optimizer`` (RL^2's and SNAIL's optimiser in their papers), each
     collected batch gets one trust-region step over the memory and the policy head: the loss is minus the
@@ -346,6 +351,7 @@ class SequenceAgent(MetaRLAgent):
         entropy_coef: float = 0.01,
         init_log_std: float = 0.0,
         scale_rewards: bool = False,
+        time_input: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(family, n_episodes, **kwargs)
@@ -364,7 +370,10 @@ class SequenceAgent(MetaRLAgent):
         self.gamma, self.gae_lambda, self.clip = gamma, gae_lambda, clip
         self.ppo_epochs, self.ppo_minibatches = ppo_epochs, ppo_minibatches
         self.value_coef, self.entropy_coef = value_coef, entropy_coef
-        self.input_size = space_width(family.observation_space) + space_width(family.action_space) + 2
+        if not isinstance(time_input, bool):
+            raise TypeError(f"{type(self).__name__}: time_input must be true or false, got time_input={time_input!r}")
+        self.time_input = time_input
+        self.input_size = space_width(family.observation_space) + space_width(family.action_space) + 2 + int(time_input)
         self._batch: Optional[dict[str, Tensor]] = None
         self._reward_input = True  # False only inside reward_input_off()
 
@@ -386,12 +395,19 @@ class SequenceAgent(MetaRLAgent):
         raise NotImplementedError
 
     # -- inputs ----------------------------------------------------------------------------------
-    def make_input(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor) -> Tensor:
-        """``[encode(obs), prev_action features, prev_reward, prev_done]`` ``[..., D]`` (prev_action already encoded;
-        the reward 0 inside :meth:`reward_input_off`)."""
+    def make_input(
+        self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor, step: Optional[Tensor] = None
+    ) -> Tensor:
+        """``[encode(obs), prev_action features, prev_reward, prev_done(, step / T)]`` ``[..., D]`` (prev_action
+        already encoded; the reward 0 inside :meth:`reward_input_off`). ``step`` (the step's index in the trial,
+        shaped like ``prev_reward``) is read with ``time_input`` only, and required then."""
         reward = prev_reward if self._reward_input else torch.zeros_like(prev_reward)
-        return torch.cat([self.observation_features(obs), prev_action,
-                          reward.unsqueeze(-1).float(), prev_done.unsqueeze(-1).float()], dim=-1)
+        parts = [self.observation_features(obs), prev_action, reward.unsqueeze(-1).float(), prev_done.unsqueeze(-1).float()]
+        if self.time_input:
+            if step is None:
+                raise ValueError(f"{type(self).__name__} has time_input=True: make_input needs the step index")
+            parts.append((step.float() / self.trial_len).unsqueeze(-1))
+        return torch.cat(parts, dim=-1)
 
     @contextlib.contextmanager
     def reward_input_off(self) -> Iterator["SequenceAgent"]:
@@ -415,7 +431,8 @@ class SequenceAgent(MetaRLAgent):
             return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
 
         act = encode(self.family.action_space, traj.actions)
-        return self.make_input(traj.obs, shift(act), shift(traj.rewards), shift(traj.episode_end))
+        step = torch.arange(traj.rewards.shape[1], device=traj.rewards.device).expand_as(traj.rewards)
+        return self.make_input(traj.obs, shift(act), shift(traj.rewards), shift(traj.episode_end), step)
 
     def actor(self, greedy: bool = False) -> "SequenceActor":
         return SequenceActor(self, greedy)
@@ -547,10 +564,12 @@ class SequenceActor:
         self.prev_action = torch.zeros(b, space_width(family.action_space), device=dev)
         self.prev_reward = torch.zeros(b, device=dev)
         self.prev_done = torch.zeros(b, device=dev)
+        self.step = torch.zeros(b, device=dev)  # the next step's index in the trial
 
     def act(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         agent = self.agent
-        x = agent.make_input(obs, self.prev_action, self.prev_reward, self.prev_done)
+        x = agent.make_input(obs, self.prev_action, self.prev_reward, self.prev_done, self.step)
+        self.step = self.step + 1
         h, self.state = agent.step(x, self.state)
         action, logp = agent.policy.sample(agent.policy(h), self.generator, self.greedy)
         return action, {"logp": logp, "value": agent.value(h).squeeze(-1)}
