@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, as README names it and CI runs it.
 #   bash scripts/test.sh            every test, one pytest-xdist worker per usable core
-#   bash scripts/test.sh --quick    without the learning runs on real data (marked slow)
+#   bash scripts/test.sh --quick    without the tests marked slow (learning runs on real data, whole commands in child processes)
 # RNNMETA_TEST_WORKERS=N sets the number of worker processes (1: one process, no xdist).
 set -euo pipefail
 cd "$(dirname "$0")/.."

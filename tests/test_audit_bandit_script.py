@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 
@@ -24,6 +25,7 @@ def test_audit_counts_each_pull_that_leaves_the_highest_posterior_mean():
     assert departures == {(2, "0s1f", 0.5): 1}
 
 
+@pytest.mark.slow
 def test_the_script_audits_a_comparison_run(tmp_path):
     from rnnmeta.compare import main as compare_main
 

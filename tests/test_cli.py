@@ -65,6 +65,7 @@ def test_every_shipped_config_parses_and_instantiates(config, tmp_path):
         assert cli.model.n_way == cli.datamodule.n_way
 
 
+@pytest.mark.slow
 def test_wrong_config_type_is_refused_with_the_key_named(tmp_path):
     cfg = yaml.safe_load((REPO / "configs/sinusoid/maml_k5.yaml").read_text())
     cfg["data"]["init_args"]["k_shot"] = "five"
@@ -75,6 +76,7 @@ def test_wrong_config_type_is_refused_with_the_key_named(tmp_path):
     assert "k_shot" in proc.stderr
 
 
+@pytest.mark.slow
 def test_print_config_shows_the_learner():
     proc = _rnnmeta(["fit", "--config", str(REPO / "configs/sinusoid/maml_k5.yaml"), "--print_config"], cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -121,6 +123,7 @@ def test_fit_writes_wandb_offline_run_and_checkpoint_then_test_prints_accuracy(t
     ("pytorch_lightning.loggers.CSVLogger", "runs/**/metrics.csv"),
     ("pytorch_lightning.loggers.TensorBoardLogger", "runs/**/events.out.tfevents.*"),
 ])
+@pytest.mark.slow
 def test_csv_and_tensorboard_loggers_work_from_the_command_line(tmp_path, logger, pattern):
     fit = _rnnmeta([
         "fit", "--config", str(REPO / "configs/sinusoid/maml_k5.yaml"),
@@ -179,6 +182,7 @@ def _main(args: list[str], monkeypatch) -> None:
     main(args)
 
 
+@pytest.mark.slow
 def test_testing_a_checkpoint_of_another_learner_fails_naming_both_and_writes_nothing(maml_checkpoint, tmp_path):
     proc = _rnnmeta(["test", "--config", str(SINUSOID_LSTM), "--trainer.logger=false", f"--ckpt_path={maml_checkpoint}",
                      *TINY], cwd=tmp_path, timeout=120)
@@ -230,6 +234,7 @@ def test_errors_after_parsing_are_one_message_and_debug_shows_the_traceback(tmp_
     assert _listing(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_without_a_logger_fit_and_test_keep_their_files_in_run_folders_of_their_own(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _main(["fit", "--config", str(SINUSOID_LSTM), "--trainer.logger=false", *TINY], monkeypatch)
@@ -258,6 +263,7 @@ def test_without_a_logger_fit_and_test_keep_their_files_in_run_folders_of_their_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
+@pytest.mark.slow
 def test_wandb_runs_get_their_own_config_and_wandb_debug_logs_stay_beside_the_runs(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -334,6 +340,7 @@ def test_threads_are_chosen_in_the_config_and_recorded(tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_fit_with_portable_numerics_restarts_itself_and_records_them(tmp_path):
     import torch
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_help_lists_every_subcommand_without_importing_torch():
     code = (
@@ -26,6 +28,7 @@ def test_no_arguments_prints_the_help_and_fails():
     assert proc.returncode == 2 and "usage: rnnmeta" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_subcommand_reaches_the_comparison_parser():
     proc = subprocess.run([sys.executable, "-m", "rnnmeta.command", "compare", "--help"], capture_output=True, text=True,
                           timeout=300)

@@ -55,6 +55,7 @@ def _result(out: Path, run: str) -> dict:
     return json.loads((out / "runs" / run / "result.json").read_text())
 
 
+@pytest.mark.slow
 def test_tiny_comparison_writes_tables_plots_and_wandb_runs_and_skips_finished_runs(tmp_path, capsys):
     rows = _run(tmp_path, seeds=[0, 1])
     out = tmp_path / "results" / "tiny"
@@ -93,6 +94,7 @@ def test_tiny_comparison_writes_tables_plots_and_wandb_runs_and_skips_finished_r
     assert rows_again == rows
 
 
+@pytest.mark.slow
 def test_the_table_compares_every_learner_with_the_reference_episode_by_episode(tmp_path, capsys):
     rows = _run(tmp_path, seeds=[0, 1])
     out = tmp_path / "results" / "tiny"
@@ -124,6 +126,7 @@ def _burn_cpu(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
+@pytest.mark.slow
 def test_step_budget_gives_bitwise_the_same_table_on_a_busy_machine(tmp_path):
     learners = dict(LEARNERS)
     learners["lstm"] = {**LEARNERS["lstm"], "threads": 2}  # two threads on busy cores: still the same numbers
@@ -140,6 +143,7 @@ def test_step_budget_gives_bitwise_the_same_table_on_a_busy_machine(tmp_path):
     assert (tmp_path / "idle" / "tiny" / "results.md").read_bytes() == (tmp_path / "busy" / "tiny" / "results.md").read_bytes()
 
 
+@pytest.mark.slow
 def test_workers_run_in_parallel_processes_with_the_same_results(tmp_path):
     _run(tmp_path, output_dir=str(tmp_path / "serial"))
     _run(tmp_path, output_dir=str(tmp_path / "parallel"), workers=2)
@@ -212,6 +216,7 @@ def test_a_bad_key_in_the_last_learner_fails_before_any_training(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_the_command_line_names_the_learner_of_a_bad_key_and_leaves_nothing(tmp_path):
     config = yaml.safe_load((REPO / "configs" / "compare" / "sinusoid.yaml").read_text())
     config["learners"]["learned_optimizer"]["model"]["init_args"]["inner_stepz"] = 3
@@ -251,6 +256,7 @@ def test_bad_comparison_settings_are_refused_before_anything_is_written(tmp_path
     assert not (tmp_path.parent / "victim").exists()
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_refused_with_the_change_named_and_rerun_with_force(tmp_path):
     one = {"lstm": LEARNERS["lstm"]}
     first = _run(tmp_path, learners=one)
@@ -310,6 +316,7 @@ def test_a_second_comparison_on_the_same_folder_is_refused_while_the_first_runs(
     assert (out / "results.csv").exists()
 
 
+@pytest.mark.slow
 def test_shipped_comparison_configs_check_out():
     for path in sorted((REPO / "configs" / "compare").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text())
@@ -342,6 +349,7 @@ def test_a_corrupt_last_checkpoint_is_moved_aside_and_the_run_starts_again(tmp_p
     assert (run_dir / "checkpoints" / "last.ckpt.corrupt").read_bytes().startswith(b"PK")
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_last_checkpoint_with_the_same_result(tmp_path):
     import torch
 
@@ -378,6 +386,7 @@ def _workers_of(folder: Path) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process table from /proc")
+@pytest.mark.slow
 def test_worker_processes_end_when_the_comparison_is_killed(tmp_path):
     import signal
     import time

@@ -200,6 +200,7 @@ def test_default_batching_follows_the_backbone():
     assert MAML(kind="regression", compile_query=True)._layers is None
 
 
+@pytest.mark.slow
 def test_compiled_query_pass_matches_eager_in_training_and_eval():
     torch.manual_seed(6)
     eager = small_maml(inner_steps=1, eval_inner_steps=2).float()

@@ -88,6 +88,7 @@ def _table(tmp_path: Path, tag: str, numerics: str) -> tuple[bytes, list[dict]]:
 
 
 @needs_avx2
+@pytest.mark.slow
 def test_a_portable_table_is_bitwise_the_same_when_the_cpu_would_pick_other_kernels(tmp_path, monkeypatch):
     """Each run is a child process; OTHER_CPU in their environment stands in for another machine's choices."""
     native_here, _ = _table(tmp_path, "native_here", "native")

@@ -228,6 +228,7 @@ def test_random_state_roundtrip_is_plain_data_and_exact():
         restore_random_state({"torch": state["torch"], "python": state["python"]})
 
 
+@pytest.mark.slow
 def test_random_learner_resumes_exactly_after_sigkill(tmp_path):
     # the uninterrupted run
     reference = _fit(_write_config(tmp_path, "full", NOISY_MODEL))

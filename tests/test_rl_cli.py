@@ -157,6 +157,7 @@ def test_compare_refuses_bad_settings_before_any_run(tmp_path):
     assert not (tmp_path / "results" / "tiny" / "runs").exists()
 
 
+@pytest.mark.slow
 def test_compare_with_portable_numerics_restarts_itself_and_says_so_in_the_table(tmp_path):
     """`numerics: portable` from a native process: the command restarts with the environment (a child here)."""
     import subprocess

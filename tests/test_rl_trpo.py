@@ -191,6 +191,7 @@ def test_maml_trpo_learns_2d_navigation():
     assert agent.last_evaluation.mean > untrained + 8, f"{untrained:.2f} -> {agent.last_evaluation.mean:.2f} after 40 trust-region steps"
 
 
+@pytest.mark.slow
 def test_benchmark_script_times_a_trpo_step_against_a_ppo_epoch(tmp_path):
     """scripts/benchmark_trpo.py on a small copy of configs/compare/point2d_maml_trpo.yaml prints its one-row table."""
     import os

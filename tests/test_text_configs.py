@@ -110,6 +110,7 @@ def test_the_10_way_comparison_is_the_5_way_5_shot_one_with_10_classes_a_task() 
         assert ten[key] == five[key], key
 
 
+@pytest.mark.slow
 def test_attention_vote_script_separates_snails_vote_from_its_output() -> None:
     """scripts/attention_vote.py on the 1-shot comparison's SNAIL row: the untrained vote compares, the output does not yet."""
     import os

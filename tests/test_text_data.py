@@ -293,6 +293,7 @@ def test_same_text_same_ids_after_a_checkpoint_round_trip(tmp_path: Path) -> Non
 
 
 # ----------------------------------------------------------------------------- character n-grams
+@pytest.mark.slow
 def test_subword_buckets_are_a_stable_pure_function_of_the_word() -> None:
     import subprocess
     import sys
