@@ -130,10 +130,10 @@ def compare_rl(
 
     from rnnmeta.compare.config import check_name
     from rnnmeta.numerics import describe as describe_numerics
+    from rnnmeta.compare.report import add_paired_columns, mean_over_seeds
     from rnnmeta.numerics import use as use_numerics
     from rnnmeta.rl.base import fingerprint
     from rnnmeta.rl.classical import BASELINES, make_baseline
-    from rnnmeta.compare.report import add_paired_columns, mean_over_seeds
     from rnnmeta.rl.trial import eval_tasks, evaluate
 
     check_name("comparison name", name)
