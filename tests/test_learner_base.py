@@ -248,7 +248,13 @@ def test_an_episode_is_moved_by_itself_and_other_batches_by_lightning():
 
 def test_trainer_gradient_clipping_bounds_the_update():
     """Clipping is the Trainer's (gradient_clip_val): one SGD step of lr 1 moves the weights by the clip norm."""
+    torch.manual_seed(0)  # the initialisation: at some, this episode's gradient is itself below the clip norm
     learner = CentroidLearner(optimizer=partial(torch.optim.SGD, lr=1.0))
+    e = episode(seed=0)  # the one training episode of _loader(1, 0)
+    learner.task_losses(learner(e.support_x, e.support_y, e.query_x), e.query_y).mean().backward()
+    unclipped = torch.nn.utils.get_total_norm([p.grad for p in learner.parameters()])
+    learner.zero_grad(set_to_none=True)
+    assert unclipped > 100 * 1e-5, "the test needs a gradient well above the clip norm"
     before = [p.detach().clone() for p in learner.parameters()]
     trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", gradient_clip_val=1e-5)
