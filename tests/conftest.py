@@ -2,8 +2,8 @@
 
 * Every test runs with ``WANDB_MODE=offline`` and W&B's folders (``WANDB_DIR``,
   ``WANDB_CACHE_DIR``, ``WANDB_CONFIG_DIR``) inside a temporary folder of the session, and
-  ``RNNMETA_CACHE`` pointing at one session-wide cache folder, so the Omniglot cache is decoded
-  once per test session and nothing is written under ``~``. Set ``RNNMETA_TEST_CACHE`` to a
+  ``RNNMETA_CACHE`` pointing at one session-wide cache folder (shared by the pytest-xdist workers
+  of a run), so the Omniglot cache is decoded once per test session and nothing is written under ``~``. Set ``RNNMETA_TEST_CACHE`` to a
   folder to keep that cache between sessions.
 * Run by several pytest-xdist workers (``scripts/test.sh`` does), each worker takes its share of the
   cores as torch's intra-op threads and as ``OMP_NUM_THREADS`` for the processes its tests start.
@@ -32,6 +32,12 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if keep:
         path = Path(keep).expanduser()
         path.mkdir(parents=True, exist_ok=True)
+        return path
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one cache for all the run's workers (their base temp folders share a parent): the first
+        # to need Omniglot decodes it (about 25 CPU-seconds) while the others wait on its lock
+        path = tmp_path_factory.getbasetemp().parent / "rnnmeta_cache"
+        path.mkdir(exist_ok=True)
         return path
     return tmp_path_factory.mktemp("rnnmeta_cache")
 

@@ -54,18 +54,20 @@ def test_snail_study_varies_protocol_and_initialisation():
 
 
 @pytest.mark.slow
-def test_smoke_run_prints_a_row_per_variant(tmp_path):
+def test_smoke_run_prints_the_variants_row(tmp_path):
     root = omniglot_root_or_skip()
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "ablation_recurrent.py"), "--steps", "2", "--test-episodes", "20",
-         "--val-episodes", "10", "--workers", "1", "--variants", "readout", "random_head", "--omniglot-root", str(root),
+         "--val-episodes", "10", "--workers", "1", "--variants", "random_head", "--omniglot-root", str(root),
          "--output-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert out.returncode == 0, out.stderr[-2000:]
     table = out.stdout.split("Omniglot lstm_20w1s: variants, 2 meta-iterations each")[-1]
-    rows = [line for line in table.splitlines() if line.startswith(("| readout", "| random_head"))]
-    assert len(rows) == 2, out.stdout[-2000:]
+    # one variant: each run is a child process that imports torch and loads 20-way Omniglot (about 20 s);
+    # the study's variants are built in process by the tests above
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| variant ")]
+    assert [row.split("|")[1].strip() for row in rows] == ["random_head"], out.stdout[-2000:]
     for row in rows:
         accuracy = float(row.split("|")[3])
         assert 0.0 <= accuracy <= 1.0

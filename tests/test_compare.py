@@ -316,21 +316,29 @@ def test_a_second_comparison_on_the_same_folder_is_refused_while_the_first_runs(
     assert (out / "results.csv").exists()
 
 
+SHIPPED_COMPARISONS = sorted((REPO / "configs" / "compare").glob("*.yaml"))
+
+
+def test_comparison_configs_are_shipped():
+    assert len(SHIPPED_COMPARISONS) >= 10, SHIPPED_COMPARISONS
+
+
+# one test per file, so that parallel workers share them (building every learner of a config takes seconds)
 @pytest.mark.slow
-def test_shipped_comparison_configs_check_out():
-    for path in sorted((REPO / "configs" / "compare").glob("*.yaml")):
-        cfg = yaml.safe_load(path.read_text())
-        rows = list(cfg.get("learners") or {}) + list(cfg.get("baselines") or [])
-        if not isinstance(cfg.get("reference"), dict):  # a dict: the paper's curve of scripts/robot_compare.py
-            assert cfg.get("reference") in [None, *rows], f"{path.name}: reference {cfg.get('reference')!r} is not a row"
-        if "family" in cfg:  # a meta-RL comparison (rnnmeta.rl.compare; tests/test_rl_cli.py)
-            continue
-        plans = plan_runs(
-            cfg["data"], cfg["learners"], cfg.get("seeds", [0, 1, 2]), cfg.get("max_steps"), cfg.get("max_cpu_minutes"),
-            cfg.get("max_wall_minutes"), cfg.get("threads", 1), cfg.get("trainer"), cfg.get("target"),
-        )
-        assert len(plans) == len(cfg["learners"]) * len(cfg.get("seeds", [0, 1, 2])), path
-        assert len({p.fingerprint for p in plans}) == len(plans)
+@pytest.mark.parametrize("path", SHIPPED_COMPARISONS, ids=lambda path: path.stem)
+def test_shipped_comparison_config_checks_out(path):
+    cfg = yaml.safe_load(path.read_text())
+    rows = list(cfg.get("learners") or {}) + list(cfg.get("baselines") or [])
+    if not isinstance(cfg.get("reference"), dict):  # a dict: the paper's curve of scripts/robot_compare.py
+        assert cfg.get("reference") in [None, *rows], f"{path.name}: reference {cfg.get('reference')!r} is not a row"
+    if "family" in cfg:  # a meta-RL comparison (rnnmeta.rl.compare; tests/test_rl_cli.py)
+        return
+    plans = plan_runs(
+        cfg["data"], cfg["learners"], cfg.get("seeds", [0, 1, 2]), cfg.get("max_steps"), cfg.get("max_cpu_minutes"),
+        cfg.get("max_wall_minutes"), cfg.get("threads", 1), cfg.get("trainer"), cfg.get("target"),
+    )
+    assert len(plans) == len(cfg["learners"]) * len(cfg.get("seeds", [0, 1, 2])), path
+    assert len({p.fingerprint for p in plans}) == len(plans)
 
 
 def test_a_corrupt_last_checkpoint_is_moved_aside_and_the_run_starts_again(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from rnnmeta.data import ChecksumError, CorruptArchiveError, DownloadError, Omniglot, UnsafeArchiveError
-from rnnmeta.data.archive import atomic_torch_save, download_url, safe_extract_zip
+from rnnmeta.data.archive import atomic_torch_save, download_url, load_or_build, safe_extract_zip
 
 # ----------------------------------------------------------------- real data
 VINYALS = {"train": (1028, 4112), "val": (172, 688), "test": (423, 1692)}
@@ -96,7 +96,7 @@ def test_cache_file_reused(omniglot: Omniglot, omniglot_root: Path, session_cach
     omniglot.split("train")
     path = omniglot.cache_path()
     assert path.parent == session_cache_dir and path.name.startswith("omniglot_28_") and path.is_file()
-    assert not [p for p in session_cache_dir.iterdir() if p.name.startswith(".")], "no temp files left"
+    assert not list(session_cache_dir.glob(f".{path.name}.*")), "no temp files left"
     start = time.perf_counter()
     again = Omniglot(str(omniglot_root), cache_dir=str(session_cache_dir))
     src = again.split("val")
@@ -203,6 +203,34 @@ def test_concurrent_style_atomic_write_leaves_no_partial(tmp_path: Path) -> None
     atomic_torch_save({"a": torch.arange(4)}, target)
     assert torch.equal(torch.load(target, weights_only=True)["a"], torch.arange(4))
     assert [p.name for p in tmp_path.iterdir()] == ["cache.pt"]
+
+
+def test_processes_on_a_cold_cache_build_it_once(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    target = tmp_path / "cache" / "data.pt"
+    builds: list[int] = []
+
+    def build() -> dict:
+        builds.append(1)
+        time.sleep(0.5)  # long enough for the other caller to find no cache and wait for the lock
+        return {"version": 1, "x": torch.arange(5)}
+
+    results: list[dict] = []
+    callers = [
+        threading.Thread(target=lambda: results.append(load_or_build(target, {"version": 1}, build, "test")))
+        for _ in range(2)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(builds) == 1 and len(results) == 2
+    assert all(torch.equal(r["x"], torch.arange(5)) for r in results)
+    assert [p.name for p in target.parent.iterdir()] == ["data.pt"]  # the lock lives elsewhere
+    load_or_build(target, {"version": 2}, build, "test")  # a cache that no longer matches is rebuilt
+    assert len(builds) == 2
 
 
 def test_failed_build_leaves_no_cache(tmp_path: Path) -> None:

@@ -149,6 +149,21 @@ def test_clinc150_checks_md5_of_a_tampered_data_file(tmp_path: Path) -> None:
         CLINC150(str(root))
 
 
+def test_clinc150_files_are_checked_again_when_they_change_after_a_first_load(tmp_path: Path) -> None:
+    clinc_root_or_skip()
+    data = (CLINC_DIR / "data_full.json").read_bytes()
+    root = _root_with(tmp_path, data=data)
+    first = CLINC150(str(root))
+    first.texts[first.class_splits["train"][0]].clear()  # one dataset's lists are its own
+    second = CLINC150(str(root))  # parsed once per process: the same files give the same contents
+    assert second.texts == CLINC150(str(CLINC_DIR)).texts
+    tampered = bytearray(data)
+    tampered[100:103] = b"xyz"  # same size; only the content and the modification time change
+    (root / "data_full.json").write_bytes(bytes(tampered))
+    with pytest.raises(ChecksumError, match="data_full.json has md5 .* expected 30c29dc6ab78edf3b5dfa640be204cde"):
+        CLINC150(str(root))
+
+
 def test_clinc150_missing_files_and_download_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clinc_root_or_skip()
     with pytest.raises(FileNotFoundError, match="data_full.json.*download: true"):

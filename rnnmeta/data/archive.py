@@ -233,18 +233,36 @@ def load_or_build(path: Path, expected: dict[str, Any], build: Callable[[], dict
     """The tensor cache at ``path`` if it loads (``weights_only``) and holds the ``expected`` entries; else ``build()``.
 
     A built cache is written with :func:`atomic_torch_save`. A cache that does not load (an older
-    version, a damaged disk) is logged as ``what``'s and rebuilt.
+    version, a damaged disk) is logged as ``what``'s and rebuilt. Processes that start together on a
+    cold cache (a comparison's parallel runs, parallel test workers) build it once: the builder holds
+    a lock file named after the cache's path in the system's temporary folder (not beside the cache,
+    which keeps only complete caches) and the others wait for it, then load what it wrote.
     """
-    if path.is_file():
-        try:
-            data = torch.load(path, weights_only=True)
-            if all(data.get(key) == value for key, value in expected.items()):
-                return data
-        except Exception as exc:  # a cache from an older version or a damaged disk: rebuild it
-            logging.getLogger(__name__).warning("ignoring unreadable %s cache %s (%s); rebuilding it", what, path, exc)
-    data = build()
-    atomic_torch_save(data, path)
+    from filelock import FileLock
+
+    data = _load_cache(path, expected, what)
+    if data is not None:
+        return data
+    key = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    with FileLock(os.path.join(tempfile.gettempdir(), f"rnnmeta-cache-{key}.lock")):
+        data = _load_cache(path, expected, what, quiet=True)  # another process may have built it meanwhile
+        if data is None:
+            data = build()
+            atomic_torch_save(data, path)
     return data
+
+
+def _load_cache(path: Path, expected: dict[str, Any], what: str, quiet: bool = False) -> Optional[dict[str, Any]]:
+    """The cache at ``path`` if it loads and holds the ``expected`` entries; else None (logged when unreadable, unless ``quiet``)."""
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, weights_only=True)
+    except Exception as exc:  # a cache from an older version or a damaged disk: rebuild it
+        if not quiet:
+            logging.getLogger(__name__).warning("ignoring unreadable %s cache %s (%s); rebuilding it", what, path, exc)
+        return None
+    return data if all(data.get(key) == value for key, value in expected.items()) else None
 
 
 def atomic_torch_save(obj: object, path: PathLike) -> Path:
