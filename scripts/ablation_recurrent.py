@@ -16,6 +16,8 @@ Variants (``--variants`` picks some):
   sparse_h1024   sparse_h512 with 1024 units
   sparse_h512_fb6  sparse_h512 with the forget gate's bias 6 (3 by default), so early support examples fade less
   sparse_h512_q5   sparse_h512 trained on 5 queries per class (1 in the config)
+  sparse_h512_lr3  sparse_h512 with Adam's learning rate 3e-3 (1e-3 in the config)
+  sparse_h512_b8   sparse_h512 trained on 8 tasks a step (4 in the config)
 
 ``--study snail_5w1s``: SNAIL's training protocol and initialisation at the budget of
 ``configs/compare/omniglot_5w1s.yaml`` (3 CPU-minutes each, or ``--steps``):
@@ -39,6 +41,7 @@ learner of ``configs/compare/omniglot_20w1s.yaml`` at the config's budget (2 CPU
 
 Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 CPU-seconds + tests
       python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h1024 sparse_h512_fb6 sparse_h512_q5 --steps 300
+      python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h512_lr3 sparse_h512_b8 --steps 300
       python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
       python scripts/ablation_recurrent.py --study mann_5w1s     # about 4 x 75 CPU-seconds + tests
       python scripts/ablation_recurrent.py --study mann_20w1s    # 3 x 2 CPU-minutes + tests
@@ -65,6 +68,8 @@ VARIANTS: dict[str, dict] = {
     "sparse_h1024": {"hidden_size": 1024, "key_std": 4.0, "input_bias": -2.0},
     "sparse_h512_fb6": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "forget_bias": 6.0},
     "sparse_h512_q5": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "train_data": {"q_queries": 5}},
+    "sparse_h512_lr3": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "lr": 0.003},
+    "sparse_h512_b8": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "train_data": {"meta_batch_size": 8}},
 }
 # a variant's keys are the learner's arguments, except "train_data" (the run's training data
 # arguments) and "lr" (Adam's learning rate)

@@ -40,6 +40,13 @@ def test_lstm_study_changes_only_the_variant_arguments():
     assert later["sparse_h512_q5"]["train_data"] == {"q_queries": 5} and "train_data" not in later["sparse_h512"]
     assert later["sparse_h512_fb6"]["model"]["init_args"]["forget_bias"] == 6.0
     assert later["sparse_h512_q5"]["model"]["init_args"] == later["sparse_h512"]["model"]["init_args"]
+    rates = ablation_recurrent.lstm_study(namespace(variants=["sparse_h512", "sparse_h512_lr3", "sparse_h512_b8"]))["learners"]
+    assert rates["sparse_h512_lr3"]["model"]["init_args"]["optimizer"] == {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.003}}
+    assert {k: v for k, v in rates["sparse_h512_lr3"]["model"]["init_args"].items() if k != "optimizer"} == {
+        k: v for k, v in rates["sparse_h512"]["model"]["init_args"].items() if k != "optimizer"
+    }
+    assert rates["sparse_h512_b8"]["train_data"] == {"meta_batch_size": 8}
+    assert rates["sparse_h512_b8"]["model"]["init_args"] == rates["sparse_h512"]["model"]["init_args"]
 
 
 def test_snail_study_varies_protocol_and_initialisation():
