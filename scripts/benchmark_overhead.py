@@ -13,7 +13,8 @@ so a change of machine speed hits both alike (the pairing callback's own hook ca
 microseconds a step, count against ``rnnmeta fit``). Prints process-CPU seconds per step of each
 and the framework's share of a ``rnnmeta fit`` step,
 and Lightning's own floor: the per-step cost of ``pl.Trainer`` (automatic optimisation, no
-callbacks, no logger, no progress bar) over a plain loop, for a module of one parameter; and the
+callbacks, no logger, no progress bar) over a plain loop, for a module of one parameter (also with
+rnnmeta's cuts, and with manual optimisation); and the
 per-step cost of ``RandomStateCheckpoint``'s states beside that of numpy's ``get_state`` and
 ``set_state``, which it called every step before it fingerprinted numpy's generator.
 
@@ -106,18 +107,22 @@ def paired_step_cpu(config: str, steps: int, warmup: int, random_states: bool = 
     return pairing.totals["lightning"] / steps, pairing.totals["plain"] / steps
 
 
-def lightning_floor_cpu(steps: int, rnnmeta_cuts: bool = False) -> float:
+def lightning_floor_cpu(steps: int, rnnmeta_cuts: bool = False, manual: bool = False) -> float:
     """Process-CPU seconds per step that ``pl.Trainer`` adds over a plain loop, for a module of one parameter
     (one thread, no callbacks, no logger, no progress bar); each Trainer step is paired with a plain one.
 
     ``rnnmeta_cuts=True`` builds the module on rnnmeta's ``InjectedOptimizerModule`` (its ``__setattr__``
     shortcut) and gives the Trainer ``NullProfiler``: the floor under rnnmeta's own learners.
+    ``manual=True`` (with the cuts) steps the optimiser in ``training_step`` itself (Lightning's manual
+    optimisation), which skips the automatic loop's closure: what moving the learners to it would save.
     """
     torch.set_num_threads(1)
     import functools
 
     from rnnmeta.callbacks import NullProfiler
     from rnnmeta.learners.base import InjectedOptimizerModule
+
+    rnnmeta_cuts = rnnmeta_cuts or manual
 
     class One(InjectedOptimizerModule if rnnmeta_cuts else pl.LightningModule):
         def __init__(self) -> None:
@@ -126,9 +131,16 @@ def lightning_floor_cpu(steps: int, rnnmeta_cuts: bool = False) -> float:
             else:
                 super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(2))
+            self.automatic_optimization = not manual
 
         def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-            return (self.w - batch).pow(2).sum()
+            loss = (self.w - batch).pow(2).sum()
+            if manual:
+                optimizer = self.optimizers()
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                optimizer.step()
+            return loss
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -139,7 +151,7 @@ def lightning_floor_cpu(steps: int, rnnmeta_cuts: bool = False) -> float:
 
     def plain_step() -> float:
         start = time.process_time()
-        loss = twin.training_step(batch, 0)
+        loss = (twin.w - batch).pow(2).sum()  # training_step's loss (manual optimisation's steps itself)
         twin_optimizer.zero_grad()
         loss.backward()
         twin_optimizer.step()
@@ -196,6 +208,7 @@ def main() -> None:
                for name, kw in ablation.items()}
     floor = statistics.median(lightning_floor_cpu(args.steps * 5) for _ in range(args.repeats))
     floor_cut = statistics.median(lightning_floor_cpu(args.steps * 5, rnnmeta_cuts=True) for _ in range(args.repeats))
+    floor_manual = statistics.median(lightning_floor_cpu(args.steps * 5, manual=True) for _ in range(args.repeats))
     states = [random_state_cpu() for _ in range(args.repeats)]
     callback_states, numpy_states = statistics.median(s[0] for s in states), statistics.median(s[1] for s in states)
     print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
@@ -209,7 +222,8 @@ def main() -> None:
     print(f"RandomStateCheckpoint's states per step (capture + restore, nothing drawn between): {1e6 * callback_states:.1f} us; "
           f"numpy's get_state + set_state alone: {1e6 * numpy_states:.1f} us")
     for name, cost in (("Lightning's floor (a one-parameter module, paired)", floor),
-                       ("the same with rnnmeta's cuts (InjectedOptimizerModule, NullProfiler)", floor_cut)):
+                       ("the same with rnnmeta's cuts (InjectedOptimizerModule, NullProfiler)", floor_cut),
+                       ("the same with the cuts and manual optimisation", floor_manual)):
         print(f"{name}: {1e3 * cost:.2f} ms CPU/step over a plain loop; added to the plain loop's step alone it would be "
               f"{100 * cost / (loop + cost):.1f} % of the step")
 
