@@ -18,6 +18,8 @@ Variants (``--variants`` picks some):
   sparse_h512_q5   sparse_h512 trained on 5 queries per class (1 in the config)
   sparse_h512_lr3  sparse_h512 with Adam's learning rate 3e-3 (1e-3 in the config)
   sparse_h512_b8   sparse_h512 trained on 8 tasks a step (4 in the config)
+  slots_h512     sparse_h512 with each label writing into its own block of units (``label_slots``), forget bias 6
+  slots_h1280    slots_h512 with 1280 units (64 a label)
 
 ``--study snail_5w1s``: SNAIL's training protocol and initialisation at the budget of
 ``configs/compare/omniglot_5w1s.yaml`` (3 CPU-minutes each, or ``--steps``):
@@ -70,6 +72,8 @@ VARIANTS: dict[str, dict] = {
     "sparse_h512_q5": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "train_data": {"q_queries": 5}},
     "sparse_h512_lr3": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "lr": 0.003},
     "sparse_h512_b8": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "train_data": {"meta_batch_size": 8}},
+    "slots_h512": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "forget_bias": 6.0, "label_slots": True},
+    "slots_h1280": {"hidden_size": 1280, "key_std": 4.0, "input_bias": -2.0, "forget_bias": 6.0, "label_slots": True},
 }
 # a variant's keys are the learner's arguments, except "train_data" (the run's training data
 # arguments) and "lr" (Adam's learning rate)

@@ -212,6 +212,44 @@ def test_gradient_matches_finite_differences_in_float64():
         torch.testing.assert_close(g, n, rtol=1e-5, atol=1e-8)
 
 
+def test_label_slots_initialisation():
+    """label_slots: label j writes only into block j, every block with the same keys and biases, no recurrence."""
+    learner = LSTMLearner(backbone=MLP(6, [8]), hidden_size=14, num_layers=1, n_way=3, label_slots=True, forget_bias=5.0)
+    w, w_hh, b_ih, b_hh, e, h, width = (learner.lstm.weight_ih_l0, learner.lstm.weight_hh_l0, learner.lstm.bias_ih_l0,
+                                         learner.lstm.bias_hh_l0, 8, 14, 4)
+    block = torch.arange(h) // width  # 3 blocks of 4 units, 2 left over (block 3)
+    assert torch.equal(w[2 * h : 3 * h, e:], (block[:, None] == torch.arange(3)).float())
+    assert torch.all(w[2 * h : 3 * h, :e] == 0) and torch.all(b_ih[2 * h : 3 * h] == 0) and torch.all(b_hh[2 * h : 3 * h] == 0)
+    for gate in (0, 3):  # input and output: the first block's keys and biases, tiled
+        rows = slice(gate * h, (gate + 1) * h)
+        assert torch.equal(w[rows, :e], w[gate * h : gate * h + width, :e].repeat(4, 1)[:h])
+        assert torch.equal(b_ih[rows] + b_hh[rows], (b_ih[rows] + b_hh[rows])[:width].repeat(4)[:h])
+    assert torch.equal(w[:h, :e], w[3 * h :, :e]) and w[:h, :e].std() > 0
+    assert torch.all(w_hh == 0) and torch.all(w[h : 2 * h, :e] == 0) and torch.all(b_ih[h : 2 * h] == 5.0)
+    torch.testing.assert_close(learner.head.weight, 0.3 * torch.tanh(w[2 * h : 3 * h, e:]).T)
+
+
+def test_label_slots_logit_reads_only_its_own_labels_examples():
+    """At initialisation (eval mode), class j's logit depends on the query and the support examples of label j only.
+
+    With random label directions (the default) every support example moves every logit.
+    """
+    sx, sy, qx = flat_task(b=2, n_way=4, k=2, m=3, d=6)
+    changed = sx.clone()
+    changed[sy == 2] = torch.randn_like(changed[sy == 2]) * 3  # new inputs for the examples of label 2
+    for label_slots in (True, False):
+        torch.manual_seed(0)
+        learner = LSTMLearner(backbone=MLP(6, [8]), hidden_size=32, num_layers=1, n_way=4, label_slots=label_slots).eval()
+        with torch.no_grad():
+            before, after = learner(sx, sy, qx), learner(changed, sy, qx)
+        others = [0, 1, 3]
+        if label_slots:
+            torch.testing.assert_close(after[..., others], before[..., others], rtol=0, atol=1e-6)
+            assert (after[..., 2] - before[..., 2]).abs().max() > 1e-3
+        else:
+            assert (after[..., others] - before[..., others]).abs().max() > 1e-3
+
+
 def test_bad_arguments_and_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="hidden_size"):
         LSTMLearner(hidden_size=0)
@@ -231,6 +269,12 @@ def test_bad_arguments_and_inputs_get_clear_errors():
         learner(sx, sy, qx[:, :, :, :8])
     with pytest.raises(ValueError, match="query_x"):
         learner(sx, sy, qx[:1])
+    with pytest.raises(ValueError, match="label_slots.*key_value_init=False"):
+        LSTMLearner(n_way=3, label_slots=True, key_value_init=False)
+    with pytest.raises(ValueError, match="label_slots.*regression"):
+        LSTMLearner(kind="regression", label_slots=True)
+    with pytest.raises(ValueError, match="at least one unit per label: 5 labels for 4 units"):
+        LSTMLearner(backbone=MLP(6, [8]), n_way=5, hidden_size=4, label_slots=True)
 
 
 @pytest.mark.slow

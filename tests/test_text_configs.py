@@ -134,6 +134,27 @@ def test_attention_vote_script_separates_snails_vote_from_its_output() -> None:
     assert readout["output"] == readout["attention vote"], readout  # the output starts as the vote
 
 
+@pytest.mark.slow
+def test_untrained_accuracy_script_reads_rows_and_changed_rows() -> None:
+    """scripts/untrained_accuracy.py: TF-IDF needs no training, so its untrained row is its accuracy; --set changes a row."""
+    import os
+    import subprocess
+
+    if not (CLINC_DIR / "data_full.json").exists():
+        pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
+    command = [sys.executable, "scripts/untrained_accuracy.py", "--config", "configs/compare/clinc150_5w1s.yaml", "--episodes", "6"]
+    out = subprocess.run([*command, "--learners", "tfidf", "lstm", "--set", "lstm:label_slots: true"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in out.stdout.splitlines()
+             if line.startswith("| ") and not line.startswith("| learner")}
+    assert list(table) == ["tfidf", "lstm", "lstm (label_slots: true)"], out.stdout
+    assert table["tfidf"] > 0.4 and all(0.0 <= v <= 1.0 for v in table.values()), table  # 5-way: chance 0.2
+    assert table["lstm"] != table["lstm (label_slots: true)"], table
+    bad = subprocess.run([*command, "--set", "nosuch:hidden_size: 8"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "ROW:ARGS" in bad.stderr
+
+
 def test_the_subword_ablation_configs_differ_only_in_the_subword_settings() -> None:
     from rnnmeta.compare.config import build_run
 

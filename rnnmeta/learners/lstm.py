@@ -67,6 +67,10 @@ class LSTMLearner(MetaLearner):
             the cell direction of each label, scaled by this (:func:`label_readout_init_`); ``0``
             keeps nn.Linear's random head. Regression, and a stack of layers (whose head reads the
             top layer, not the one the labels are written into), keep the random head.
+        label_slots: classification with ``key_value_init``: each label writes into its own block of
+            ``hidden_size // n_way`` units, all blocks with the same keys, so that before training each
+            class's logit is a kernel between the query and that class's support examples, without
+            cross-talk from the other labels (:func:`key_value_init_`; measured in docs/RECURRENT.md).
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -89,11 +93,17 @@ class LSTMLearner(MetaLearner):
         forget_bias: float = 3.0,
         input_bias: Optional[float] = None,
         readout_init: float = 0.3,
+        label_slots: bool = False,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_positive(hidden_size=hidden_size, num_layers=num_layers)
+        if label_slots and not (key_value_init and self.kind == CLASSIFICATION):
+            raise ValueError(
+                f"label_slots is an option of the key-value initialisation for classification; got "
+                f"key_value_init={key_value_init!r}, kind={self.kind!r}"
+            )
         self.backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
         self.label_dim = label_width(self.kind, self.n_way, self.target_dim)
@@ -101,7 +111,7 @@ class LSTMLearner(MetaLearner):
         self.norm = nn.LayerNorm(self.embed_dim) if embedding_norm else nn.Identity()
         self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
         if key_value_init:
-            key_value_init_(self.lstm, self.embed_dim, self.label_dim, key_std, forget_bias, input_bias)
+            key_value_init_(self.lstm, self.embed_dim, self.label_dim, key_std, forget_bias, input_bias, label_slots)
         self.head = nn.Linear(hidden_size, self.output_dim)
         if key_value_init and readout_init and self.kind == CLASSIFICATION and num_layers == 1:
             label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)

@@ -75,6 +75,11 @@ def _first_layer(lstm: nn.LSTM | nn.LSTMCell) -> tuple[Tensor, Tensor, Tensor]:
     return getattr(lstm, f"weight_ih{suffix}"), getattr(lstm, f"bias_ih{suffix}"), getattr(lstm, f"bias_hh{suffix}")
 
 
+def lstm_recurrent_weights(lstm: nn.LSTM | nn.LSTMCell) -> Tensor:
+    """``weight_hh`` of the first layer of an ``nn.LSTM`` or an ``nn.LSTMCell`` (``[4H, H]``)."""
+    return getattr(lstm, "weight_hh_l0" if isinstance(lstm, nn.LSTM) else "weight_hh")
+
+
 def key_value_init_(
     lstm: nn.LSTM | nn.LSTMCell,
     embed_dim: int,
@@ -82,6 +87,7 @@ def key_value_init_(
     key_std: float = 2.0,
     forget_bias: float = 3.0,
     input_bias: float | None = None,
+    label_slots: bool = False,
 ) -> None:
     """Key-value initialisation of the first layer of ``lstm`` (in place; see :mod:`rnnmeta.learners.lstm`).
 
@@ -92,17 +98,48 @@ def key_value_init_(
     the label slot (``N(0, 1)`` weights) and not the embedding; the forget gate's bias is
     ``forget_bias``, and the input gate's is ``input_bias`` where given (negative: each support
     example writes into fewer units; ``None`` keeps PyTorch's random bias).
+
+    ``label_slots`` (classification): the units are split into ``label_dim`` blocks of
+    ``W = hidden // label_dim`` units, and label ``j`` writes only into block ``j`` (cell-candidate
+    weight 1 from label ``j``, 0 from the others). Every block has the same ``W`` key rows, shared by
+    the input and output gates, so a query's output gate reads each block with the same features its
+    support example of that label was written with: before training, the head's logit of class ``j``
+    is the kernel ``sum_m o_m(e_q) tanh(i_m(e_s))`` between the query and that class's support
+    example, with no cross-talk from the other labels (with random label directions, every label's
+    write adds noise to every logit). The forget gate reads neither embedding nor previous state at
+    first (its weights, and the layer's recurrent weights, start at 0), so it is ``sigmoid(forget_bias)``
+    for every unit and step; the input and output gates' biases are the same in every block, and the
+    cell candidate's are 0. The ``hidden - label_dim * W`` units left over keep their keys and write
+    nothing. In eval mode (no batch statistics) the logit of class ``j`` then depends on the query and
+    the support examples of label ``j`` only (``tests/test_lstm_learner.py``).
     """
     if not key_std > 0:
         raise ValueError(f"key_std must be > 0, got {key_std}")
     hidden = lstm.hidden_size
+    if label_slots and label_dim > hidden:
+        raise ValueError(f"label_slots needs at least one unit per label: {label_dim} labels for {hidden} units")
     w, b_ih, b_hh = _first_layer(lstm)
     rows = {name: slice(i * hidden, (i + 1) * hidden) for i, name in enumerate(("input", "forget", "cell", "output"))}
     with torch.no_grad():
         w[rows["input"], :embed_dim].normal_(0.0, key_std / embed_dim**0.5)
-        w[rows["output"], :embed_dim].copy_(w[rows["input"], :embed_dim])
         w[rows["cell"], :embed_dim].zero_()
-        w[rows["cell"], embed_dim : embed_dim + label_dim].normal_(0.0, 1.0)
+        if label_slots:
+            width = hidden // label_dim
+            block_of_unit = torch.arange(hidden) // width  # label_dim for the units left over
+            keys = w[rows["input"], :embed_dim][:width].clone()
+            w[rows["input"], :embed_dim].copy_(keys[torch.arange(hidden) % width])
+            labels = w[rows["cell"], embed_dim : embed_dim + label_dim]
+            labels.copy_((block_of_unit[:, None] == torch.arange(label_dim)[None, :]).to(labels.dtype))
+            w[rows["forget"], :embed_dim].zero_()
+            lstm_recurrent_weights(lstm).zero_()
+            for gate in ("input", "output"):  # the same biases in every block
+                b_ih[rows[gate]].copy_((b_ih[rows[gate]] + b_hh[rows[gate]])[:width][torch.arange(hidden) % width])
+                b_hh[rows[gate]].zero_()
+            b_ih[rows["cell"]].zero_()  # an example writes nothing outside its label's block
+            b_hh[rows["cell"]].zero_()
+        else:
+            w[rows["cell"], embed_dim : embed_dim + label_dim].normal_(0.0, 1.0)
+        w[rows["output"], :embed_dim].copy_(w[rows["input"], :embed_dim])
         b_ih[rows["forget"]].fill_(forget_bias)
         b_hh[rows["forget"]].zero_()
         if input_bias is not None:
