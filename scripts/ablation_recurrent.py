@@ -44,6 +44,7 @@ learner of ``configs/compare/omniglot_20w1s.yaml`` at the config's budget (2 CPU
 Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 CPU-seconds + tests
       python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h1024 sparse_h512_fb6 sparse_h512_q5 --steps 300
       python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h512_lr3 sparse_h512_b8 --steps 300
+      python scripts/ablation_recurrent.py --variants slots_h512 slots_h1280 --steps 300
       python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
       python scripts/ablation_recurrent.py --study mann_5w1s     # about 4 x 75 CPU-seconds + tests
       python scripts/ablation_recurrent.py --study mann_20w1s    # 3 x 2 CPU-minutes + tests

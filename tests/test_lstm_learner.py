@@ -226,7 +226,29 @@ def test_label_slots_initialisation():
         assert torch.equal(b_ih[rows] + b_hh[rows], (b_ih[rows] + b_hh[rows])[:width].repeat(4)[:h])
     assert torch.equal(w[:h, :e], w[3 * h :, :e]) and w[:h, :e].std() > 0
     assert torch.all(w_hh == 0) and torch.all(w[h : 2 * h, :e] == 0) and torch.all(b_ih[h : 2 * h] == 5.0)
+    assert torch.all(w[: 2 * h, e:] == 0) and torch.all(w[3 * h :, e:] == 0)  # no gate reads the label
     torch.testing.assert_close(learner.head.weight, 0.3 * torch.tanh(w[2 * h : 3 * h, e:]).T)
+
+
+def slot_kernel_logits(learner: LSTMLearner, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+    """The untrained label-slot logits written out (key_value_init_'s docstring): ``[B, M, N]``.
+
+    logit_j = 0.3 tanh(1) sum_m o_m(e_q) tanh(c_jm), c_jm = tanh(1) sum_{s: y_s = j} f^(T + 1 - t_s) i_m(e_s).
+    """
+    h, n_way = learner.hidden_size, learner.n_way
+    width = h // n_way
+    w, b = learner.lstm.weight_ih_l0[:, : learner.embed_dim], learner.lstm.bias_ih_l0 + learner.lstm.bias_hh_l0
+    keys_in, keys_out = w[:width], w[3 * h : 3 * h + width]
+    f = torch.sigmoid(b[h])
+    with torch.no_grad():
+        e_s, e_q = learner.embed_inputs(sx), learner.embed_inputs(qx)  # [B, T, E], [B, M, E]
+        i = torch.sigmoid(e_s @ keys_in.T + b[:width])  # [B, T, W]
+        o = torch.sigmoid(e_q @ keys_out.T + b[3 * h : 3 * h + width])  # [B, M, W]
+        steps = sx.shape[1]
+        decay = f ** (steps - torch.arange(steps, dtype=sx.dtype))  # f^(T + 1 - t), t = 1..T
+        onehot = F.one_hot(sy, n_way).to(sx.dtype)  # [B, T, N]
+        cell = torch.tanh(torch.tensor(1.0)) * torch.einsum("bt,btn,btw->bnw", decay.expand(sx.shape[0], -1), onehot, i)
+        return 0.3 * torch.tanh(torch.tensor(1.0)) * torch.einsum("bmw,bnw->bmn", o, torch.tanh(cell))
 
 
 def test_label_slots_logit_reads_only_its_own_labels_examples():
@@ -246,6 +268,7 @@ def test_label_slots_logit_reads_only_its_own_labels_examples():
         if label_slots:
             torch.testing.assert_close(after[..., others], before[..., others], rtol=0, atol=1e-6)
             assert (after[..., 2] - before[..., 2]).abs().max() > 1e-3
+            torch.testing.assert_close(before, slot_kernel_logits(learner, sx, sy, qx), rtol=1e-4, atol=1e-5)
         else:
             assert (after[..., others] - before[..., others]).abs().max() > 1e-3
 

@@ -104,12 +104,14 @@ def key_value_init_(
     weight 1 from label ``j``, 0 from the others). Every block has the same ``W`` key rows, shared by
     the input and output gates, so a query's output gate reads each block with the same features its
     support example of that label was written with: before training, the head's logit of class ``j``
-    is the kernel ``sum_m o_m(e_q) tanh(i_m(e_s))`` between the query and that class's support
-    example, with no cross-talk from the other labels (with random label directions, every label's
-    write adds noise to every logit). The forget gate reads neither embedding nor previous state at
-    first (its weights, and the layer's recurrent weights, start at 0), so it is ``sigmoid(forget_bias)``
-    for every unit and step; the input and output gates' biases are the same in every block, and the
-    cell candidate's are 0. The ``hidden - label_dim * W`` units left over keep their keys and write
+    is ``0.3 tanh(1) sum_m o_m(e_q) tanh(c_jm)`` with ``c_jm = tanh(1) sum_s f^(T + 1 - t_s) i_m(e_s)`` over
+    the support examples ``s`` of label ``j`` at steps ``t_s`` of ``1..T`` (``f = sigmoid(forget_bias)``,
+    ``0.3`` is ``readout_init``),
+    a kernel between the query and those examples, with no cross-talk from the other labels (with random label directions, every label's
+    write adds noise to every logit). No gate reads the label, and the forget gate reads neither
+    embedding nor previous state at first (those weights, and the layer's recurrent weights, start at
+    0), so it is ``sigmoid(forget_bias)`` for every unit and step; the input and output gates' biases
+    are the same in every block, and the cell candidate's are 0. The ``hidden - label_dim * W`` units left over keep their keys and write
     nothing. In eval mode (no batch statistics) the logit of class ``j`` then depends on the query and
     the support examples of label ``j`` only (``tests/test_lstm_learner.py``).
     """
@@ -131,6 +133,8 @@ def key_value_init_(
             labels = w[rows["cell"], embed_dim : embed_dim + label_dim]
             labels.copy_((block_of_unit[:, None] == torch.arange(label_dim)[None, :]).to(labels.dtype))
             w[rows["forget"], :embed_dim].zero_()
+            for gate in ("input", "forget", "output"):  # the gates do not read the label
+                w[rows[gate], embed_dim : embed_dim + label_dim].zero_()
             lstm_recurrent_weights(lstm).zero_()
             for gate in ("input", "output"):  # the same biases in every block
                 b_ih[rows[gate]].copy_((b_ih[rows[gate]] + b_hh[rows[gate]])[:width][torch.arange(hidden) % width])
