@@ -69,15 +69,14 @@ def check_positive(**values: int) -> None:
 
 
 # --------------------------------------------------------------------------- LSTM initialisation
+def _first_layer_param(lstm: nn.LSTM | nn.LSTMCell, name: str) -> Tensor:
+    """Parameter ``name`` (``weight_ih``, ``weight_hh``, ...) of the first layer of an ``nn.LSTM`` or an ``nn.LSTMCell``."""
+    return getattr(lstm, f"{name}_l0" if isinstance(lstm, nn.LSTM) else name)
+
+
 def _first_layer(lstm: nn.LSTM | nn.LSTMCell) -> tuple[Tensor, Tensor, Tensor]:
     """``weight_ih``, ``bias_ih``, ``bias_hh`` of the first layer of an ``nn.LSTM`` or an ``nn.LSTMCell``."""
-    suffix = "_l0" if isinstance(lstm, nn.LSTM) else ""
-    return getattr(lstm, f"weight_ih{suffix}"), getattr(lstm, f"bias_ih{suffix}"), getattr(lstm, f"bias_hh{suffix}")
-
-
-def lstm_recurrent_weights(lstm: nn.LSTM | nn.LSTMCell) -> Tensor:
-    """``weight_hh`` of the first layer of an ``nn.LSTM`` or an ``nn.LSTMCell`` (``[4H, H]``)."""
-    return getattr(lstm, "weight_hh_l0" if isinstance(lstm, nn.LSTM) else "weight_hh")
+    return tuple(_first_layer_param(lstm, name) for name in ("weight_ih", "bias_ih", "bias_hh"))
 
 
 def key_value_init_(
@@ -104,15 +103,15 @@ def key_value_init_(
     weight 1 from label ``j``, 0 from the others). Every block has the same ``W`` key rows, shared by
     the input and output gates, so a query's output gate reads each block with the same features its
     support example of that label was written with: before training, the head's logit of class ``j``
-    is ``0.3 tanh(1) sum_m o_m(e_q) tanh(c_jm)`` with ``c_jm = tanh(1) sum_s f^(T + 1 - t_s) i_m(e_s)`` over
-    the support examples ``s`` of label ``j`` at steps ``t_s`` of ``1..T`` (``f = sigmoid(forget_bias)``,
-    ``0.3`` is ``readout_init``),
-    a kernel between the query and those examples, with no cross-talk from the other labels (with random label directions, every label's
+    is ``0.3 tanh(1) sum_m o_m(e_q) tanh(c_jm)`` with ``c_jm = tanh(1) sum_s f^(T + 1 - t_s) i_m(e_s)``
+    over the support examples ``s`` of label ``j`` at steps ``t_s`` of ``1..T``
+    (``f = sigmoid(forget_bias)``, ``0.3`` is ``readout_init``): a kernel between the query and those
+    examples, with no cross-talk from the other labels (with random label directions, every label's
     write adds noise to every logit). No gate reads the label, and the forget gate reads neither
     embedding nor previous state at first (those weights, and the layer's recurrent weights, start at
     0), so it is ``sigmoid(forget_bias)`` for every unit and step; the input and output gates' biases
-    are the same in every block, and the cell candidate's are 0. The ``hidden - label_dim * W`` units left over keep their keys and write
-    nothing. In eval mode (no batch statistics) the logit of class ``j`` then depends on the query and
+    are the same in every block, and the cell candidate's are 0. The ``hidden - label_dim * W`` units
+    left over keep their keys and write nothing. In eval mode (no batch statistics) the logit of class ``j`` then depends on the query and
     the support examples of label ``j`` only (``tests/test_lstm_learner.py``).
     """
     if not key_std > 0:
@@ -127,17 +126,17 @@ def key_value_init_(
         w[rows["cell"], :embed_dim].zero_()
         if label_slots:
             width = hidden // label_dim
-            block_of_unit = torch.arange(hidden) // width  # label_dim for the units left over
-            keys = w[rows["input"], :embed_dim][:width].clone()
-            w[rows["input"], :embed_dim].copy_(keys[torch.arange(hidden) % width])
+            unit = torch.arange(hidden)
+            tiled = unit % width  # every block repeats the first block's rows
             labels = w[rows["cell"], embed_dim : embed_dim + label_dim]
-            labels.copy_((block_of_unit[:, None] == torch.arange(label_dim)[None, :]).to(labels.dtype))
+            labels.copy_((unit[:, None] // width == torch.arange(label_dim)[None, :]).to(labels.dtype))  # leftovers: none
             w[rows["forget"], :embed_dim].zero_()
             for gate in ("input", "forget", "output"):  # the gates do not read the label
                 w[rows[gate], embed_dim : embed_dim + label_dim].zero_()
-            lstm_recurrent_weights(lstm).zero_()
+            _first_layer_param(lstm, "weight_hh").zero_()
+            w[rows["input"], :embed_dim].copy_(w[rows["input"], :embed_dim][tiled])
             for gate in ("input", "output"):  # the same biases in every block
-                b_ih[rows[gate]].copy_((b_ih[rows[gate]] + b_hh[rows[gate]])[:width][torch.arange(hidden) % width])
+                b_ih[rows[gate]].copy_((b_ih[rows[gate]] + b_hh[rows[gate]])[tiled])
                 b_hh[rows[gate]].zero_()
             b_ih[rows["cell"]].zero_()  # an example writes nothing outside its label's block
             b_hh[rows["cell"]].zero_()
