@@ -119,6 +119,28 @@ class PolicyHead(nn.Module):
         return action_entropy(self.space, params, self.log_std)
 
 
+class PrivilegedCritic(nn.Module):
+    """A value head that reads the task beside the memory's features: ``V(h, task)`` (asymmetric actor-critic,
+    Pinto et al. 2018; a task-informed critic for meta-RL, Humplik et al. 2019, "Meta reinforcement learning as
+    task inference").
+
+    ``h [..., F]`` and ``task [..., P]`` (the family's :meth:`~rnnmeta.rl.base.TaskFamily.task_features`) ->
+    ``Linear(F + P, hidden) -> tanh -> Linear(hidden, 1)`` -> ``[..., 1]``. The task's parameters (the arm means
+    of a bandit, the goal of a navigation task) say most of what the rest of a trial is worth, which the memory
+    alone must first infer: the critic's baselines, and so the policy's advantages, are less noisy. The
+    simulator knows the task during training; the policy never reads it, and acting needs no critic.
+    """
+
+    def __init__(self, features: int, task_features: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(features + task_features, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, h: Tensor, task: Tensor) -> Tensor:
+        if task.dim() < h.dim():  # one task vector per trial [B, P] for features over its steps [B, T, F]
+            task = task.unsqueeze(-2).expand(*h.shape[:-1], task.shape[-1])
+        return self.net(torch.cat([h, task.to(h.dtype)], dim=-1))
+
+
 def check_same_spaces(agent_family: TaskFamily, family: TaskFamily, who: str) -> None:
     """Refuse a family whose observation or action space differs from the one the agent was built for."""
     for kind in ("observation_space", "action_space"):
@@ -325,6 +347,12 @@ class SequenceAgent(MetaRLAgent):
             2016 ("Learning to reinforcement learn"), whose bandit agents read the time step beside the
             previous action and reward. The memory could count the steps itself; given, the position
             tells the policy how much of the trial is left to exploit what it has found.
+        privileged_critic: the value head reads the trial's task beside the memory's features
+            (:class:`PrivilegedCritic`, an MLP of ``critic_hidden`` tanh units over ``[h, task_features(tasks)]``);
+            only during training, where the simulator knows the task. The policy and its inputs are unchanged, so a
+            trained agent acts exactly as without it. PPO only: TRPO's value head is a ridge regression on the
+            features (:meth:`fit_value_head`).
+        critic_hidden: hidden units of the privileged critic.
 
     With :class:`~rnnmeta.rl.trpo.TRPO` as the ``optimizer`` (RL^2's and SNAIL's optimiser in their papers), each
     collected batch gets one trust-region step over the memory and the policy head: the loss is minus the
@@ -352,10 +380,19 @@ class SequenceAgent(MetaRLAgent):
         init_log_std: float = 0.0,
         scale_rewards: bool = False,
         time_input: bool = False,
+        privileged_critic: bool = False,
+        critic_hidden: int = 128,
         **kwargs: Any,
     ) -> None:
         super().__init__(family, n_episodes, **kwargs)
         self.init_log_std = float(init_log_std)
+        if not isinstance(privileged_critic, bool):
+            raise TypeError(f"{type(self).__name__}: privileged_critic must be true or false, got privileged_critic={privileged_critic!r}")
+        check_positive(type(self).__name__, critic_hidden=critic_hidden)
+        if privileged_critic and self.uses_trpo:
+            raise ValueError(f"{type(self).__name__}: privileged_critic needs PPO (an optimizer such as torch.optim.Adam); with "
+                             "TRPO the value head is fitted by ridge regression on the memory's features (fit_value_head)")
+        self.privileged_critic, self.critic_hidden = privileged_critic, critic_hidden
         if not isinstance(scale_rewards, bool):
             raise TypeError(f"{type(self).__name__}: scale_rewards must be true or false, got scale_rewards={scale_rewards!r}")
         self.return_norm: Optional[RunningNorm] = RunningNorm(1) if scale_rewards else None
@@ -378,9 +415,23 @@ class SequenceAgent(MetaRLAgent):
         self._reward_input = True  # False only inside reward_input_off()
 
     def build_heads(self, features: int) -> None:
-        """Policy and value heads on ``features`` channels (call from the subclass's ``__init__``)."""
+        """Policy and value heads on ``features`` channels (call from the subclass's ``__init__``); the value head a
+        :class:`PrivilegedCritic` with ``privileged_critic``."""
         self.policy = PolicyHead(features, self.family.action_space, self.init_log_std)
-        self.value = nn.Linear(features, 1)
+        if self.privileged_critic:
+            probe = self.family.sample_tasks(1, torch.Generator().manual_seed(0))
+            self.value = PrivilegedCritic(features, self.family.task_features(probe).shape[-1], self.critic_hidden)
+        else:
+            self.value = nn.Linear(features, 1)
+
+    def value_estimate(self, h: Tensor, task_features: Optional[Tensor] = None) -> Tensor:
+        """``V`` ``[...]`` for features ``h [..., F]``; ``task_features`` ``[B, P]`` (required with ``privileged_critic``,
+        ignored without)."""
+        if not self.privileged_critic:
+            return self.value(h).squeeze(-1)
+        if task_features is None:
+            raise ValueError(f"{type(self).__name__} has privileged_critic=True: its value needs the tasks' features")
+        return self.value(h, task_features).squeeze(-1)
 
     # -- the memory (subclasses) -------------------------------------------------------------------
     def initial_state(self, batch: int) -> Any:
@@ -465,9 +516,12 @@ class SequenceAgent(MetaRLAgent):
             discounted = gae(rewards, torch.zeros_like(rewards), self.gamma, 1.0)[1]  # G_t = r_t + gamma G_{t+1}
             rewards = rewards / self.return_scale(discounted, traj.alive)
         adv, ret = gae(rewards, traj.extras["value"], self.gamma, self.gae_lambda)
-        return {"inputs": self.trajectory_inputs(traj), "actions": traj.actions, "old_logp": traj.extras["logp"],
-                "advantages": adv, "returns": ret, "alive": traj.alive, "total": traj.total_reward, "obs": traj.obs,
-                "discounted": discounted}
+        batch = {"inputs": self.trajectory_inputs(traj), "actions": traj.actions, "old_logp": traj.extras["logp"],
+                 "advantages": adv, "returns": ret, "alive": traj.alive, "total": traj.total_reward, "obs": traj.obs,
+                 "discounted": discounted}
+        if self.privileged_critic:
+            batch["task_features"] = self.family.task_features(tasks)
+        return batch
 
     def return_scale(self, discounted: Tensor, alive: Tensor) -> Tensor:
         """The standard deviation ``[]`` of the discounted returns ``[B, T]`` (at the ``alive`` steps) merged with the
@@ -483,7 +537,7 @@ class SequenceAgent(MetaRLAgent):
         mask = batch["alive"]
         adv = normalise_advantages(batch["advantages"], mask)
         objective = ppo_clip_objective(logp, batch["old_logp"], adv, self.clip, mask)
-        v_loss = value_loss(self.value(h).squeeze(-1), batch["returns"], mask)
+        v_loss = value_loss(self.value_estimate(h, batch.get("task_features")), batch["returns"], mask)
         entropy = (self.policy.entropy(params) * mask).sum() / mask.sum().clamp_min(1)
         loss = -objective + self.value_coef * v_loss - self.entropy_coef * entropy
         return loss, {"objective": objective.detach(), "value_loss": v_loss.detach(), "entropy": entropy.detach()}
@@ -538,7 +592,8 @@ class SequenceAgent(MetaRLAgent):
         epoch, mb = divmod(k, self.ppo_minibatches)
         perm = torch.randperm(self.batch_trials, generator=seeded_generator(self.seed, "minibatch", iteration, epoch))
         idx = perm.chunk(self.ppo_minibatches)[mb].to(self.device)
-        loss, stats = self.ppo_loss({key: self._batch[key][idx] for key in ("inputs", "actions", "old_logp", "advantages", "returns", "alive")})
+        keys = ("inputs", "actions", "old_logp", "advantages", "returns", "alive") + (("task_features",) if self.privileged_critic else ())
+        loss, stats = self.ppo_loss({key: self._batch[key][idx] for key in keys})
         self.log("train/loss", loss.detach())
         self.log_dict({f"train/{k}": v for k, v in stats.items()})
         return loss
@@ -565,6 +620,8 @@ class SequenceActor:
         self.prev_reward = torch.zeros(b, device=dev)
         self.prev_done = torch.zeros(b, device=dev)
         self.step = torch.zeros(b, device=dev)  # the next step's index in the trial
+        # the critic's view of the tasks (never the policy's)
+        self.task_features = family.task_features(tasks) if self.agent.privileged_critic else None
 
     def act(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         agent = self.agent
@@ -572,7 +629,7 @@ class SequenceActor:
         self.step = self.step + 1
         h, self.state = agent.step(x, self.state)
         action, logp = agent.policy.sample(agent.policy(h), self.generator, self.greedy)
-        return action, {"logp": logp, "value": agent.value(h).squeeze(-1)}
+        return action, {"logp": logp, "value": agent.value_estimate(h, self.task_features)}
 
     def observe(self, action: Tensor, reward: Tensor, episode_end: Tensor, alive: Tensor) -> None:
         self.prev_action = encode(self.agent.family.action_space, action)
@@ -580,4 +637,4 @@ class SequenceActor:
         self.prev_done = episode_end.float()
 
 
-__all__ = ["MetaRLAgent", "PolicyHead", "SequenceActor", "SequenceAgent", "action_entropy", "action_log_prob", "check_same_spaces", "sample_action"]
+__all__ = ["MetaRLAgent", "PolicyHead", "PrivilegedCritic", "SequenceActor", "SequenceAgent", "action_entropy", "action_log_prob", "check_same_spaces", "sample_action"]

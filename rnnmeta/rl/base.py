@@ -220,6 +220,15 @@ class TaskFamily(ABC):
         """A short name for tables, e.g. ``BernoulliBandits(n_arms=5)``."""
         return type(self).__name__
 
+    def task_features(self, tasks: Tasks) -> Tensor:
+        """The tasks as one float vector each, ``[B, P]``: every tensor of ``tasks`` flattened, keys in sorted order
+        (bandits: the arm means; MDPs: the reward means and transition probabilities; navigation: the goal).
+
+        Read only by a privileged critic (``privileged_critic`` of :class:`~rnnmeta.rl.agent.SequenceAgent`), never
+        by a policy. Override to describe a task better than its raw parameters."""
+        b = self.check_tasks(tasks)
+        return torch.cat([torch.as_tensor(tasks[name]).reshape(b, -1).float() for name in sorted(tasks)], dim=-1)
+
 
 def check_positive(owner: str, **values: int) -> None:
     """Refuse a setting that is not an integer >= 1, naming it (``n_arms=0``, ``horizon=0``, ``n_episodes=0``)."""
