@@ -128,6 +128,8 @@ def test_a_privileged_agent_trains_through_the_trainer_and_only_the_critic_reads
          "privileged_critic needs PPO"),
         (lambda: RL2(BernoulliBandits(2), 4, privileged_critic="yes"), TypeError, "privileged_critic='yes'"),
         (lambda: SNAILAgent(BernoulliBandits(2), 4, privileged_critic=True, critic_hidden=0), ValueError, "critic_hidden=0"),
+        (lambda: RL2(BernoulliBandits(2), 4, memory_value_coef=0.5), ValueError, "memory_value_coef=0.5, privileged_critic=False"),
+        (lambda: RL2(BernoulliBandits(2), 4, privileged_critic=True, memory_value_coef=-1.0), ValueError, "memory_value_coef=-1.0"),
         (lambda: RL2(BernoulliBandits(2), 4, privileged_critic=True).value_estimate(torch.zeros(2, 256)), ValueError,
          "its value needs the tasks' features"),
     ],
@@ -135,3 +137,23 @@ def test_a_privileged_agent_trains_through_the_trainer_and_only_the_critic_reads
 def test_bad_privileged_critic_settings_name_the_value(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+def test_the_memory_value_head_learns_from_the_returns_beside_the_privileged_critic():
+    """memory_value_coef: a second, memory-only value head, whose loss is added to PPO's with that weight."""
+    fam = BernoulliBandits(3)
+    torch.manual_seed(0)
+    agent = RL2(fam, 5, hidden_size=8, batch_trials=6, privileged_critic=True, memory_value_coef=0.25)
+    batch = agent.collect(0)
+    minibatch = {k: batch[k] for k in ("inputs", "actions", "old_logp", "advantages", "returns", "alive", "task_features")}
+    loss, stats = agent.ppo_loss(minibatch)
+    h = agent.features(batch["inputs"])
+    expected = value_loss(agent.memory_value(h).squeeze(-1), batch["returns"], batch["alive"])
+    torch.testing.assert_close(stats["memory_value_loss"], expected.detach())
+    without = agent.memory_value_coef
+    agent.memory_value_coef = 0.0
+    torch.testing.assert_close(loss - agent.ppo_loss(minibatch)[0], without * expected)
+    loss.backward()
+    assert agent.memory_value.weight.grad.abs().sum() > 0
+    assert RL2(fam, 5, privileged_critic=True).__dict__["_modules"].get("memory_value") is None  # no head at 0
+

@@ -353,6 +353,11 @@ class SequenceAgent(MetaRLAgent):
             trained agent acts exactly as without it. PPO only: TRPO's value head is a ridge regression on the
             features (:meth:`fit_value_head`).
         critic_hidden: hidden units of the privileged critic.
+        memory_value_coef: with ``privileged_critic``: weight of the loss of a second value head on the memory's
+            features alone (``memory_value``, a linear head as without the privileged critic), trained on the same
+            returns and used for nothing else. Without the privileged critic the value loss also teaches the memory
+            what the history says about the rest of the trial; a critic that reads the task no longer needs the
+            memory for that, so this head keeps that signal. 0 leaves it out.
 
     With :class:`~rnnmeta.rl.trpo.TRPO` as the ``optimizer`` (RL^2's and SNAIL's optimiser in their papers), each
     collected batch gets one trust-region step over the memory and the policy head: the loss is minus the
@@ -382,6 +387,7 @@ class SequenceAgent(MetaRLAgent):
         time_input: bool = False,
         privileged_critic: bool = False,
         critic_hidden: int = 128,
+        memory_value_coef: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(family, n_episodes, **kwargs)
@@ -392,7 +398,11 @@ class SequenceAgent(MetaRLAgent):
         if privileged_critic and self.uses_trpo:
             raise ValueError(f"{type(self).__name__}: privileged_critic needs PPO (an optimizer such as torch.optim.Adam); with "
                              "TRPO the value head is fitted by ridge regression on the memory's features (fit_value_head)")
+        if memory_value_coef < 0 or (memory_value_coef > 0 and not privileged_critic):
+            raise ValueError(f"{type(self).__name__}: memory_value_coef must be >= 0, and > 0 only with privileged_critic=True, got "
+                             f"memory_value_coef={memory_value_coef!r}, privileged_critic={privileged_critic!r}")
         self.privileged_critic, self.critic_hidden = privileged_critic, critic_hidden
+        self.memory_value_coef = float(memory_value_coef)
         if not isinstance(scale_rewards, bool):
             raise TypeError(f"{type(self).__name__}: scale_rewards must be true or false, got scale_rewards={scale_rewards!r}")
         self.return_norm: Optional[RunningNorm] = RunningNorm(1) if scale_rewards else None
@@ -421,6 +431,8 @@ class SequenceAgent(MetaRLAgent):
         if self.privileged_critic:
             probe = self.family.sample_tasks(1, torch.Generator().manual_seed(0))
             self.value = PrivilegedCritic(features, self.family.task_features(probe).shape[-1], self.critic_hidden)
+            if self.memory_value_coef:
+                self.memory_value = nn.Linear(features, 1)
         else:
             self.value = nn.Linear(features, 1)
 
@@ -540,7 +552,12 @@ class SequenceAgent(MetaRLAgent):
         v_loss = value_loss(self.value_estimate(h, batch.get("task_features")), batch["returns"], mask)
         entropy = (self.policy.entropy(params) * mask).sum() / mask.sum().clamp_min(1)
         loss = -objective + self.value_coef * v_loss - self.entropy_coef * entropy
-        return loss, {"objective": objective.detach(), "value_loss": v_loss.detach(), "entropy": entropy.detach()}
+        stats = {"objective": objective.detach(), "value_loss": v_loss.detach(), "entropy": entropy.detach()}
+        if self.memory_value_coef:
+            memory_v_loss = value_loss(self.memory_value(h).squeeze(-1), batch["returns"], mask)
+            loss = loss + self.memory_value_coef * memory_v_loss
+            stats["memory_value_loss"] = memory_v_loss.detach()
+        return loss, stats
 
     def trpo_objective(self, batch: dict[str, Tensor], reference: list[Tensor]) -> tuple[Tensor, Tensor]:
         """TRPO's ``(loss, kl)`` at the current parameters (:class:`~rnnmeta.rl.trpo.TRPO`'s closure) on whole trials.
