@@ -20,6 +20,11 @@ Variants (``--variants`` picks some):
   sparse_h512_b8   sparse_h512 trained on 8 tasks a step (4 in the config)
   slots_h512     sparse_h512 with each label writing into its own block of units (``label_slots``), forget bias 6
   slots_h1280    slots_h512 with 1280 units (64 a label)
+  sparse_h512_metric1    sparse_h512 with ProtoNet's loss on its embeddings added in training (``metric_loss_weight: 1``)
+  sparse_h512_metric0.3  the same with weight 0.3
+  sparse_read    sparse_h512 with the output gate (the read key) as sparse as the input gate (``output_bias: -2``)
+                 and no recurrent weights at first (``zero_recurrent``)
+  sparse_read_k8 sparse_read with sharper, sparser keys (``key_std: 8``, input and output biases -6)
 
 ``--study snail_5w1s``: SNAIL's training protocol and initialisation at the budget of
 ``configs/compare/omniglot_5w1s.yaml`` (3 CPU-minutes each, or ``--steps``):
@@ -40,6 +45,7 @@ learner of ``configs/compare/omniglot_20w1s.yaml`` at the config's budget (2 CPU
   key_value        the config's before the study: key-value controller (``key_std: 2``), label readout, 200 units
   sparse           + sparser writes (``key_std: 4``, ``input_bias: -2``), as the 20-way LSTMLearner
   sparse_c512      + 512 controller units, as the 20-way LSTMLearner (the config's ``mann`` now)
+  sparse_read_c512 + sparse reads in the controller (``output_bias: -2``, ``zero_recurrent``), as LSTMLearner's ``sparse_read``
 
 Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 CPU-seconds + tests
       python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h1024 sparse_h512_fb6 sparse_h512_q5 --steps 300
@@ -47,7 +53,9 @@ Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 
       python scripts/ablation_recurrent.py --variants slots_h512 slots_h1280 --steps 300
       python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
       python scripts/ablation_recurrent.py --study mann_5w1s     # about 4 x 75 CPU-seconds + tests
-      python scripts/ablation_recurrent.py --study mann_20w1s    # 3 x 2 CPU-minutes + tests
+      python scripts/ablation_recurrent.py --study mann_20w1s    # 4 x 2 CPU-minutes + tests
+      python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h512_metric1 sparse_read sparse_read_k8 --steps 300
+      python scripts/ablation_recurrent.py --study mann_20w1s --variants sparse_c512 sparse_read_c512 --steps 300
       python scripts/ablation_recurrent.py --steps 2 --test-episodes 20 --val-episodes 10   # smoke test
 """
 
@@ -75,6 +83,10 @@ VARIANTS: dict[str, dict] = {
     "sparse_h512_b8": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "train_data": {"meta_batch_size": 8}},
     "slots_h512": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "forget_bias": 6.0, "label_slots": True},
     "slots_h1280": {"hidden_size": 1280, "key_std": 4.0, "input_bias": -2.0, "forget_bias": 6.0, "label_slots": True},
+    "sparse_h512_metric1": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "metric_loss_weight": 1.0},
+    "sparse_h512_metric0.3": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "metric_loss_weight": 0.3},
+    "sparse_read": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "output_bias": -2.0, "zero_recurrent": True},
+    "sparse_read_k8": {"hidden_size": 512, "key_std": 8.0, "input_bias": -6.0, "output_bias": -6.0, "zero_recurrent": True},
 }
 # a variant's keys are the learner's arguments, except "train_data" (the run's training data
 # arguments) and "lr" (Adam's learning rate)
@@ -93,6 +105,8 @@ MANN_20W_VARIANTS: dict[str, dict] = {
     "key_value": {},
     "sparse": {"key_std": 4.0, "input_bias": -2.0},
     "sparse_c512": {"key_std": 4.0, "input_bias": -2.0, "controller_size": 512},
+    "sparse_read_c512": {"key_std": 4.0, "input_bias": -2.0, "controller_size": 512, "output_bias": -2.0,
+                         "zero_recurrent": True},
 }
 # arguments an LSTM variant sets unless it names them: the LSTMLearner defaults, so that a change of
 # the 20-way config's lstm entry does not leak into the variants

@@ -97,7 +97,10 @@ def test_mann_20way_study_carries_the_lstm_changes_over():
     config = ablation_recurrent.build(ablation_recurrent.STUDIES["mann_20w1s"], namespace())
     assert config["max_cpu_minutes"] == 2 and config["data"]["init_args"]["n_way"] == 20
     runs = {name: run["model"]["init_args"] for name, run in config["learners"].items()}
-    assert sorted(runs) == ["key_value", "sparse", "sparse_c512"]
+    assert sorted(runs) == ["key_value", "sparse", "sparse_c512", "sparse_read_c512"]
+    read = runs["sparse_read_c512"]
+    assert read["output_bias"] == -2.0 and read["zero_recurrent"] is True and read["controller_size"] == 512
+    assert "output_bias" not in runs["sparse_c512"]  # the study's other rows keep the random output-gate bias
     assert runs["key_value"]["key_std"] == 2.0 and runs["key_value"]["input_bias"] is None
     assert runs["key_value"]["controller_size"] == 200
     assert runs["sparse"]["key_std"] == 4.0 and runs["sparse"]["input_bias"] == -2.0 and runs["sparse"]["controller_size"] == 200

@@ -81,6 +81,19 @@ def test_key_value_initialisation():
         LSTMLearner(key_std=0.0)
 
 
+
+def test_sparse_reads_and_zero_recurrent_initialisation():
+    """``output_bias`` sets the read key's bias as ``input_bias`` sets the write's; ``zero_recurrent`` zeroes W_hh."""
+    h = 16
+    learner = LSTMLearner(backbone=MLP(6, [8]), hidden_size=h, num_layers=1, n_way=3, input_bias=-2.0,
+                          output_bias=-3.0, zero_recurrent=True)
+    b = learner.lstm.bias_ih_l0 + learner.lstm.bias_hh_l0
+    assert torch.all(b[:h] == -2.0) and torch.all(b[3 * h :] == -3.0)
+    assert torch.all(learner.lstm.weight_hh_l0 == 0)
+    default = LSTMLearner(backbone=MLP(6, [8]), hidden_size=h, num_layers=1, n_way=3, input_bias=-2.0)
+    b = default.lstm.bias_ih_l0 + default.lstm.bias_hh_l0
+    assert b[3 * h :].std() > 0 and default.lstm.weight_hh_l0.std() > 0
+
 def test_label_readout_initialisation():
     """The head starts as scale * tanh(cell-candidate label weights): row j reads the cell direction label j writes."""
     learner = LSTMLearner(backbone=MLP(6, [8]), hidden_size=16, num_layers=1, n_way=3, readout_init=0.5, input_bias=-1.5)

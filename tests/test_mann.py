@@ -209,6 +209,11 @@ def test_controller_starts_as_the_lstm_learners_first_layer():
     torch.testing.assert_close(wide.weight_ih[:h, :e], 2 * narrow.weight_ih[:h, :e])
     assert torch.all(wide.bias_ih[:h] == -2.0) and torch.all(wide.bias_hh[:h] == 0)
     assert not torch.all(narrow.bias_ih[:h] == narrow.bias_ih[0])  # None keeps nn.LSTMCell's random bias
+    # output_bias sets the output gate's (sparse reads), zero_recurrent zeroes the controller's W_hh
+    sparse_read = MANN(backbone=MLP(6, [e]), controller_size=h, memory_slots=4, memory_width=5, read_heads=2, n_way=labels,
+                       input_bias=-2.0, output_bias=-2.0, zero_recurrent=True).controller
+    assert torch.all(sparse_read.bias_ih[3 * h :] + sparse_read.bias_hh[3 * h :] == -2.0)
+    assert torch.all(sparse_read.weight_hh == 0) and narrow.weight_hh.std() > 0
 
 
 def test_shapes_and_default_backbones():

@@ -349,11 +349,26 @@ class MetaLearner(InjectedOptimizerModule):
             )
 
     def episode_step(self, batch: Episode) -> tuple[Tensor, Tensor]:
-        """Run the learner on an episode batch: (mean loss, per-task metric ``[B]``)."""
+        """Run the learner on an episode batch: (mean loss, per-task metric ``[B]``).
+
+        The loss is the mean query loss plus the learner's auxiliary training loss, if it has one
+        (:meth:`predict_with_auxiliary_loss`); the metric is the query metric alone.
+        """
         self._check_episode(batch)
-        preds = self(batch.support_x, batch.support_y, batch.query_x)
-        losses = self.task_losses(preds, batch.query_y)
-        return losses.mean(), self.task_metrics(preds, batch.query_y)
+        preds, auxiliary = self.predict_with_auxiliary_loss(batch)
+        loss = self.task_losses(preds, batch.query_y).mean()
+        if auxiliary is not None:
+            loss = loss + auxiliary
+        return loss, self.task_metrics(preds, batch.query_y)
+
+    def predict_with_auxiliary_loss(self, batch: Episode) -> tuple[Tensor, Optional[Tensor]]:
+        """Query predictions of a training batch and an auxiliary loss to add to the query loss (``None``: none).
+
+        The default is ``forward`` and no auxiliary loss; a learner with one (for example the
+        sequence learners' ``metric_loss_weight``) overrides this and computes both from one pass.
+        Evaluation never adds it.
+        """
+        return self(batch.support_x, batch.support_y, batch.query_x), None
 
     # ------------------------------------------------------------- Lightning steps
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:

@@ -11,6 +11,8 @@ Three choices take the learner off the chance plateau within a few dozen meta-it
 initialisation* of the first layer (:func:`~rnnmeta.learners.sequence.key_value_init_`: at
 initialisation the head sees a kernel vote over the support labels) and, for classification,
 the *label readout* of the head (:func:`~rnnmeta.learners.sequence.label_readout_init_`).
+``metric_loss_weight`` adds ProtoNet's loss on the same embeddings in training (an auxiliary
+loss: the network, its inputs and its predictions are unchanged).
 :meth:`LSTMLearner.predict_stream` runs the same network on the online protocol of Santoro et al.
 
 References:
@@ -29,8 +31,9 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
-from rnnmeta.learners.sequence import check_positive, check_query, embed, encode_labels, label_width
-from rnnmeta.learners.sequence import key_value_init_, label_readout_init_
+from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
+from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, embed, encode_labels
+from rnnmeta.learners.sequence import key_value_init_, label_readout_init_, label_width
 from rnnmeta.nets import backbone_features, resolve_backbone
 
 __all__ = ["LSTMLearner", "LSTMPredictor", "key_value_init_", "label_readout_init_"]
@@ -49,7 +52,7 @@ class LSTMPredictor:
         return self.learner.answer(self.h, self.c, query_x)
 
 
-class LSTMLearner(MetaLearner):
+class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
     """An LSTM over the support set; each query answered from the state after it (see module docstring).
 
     Args:
@@ -63,6 +66,9 @@ class LSTMLearner(MetaLearner):
         key_std: scale of the shared input/output-gate embedding weights of that initialisation.
         forget_bias: initial forget-gate bias of that initialisation.
         input_bias: initial input-gate bias of that initialisation (``None``: nn.LSTM's random bias).
+        output_bias: initial output-gate bias of that initialisation (``None``: nn.LSTM's random bias;
+            equal to ``input_bias``: sparse reads as well as sparse writes).
+        zero_recurrent: that initialisation starts the first layer's recurrent weights at 0.
         readout_init: classification with ``key_value_init`` and one layer: the head starts reading
             the cell direction of each label, scaled by this (:func:`label_readout_init_`); ``0``
             keeps nn.Linear's random head. Regression, and a stack of layers (whose head reads the
@@ -71,6 +77,10 @@ class LSTMLearner(MetaLearner):
             ``hidden_size // n_way`` units, all blocks with the same keys, so that before training each
             class's logit is a kernel between the query and that class's support examples, without
             cross-talk from the other labels (:func:`key_value_init_`; measured in docs/RECURRENT.md).
+        metric_loss_weight: classification: in training, add this times ProtoNet's loss
+            (:func:`~rnnmeta.learners.protonet.prototype_loss`, Snell et al. 2017) on the embeddings the
+            LSTM reads (after the layer norm) to the query loss; ``0`` (default) adds nothing.
+            Prediction is unchanged (docs/RECURRENT.md).
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -92,13 +102,17 @@ class LSTMLearner(MetaLearner):
         key_std: float = 2.0,
         forget_bias: float = 3.0,
         input_bias: Optional[float] = None,
+        output_bias: Optional[float] = None,
+        zero_recurrent: bool = False,
         readout_init: float = 0.3,
         label_slots: bool = False,
+        metric_loss_weight: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_positive(hidden_size=hidden_size, num_layers=num_layers)
+        self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
         if label_slots and not (key_value_init and self.kind == CLASSIFICATION):
             raise ValueError(
                 f"label_slots is an option of the key-value initialisation for classification; got "
@@ -111,7 +125,8 @@ class LSTMLearner(MetaLearner):
         self.norm = nn.LayerNorm(self.embed_dim) if embedding_norm else nn.Identity()
         self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
         if key_value_init:
-            key_value_init_(self.lstm, self.embed_dim, self.label_dim, key_std, forget_bias, input_bias, label_slots)
+            key_value_init_(self.lstm, self.embed_dim, self.label_dim, key_std, forget_bias, input_bias, label_slots,
+                            output_bias, zero_recurrent)
         self.head = nn.Linear(hidden_size, self.output_dim)
         if key_value_init and readout_init and self.kind == CLASSIFICATION and num_layers == 1:
             label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)
@@ -119,8 +134,11 @@ class LSTMLearner(MetaLearner):
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:
         """Run the LSTM over the support sequence: final ``(h, c)``, each ``[num_layers, B, H]``."""
-        steps = torch.cat([self.embed_inputs(support_x), encode_labels(support_y, self.kind, self.n_way)], dim=-1)
-        _, (h, c) = self.lstm(steps)
+        return self.read_embedded(self.embed_inputs(support_x), support_y)
+
+    def read_embedded(self, support_e: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`read_support` from the embeddings ``[B, S, E]`` of :meth:`embed_inputs`."""
+        _, (h, c) = self.lstm(torch.cat([support_e, encode_labels(support_y, self.kind, self.n_way)], dim=-1))
         return h, c
 
     def embed_inputs(self, x: Tensor) -> Tensor:
@@ -129,8 +147,11 @@ class LSTMLearner(MetaLearner):
 
     def answer(self, h: Tensor, c: Tensor, query_x: Tensor) -> Tensor:
         """One LSTM step per query from the support state ``(h, c) [L, B, H]``: preds ``[B, M, output_dim]``."""
-        batch, n_query = query_x.shape[:2]
-        e = self.embed_inputs(query_x)  # [B, M, E]
+        return self.answer_embedded(h, c, self.embed_inputs(query_x))
+
+    def answer_embedded(self, h: Tensor, c: Tensor, e: Tensor) -> Tensor:
+        """:meth:`answer` from the query embeddings ``e [B, M, E]`` of :meth:`embed_inputs`."""
+        batch, n_query = e.shape[:2]
         steps = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim)], dim=-1).reshape(batch * n_query, 1, -1)
         # every query starts from its own task's state: [L, B, H] -> [L, B*M, H]
         layers, hidden = h.shape[0], h.shape[2]
@@ -143,8 +164,11 @@ class LSTMLearner(MetaLearner):
         """``[B, M, n_way]`` logits or ``[B, M, d_y]`` predictions for ``query_x`` (see class docstring)."""
         self.check_inputs(support_x, support_y)
         check_query(support_x, query_x)
-        h, c = self.read_support(support_x, support_y)
-        return self.answer(h, c, query_x)
+        return self.predict_embedded(self.embed_inputs(support_x), support_y, self.embed_inputs(query_x))
+
+    def predict_embedded(self, support_e: Tensor, support_y: Tensor, query_e: Tensor) -> Tensor:
+        """:meth:`forward` from the embeddings of :meth:`embed_inputs`: ``[B, S, E]``, ``[B, M, E]`` -> ``[B, M, output_dim]``."""
+        return self.answer_embedded(*self.read_embedded(support_e, support_y), query_e)
 
     # ---------------------------------------------------------------- the online protocol
     def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:

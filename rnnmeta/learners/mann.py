@@ -22,6 +22,7 @@ equal to ``W_k, b_k`` (measured in ``docs/RECURRENT.md``).
 The controller's input at step ``t`` is ``[embed(x_t), label(y_t), r_{t-1}]``, its prediction
 ``Linear([h_t, r_t])``. Queries only read, in one batched pass from the state after the support
 set, so each is answered independently. The memory starts from a small constant in every episode.
+``metric_loss_weight`` adds ProtoNet's loss on the embeddings in training (as LSTMLearner's).
 :meth:`MANN.predict_stream` runs the paper's online protocol (:mod:`rnnmeta.learners.online`).
 
 Reference:
@@ -41,8 +42,9 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.learners.sequence import check_positive, check_query, embed, encode_labels, label_width
-from rnnmeta.learners.sequence import key_value_init_, label_readout_init_
+from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
+from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, embed, encode_labels
+from rnnmeta.learners.sequence import key_value_init_, label_readout_init_, label_width
 from rnnmeta.nets import backbone_features, resolve_backbone
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 
@@ -216,7 +218,7 @@ class MANNPredictor:
         return self.learner.answer(self.h, self.c, self.state, query_x)
 
 
-class MANN(MetaLearner):
+class MANN(MetricAuxiliaryLoss, MetaLearner):
     """Memory-augmented neural network (Santoro et al. 2016); see the module docstring.
 
     Args:
@@ -238,9 +240,15 @@ class MANN(MetaLearner):
             weights (as :class:`~rnnmeta.learners.LSTMLearner`'s).
         input_bias: with ``key_value_init``: the controller's initial input-gate bias (``None``:
             nn.LSTMCell's random bias; negative: sparser writes, as the 20-way LSTMLearner config).
+        output_bias: with ``key_value_init``: the controller's initial output-gate bias (``None``: random;
+            equal to ``input_bias``: sparse reads, as LSTMLearner's ``output_bias``).
+        zero_recurrent: with ``key_value_init``: the controller's recurrent weights start at 0.
         readout_init: with ``key_value_init``: the head's controller inputs start reading the
             label directions of the cell, scaled by this
             (:func:`~rnnmeta.learners.sequence.label_readout_init_`); ``0`` keeps a random head.
+        metric_loss_weight: classification: in training, add this times ProtoNet's loss
+            (:func:`~rnnmeta.learners.protonet.prototype_loss`) on the embeddings the controller reads
+            to the query loss; ``0`` (default) adds nothing. Prediction is unchanged.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -261,12 +269,16 @@ class MANN(MetaLearner):
         key_value_init: bool = True,
         key_std: float = 2.0,
         input_bias: Optional[float] = None,
+        output_bias: Optional[float] = None,
+        zero_recurrent: bool = False,
         readout_init: float = 0.3,
+        metric_loss_weight: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_positive(controller_size=controller_size)
+        self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
         self.backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
         self.label_dim = label_width(self.kind, self.n_way, self.target_dim)
@@ -278,7 +290,8 @@ class MANN(MetaLearner):
         self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
         self.head = nn.Linear(controller_size + read_dim, self.output_dim)
         if key_value_init and self.kind == CLASSIFICATION:
-            key_value_init_(self.controller, self.embed_dim, self.label_dim, key_std, input_bias=input_bias)
+            key_value_init_(self.controller, self.embed_dim, self.label_dim, key_std, input_bias=input_bias,
+                            output_bias=output_bias, zero_recurrent=zero_recurrent)
             if readout_init:
                 label_readout_init_(self.head, self.controller, self.embed_dim, self.label_dim, readout_init)
 
@@ -289,8 +302,12 @@ class MANN(MetaLearner):
         Returns:
             controller ``h``, ``c`` (``[B, H]``) and the :class:`MemoryState` after the last support step.
         """
-        batch, n_support = support_x.shape[:2]
-        steps = torch.cat([embed(self.backbone, support_x), encode_labels(support_y, self.kind, self.n_way)], dim=-1)
+        return self.read_embedded(self.embed_inputs(support_x), support_y)
+
+    def read_embedded(self, support_e: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor, MemoryState]:
+        """:meth:`read_support` from the support embeddings ``[B, S, E]``."""
+        batch, n_support = support_e.shape[:2]
+        steps = torch.cat([support_e, encode_labels(support_y, self.kind, self.n_way)], dim=-1)
         state = self.memory.initial_state(batch, steps.device, steps.dtype)
         h = steps.new_zeros(batch, self.controller.hidden_size)
         c = torch.zeros_like(h)
@@ -301,8 +318,11 @@ class MANN(MetaLearner):
 
     def answer(self, h: Tensor, c: Tensor, state: MemoryState, query_x: Tensor) -> Tensor:
         """One read-only step per query from the support state: preds ``[B, M, output_dim]``."""
-        batch, n_query = query_x.shape[:2]
-        e = embed(self.backbone, query_x)  # [B, M, E]
+        return self.answer_embedded(h, c, state, self.embed_inputs(query_x))
+
+    def answer_embedded(self, h: Tensor, c: Tensor, state: MemoryState, e: Tensor) -> Tensor:
+        """:meth:`answer` from the query embeddings ``e [B, M, E]``."""
+        batch, n_query = e.shape[:2]
         prev_reads = state.reads.flatten(1).unsqueeze(1).expand(batch, n_query, -1)
         inputs = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim), prev_reads], dim=-1)
         h0, c0 = (s.unsqueeze(1).expand(batch, n_query, s.shape[-1]).flatten(0, 1) for s in (h, c))
@@ -315,8 +335,16 @@ class MANN(MetaLearner):
         """``[B, M, n_way]`` logits or ``[B, M, d_y]`` predictions for ``query_x`` (see class docstring)."""
         self.check_inputs(support_x, support_y)
         check_query(support_x, query_x)
-        h, c, state = self.read_support(support_x, support_y)
-        return self.answer(h, c, state, query_x)
+        return self.predict_embedded(self.embed_inputs(support_x), support_y, self.embed_inputs(query_x))
+
+    def embed_inputs(self, x: Tensor) -> Tensor:
+        """``[B, T, *x_shape] -> [B, T, E]`` in one backbone call: what the controller reads."""
+        return embed(self.backbone, x)
+
+    def predict_embedded(self, support_e: Tensor, support_y: Tensor, query_e: Tensor) -> Tensor:
+        """:meth:`forward` from the embeddings of :meth:`embed_inputs`: ``[B, S, E]``, ``[B, M, E]`` -> ``[B, M, output_dim]``."""
+        h, c, state = self.read_embedded(support_e, support_y)
+        return self.answer_embedded(h, c, state, query_e)
 
     # ---------------------------------------------------------------- the online protocol
     def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ from rnnmeta.learners.sequence import check_query, embed
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import backbone_features, batch_norm_layers, resolve_backbone
 
-__all__ = ["ProtoNet", "ProtoNetPredictor", "class_prototypes", "squared_euclidean_logits"]
+__all__ = ["ProtoNet", "ProtoNetPredictor", "class_prototypes", "prototype_loss", "squared_euclidean_logits"]
 
 
 def class_prototypes(embeddings: Tensor, labels: Tensor, n_way: int) -> Tensor:
@@ -74,6 +74,26 @@ def squared_euclidean_logits(queries: Tensor, prototypes: Tensor) -> Tensor:
         ``|q|^2 - 2 q.c + |c|^2``, which cancels catastrophically for nearby points).
     """
     return -(queries.unsqueeze(2) - prototypes.unsqueeze(1)).pow(2).sum(-1)
+
+
+def prototype_loss(support_e: Tensor, support_y: Tensor, query_e: Tensor, query_y: Tensor, n_way: int) -> Tensor:
+    """ProtoNet's loss on given embeddings: mean cross-entropy of the logits of eq. 2 against ``query_y``.
+
+    The sequence learners add it, weighted, to their own query loss (``metric_loss_weight``) so that
+    their backbone gets the metric signal that ProtoNet learns from.
+
+    Args:
+        support_e: ``[B, S, E]`` support embeddings.
+        support_y: ``[B, S]`` int64 labels.
+        query_e: ``[B, M, E]`` query embeddings.
+        query_y: ``[B, M]`` int64 labels.
+        n_way: number of classes ``N``.
+
+    Returns:
+        A scalar.
+    """
+    logits = squared_euclidean_logits(query_e, class_prototypes(support_e, support_y, n_way))
+    return F.cross_entropy(logits.flatten(0, 1), query_y.flatten())
 
 
 class ProtoNetPredictor:

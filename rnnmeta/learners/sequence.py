@@ -68,6 +68,18 @@ def check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
+def check_metric_loss_weight(weight: float, kind: str) -> float:
+    """Validate a sequence learner's ``metric_loss_weight``: a float ``>= 0``, above 0 for classification only."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise ValueError(f"metric_loss_weight must be a float >= 0 (0 turns the auxiliary loss off), got {weight!r}")
+    if weight > 0 and kind != CLASSIFICATION:
+        raise ValueError(
+            f"metric_loss_weight={weight} adds ProtoNet's loss over class prototypes, defined for classification; "
+            f"this learner's kind is {kind!r} (set metric_loss_weight: 0)"
+        )
+    return float(weight)
+
+
 # --------------------------------------------------------------------------- LSTM initialisation
 def _first_layer_param(lstm: nn.LSTM | nn.LSTMCell, name: str) -> Tensor:
     """Parameter ``name`` (``weight_ih``, ``weight_hh``, ...) of the first layer of an ``nn.LSTM`` or an ``nn.LSTMCell``."""
@@ -87,6 +99,8 @@ def key_value_init_(
     forget_bias: float = 3.0,
     input_bias: float | None = None,
     label_slots: bool = False,
+    output_bias: float | None = None,
+    zero_recurrent: bool = False,
 ) -> None:
     """Key-value initialisation of the first layer of ``lstm`` (in place; see :mod:`rnnmeta.learners.lstm`).
 
@@ -96,7 +110,10 @@ def key_value_init_(
     gates get the same embedding weights ``N(0, key_std^2 / embed_dim)``; the cell candidate reads
     the label slot (``N(0, 1)`` weights) and not the embedding; the forget gate's bias is
     ``forget_bias``, and the input gate's is ``input_bias`` where given (negative: each support
-    example writes into fewer units; ``None`` keeps PyTorch's random bias).
+    example writes into fewer units; ``None`` keeps PyTorch's random bias). ``output_bias`` does the same
+    for the output gate, the read key (equal to ``input_bias``: a query reads as few units as an example
+    writes), and ``zero_recurrent`` starts the layer's recurrent weights at 0, so that no gate reads the
+    previous output at first (the gates are then functions of the current input alone).
 
     ``label_slots`` (classification): the units are split into ``label_dim`` blocks of
     ``W = hidden // label_dim`` units, and label ``j`` writes only into block ``j`` (cell-candidate
@@ -145,9 +162,12 @@ def key_value_init_(
         w[rows["output"], :embed_dim].copy_(w[rows["input"], :embed_dim])
         b_ih[rows["forget"]].fill_(forget_bias)
         b_hh[rows["forget"]].zero_()
-        if input_bias is not None:
-            b_ih[rows["input"]].fill_(input_bias)
-            b_hh[rows["input"]].zero_()
+        for gate, bias in (("input", input_bias), ("output", output_bias)):
+            if bias is not None:
+                b_ih[rows[gate]].fill_(bias)
+                b_hh[rows[gate]].zero_()
+        if zero_recurrent:
+            _first_layer_param(lstm, "weight_hh").zero_()
 
 
 def label_readout_init_(head: nn.Linear, lstm: nn.LSTM | nn.LSTMCell, embed_dim: int, label_dim: int, scale: float = 0.3) -> None:
