@@ -39,6 +39,8 @@ learner of ``configs/compare/omniglot_5w1s.yaml`` (Santoro et al.'s addressing a
   small_64_lr3     nn.LSTMCell's initialisation, 64 units, Adam 3e-3
   key_value        the controller starts as LSTMLearner's first layer, with the label readout (the default)
   random_head      key-value controller, a random head (``readout_init: 0``)
+  sparse_read      key-value controller with sparse writes and reads (input and output gate biases -2) and
+                   no recurrent weights at first (``zero_recurrent``), as the 20-way ``sparse_read`` rows
 
 ``--study mann_20w1s``: whether the 20-way LSTMLearner's changes carry over to MANN. The ``mann``
 learner of ``configs/compare/omniglot_20w1s.yaml`` at the config's budget (2 CPU-minutes each, or ``--steps``):
@@ -52,7 +54,8 @@ Run:  python scripts/ablation_recurrent.py                       # about 6 x 50 
       python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h512_lr3 sparse_h512_b8 --steps 300
       python scripts/ablation_recurrent.py --variants slots_h512 slots_h1280 --steps 300
       python scripts/ablation_recurrent.py --study snail_5w1s    # 3 x 3 CPU-minutes + tests
-      python scripts/ablation_recurrent.py --study mann_5w1s     # about 4 x 75 CPU-seconds + tests
+      python scripts/ablation_recurrent.py --study mann_5w1s     # about 5 x 75 CPU-seconds + tests
+      python scripts/ablation_recurrent.py --study mann_5w1s --variants key_value sparse_read --steps 300
       python scripts/ablation_recurrent.py --study mann_20w1s    # 4 x 2 CPU-minutes + tests
       python scripts/ablation_recurrent.py --variants sparse_h512 sparse_h512_metric1 sparse_read sparse_read_k8 --steps 300
       python scripts/ablation_recurrent.py --study mann_20w1s --variants sparse_c512 sparse_read_c512 --steps 300
@@ -100,6 +103,7 @@ MANN_VARIANTS: dict[str, dict] = {
     "small_64_lr3": {"key_value_init": False, "controller_size": 64, "lr": 0.003},
     "key_value": {},
     "random_head": {"readout_init": 0.0},
+    "sparse_read": {"input_bias": -2.0, "output_bias": -2.0, "zero_recurrent": True},
 }
 MANN_20W_VARIANTS: dict[str, dict] = {
     "key_value": {},

@@ -11,6 +11,8 @@ Three choices take the learner off the chance plateau within a few dozen meta-it
 initialisation* of the first layer (:func:`~rnnmeta.learners.sequence.key_value_init_`: at
 initialisation the head sees a kernel vote over the support labels) and, for classification,
 the *label readout* of the head (:func:`~rnnmeta.learners.sequence.label_readout_init_`).
+On 20-way tasks *sparse reads* (``output_bias`` equal to a negative ``input_bias``, and
+``zero_recurrent``) make a query read as few units as an example writes, which sharpens the vote.
 ``metric_loss_weight`` adds ProtoNet's loss on the same embeddings in training (an auxiliary
 loss: the network, its inputs and its predictions are unchanged).
 :meth:`LSTMLearner.predict_stream` runs the same network on the online protocol of Santoro et al.
