@@ -93,6 +93,9 @@ def test_sparse_reads_and_zero_recurrent_initialisation():
     default = LSTMLearner(backbone=MLP(6, [8]), hidden_size=h, num_layers=1, n_way=3, input_bias=-2.0)
     b = default.lstm.bias_ih_l0 + default.lstm.bias_hh_l0
     assert b[3 * h :].std() > 0 and default.lstm.weight_hh_l0.std() > 0
+    for bad in ({"output_bias": -2.0}, {"zero_recurrent": True}):
+        with pytest.raises(ValueError, match="options of the key-value initialisation"):
+            LSTMLearner(backbone=MLP(6, [8]), hidden_size=h, n_way=3, key_value_init=False, **bad)
 
 def test_label_readout_initialisation():
     """The head starts as scale * tanh(cell-candidate label weights): row j reads the cell direction label j writes."""

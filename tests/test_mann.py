@@ -214,6 +214,8 @@ def test_controller_starts_as_the_lstm_learners_first_layer():
                        input_bias=-2.0, output_bias=-2.0, zero_recurrent=True).controller
     assert torch.all(sparse_read.bias_ih[3 * h :] + sparse_read.bias_hh[3 * h :] == -2.0)
     assert torch.all(sparse_read.weight_hh == 0) and narrow.weight_hh.std() > 0
+    with pytest.raises(ValueError, match="options of the key-value initialisation"):  # regression runs no such init
+        MANN(backbone=MLP(1, [e]), controller_size=h, memory_slots=4, kind="regression", zero_recurrent=True)
 
 
 def test_shapes_and_default_backbones():

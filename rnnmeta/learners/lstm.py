@@ -34,8 +34,8 @@ from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
-from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, embed, encode_labels
-from rnnmeta.learners.sequence import key_value_init_, label_readout_init_, label_width
+from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
+from rnnmeta.learners.sequence import encode_labels, key_value_init_, label_readout_init_, label_width
 from rnnmeta.nets import backbone_features, resolve_backbone
 
 __all__ = ["LSTMLearner", "LSTMPredictor", "key_value_init_", "label_readout_init_"]
@@ -115,6 +115,7 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         super().__init__(**kwargs)
         check_positive(hidden_size=hidden_size, num_layers=num_layers)
         self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
+        check_read_init(key_value_init, output_bias, zero_recurrent)
         if label_slots and not (key_value_init and self.kind == CLASSIFICATION):
             raise ValueError(
                 f"label_slots is an option of the key-value initialisation for classification; got "

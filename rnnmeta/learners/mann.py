@@ -43,8 +43,8 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
-from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, embed, encode_labels
-from rnnmeta.learners.sequence import key_value_init_, label_readout_init_, label_width
+from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
+from rnnmeta.learners.sequence import encode_labels, key_value_init_, label_readout_init_, label_width
 from rnnmeta.nets import backbone_features, resolve_backbone
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 
@@ -279,6 +279,7 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         super().__init__(**kwargs)
         check_positive(controller_size=controller_size)
         self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
+        check_read_init(key_value_init and self.kind == CLASSIFICATION, output_bias, zero_recurrent)
         self.backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
         self.embed_dim = backbone_features(self.backbone, embedding_dim)
         self.label_dim = label_width(self.kind, self.n_way, self.target_dim)

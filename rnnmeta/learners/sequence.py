@@ -80,6 +80,16 @@ def check_metric_loss_weight(weight: float, kind: str) -> float:
     return float(weight)
 
 
+def check_read_init(applies: bool, output_bias: float | None, zero_recurrent: bool) -> None:
+    """Refuse ``output_bias`` or ``zero_recurrent`` where the key-value initialisation they belong to does not run."""
+    if not applies and (output_bias is not None or zero_recurrent):
+        raise ValueError(
+            f"output_bias={output_bias!r} and zero_recurrent={zero_recurrent!r} are options of the key-value "
+            "initialisation, which this learner does not run (it needs key_value_init=True and classification); "
+            "leave them at None and False"
+        )
+
+
 # --------------------------------------------------------------------------- LSTM initialisation
 def _first_layer_param(lstm: nn.LSTM | nn.LSTMCell, name: str) -> Tensor:
     """Parameter ``name`` (``weight_ih``, ``weight_hh``, ...) of the first layer of an ``nn.LSTM`` or an ``nn.LSTMCell``."""
