@@ -90,6 +90,8 @@ VARIANTS: dict[str, dict] = {
     "sparse_h512_metric0.3": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "metric_loss_weight": 0.3},
     "sparse_read": {"hidden_size": 512, "key_std": 4.0, "input_bias": -2.0, "output_bias": -2.0, "zero_recurrent": True},
     "sparse_read_k8": {"hidden_size": 512, "key_std": 8.0, "input_bias": -6.0, "output_bias": -6.0, "zero_recurrent": True},
+    "matching_h512": {"hidden_size": 512, "matching_init": True, "key_std": 1.0, "readout_init": 1.0},
+    "matching_h1280": {"hidden_size": 1280, "matching_init": True, "key_std": 1.0, "readout_init": 1.0},
 }
 # a variant's keys are the learner's arguments, except "train_data" (the run's training data
 # arguments) and "lr" (Adam's learning rate)

@@ -270,6 +270,8 @@ def test_a_learner_with_the_label_readout_gets_a_warning_naming_the_fix():
         OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=4, n_way=3))
     with pytest.warns(UserWarning, match="MANN was built with readout_init"):
         OnlineMetaLearner(MANN(backbone=MLP(4, [8]), controller_size=4, memory_slots=4, memory_width=3, read_heads=1, n_way=3))
+    with pytest.warns(UserWarning, match="LSTMLearner was built with matching_init=True.*without matching_init"):
+        OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=6, num_layers=1, n_way=3, matching_init=True))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         OnlineMetaLearner(LSTMLearner(backbone=MLP(4, [8]), hidden_size=4, n_way=3, readout_init=0.0))

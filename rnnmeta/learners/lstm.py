@@ -35,7 +35,8 @@ from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
-from rnnmeta.learners.sequence import encode_labels, key_value_init_, label_readout_init_, label_width
+from rnnmeta.learners.sequence import check_matching_init, default_if_none, encode_labels, key_value_init_, label_readout_init_, label_width
+from rnnmeta.learners.sequence import matching_init_
 from rnnmeta.nets import backbone_features, resolve_backbone
 
 __all__ = ["LSTMLearner", "LSTMPredictor", "key_value_init_", "label_readout_init_"]
@@ -65,16 +66,19 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         embedding_norm: layer-normalise the embedding before the LSTM (see the module docstring).
         key_value_init: key-value initialisation of the first LSTM layer (see the module docstring);
             ``False`` keeps nn.LSTM's default initialisation.
-        key_std: scale of the shared input/output-gate embedding weights of that initialisation.
-        forget_bias: initial forget-gate bias of that initialisation.
+        key_std: scale of the shared input/output-gate embedding weights of that initialisation
+            (``None``: 2.0), or of the keys of ``matching_init`` (``None``: 1.0).
+        forget_bias: initial forget-gate bias of either initialisation (``None``: 3.0 for the key-value
+            one, 6.0 for ``matching_init``, where every support example's write must survive).
         input_bias: initial input-gate bias of that initialisation (``None``: nn.LSTM's random bias).
         output_bias: initial output-gate bias of that initialisation (``None``: nn.LSTM's random bias;
             equal to ``input_bias``: sparse reads as well as sparse writes).
         zero_recurrent: that initialisation starts the first layer's recurrent weights at 0.
         readout_init: classification with ``key_value_init`` and one layer: the head starts reading
-            the cell direction of each label, scaled by this (:func:`label_readout_init_`); ``0``
-            keeps nn.Linear's random head. Regression, and a stack of layers (whose head reads the
-            top layer, not the one the labels are written into), keep the random head.
+            the cell direction of each label, scaled by this (:func:`label_readout_init_`; ``None``: 0.3);
+            ``0`` keeps nn.Linear's random head. Regression, and a stack of layers (whose head reads the
+            top layer, not the one the labels are written into), keep the random head. With
+            ``matching_init``: the head's weight on its class's units (``None``: 1.0).
         label_slots: classification with ``key_value_init``: each label writes into its own block of
             ``hidden_size // n_way`` units, all blocks with the same keys, so that before training each
             class's logit is a kernel between the query and that class's support examples, without
@@ -83,6 +87,14 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
             (:func:`~rnnmeta.learners.protonet.prototype_loss`, Snell et al. 2017) on the embeddings the
             LSTM reads (after the layer norm) to the query loss; ``0`` (default) adds nothing.
             Prediction is unchanged (docs/RECURRENT.md).
+        matching_init: classification with one layer: the first layer and the head start as a matching
+            network instead (:func:`~rnnmeta.learners.sequence.matching_init_`): label ``j`` opens the
+            input gates of its own block of ``hidden_size // n_way`` units, which store a projection of
+            the example's embedding; the query's output gates read the same projection, so that before
+            training class ``j``'s logit is about the dot product of the query's embedding with class
+            ``j``'s support examples (docs/RECURRENT.md, "Starting as a matching network"). Replaces
+            the key-value initialisation, whose ``input_bias``, ``output_bias``, ``zero_recurrent`` and
+            ``label_slots`` it refuses.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -101,14 +113,15 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         num_layers: int = 2,
         embedding_norm: bool = True,
         key_value_init: bool = True,
-        key_std: float = 2.0,
-        forget_bias: float = 3.0,
+        key_std: Optional[float] = None,
+        forget_bias: Optional[float] = None,
         input_bias: Optional[float] = None,
         output_bias: Optional[float] = None,
         zero_recurrent: bool = False,
-        readout_init: float = 0.3,
+        readout_init: Optional[float] = None,
         label_slots: bool = False,
         metric_loss_weight: float = 0.0,
+        matching_init: bool = False,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -127,12 +140,17 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.norm = nn.LayerNorm(self.embed_dim) if embedding_norm else nn.Identity()
         self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
-        if key_value_init:
-            key_value_init_(self.lstm, self.embed_dim, self.label_dim, key_std, forget_bias, input_bias, label_slots,
-                            output_bias, zero_recurrent)
         self.head = nn.Linear(hidden_size, self.output_dim)
-        if key_value_init and readout_init and self.kind == CLASSIFICATION and num_layers == 1:
-            label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)
+        if matching_init:
+            check_matching_init(self.kind, num_layers, label_slots, input_bias, output_bias, zero_recurrent)
+            matching_init_(self.lstm, self.head, self.embed_dim, self.n_way, default_if_none(key_std, 1.0),
+                           default_if_none(readout_init, 1.0), default_if_none(forget_bias, 6.0))
+        elif key_value_init:
+            key_value_init_(self.lstm, self.embed_dim, self.label_dim, default_if_none(key_std, 2.0), default_if_none(forget_bias, 3.0),
+                            input_bias, label_slots, output_bias, zero_recurrent)
+            readout_init = default_if_none(readout_init, 0.3)
+            if readout_init and self.kind == CLASSIFICATION and num_layers == 1:
+                label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)
 
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:

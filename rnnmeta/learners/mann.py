@@ -44,7 +44,8 @@ from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
-from rnnmeta.learners.sequence import encode_labels, key_value_init_, label_readout_init_, label_width
+from rnnmeta.learners.sequence import check_matching_init, default_if_none, encode_labels, key_value_init_
+from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
 from rnnmeta.nets import backbone_features, resolve_backbone
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 
@@ -237,7 +238,8 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
             (:func:`~rnnmeta.learners.sequence.key_value_init_`); with ``nn.LSTMCell``'s default
             initialisation the learner stayed at chance on Omniglot (docs/RECURRENT.md).
         key_std: with ``key_value_init``: scale of the controller's shared input/output-gate embedding
-            weights (as :class:`~rnnmeta.learners.LSTMLearner`'s).
+            weights (as :class:`~rnnmeta.learners.LSTMLearner`'s; ``None``: 2.0); with ``matching_init``:
+            of its keys (``None``: 1.0).
         input_bias: with ``key_value_init``: the controller's initial input-gate bias (``None``:
             nn.LSTMCell's random bias; negative: sparser writes, as the 20-way LSTMLearner config).
         output_bias: with ``key_value_init``: the controller's initial output-gate bias (``None``: random;
@@ -245,10 +247,16 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         zero_recurrent: with ``key_value_init``: the controller's recurrent weights start at 0.
         readout_init: with ``key_value_init``: the head's controller inputs start reading the
             label directions of the cell, scaled by this
-            (:func:`~rnnmeta.learners.sequence.label_readout_init_`); ``0`` keeps a random head.
+            (:func:`~rnnmeta.learners.sequence.label_readout_init_`; ``None``: 0.3); ``0`` keeps a random
+            head. With ``matching_init``: the head's weight on its class's units (``None``: 1.0).
         metric_loss_weight: classification: in training, add this times ProtoNet's loss
             (:func:`~rnnmeta.learners.protonet.prototype_loss`) on the embeddings the controller reads
             to the query loss; ``0`` (default) adds nothing. Prediction is unchanged.
+        matching_init: classification: the controller and the head start as LSTMLearner's with
+            ``matching_init`` (:func:`~rnnmeta.learners.sequence.matching_init_`): a matching network over the
+            controller's cell, with the memory's reads unread by the controller and the head at first
+            (their weights start at 0 and are trained). Replaces the key-value initialisation, whose
+            ``input_bias``, ``output_bias`` and ``zero_recurrent`` it refuses.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -267,12 +275,13 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         addressing: Literal["santoro", "shared_key"] = "santoro",
         tie_add_init: bool = True,
         key_value_init: bool = True,
-        key_std: float = 2.0,
+        key_std: Optional[float] = None,
         input_bias: Optional[float] = None,
         output_bias: Optional[float] = None,
         zero_recurrent: bool = False,
-        readout_init: float = 0.3,
+        readout_init: Optional[float] = None,
         metric_loss_weight: float = 0.0,
+        matching_init: bool = False,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -290,9 +299,14 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         read_dim = read_heads * memory_width
         self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
         self.head = nn.Linear(controller_size + read_dim, self.output_dim)
-        if key_value_init and self.kind == CLASSIFICATION:
-            key_value_init_(self.controller, self.embed_dim, self.label_dim, key_std, input_bias=input_bias,
-                            output_bias=output_bias, zero_recurrent=zero_recurrent)
+        if matching_init:
+            check_matching_init(self.kind, 1, False, input_bias, output_bias, zero_recurrent)
+            matching_init_(self.controller, self.head, self.embed_dim, self.n_way, default_if_none(key_std, 1.0),
+                           default_if_none(readout_init, 1.0))
+        elif key_value_init and self.kind == CLASSIFICATION:
+            key_value_init_(self.controller, self.embed_dim, self.label_dim, default_if_none(key_std, 2.0),
+                            input_bias=input_bias, output_bias=output_bias, zero_recurrent=zero_recurrent)
+            readout_init = default_if_none(readout_init, 0.3)
             if readout_init:
                 label_readout_init_(self.head, self.controller, self.embed_dim, self.label_dim, readout_init)
 

@@ -137,13 +137,18 @@ class OnlineMetaLearner(InjectedOptimizerModule):
         if max_instance < 1:
             raise ValueError(f"max_instance must be >= 1, got {max_instance}")
         learner_hparams = getattr(learner, "hparams", {})
-        if learner_hparams.get("key_value_init") and learner_hparams.get("readout_init"):
+        readout = learner_hparams.get("readout_init", 0.0)
+        if readout is None:  # the key-value initialisation's default
+            readout = 0.3
+        matching = bool(learner_hparams.get("matching_init"))
+        if matching or (learner_hparams.get("key_value_init") and readout):
             rank_zero_warn(
-                f"OnlineMetaLearner: {type(learner).__name__} was built with readout_init="
-                f"{learner_hparams['readout_init']}: its head starts reading back the label given at the same step, "
+                f"OnlineMetaLearner: {type(learner).__name__} was built with "
+                f"{'matching_init=True' if matching else f'readout_init={readout}'}: its head starts reading back the label given at the same step, "
                 "but in the online protocol that slot holds the previous step's label. LSTMLearner stayed at chance "
                 "that way (22.5 % at the 2nd instance after 500 meta-iterations, 53.2 % with readout_init=0; "
-                "docs/RECURRENT.md). Build the learner with readout_init=0 (MANN: key_value_init=False)."
+                "docs/RECURRENT.md). Build the learner with readout_init=0 and without matching_init (MANN: "
+                "key_value_init=False)."
             )
         self.save_hyperparameters(ignore=["learner", "optimizer", "lr_scheduler"])
         self.learner = learner

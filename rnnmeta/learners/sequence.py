@@ -90,6 +90,27 @@ def check_read_init(applies: bool, output_bias: float | None, zero_recurrent: bo
         )
 
 
+def default_if_none(value: float | None, default: float) -> float:
+    """``value``, or an initialisation's own ``default`` where it is ``None``."""
+    return default if value is None else value
+
+
+def check_matching_init(kind: str, num_layers: int, label_slots: bool, input_bias: float | None,
+                        output_bias: float | None, zero_recurrent: bool) -> None:
+    """Refuse ``matching_init`` outside classification with one layer, or beside the key-value options it replaces."""
+    if kind != CLASSIFICATION or num_layers != 1:
+        raise ValueError(
+            f"matching_init starts one LSTM layer as a matcher of a query with each class's examples; it needs "
+            f"classification and num_layers=1, got kind={kind!r}, num_layers={num_layers}"
+        )
+    if label_slots or input_bias is not None or output_bias is not None or zero_recurrent:
+        raise ValueError(
+            f"matching_init sets every gate of the first layer itself; leave the key-value initialisation's "
+            f"label_slots, input_bias, output_bias and zero_recurrent at False, None, None and False (got "
+            f"{label_slots!r}, {input_bias!r}, {output_bias!r}, {zero_recurrent!r})"
+        )
+
+
 # --------------------------------------------------------------------------- LSTM initialisation
 def _first_layer_param(lstm: nn.LSTM | nn.LSTMCell, name: str) -> Tensor:
     """Parameter ``name`` (``weight_ih``, ``weight_hh``, ...) of the first layer of an ``nn.LSTM`` or an ``nn.LSTMCell``."""
@@ -198,4 +219,82 @@ def label_readout_init_(head: nn.Linear, lstm: nn.LSTM | nn.LSTMCell, embed_dim:
     label_weights = _first_layer(lstm)[0][2 * hidden : 3 * hidden, embed_dim : embed_dim + label_dim]  # [H, n_way]
     with torch.no_grad():
         head.weight[:, :hidden].copy_(scale * torch.tanh(label_weights).T)
+        head.bias.zero_()
+
+
+def matching_init_(
+    lstm: nn.LSTM | nn.LSTMCell,
+    head: nn.Linear,
+    embed_dim: int,
+    n_way: int,
+    key_scale: float = 1.0,
+    readout_scale: float = 1.0,
+    forget_bias: float = 6.0,
+    write_logit: float = 6.0,
+) -> None:
+    """Start the first layer of ``lstm`` and ``head`` as a dot-product matcher of the query with each class (in place).
+
+    The layer's input starts ``[embedding (embed_dim), one-hot label (n_way), ...]``; the rest (MANN's
+    memory reads) and the head's inputs after the first ``hidden`` (MANN's reads) start at 0. The units
+    are split into ``n_way`` blocks of ``W = hidden // n_way``, and block ``j`` into ``K = W // 2`` pairs
+    that share a key ``p_k`` (``K`` unit-norm rows of an orthogonal matrix over the embedding; every block
+    has the same keys). In block ``j`` (gate rows in PyTorch's order ``[input, forget, cell, output]``):
+
+    * the input gate reads label ``j`` only: ``i = sigmoid(write_logit)`` for an example of class ``j``,
+      ``sigmoid(-write_logit)`` otherwise and for a query (whose label slot is 0): label ``j`` is
+      written into block ``j`` alone;
+    * the cell candidate reads the embedding: ``g = tanh(+-key_scale p_k . e)`` (``+`` for the first unit
+      of a pair, ``-`` for the second): what is written is a projection of the example;
+    * the output gate reads the embedding with the same keys: ``o = sigmoid(+-key_scale p_k . e)``: the
+      query's read key;
+    * the forget gate is ``sigmoid(forget_bias)`` (no weights): the writes of all support steps survive;
+      the recurrent weights start at 0 and no gate reads the previous output.
+
+    After the support set of a 1-shot task and one query step, a pair holds ``c = +-tanh(a_s)`` with
+    ``a = key_scale p_k . e`` and outputs ``+-sigmoid(+-a_q) tanh(tanh(a_s))``, which sum to
+    ``tanh(a_q / 2) tanh(tanh(a_s))``; the head sums block ``j`` with weight ``readout_scale``, so
+
+    ``logit_j = readout_scale * sum_k tanh(a_qk / 2) tanh(sum_{s in j} f^(T - t_s) i tanh(a_sk))``,
+
+    about ``readout_scale * key_scale^2 / 2 * (P e_q) . (P e_s)`` for small keys: the dot product of
+    the query with the class's support example (the sum of its examples for more shots), in the ``K``
+    directions of ``P``. On layer-normalised embeddings that is the cosine similarity of a matching
+    network (Vinyals et al. 2016) or, with ``K >= embed_dim``, the nearest-prototype rule of ProtoNet
+    for one shot. Every weight stays trainable; this is a starting point for the same LSTM.
+
+    Raises:
+        ValueError: fewer than two units per label, a head of another shape, or a scale ``<= 0``.
+    """
+    hidden = lstm.hidden_size
+    width = hidden // n_way
+    if width < 2:
+        raise ValueError(f"matching_init needs at least 2 units per label: {n_way} labels for hidden_size={hidden}")
+    if head.in_features < hidden or head.out_features != n_way:
+        raise ValueError(
+            f"matching_init needs a head reading the LSTM's {hidden} units first with one output per label, got "
+            f"a head {head.in_features} -> {head.out_features} for n_way={n_way}"
+        )
+    if not (key_scale > 0 and readout_scale > 0):
+        raise ValueError(f"key_scale and readout_scale must be > 0, got {key_scale} and {readout_scale}")
+    pairs = width // 2
+    keys = torch.empty(pairs, embed_dim)
+    nn.init.orthogonal_(keys)
+    keys = keys / keys.norm(dim=1, keepdim=True)  # unit rows also where pairs > embed_dim
+    unit = torch.arange(n_way * 2 * pairs)
+    block, pair, sign = unit // (2 * pairs), (unit % (2 * pairs)) // 2, 1.0 - 2.0 * (unit % 2)
+    unit_keys = key_scale * sign[:, None] * keys[pair]  # [n_way * 2K, E]
+    w, b_ih, b_hh = _first_layer(lstm)
+    rows = {name: slice(i * hidden, i * hidden + len(unit)) for i, name in enumerate(("input", "forget", "cell", "output"))}
+    with torch.no_grad():
+        w.zero_()
+        b_ih.zero_()
+        b_hh.zero_()
+        _first_layer_param(lstm, "weight_hh").zero_()
+        b_ih[:hidden].fill_(-write_logit)  # every input gate closed unless its label opens it; leftovers stay closed
+        w[rows["input"], embed_dim : embed_dim + n_way] = 2.0 * write_logit * F.one_hot(block, n_way).to(w.dtype)
+        b_ih[hidden : 2 * hidden].fill_(forget_bias)
+        w[rows["cell"], :embed_dim] = unit_keys
+        w[rows["output"], :embed_dim] = unit_keys
+        head.weight.zero_()
+        head.weight[:, : len(unit)] = readout_scale * F.one_hot(block, n_way).T.to(head.weight.dtype)
         head.bias.zero_()
