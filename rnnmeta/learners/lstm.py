@@ -140,14 +140,16 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.norm = nn.LayerNorm(self.embed_dim) if embedding_norm else nn.Identity()
         self.lstm = nn.LSTM(self.embed_dim + self.label_dim, hidden_size, num_layers=num_layers, batch_first=True)
-        self.head = nn.Linear(hidden_size, self.output_dim)
         if matching_init:
             check_matching_init(self.kind, num_layers, label_slots, input_bias, output_bias, zero_recurrent)
+        elif key_value_init:  # before the head is built, so that a seed gives the weights it gave before matching_init
+            key_value_init_(self.lstm, self.embed_dim, self.label_dim, default_if_none(key_std, 2.0), default_if_none(forget_bias, 3.0),
+                            input_bias, label_slots, output_bias, zero_recurrent)
+        self.head = nn.Linear(hidden_size, self.output_dim)
+        if matching_init:
             matching_init_(self.lstm, self.head, self.embed_dim, self.n_way, default_if_none(key_std, 1.0),
                            default_if_none(readout_init, 1.0), default_if_none(forget_bias, 6.0))
         elif key_value_init:
-            key_value_init_(self.lstm, self.embed_dim, self.label_dim, default_if_none(key_std, 2.0), default_if_none(forget_bias, 3.0),
-                            input_bias, label_slots, output_bias, zero_recurrent)
             readout_init = default_if_none(readout_init, 0.3)
             if readout_init and self.kind == CLASSIFICATION and num_layers == 1:
                 label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)
