@@ -13,6 +13,10 @@ initialisation the head sees a kernel vote over the support labels) and, for cla
 the *label readout* of the head (:func:`~rnnmeta.learners.sequence.label_readout_init_`).
 On 20-way tasks *sparse reads* (``output_bias`` equal to a negative ``input_bias``, and
 ``zero_recurrent``) make a query read as few units as an example writes, which sharpens the vote.
+``matching_init`` starts the layer and the head as a matching network instead
+(:func:`~rnnmeta.learners.sequence.matching_init_`): before training, each class's logit is about the
+dot product of the query's embedding with that class's support examples (the 20-way start that
+measured best, docs/RECURRENT.md).
 ``metric_loss_weight`` adds ProtoNet's loss on the same embeddings in training (an auxiliary
 loss: the network, its inputs and its predictions are unchanged).
 :meth:`LSTMLearner.predict_stream` runs the same network on the online protocol of Santoro et al.
@@ -35,11 +39,11 @@ from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
-from rnnmeta.learners.sequence import check_matching_init, default_if_none, encode_labels, key_value_init_, label_readout_init_, label_width
-from rnnmeta.learners.sequence import matching_init_
+from rnnmeta.learners.sequence import check_matching_init, default_if_none, encode_labels, key_value_init_
+from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
 from rnnmeta.nets import backbone_features, resolve_backbone
 
-__all__ = ["LSTMLearner", "LSTMPredictor", "key_value_init_", "label_readout_init_"]
+__all__ = ["LSTMLearner", "LSTMPredictor", "key_value_init_", "label_readout_init_", "matching_init_"]
 
 
 # --------------------------------------------------------------------------- the learner
@@ -143,8 +147,8 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         if matching_init:
             check_matching_init(self.kind, num_layers, label_slots, input_bias, output_bias, zero_recurrent)
         elif key_value_init:  # before the head is built, so that a seed gives the weights it gave before matching_init
-            key_value_init_(self.lstm, self.embed_dim, self.label_dim, default_if_none(key_std, 2.0), default_if_none(forget_bias, 3.0),
-                            input_bias, label_slots, output_bias, zero_recurrent)
+            key_value_init_(self.lstm, self.embed_dim, self.label_dim, default_if_none(key_std, 2.0),
+                            default_if_none(forget_bias, 3.0), input_bias, label_slots, output_bias, zero_recurrent)
         self.head = nn.Linear(hidden_size, self.output_dim)
         if matching_init:
             matching_init_(self.lstm, self.head, self.embed_dim, self.n_way, default_if_none(key_std, 1.0),

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 
-__all__ = ["check_positive", "check_query", "embed", "encode_labels", "key_value_init_", "label_readout_init_", "label_width"]
+__all__ = ["check_positive", "check_query", "embed", "encode_labels", "key_value_init_", "label_readout_init_", "label_width",
+           "matching_init_"]
 
 
 def label_width(kind: str, n_way: int, target_dim: int) -> int:
