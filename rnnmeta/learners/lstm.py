@@ -39,7 +39,7 @@ from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
-from rnnmeta.learners.sequence import check_matching_init, default_if_none, encode_labels, key_value_init_
+from rnnmeta.learners.sequence import check_matching_init, encode_labels, given, key_value_init_
 from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
 from rnnmeta.nets import backbone_features, resolve_backbone
 
@@ -147,16 +147,15 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         if matching_init:
             check_matching_init(self.kind, num_layers, label_slots, input_bias, output_bias, zero_recurrent)
         elif key_value_init:  # before the head is built, so that a seed gives the weights it gave before matching_init
-            key_value_init_(self.lstm, self.embed_dim, self.label_dim, default_if_none(key_std, 2.0),
-                            default_if_none(forget_bias, 3.0), input_bias, label_slots, output_bias, zero_recurrent)
+            key_value_init_(self.lstm, self.embed_dim, self.label_dim, input_bias=input_bias, label_slots=label_slots,
+                            output_bias=output_bias, zero_recurrent=zero_recurrent,
+                            **given(key_std=key_std, forget_bias=forget_bias))
         self.head = nn.Linear(hidden_size, self.output_dim)
         if matching_init:
-            matching_init_(self.lstm, self.head, self.embed_dim, self.n_way, default_if_none(key_std, 1.0),
-                           default_if_none(readout_init, 1.0), default_if_none(forget_bias, 6.0))
-        elif key_value_init:
-            readout_init = default_if_none(readout_init, 0.3)
-            if readout_init and self.kind == CLASSIFICATION and num_layers == 1:
-                label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, readout_init)
+            matching_init_(self.lstm, self.head, self.embed_dim, self.n_way,
+                           **given(key_scale=key_std, readout_scale=readout_init, forget_bias=forget_bias))
+        elif key_value_init and readout_init != 0 and self.kind == CLASSIFICATION and num_layers == 1:
+            label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, **given(scale=readout_init))
 
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:

@@ -44,7 +44,7 @@ from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
-from rnnmeta.learners.sequence import check_matching_init, default_if_none, encode_labels, key_value_init_
+from rnnmeta.learners.sequence import check_matching_init, encode_labels, given, key_value_init_
 from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
 from rnnmeta.nets import backbone_features, resolve_backbone
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
@@ -301,14 +301,13 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         self.head = nn.Linear(controller_size + read_dim, self.output_dim)
         if matching_init:
             check_matching_init(self.kind, 1, False, input_bias, output_bias, zero_recurrent)
-            matching_init_(self.controller, self.head, self.embed_dim, self.n_way, default_if_none(key_std, 1.0),
-                           default_if_none(readout_init, 1.0))
+            matching_init_(self.controller, self.head, self.embed_dim, self.n_way,
+                           **given(key_scale=key_std, readout_scale=readout_init))
         elif key_value_init and self.kind == CLASSIFICATION:
-            key_value_init_(self.controller, self.embed_dim, self.label_dim, default_if_none(key_std, 2.0),
-                            input_bias=input_bias, output_bias=output_bias, zero_recurrent=zero_recurrent)
-            readout_init = default_if_none(readout_init, 0.3)
-            if readout_init:
-                label_readout_init_(self.head, self.controller, self.embed_dim, self.label_dim, readout_init)
+            key_value_init_(self.controller, self.embed_dim, self.label_dim, input_bias=input_bias,
+                            output_bias=output_bias, zero_recurrent=zero_recurrent, **given(key_std=key_std))
+            if readout_init != 0:
+                label_readout_init_(self.head, self.controller, self.embed_dim, self.label_dim, **given(scale=readout_init))
 
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor, MemoryState]:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from rnnmeta.data.online import NO_LABEL, OnlineStream
 from rnnmeta.evaluation import gather_episode_rows
 from rnnmeta.learners.base import InjectedOptimizerModule
+from rnnmeta.learners.sequence import LABEL_READOUT_SCALE
 
 __all__ = [
     "REPORTED_INSTANCES",
@@ -138,8 +139,8 @@ class OnlineMetaLearner(InjectedOptimizerModule):
             raise ValueError(f"max_instance must be >= 1, got {max_instance}")
         learner_hparams = getattr(learner, "hparams", {})
         readout = learner_hparams.get("readout_init", 0.0)
-        if readout is None:  # the key-value initialisation's default
-            readout = 0.3
+        if readout is None:  # the key-value initialisation's own scale
+            readout = LABEL_READOUT_SCALE
         matching = bool(learner_hparams.get("matching_init"))
         if matching or (learner_hparams.get("key_value_init") and readout):
             rank_zero_warn(

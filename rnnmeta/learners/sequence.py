@@ -91,9 +91,13 @@ def check_read_init(applies: bool, output_bias: float | None, zero_recurrent: bo
         )
 
 
-def default_if_none(value: float | None, default: float) -> float:
-    """``value``, or an initialisation's own ``default`` where it is ``None``."""
-    return default if value is None else value
+#: the head's scale of :func:`label_readout_init_` where a learner's ``readout_init`` is ``None``
+LABEL_READOUT_SCALE = 0.3
+
+
+def given(**values: float | None) -> dict[str, float]:
+    """The keyword arguments that are not ``None``: an initialisation's own defaults stand for the rest."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def check_matching_init(kind: str, num_layers: int, label_slots: bool, input_bias: float | None,
@@ -202,7 +206,8 @@ def key_value_init_(
             _first_layer_param(lstm, "weight_hh").zero_()
 
 
-def label_readout_init_(head: nn.Linear, lstm: nn.LSTM | nn.LSTMCell, embed_dim: int, label_dim: int, scale: float = 0.3) -> None:
+def label_readout_init_(head: nn.Linear, lstm: nn.LSTM | nn.LSTMCell, embed_dim: int, label_dim: int,
+                        scale: float = LABEL_READOUT_SCALE) -> None:
     """Initialise ``head`` to read back the cell direction each label writes (in place).
 
     Under :func:`key_value_init_` the support example of class ``j`` adds about
