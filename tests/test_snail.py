@@ -478,3 +478,30 @@ def test_the_vote_readout_configs_change_only_the_readout_of_the_comparisons_sna
         gains.append(run["model"]["init_args"].pop("vote_readout"))
         assert run == shipped["learners"]["snail"], name
     assert sorted(gains) == expected_gains
+
+
+def _snail_specs(node):
+    """Every ``{class_path: rnnmeta.learners.SNAIL, init_args: ...}`` mapping in a parsed config."""
+    if isinstance(node, dict):
+        if node.get("class_path") in ("rnnmeta.learners.SNAIL", "rnnmeta.learners.snail.SNAIL"):
+            yield node.get("init_args") or {}
+        for value in node.values():
+            yield from _snail_specs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _snail_specs(value)
+
+
+def test_every_shipped_classification_snail_starts_from_the_similarity_vote():
+    """Issue 13: rnnmeta's initialisation is the configs' default, the paper's one flag away (docs/SNAIL.md)."""
+    import yaml
+
+    checked = []
+    for path in sorted((REPO / "configs").glob("*/*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        for init_args in _snail_specs(config):
+            if init_args.get("kind") == "regression" or "sinusoid" in path.name or path.parent.name == "sinusoid":
+                continue
+            assert init_args.get("similarity_init") is True, f"{path.relative_to(REPO)}: a classification SNAIL without similarity_init: true"
+            checked.append(path.name)
+    assert {"snail_5w1s.yaml", "snail_20w5s.yaml", "omniglot_5w1s.yaml", "clinc150_5w1s.yaml"} <= set(checked)
