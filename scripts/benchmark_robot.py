@@ -6,8 +6,8 @@ For each family and batch size ``B`` it times ``steps`` batched steps of uniform
 (through :class:`~rnnmeta.rl.gym_family.GymBatchedEnv`, so the torch <-> numpy conversion and the
 absorbing-state bookkeeping are included) and prints environment steps per second (``B * steps / s``)
 and CPU seconds per 1,000 environment steps of this process (the async workers' CPU is not counted
-there: compare wall time). With ``--agents`` it also times the agents' acting loop (RL2's GRU and a
-random actor) through :func:`rnnmeta.rl.trial.run_trials` on the same families, to show whether the
+there: compare wall time). With ``--agents`` it also times the agents' acting loop (a random actor, RL2's GRU and
+SNAILAgent) through :func:`rnnmeta.rl.trial.run_trials` on the same families, to show whether the
 simulator or the network is the bottleneck. The machine is named in the output; the numbers depend on
 it and on its load (printed).
 """
@@ -69,7 +69,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400, help="batched steps timed per family and batch size")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="copies stepped together")
     p.add_argument("--families", nargs="+", default=["point2d", "cheetah_vel", "ant_dir"])
-    p.add_argument("--agents", action="store_true", help="also time the acting loop of a random actor and RL2")
+    p.add_argument("--agents", action="store_true", help="also time the acting loop of a random actor, RL2 and SNAILAgent")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     print(f"machine: {machine()}")
@@ -99,13 +99,20 @@ def main() -> None:
         from rnnmeta.rl.classical import RandomActor
         from rnnmeta.rl.rl2 import RL2
 
+        from rnnmeta.rl.snail_agent import SNAILAgent
+
         print("\n| family | actor | B | env steps per wall s (acting + stepping, run_trials) | per CPU s |")
         print("|---|---|---|---|---|")
         for name in args.families:
             fam = build(name, "sync")
-            for label, actor in (("random", RandomActor()), ("RL2 GRU-256", RL2(fam, n_episodes=1).actor())):
+            # (label, actor, episodes a trial): SNAILAgent's step attends over the trial so far, so it plays the
+            # two-episode trials of configs/compare/cheetah_vel.yaml, with that config's layout
+            snail = SNAILAgent(fam, n_episodes=2, layout=["tc:32", "tc:32", "attn:32:32"], embed_size=32)
+            actors = (("random", RandomActor(), 1), ("RL2 GRU-256", RL2(fam, n_episodes=1).actor(), 1),
+                      ("SNAILAgent tc:32 tc:32 attn:32:32, 2-episode trials", snail.actor(), 2))
+            for label, actor, episodes in actors:
                 for b in args.batch:
-                    wall, cpu = time_acting(actor, fam, b, 1)
+                    wall, cpu = time_acting(actor, fam, b, episodes)
                     print(f"| {name} | {label} | {b} | {wall:,.0f} | {cpu:,.0f} |", flush=True)
             if hasattr(fam, "close"):
                 fam.close()

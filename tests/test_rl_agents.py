@@ -106,6 +106,41 @@ def test_acting_step_by_step_equals_training_on_whole_trials(name):
     torch.testing.assert_close(value, traj.extras["value"], atol=1e-5, rtol=0)
 
 
+def test_snail_acting_cache_with_autograd_matches_whole_trials_and_leaves_the_old_state():
+    """Under autograd SNAILAgent.step returns a new cache (the in-place path is for acting without a graph); its
+    features and their gradients equal those of the whole trial, with dilations longer than the trial's start."""
+    torch.manual_seed(0)
+    agent = SNAILAgent(TabularMDPs(n_states=3, n_actions=2, horizon=3), 3, layout=["tc:4", "attn:4:4", "tc:3"], embed_size=5)
+    x = torch.randn(2, agent.trial_len, agent.input_size, dtype=torch.float64)
+    agent = agent.double()
+    whole = agent.features(x)
+    state, stepped = agent.initial_state(2), []
+    first = state
+    for t in range(agent.trial_len):
+        h, new = agent.step(x[:, t], state)
+        assert new is not state and state.t == t
+        stepped.append(h)
+        state = new
+    assert first.t == 0 and all(r.eq(d.conv.bias).all() for r, d in zip(first.rings[0], agent.blocks[0].blocks))
+    stepped = torch.stack(stepped, 1)
+    torch.testing.assert_close(stepped, whole, rtol=0, atol=1e-12)
+    weights = torch.randn_like(whole)
+    grads = torch.autograd.grad((stepped * weights).sum(), list(agent.parameters()), allow_unused=True)
+    reference = torch.autograd.grad((whole * weights).sum(), list(agent.parameters()), allow_unused=True)
+    for g, r in zip(grads, reference):
+        assert (g is None) == (r is None)
+        if g is not None:
+            torch.testing.assert_close(g, r, rtol=0, atol=1e-10)
+    with torch.no_grad():  # acting: the same cache object, updated in place, and no step past the trial
+        state = agent.initial_state(2)
+        for t in range(agent.trial_len):
+            h, same = agent.step(x[:, t], state)
+            assert same is state
+        torch.testing.assert_close(h, whole[:, -1], rtol=0, atol=1e-12)
+        with pytest.raises(ValueError, match=f"trials of {agent.trial_len} steps; this is step {agent.trial_len + 1}"):
+            agent.step(x[:, 0], state)
+
+
 @pytest.mark.parametrize("name", ["rl2", "snail"])
 def test_reward_reaches_the_agent_one_step_later(name):
     torch.manual_seed(0)

@@ -221,6 +221,13 @@ class AttentionBlock(nn.Module):
         read = F.scaled_dot_product_attention(self.query(x), keys, values, attn_mask=allowed, scale=self.scale)
         return torch.cat([x, read], dim=-1)
 
+    def read(self, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """One next step ``x [B, 1, C]`` that reads every one of ``keys [B, S, key_size]`` and ``values
+        [B, S, value_size]`` (the prefix's and its own, already computed: an incremental cache) -> ``[B, 1, C + value_size]``."""
+        _check_sequence(x, self.in_channels, "AttentionBlock.read")
+        read = F.scaled_dot_product_attention(self.query(x), keys, values, scale=self.scale)
+        return torch.cat([x, read], dim=-1)
+
 
 class SNAILNetwork(_Stack):
     """The SNAIL stack: ``Attention, (TC, Attention) * n`` and a 1x1 convolution to ``out_features``.

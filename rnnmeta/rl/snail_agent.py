@@ -3,10 +3,10 @@ Appendix): temporal-convolution and causal attention blocks over the steps of th
 
 The blocks are :mod:`rnnmeta.learners.snail_blocks`' :class:`DenseBlock`, :class:`TCBlock` and
 :class:`AttentionBlock`. Training reads whole trials ``[B, T, D]`` with their ``forward``; acting
-steps incrementally from a cache, never re-reading the trial: per dense block the last
-``dilation`` inputs (the state its ``step`` needs is ``W_0 x[t - d] + b``), per attention block the
-keys and values of the steps so far (its ``step`` reads them and the new step). The cost of a step
-is that of one position, plus attention over the ``t`` cached keys.
+steps incrementally from a cache (:class:`SNAILActingCache`), never re-reading the trial: per dense block a
+ring of the last ``dilation`` input projections ``W_0 x[t - d] + b`` (the state its ``step`` needs), per
+attention block buffers for the trial's keys and values. The cost of a step is that of one position,
+plus attention over the ``t + 1`` cached keys; nothing in the cache is copied as the trial grows.
 
 Default layout (the paper's bandit/MDP agent, our reading of its appendix): a linear embedding of
 ``embed_size`` channels, ``TC(T, 32)``, ``TC(T, 32)``, ``Attention(32, 32)``, then the policy and
@@ -15,6 +15,7 @@ value heads (``layout`` changes it: ``["tc:32", "attn:16:16", ...]``). ``T = n_e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -41,6 +42,24 @@ def _parse_layout(layout: list[str]) -> list[tuple[str, list[int]]]:
     if not parsed:
         raise ValueError("SNAILAgent layout must name at least one block")
     return parsed
+
+
+@dataclass
+class SNAILActingCache:
+    """:class:`SNAILAgent`'s state while acting: ``t`` steps of the trial so far and, per block, a dense block's ring
+    ``[B, dilation, 2 * filters]`` (slot ``s % dilation`` holds ``W_0 x[s] + b``) per dense block, or an attention
+    block's ``(keys [B, trial_len, key_size], values [B, trial_len, value_size])`` filled up to ``t``."""
+
+    t: int
+    rings: list[Any]
+
+
+def _write(buffer: Tensor, index: int, value: Tensor, in_place: bool) -> Tensor:
+    """``buffer[:, index] = value[:, 0]``: in place, or (under autograd) into a new tensor that keeps the graph."""
+    if in_place:
+        buffer[:, index] = value[:, 0]
+        return buffer
+    return buffer.index_copy(1, torch.tensor([index], device=buffer.device), value)
 
 
 class SNAILAgent(SequenceAgent):
@@ -80,34 +99,46 @@ class SNAILAgent(SequenceAgent):
     def _dense_blocks(self, block: nn.Module) -> list[DenseBlock]:
         return list(block.blocks) if isinstance(block, TCBlock) else [block]
 
-    def initial_state(self, batch: int) -> list[Any]:
-        """Per block: the last ``dilation`` inputs of each dense block, or an attention block's keys and values (empty)."""
-        dev, state = self.device, []
+    def initial_state(self, batch: int) -> "SNAILActingCache":
+        """An empty trial: each dense block's ring holds ``b`` (the projection ``W_0 x + b`` of the zeros before the
+        trial's start), each attention block's key and value buffers have room for ``trial_len`` steps."""
+        dtype, rings = next(self.parameters()).dtype, []
         for block in self.blocks:
             if isinstance(block, AttentionBlock):
-                state.append((torch.zeros(batch, 0, block.key_size, device=dev), torch.zeros(batch, 0, block.value_size, device=dev)))
+                rings.append((torch.zeros(batch, self.trial_len, block.key_size, device=self.device, dtype=dtype),
+                              torch.zeros(batch, self.trial_len, block.value_size, device=self.device, dtype=dtype)))
             else:
-                state.append([torch.zeros(batch, d.dilation, d.in_channels, device=dev) for d in self._dense_blocks(block)])
-        return state
+                rings.append([d.conv.bias.expand(batch, d.dilation, -1).clone() for d in self._dense_blocks(block)])
+        return SNAILActingCache(0, rings)
 
-    def step(self, x: Tensor, state: list[Any]) -> tuple[Tensor, list[Any]]:
+    def step(self, x: Tensor, state: "SNAILActingCache") -> tuple[Tensor, "SNAILActingCache"]:
+        """Step ``t = state.t`` of the trial: ``x [B, D] -> features [B, F]``. Without autograd (acting) the cache is
+        updated in place and returned; with it, a new cache is returned and ``state`` is left as it was."""
+        t = state.t
+        if t >= self.trial_len:
+            raise ValueError(f"SNAILAgent was built for trials of {self.trial_len} steps; this is step {t + 1}")
+        in_place = not torch.is_grad_enabled()
         h = self.embed(x).unsqueeze(1)  # [B, 1, C]
-        new_state = []
-        for block, s in zip(self.blocks, state):
+        new_rings: list[Any] = []
+        for block, ring in zip(self.blocks, state.rings):
             if isinstance(block, AttentionBlock):
-                keys, values = s
-                out = block.step(h, (keys, values))
-                new_state.append((torch.cat([keys, block.key(h)], 1), torch.cat([values, block.value(h)], 1)))
-                h = out
+                keys = _write(ring[0], t, block.key(h), in_place)
+                values = _write(ring[1], t, block.value(h), in_place)
+                h = block.read(h, keys[:, : t + 1], values[:, : t + 1])
+                new_rings.append((keys, values))
             else:
-                buffers = []
-                for dense, past in zip(self._dense_blocks(block), s):
-                    # DenseBlock.step's state: W_0 x[t - dilation] + b (zeros before the trial's start)
-                    out = dense.step(h, F.linear(past[:, 0], dense.conv.weight[:, :, 0], dense.conv.bias))
-                    buffers.append(torch.cat([past[:, 1:], h], 1))
+                dense_rings = []
+                for dense, past in zip(self._dense_blocks(block), ring):
+                    slot = t % dense.dilation  # holds W_0 x[t - dilation] + b; then this step's projection
+                    out = dense.step(h, past[:, slot])
+                    projection = F.linear(h, dense.conv.weight[:, :, 0], dense.conv.bias)  # [B, 1, 2F]
+                    dense_rings.append(_write(past, slot, projection, in_place))
                     h = out
-                new_state.append(buffers)
-        return h[:, 0], new_state
+                new_rings.append(dense_rings)
+        if in_place:
+            state.t = t + 1
+            return h[:, 0], state
+        return h[:, 0], SNAILActingCache(t + 1, new_rings)
 
     def features(self, x: Tensor) -> Tensor:
         h = self.embed(x)
@@ -116,4 +147,4 @@ class SNAILAgent(SequenceAgent):
         return h
 
 
-__all__ = ["SNAILAgent"]
+__all__ = ["SNAILActingCache", "SNAILAgent"]
