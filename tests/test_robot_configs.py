@@ -261,3 +261,22 @@ def test_robot_compare_eval_only_tracks_the_task_on_half_cheetah(tmp_path, monke
         assert rows[name]["tracking_first"] == "slope {:.2f}, corr {:.2f}".format(*saved["tracking"][keys[0]])
         assert rows[name]["tracking_last"] == "slope {:.2f}, corr {:.2f}".format(*saved["tracking"][keys[-1]])
     assert direction.abs().eq(1).all()
+
+
+@pytest.mark.parametrize("agent", ["rl2", "snail"])
+def test_the_cheetah_fit_configs_hold_the_comparisons_recipe(agent):
+    """configs/rl/cheetah_vel_<agent>.yaml (``rnnmeta fit``) trains the agent of configs/compare/cheetah_vel.yaml
+    (the rows of docs/ROBOT.md), its learning rate decayed to 0 over its own trainer.max_steps."""
+    compare_cfg = yaml.safe_load((REPO / "configs" / "compare" / "cheetah_vel.yaml").read_text())
+    fit_cfg = yaml.safe_load((REPO / "configs" / "rl" / f"cheetah_vel_{agent}.yaml").read_text())
+    spec = compare_cfg["learners"][agent]
+    fit_args, compare_args = dict(fit_cfg["model"]["init_args"]), dict(spec["model"]["init_args"])
+    assert fit_cfg["model"]["class_path"] == spec["model"]["class_path"]
+    assert fit_args.pop("family")["class_path"] == compare_cfg["family"]["class_path"]
+    for evaluation_only in ("val_trials", "test_trials"):
+        fit_args.pop(evaluation_only)
+    fit_schedule, compare_schedule = fit_args.pop("lr_scheduler"), compare_args.pop("lr_scheduler")
+    assert fit_args == compare_args and fit_args["scale_rewards"] is True
+    assert fit_schedule["class_path"] == compare_schedule["class_path"] == "torch.optim.lr_scheduler.CosineAnnealingLR"
+    assert fit_schedule["init_args"]["T_max"] == fit_cfg["trainer"]["max_steps"]
+    assert compare_schedule["init_args"]["T_max"] == spec["max_steps"]
