@@ -46,9 +46,12 @@ def _parse_layout(layout: list[str]) -> list[tuple[str, list[int]]]:
 
 @dataclass
 class SNAILActingCache:
-    """:class:`SNAILAgent`'s state while acting: ``t`` steps of the trial so far and, per block, a dense block's ring
-    ``[B, dilation, 2 * filters]`` (slot ``s % dilation`` holds ``W_0 x[s] + b``) per dense block, or an attention
-    block's ``(keys [B, trial_len, key_size], values [B, trial_len, value_size])`` filled up to ``t``."""
+    """:class:`SNAILAgent`'s state while acting.
+
+    ``t``: steps of the trial so far. ``rings``: per block of the agent, a TC block's list of rings
+    ``[B, dilation, 2 * filters]``, one per dense block (slot ``s % dilation`` holds ``W_0 x[s] + b``), or an
+    attention block's ``(keys [B, trial_len, key_size], values [B, trial_len, value_size])``, filled up to ``t``.
+    """
 
     t: int
     rings: list[Any]
@@ -99,7 +102,7 @@ class SNAILAgent(SequenceAgent):
     def _dense_blocks(self, block: nn.Module) -> list[DenseBlock]:
         return list(block.blocks) if isinstance(block, TCBlock) else [block]
 
-    def initial_state(self, batch: int) -> "SNAILActingCache":
+    def initial_state(self, batch: int) -> SNAILActingCache:
         """An empty trial: each dense block's ring holds ``b`` (the projection ``W_0 x + b`` of the zeros before the
         trial's start), each attention block's key and value buffers have room for ``trial_len`` steps."""
         dtype, rings = next(self.parameters()).dtype, []
@@ -111,7 +114,7 @@ class SNAILAgent(SequenceAgent):
                 rings.append([d.conv.bias.expand(batch, d.dilation, -1).clone() for d in self._dense_blocks(block)])
         return SNAILActingCache(0, rings)
 
-    def step(self, x: Tensor, state: "SNAILActingCache") -> tuple[Tensor, "SNAILActingCache"]:
+    def step(self, x: Tensor, state: SNAILActingCache) -> tuple[Tensor, SNAILActingCache]:
         """Step ``t = state.t`` of the trial: ``x [B, D] -> features [B, F]``. Without autograd (acting) the cache is
         updated in place and returned; with it, a new cache is returned and ``state`` is left as it was."""
         t = state.t
