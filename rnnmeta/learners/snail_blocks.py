@@ -218,14 +218,13 @@ class AttentionBlock(nn.Module):
         values = torch.cat([past_v, self.value(x)], dim=1)
         # [M, S + M]: every prefix key, and the candidate's own key
         allowed = torch.cat([x.new_ones(m, s, dtype=torch.bool), torch.eye(m, dtype=torch.bool, device=x.device)], 1)
-        read = F.scaled_dot_product_attention(self.query(x), keys, values, attn_mask=allowed, scale=self.scale)
-        return torch.cat([x, read], dim=-1)
+        return self.read(x, keys, values, allowed)
 
-    def read(self, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:
-        """One next step ``x [B, 1, C]`` that reads every one of ``keys [B, S, key_size]`` and ``values
-        [B, S, value_size]`` (the prefix's and its own, already computed: an incremental cache) -> ``[B, 1, C + value_size]``."""
+    def read(self, x: Tensor, keys: Tensor, values: Tensor, allowed: Optional[Tensor] = None) -> Tensor:
+        """Steps ``x [B, M, C]`` that read ``keys [B, S, key_size]`` and ``values [B, S, value_size]`` already
+        computed (an incremental cache), all of them or where ``allowed [M, S]`` -> ``[B, M, C + value_size]``."""
         _check_sequence(x, self.in_channels, "AttentionBlock.read")
-        read = F.scaled_dot_product_attention(self.query(x), keys, values, scale=self.scale)
+        read = F.scaled_dot_product_attention(self.query(x), keys, values, attn_mask=allowed, scale=self.scale)
         return torch.cat([x, read], dim=-1)
 
 
