@@ -221,3 +221,75 @@ def test_learns_omniglot_far_above_chance(one_thread):
     # in 30 CPU-s; with Conv4-32, 0.597 in 54 CPU-s (docs/LEARNED_OPTIMIZER.md). Chance is 0.2.
     acc = short_omniglot_run(learner, n_way=5, k_shot=1, q_queries=5, meta_batch_size=4, steps=300, test_episodes=100)
     assert acc > 0.5, f"5-way 1-shot test accuracy {acc:.3f} after 300 meta-steps (chance 0.2)"
+
+
+def _perturbed_learner(seed: int, **kwargs) -> LearnedOptimizer:
+    torch.manual_seed(seed)
+    learner = LearnedOptimizer(kind="regression", backbone=MLP(1, [6, 5]), inner_steps=3, lstm_hidden=4, **kwargs).double()
+    with torch.no_grad():
+        for p in learner.update_rule.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return learner
+
+
+@pytest.mark.parametrize("rule", ["ravi_larochelle", "lstm"])
+@pytest.mark.parametrize("batch_tasks", [False, True])
+def test_head_only_inner_loop_equals_the_full_loop_over_a_frozen_backbone(rule, batch_tasks):
+    """``adapted="head"`` trains the head on features computed once; the full inner loop with the backbone's
+    weights frozen trains the same head on the same features, so predictions and the rule's and head's
+    meta-gradients agree; only the head-only learner meta-learns its backbone (through the queries)."""
+    sx, sy, qx, qy = _regression_batch(b=3, dtype=torch.float64)
+    head_only = _perturbed_learner(0, update_rule=rule, batch_tasks=batch_tasks, adapted="head")
+    frozen = _perturbed_learner(0, update_rule=rule, batch_tasks=batch_tasks)
+    frozen.backbone.requires_grad_(False)
+    assert [n for n, _ in head_only.base_parameters()] == ["head.weight", "head.bias"] == [n for n, _ in frozen.base_parameters()]
+    preds = [learner(sx, sy, qx) for learner in (head_only, frozen)]
+    torch.testing.assert_close(preds[0], preds[1], rtol=1e-12, atol=1e-12)
+    for learner, p in zip((head_only, frozen), preds):
+        learner.task_losses(p, qy).mean().backward()
+    for name, p in frozen.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(dict(head_only.named_parameters())[name].grad, p.grad, rtol=1e-10, atol=1e-12)
+    assert all(float(p.grad.abs().sum()) > 0 for p in head_only.backbone.parameters())
+    for learner in (head_only, frozen):
+        learner.eval()
+    torch.testing.assert_close(head_only(sx, sy, qx), frozen(sx, sy, qx), rtol=1e-12, atol=1e-12)
+    # the head really adapted: the unadapted head answers otherwise
+    with torch.no_grad():
+        assert (head_only.head(head_only.backbone(qx)) - head_only(sx, sy, qx)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("batch_tasks", [False, True])
+def test_head_only_second_order_meta_gradient_matches_finite_differences(batch_tasks):
+    """With ``second_order``, the backbone's meta-gradient also flows through the support features the
+    head was trained on: every parameter's gradient against central differences, float64."""
+    torch.manual_seed(2)
+    learner = LearnedOptimizer(kind="regression", backbone=MLP(1, [3]), inner_steps=2, second_order=True,
+                               adapted="head", batch_tasks=batch_tasks).double()
+    sx, sy, qx, qy = _regression_batch(dtype=torch.float64)
+    params = list(learner.parameters())
+
+    def query_loss():
+        with torch.enable_grad():
+            return learner.task_losses(learner(sx, sy, qx), qy).mean()
+
+    autograd = torch.autograd.grad(query_loss(), params)
+    fd = finite_difference_grad(lambda: query_loss().detach(), params, 1e-6)
+    for (name, _), a, f in zip(learner.named_parameters(), autograd, fd):
+        torch.testing.assert_close(a, f, rtol=1e-5, atol=1e-8, msg=lambda m: f"{name}: {m}")
+    assert float(autograd[0].abs().sum()) > 0  # the backbone's first weight
+
+
+def test_head_only_with_batch_norm_reads_each_tasks_statistics():
+    """With a batch-norm backbone the tasks run one by one in both modes, and the head-only learner's features
+    are those of the full learner with the backbone frozen (per-task statistics, queries as ``query_bn`` says)."""
+    sx, sy, qx = _classification_batch(b=2, n=3, k=2, m=4)
+    for query_bn in ("transductive", "support"):
+        torch.manual_seed(0)
+        head_only = LearnedOptimizer(n_way=3, backbone=Conv4(hidden=4, image_size=16), adapted="head", query_bn=query_bn).double()
+        torch.manual_seed(0)
+        frozen = LearnedOptimizer(n_way=3, backbone=Conv4(hidden=4, image_size=16), query_bn=query_bn).double()
+        frozen.backbone.requires_grad_(False)
+        assert not head_only.runs_tasks_batched()
+        torch.testing.assert_close(head_only(sx.double(), sy, qx.double()), frozen(sx.double(), sy, qx.double()),
+                                   rtol=1e-10, atol=1e-12)

@@ -213,3 +213,24 @@ def test_a_learners_word_dropout_reaches_its_training_texts_only(monkeypatch) ->
     with pytest.raises(ComparisonConfigError, match="word_dropout must be a probability in \\[0, 1\\), got 1.5"):
         plan_runs(cfg["data"], {"lstm": {**lstm, "train_data": {"word_dropout": 1.5}}}, [0], 2, None, None, 1, {}, None)
 
+
+
+@pytest.mark.slow
+def test_the_head_only_learned_optimizer_learns_clinc150_intents_far_above_chance(tmp_path: Path, monkeypatch) -> None:
+    """The shipped 5-way 1-shot config of the learned optimizer (``adapted: head``), 300 meta-iterations on real data,
+    validated on 100 episodes of unseen intents: far above chance (0.2). At 1 CPU-minute (about 2,000 steps) it
+    reaches 0.676 on the test intents (docs/TEXT.md)."""
+    from rnnmeta.cli import build_cli
+
+    if not (CLINC_DIR / "data_full.json").exists():
+        pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
+    monkeypatch.chdir(REPO)  # the config's root is relative to the repository
+    cli = build_cli(["--config", "configs/clinc150/learned_optimizer_5w1s.yaml", "--threads", "1", "--trainer.logger", "false",
+                     "--trainer.max_steps", "300", "--data.init_args.train_batches_per_epoch", "300",
+                     "--data.init_args.val_episodes", "100", "--trainer.enable_checkpointing", "false",
+                     "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
+                     "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert cli.model.adapted == "head"
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    (metrics,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert metrics["val/acc"] > 0.45, metrics

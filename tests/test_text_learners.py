@@ -70,6 +70,7 @@ LEARNERS = {
     "maml": lambda bb: MAML(backbone=bb, n_way=N, inner_steps=2, inner_lr=0.1),
     "maml_first_order": lambda bb: MAML(backbone=bb, n_way=N, inner_steps=1, inner_lr=0.1, first_order=True),
     "learned_optimizer": lambda bb: LearnedOptimizer(backbone=bb, n_way=N, inner_steps=2, lstm_hidden=4, lstm_layers=1),
+    "learned_optimizer_head": lambda bb: LearnedOptimizer(backbone=bb, n_way=N, inner_steps=2, adapted="head"),
     "protonet": lambda bb: ProtoNet(backbone=bb, n_way=N),
 }
 

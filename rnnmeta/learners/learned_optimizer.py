@@ -18,13 +18,14 @@ batch norm works as in MAML (``query_bn``).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Literal, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rnnmeta.learners.sequence import check_query
+from rnnmeta.learners.sequence import check_query, embed
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.nets import batch_norm_layers, check_query_bn, reference_batch_norm, require_batch_statistics, resolve_backbone
 from rnnmeta.optim.base import MetaOptimizer, apply_updates
@@ -91,6 +92,11 @@ class LearnedOptimizer(MetaLearner):
         batch_tasks: run the inner loops of all tasks at once (``torch.func.vmap`` over tasks)
             when the base network has no batch norm (``vmap`` over batch norm gave wrong
             meta-gradients); both paths give the same predictions and meta-gradients.
+        adapted: ``"all"`` (every weight of the base network is trained by the rule, as in MAML) or
+            ``"head"``: only the linear head is, on the backbone's features of each example, computed
+            once a task (ANIL: Raghu et al. 2020, "Rapid learning or feature reuse?"). The backbone
+            is still meta-learned, through the queries' features (and, with ``second_order``, the
+            support features the inner loop read). An embedding table is then never copied per task.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`MetaLearner`.
 
     Shapes: those of :meth:`~rnnmeta.learners.base.MetaLearner.forward`.
@@ -114,9 +120,12 @@ class LearnedOptimizer(MetaLearner):
         second_order: bool = False,
         query_bn: Literal["transductive", "support"] = "transductive",
         batch_tasks: bool = True,
+        adapted: Literal["all", "head"] = "all",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if adapted not in ("all", "head"):
+            raise ValueError(f"adapted must be 'all' (every weight of the base network) or 'head' (the linear head only), got {adapted!r}")
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
         if eval_inner_steps is not None and eval_inner_steps < 1:
@@ -154,6 +163,7 @@ class LearnedOptimizer(MetaLearner):
         self.second_order = second_order
         self.batch_tasks = batch_tasks
         self.query_bn = check_query_bn(query_bn)
+        self.adapted = adapted
 
     @property
     def transductive(self) -> bool:
@@ -165,9 +175,10 @@ class LearnedOptimizer(MetaLearner):
         """The meta-learned initialisation ``theta_0`` as ``(name, parameter)`` pairs (backbone, then head).
 
         A frozen weight (``requires_grad=False``) is not among them: the inner loop leaves it as it is
-        and :meth:`base_forward` reads it from the module.
+        and :meth:`base_forward` reads it from the module. With ``adapted="head"`` only the head's
+        weights are: the backbone is read from the module too.
         """
-        named = [("backbone." + n, p) for n, p in self.backbone.named_parameters()]
+        named = [] if self.adapted == "head" else [("backbone." + n, p) for n, p in self.backbone.named_parameters()]
         named += [("head." + n, p) for n, p in self.head.named_parameters()]
         return [(n, p) for n, p in named if p.requires_grad]
 
@@ -175,8 +186,13 @@ class LearnedOptimizer(MetaLearner):
         """The base network with weights ``params`` (ordered as :meth:`base_parameters`): ``[n, *x] -> [n, out]``."""
         values = dict(zip((n for n, _ in self.base_parameters()), params))
         backbone = {n[len("backbone.") :]: v for n, v in values.items() if n.startswith("backbone.")}
+        return self.head_forward(params, functional_call(self.backbone, backbone, (x,)))
+
+    def head_forward(self, params: list[Tensor], features: Tensor) -> Tensor:
+        """The head with its weights from ``params`` (ordered as :meth:`base_parameters`): ``[n, E] -> [n, out]``."""
+        values = dict(zip((n for n, _ in self.base_parameters()), params))
         head = {n[len("head.") :]: v for n, v in values.items() if n.startswith("head.")}
-        return functional_call(self.head, head, (functional_call(self.backbone, backbone, (x,)),))
+        return functional_call(self.head, head, (features,))
 
     def support_normalised_forward(self, params: list[Tensor], support_x: Tensor, x: Tensor) -> Tensor:
         """:meth:`base_forward` of ``x [n, *x]`` with batch norm using the statistics of ``support_x [S, *x]``."""
@@ -186,8 +202,15 @@ class LearnedOptimizer(MetaLearner):
 
     def batched_forward(self, params: list[Tensor], x: Tensor) -> Tensor:
         """:meth:`base_forward` of every task at once: ``params[i]`` is ``[B, *shape_i]``, ``x`` is
-        ``[B, n, *x]``; returns ``[B, n, out]`` (``vmap`` over tasks)."""
+        ``[B, n, *x]``; returns ``[B, n, out]`` (``vmap`` over tasks; with ``adapted="head"`` the
+        backbone, shared by every task, runs once outside it)."""
+        if self.adapted == "head":
+            return self.batched_head_forward(params, embed(self.backbone, x))
         return torch.func.vmap(self.base_forward)(params, x)
+
+    def batched_head_forward(self, params: list[Tensor], features: Tensor) -> Tensor:
+        """:meth:`head_forward` of every task at once: ``params[i]`` ``[B, *shape_i]``, ``features`` ``[B, n, E]``."""
+        return torch.func.vmap(self.head_forward)(params, features)
 
     def runs_tasks_batched(self) -> bool:
         """Whether :meth:`adapt` runs all tasks at once (``batch_tasks`` and no batch norm)."""
@@ -208,8 +231,14 @@ class LearnedOptimizer(MetaLearner):
                 parameters (training); otherwise every step is cut from the graph.
         """
         params = [p if meta_graph else p.detach().requires_grad_() for _, p in self.base_parameters()]
+        if self.adapted == "head":  # the backbone's features once; each step runs the head alone
+            with torch.set_grad_enabled(meta_graph):
+                features = self.backbone(support_x)
+            forward = partial(self.head_forward, features=features)
+        else:
+            forward = partial(self.base_forward, x=support_x)
         return self._inner_loop(
-            params, lambda ps: self._inner_loss(self.base_forward(ps, support_x), support_y), lambda loss: loss, steps, meta_graph
+            params, lambda ps: self._inner_loss(forward(ps), support_y), lambda loss: loss, steps, meta_graph
         )
 
     def _inner_loop(
@@ -257,9 +286,15 @@ class LearnedOptimizer(MetaLearner):
         def per_coordinate(losses: Tensor) -> Tensor:  # one loss per coordinate, in the rule's flattening order
             return torch.cat([losses[:, None].expand(n_tasks, p.numel()).reshape(-1) for p in base])
 
+        if self.adapted == "head":  # the backbone's features once; each step runs the heads alone
+            with torch.set_grad_enabled(meta_graph):
+                features = embed(self.backbone, support_x)
+            forward = partial(self.batched_head_forward, features=features)
+        else:
+            forward = partial(self.batched_forward, x=support_x)
         return self._inner_loop(
             params,
-            lambda ps: self.task_losses(self.batched_forward(ps, support_x), support_y),
+            lambda ps: self.task_losses(forward(ps), support_y),
             per_coordinate,
             steps,
             meta_graph,
