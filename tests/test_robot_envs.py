@@ -291,3 +291,26 @@ def test_metaworld_ml1_family():
     _, r, _ = env.step(torch.zeros(1, *fam.action_space.shape))
     assert r.shape == (1,) and torch.isfinite(r).all()
     fam.close()
+
+
+def test_one_reward_gives_a_cheetahs_task_away(capsys, monkeypatch):
+    """scripts/task_identifiability.py: after one random step the reward, the observed velocity and the control cost
+    name the target velocity (correlation far above 0) and the direction (far above the 50% of a guess)."""
+    mujoco_or_skip()
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import task_identifiability
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(sys, "argv", ["task_identifiability.py", "--tasks", "24", "--steps", "1"])
+    task_identifiability.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| HalfCheetah")]
+    assert len(rows) == 2, rows
+    assert float(rows[0].split("corr ")[1].split(",")[0]) > 0.7, rows[0]
+    assert int(rows[1].split("right for ")[1].split("%")[0]) >= 80, rows[1]
+    monkeypatch.setattr(sys, "argv", ["task_identifiability.py", "--tasks", "1"])
+    with pytest.raises(SystemExit):
+        task_identifiability.main()
