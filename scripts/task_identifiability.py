@@ -25,52 +25,53 @@ import argparse
 import torch
 
 
-def _velocity_rows(tasks: int, steps: int, seed: int) -> list[str]:
-    from rnnmeta.rl.mujoco import HALF_CHEETAH_FORWARD_VELOCITY, HalfCheetahVel
+def _first_steps(family, tasks: int, steps: int, seed: int):
+    """``(task, [(action, forward velocity, reward)] per step)``: the fixed test tasks of ``family`` from their
+    reset, under uniform random actions in ``[-1, 1]^6`` (seeded with ``seed + 1``)."""
+    from rnnmeta.rl.mujoco import HALF_CHEETAH_FORWARD_VELOCITY
     from rnnmeta.rl.trial import eval_tasks
 
-    family = HalfCheetahVel(horizon=200, low=0.0, high=2.0)
-    target = eval_tasks(family, tasks, seed)["velocity"].float()
-    rows = []
+    task = eval_tasks(family, tasks, seed)
+    played = []
     try:
-        env = family.make(eval_tasks(family, tasks, seed), torch.Generator().manual_seed(seed))
+        env = family.make(task, torch.Generator().manual_seed(seed))
         env.reset()
         actions = torch.Generator().manual_seed(seed + 1)
-        for t in range(1, steps + 1):
+        for _ in range(steps):
             action = torch.rand(tasks, 6, generator=actions) * 2 - 1
             obs, reward, _ = env.step(action)
-            velocity = obs[:, HALF_CHEETAH_FORWARD_VELOCITY]
-            estimate = velocity + (-reward - 0.05 * action.pow(2).sum(-1))
-            error = (estimate - target).abs()
-            corr = float(torch.corrcoef(torch.stack([estimate, target]))[0, 1])
-            rows.append(f"| HalfCheetahVel | {t} | corr {corr:.3f}, median error {float(error.median()):.3f} m/s, "
-                        f"largest {float(error.max()):.2f} m/s |")
+            played.append((action, obs[:, HALF_CHEETAH_FORWARD_VELOCITY], reward))
     finally:
         family.close()
+    return task, played
+
+
+def _velocity_rows(tasks: int, steps: int, seed: int) -> list[str]:
+    from rnnmeta.rl.mujoco import HalfCheetahVel
+
+    task, played = _first_steps(HalfCheetahVel(horizon=200, low=0.0, high=2.0), tasks, steps, seed)
+    target = task["velocity"].float()
+    rows = []
+    for t, (action, velocity, reward) in enumerate(played, start=1):
+        estimate = velocity + (-reward - 0.05 * action.pow(2).sum(-1))
+        error = (estimate - target).abs()
+        corr = float(torch.corrcoef(torch.stack([estimate, target]))[0, 1])
+        rows.append(f"| HalfCheetahVel | {t} | corr {corr:.3f}, median error {float(error.median()):.3f} m/s, "
+                    f"largest {float(error.max()):.2f} m/s |")
     return rows
 
 
 def _direction_rows(tasks: int, steps: int, seed: int) -> list[str]:
-    from rnnmeta.rl.mujoco import HALF_CHEETAH_FORWARD_VELOCITY, HalfCheetahDir
-    from rnnmeta.rl.trial import eval_tasks
+    from rnnmeta.rl.mujoco import HalfCheetahDir
 
-    family = HalfCheetahDir(horizon=200)
-    direction = eval_tasks(family, tasks, seed)["direction"].float()
+    task, played = _first_steps(HalfCheetahDir(horizon=200), tasks, steps, seed)
+    direction = torch.sign(task["direction"].float())
     rows = []
-    try:
-        env = family.make(eval_tasks(family, tasks, seed), torch.Generator().manual_seed(seed))
-        env.reset()
-        actions = torch.Generator().manual_seed(seed + 1)
-        for t in range(1, steps + 1):
-            action = torch.rand(tasks, 6, generator=actions) * 2 - 1
-            obs, reward, _ = env.step(action)
-            velocity = obs[:, HALF_CHEETAH_FORWARD_VELOCITY]
-            estimate = torch.sign((reward + 0.05 * action.pow(2).sum(-1)) * velocity)
-            right = float((estimate == torch.sign(direction)).float().mean())
-            rows.append(f"| HalfCheetahDir | {t} | direction right for {right:.0%} of tasks "
-                        f"(median speed {float(velocity.abs().median()):.2f} m/s) |")
-    finally:
-        family.close()
+    for t, (action, velocity, reward) in enumerate(played, start=1):
+        estimate = torch.sign((reward + 0.05 * action.pow(2).sum(-1)) * velocity)
+        right = float((estimate == direction).float().mean())
+        rows.append(f"| HalfCheetahDir | {t} | direction right for {right:.0%} of tasks "
+                    f"(median speed {float(velocity.abs().median()):.2f} m/s) |")
     return rows
 
 
