@@ -27,6 +27,10 @@ Written to ``--out`` (default ``results/<name>/``):
   (:func:`~rnnmeta.rl.robot_viz.plot_training`);
 * ``trajectories_<agent>.png`` for 2D navigation (:func:`~rnnmeta.rl.robot_viz.plot_point_trajectories`);
 * ``<agent>.ckpt``: the trained agent (Lightning checkpoint; the observation statistics included);
+* ``<agent>_resume/last.ckpt`` while an agent trains: a checkpoint about every 40th of its updates (at least one
+  iteration apart), with the training curve and the CPU seconds so far. Run the same command again after an
+  interruption and the agent resumes there. It ends with the agent, test table and curve that an uninterrupted run
+  gives, and the folder is removed. A folder left by another config, budget or seed is refused, with its path named;
 * ``<agent>_trial.gif`` with ``video: true`` (MuJoCo families): test trial 1 of the trained agent,
   rendered, every ``video_every``-th step (:func:`~rnnmeta.rl.robot_viz.record_trial`): every episode
   of a memory agent's trial, or for MAMLRL the first episode after each number of inner steps, each
@@ -49,14 +53,19 @@ import argparse
 import copy
 import csv
 import os
+import hashlib
+import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+import pytorch_lightning as pl
 import torch
 import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 
 def build_agent(model_cfg: dict[str, Any], family_cfg: dict[str, Any], seed: Optional[int] = None):
@@ -188,6 +197,68 @@ def report_columns(saved: dict[str, Any]) -> dict[str, str]:
     return cols
 
 
+class TrainingProgress(pl.Callback):
+    """Records the training curve (one row per batch of training trials), prints progress, and keeps both, with
+    the CPU and wall seconds spent so far, in the agent's checkpoints, so that a resumed run reports its whole run."""
+
+    def __init__(self, name: str, steps: int, log_every: int, trial_steps: int, horizon: int, identity: str) -> None:
+        self.name, self.steps, self.log_every, self.trial_steps, self.horizon = name, steps, log_every, trial_steps, horizon
+        self.identity = identity
+        self.curve: list[dict[str, float]] = []
+        self.cpu_before, self.wall_before = 0.0, 0.0  # spent before this process resumed the run
+        self.c0, self.w0 = time.process_time(), time.perf_counter()
+
+    def cpu_seconds(self) -> float:
+        return self.cpu_before + time.process_time() - self.c0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve, "cpu_s": self.cpu_seconds(), "wall_s": self.wall_before + time.perf_counter() - self.w0,
+                "identity": self.identity}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve, self.cpu_before, self.wall_before = list(state["curve"]), float(state["cpu_s"]), float(state["wall_s"])
+        self.c0, self.w0 = time.process_time(), time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if module._batch is None:
+            return
+        iteration = int(module._batch["iteration"])
+        if not self.curve or self.curve[-1]["iteration"] != iteration:  # the first update on a new batch
+            self.curve.append({"iteration": iteration, "update": trainer.global_step,
+                               "env_steps": (iteration + 1) * module.batch_trials * self.trial_steps,
+                               "return_per_episode": float(module._batch["total"].mean()) * self.horizon / self.trial_steps,
+                               "cpu_s": self.cpu_seconds()})
+        if trainer.global_step % self.log_every == 0:
+            print(f"  {self.name}: update {trainer.global_step}/{self.steps}, train return per trial "
+                  f"{float(module._batch['total'].mean()):.2f}, {self.cpu_seconds():.0f} CPU s", flush=True)
+
+
+def run_identity(cfg: dict[str, Any], name: str, steps: int) -> str:
+    """A fingerprint of what an agent's training depends on: its spec, the family, the seed and the number of updates."""
+    spec = {k: v for k, v in cfg["learners"][name].items() if k != "max_steps"}
+    keyed = {"agent": spec, "family": cfg["family"], "seed": cfg.get("seed", 0), "steps": steps, "threads": cfg.get("threads", 1)}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resume_checkpoint(resume_dir: Path, identity: str) -> Optional[Path]:
+    """``<resume_dir>/last.ckpt`` when an interrupted run of the same agent, config and budget left one; exits naming
+    the folder when it was left by another config (delete it to start over)."""
+    last = resume_dir / "last.ckpt"
+    if not last.exists():
+        return None
+    callbacks = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
+    saved = next((state.get("identity") for key, state in callbacks.items() if key.startswith("TrainingProgress")), None)
+    if saved != identity:
+        sys.exit(f"robot_compare: {last} was written by another config, budget or seed (run {saved}, this one {identity}); "
+                 f"delete {resume_dir} to train this agent from the start")
+    return last
+
+
+def checkpoint_every(steps: int, per_iter: int) -> int:
+    """Updates between resume checkpoints: about 40 a run, at least one iteration apart."""
+    return max(per_iter, steps // 40)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -210,8 +281,6 @@ def main() -> None:
             sys.exit(f"robot_compare: {args.config} needs a '{key}' key")
     threads = int(cfg.get("threads", 1))
     torch.set_num_threads(threads)
-    import pytorch_lightning as pl
-
     from rnnmeta.rl.robot_viz import plot_adaptation, plot_point_trajectories, plot_training
     from rnnmeta.rl.trial import eval_tasks
 
@@ -257,32 +326,23 @@ def main() -> None:
         per_iter = getattr(agent, "updates_per_iteration", None) or agent.ppo_epochs
         log_every = max(per_iter, (steps // 20) // per_iter * per_iter)
 
-        trial_steps, horizon = agent.train_trial_len, family.horizon
-        curve: list[dict[str, float]] = []  # one row per batch of training trials
-
-        class Progress(pl.Callback):
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-                if module._batch is None:
-                    return
-                iteration = int(module._batch["iteration"])
-                if not curve or curve[-1]["iteration"] != iteration:  # the first update on a new batch
-                    curve.append({"iteration": iteration, "update": trainer.global_step,
-                                  "env_steps": (iteration + 1) * module.batch_trials * trial_steps,
-                                  "return_per_episode": float(module._batch["total"].mean()) * horizon / trial_steps,
-                                  "cpu_s": time.process_time() - c0})
-                if trainer.global_step % log_every == 0:
-                    print(f"  {name}: update {trainer.global_step}/{steps}, train return per trial "
-                          f"{float(module._batch['total'].mean()):.2f}, {time.process_time() - c0:.0f} CPU s", flush=True)
-
-        trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        resume_dir, identity = out / f"{name}_resume", run_identity(cfg, name, steps)
+        resume_from = resume_checkpoint(resume_dir, identity)
+        progress = TrainingProgress(name, steps, log_every, agent.train_trial_len, family.horizon, identity)
+        saver = ModelCheckpoint(dirpath=resume_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every(steps, per_iter),
+                                save_on_train_epoch_end=False)
+        trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=True, enable_progress_bar=False,
                              enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                             accelerator=cfg.get("accelerator", "cpu"), devices=1, callbacks=[Progress()],
-                             **spec.get("trainer", {}))
-        print(f"{name}: {type(agent).__name__} on {family.describe()}, {steps} updates", flush=True)
-        c0, w0 = time.process_time(), time.perf_counter()
-        trainer.fit(agent)
-        train_cpu, train_wall = time.process_time() - c0, time.perf_counter() - w0
+                             accelerator=cfg.get("accelerator", "cpu"), devices=1, callbacks=[progress, saver],
+                             default_root_dir=str(resume_dir), **spec.get("trainer", {}))
+        print(f"{name}: {type(agent).__name__} on {family.describe()}, {steps} updates"
+              + (f", resumed from {resume_from}" if resume_from else ""), flush=True)
+        w0 = time.perf_counter()
+        trainer.fit(agent, ckpt_path=str(resume_from) if resume_from else None)
+        train_cpu, train_wall = progress.cpu_seconds(), progress.wall_before + time.perf_counter() - w0
+        curve = progress.curve
         trainer.save_checkpoint(out / f"{name}.ckpt")
+        shutil.rmtree(resume_dir, ignore_errors=True)  # the run is whole: nothing left to resume
         with open(out / f"training_{name}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["iteration", "update", "env_steps", "return_per_episode", "cpu_s"])
             w.writeheader()

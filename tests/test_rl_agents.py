@@ -12,6 +12,7 @@ import torch
 from rnnmeta.rl import TRPO, BernoulliBandits, TabularMDPs, evaluate, run_trials, seeded_generator
 from rnnmeta.rl.classical import make_baseline
 from rnnmeta.rl.maml_rl import MAMLRL, linear_baseline, returns_to_go
+from rnnmeta.rl.navigation import PointNavigation2D
 from rnnmeta.rl.rl2 import RL2
 from rnnmeta.rl.snail_agent import SNAILAgent
 
@@ -401,3 +402,49 @@ def test_maml_trains_on_smaller_chunks_than_it_evaluates_with():
         run_trials(agent.actor(training=True), fam, fam.sample_tasks(5, seeded_generator(1)), 8, seeded_generator(0), seeded_generator(1))
     with pytest.raises(ValueError, match="train_chunk_episodes"):
         MAMLRL(fam, 8, train_chunk_episodes=0)
+
+
+RESUMABLE = {
+    "rl2": lambda fam: RL2(fam, 4, hidden_size=16, batch_trials=4, normalize_observations=True, scale_rewards=True),
+    "snail": lambda fam: SNAILAgent(fam, 4, layout=["tc:8", "attn:8:8"], embed_size=8, batch_trials=4, normalize_observations=True),
+    "maml": lambda fam: MAMLRL(fam, 4, hidden_sizes=[16], inner_steps=1, inner_lr=1.0, batch_trials=4, normalize_observations=True),
+    "maml_trpo": lambda fam: MAMLRL(fam, 4, hidden_sizes=[16], inner_steps=1, inner_lr=1.0, batch_trials=4,
+                                    optimizer=partial(TRPO, max_kl=0.01)),
+}
+
+
+def _fit(agent, max_steps, ckpt_path=None, save_to=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             limit_val_batches=0, enable_model_summary=False,
+                             gradient_clip_val=None if agent.uses_trpo else 1.0)  # TRPO steps itself
+        trainer.fit(agent, ckpt_path=ckpt_path)
+    if save_to is not None:
+        trainer.save_checkpoint(save_to)
+    return trainer
+
+
+@pytest.mark.parametrize("name", sorted(RESUMABLE))
+def test_a_run_resumed_from_a_checkpoint_equals_the_uninterrupted_run(name, tmp_path):
+    """Stopped after any update, in the middle of an iteration's updates or at its end, and resumed from the
+    checkpoint by a fresh process's Trainer, training ends with the weights, optimiser state and observation
+    statistics of the run that was never stopped: the iteration's trials and its pending statistics travel in
+    the checkpoint (a resumed run that collected its trials again, under the updated policy, would differ)."""
+    fam = PointNavigation2D(horizon=5)  # observation statistics need a Box observation space
+    torch.manual_seed(0)
+    whole = RESUMABLE[name](fam)
+    per_iter = whole.updates_per_iteration
+    total = 2 * per_iter + max(1, per_iter // 2)
+    _fit(whole, total)
+    for stop in sorted({max(1, per_iter // 2), per_iter, per_iter + 1}):
+        torch.manual_seed(0)
+        first = RESUMABLE[name](fam)
+        _fit(first, stop, save_to=tmp_path / f"stop{stop}.ckpt")
+        torch.manual_seed(1)  # another initialisation: everything must come from the checkpoint
+        resumed = RESUMABLE[name](fam)
+        trainer = _fit(resumed, total, ckpt_path=tmp_path / f"stop{stop}.ckpt")
+        assert trainer.global_step == total
+        for (key, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(a, b), f"stopped after update {stop} of {total}: {key} differs"
+        assert resumed._batch["iteration"] == whole._batch["iteration"]

@@ -36,6 +36,7 @@ import math
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
@@ -315,11 +316,27 @@ class MetaRLAgent(InjectedOptimizerModule):
     def _eval_start(self, split: str) -> None:
         self._eval_totals = []
 
+    #: where a checkpoint holds the trials of the iteration in progress (:meth:`on_save_checkpoint`)
+    TRAINING_BATCH_KEY = "rnnmeta_training_batch"
+
     def checkpoint_identity(self) -> dict[str, Any]:
         return {"learner": type(self).__name__, "family": self.family.describe(), "n_episodes": self.n_episodes}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Write the agent's identity and, during training, its current iteration's trials (:attr:`TRAINING_BATCH_KEY`)."""
         checkpoint["rnnmeta"] = self.checkpoint_identity()
+        batch = getattr(self, "_batch", None)
+        if batch is not None:
+            checkpoint[self.TRAINING_BATCH_KEY] = apply_to_collection(batch, Tensor, lambda t: t.detach().cpu())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take back the iteration's trials that :meth:`on_save_checkpoint` wrote, so that a resumed run goes on
+        exactly as one that never stopped: its remaining updates use the same trials (collected again, under the
+        updated policy, they would differ), and their observations join the statistics when the next iteration
+        starts, as they would have."""
+        batch = checkpoint.get(self.TRAINING_BATCH_KEY)
+        if batch is not None:
+            self._batch = apply_to_collection(batch, Tensor, lambda t: t.to(self.device))
 
 
 class SequenceAgent(MetaRLAgent):
