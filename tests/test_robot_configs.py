@@ -263,12 +263,13 @@ def test_robot_compare_eval_only_tracks_the_task_on_half_cheetah(tmp_path, monke
     assert direction.abs().eq(1).all()
 
 
+@pytest.mark.parametrize("family", ["cheetah_vel", "cheetah_dir"])
 @pytest.mark.parametrize("agent", ["rl2", "snail"])
-def test_the_cheetah_fit_configs_hold_the_comparisons_recipe(agent):
-    """configs/rl/cheetah_vel_<agent>.yaml (``rnnmeta fit``) trains the agent of configs/compare/cheetah_vel.yaml
+def test_the_cheetah_fit_configs_hold_the_comparisons_recipe(agent, family):
+    """configs/rl/<family>_<agent>.yaml (``rnnmeta fit``) trains the agent of configs/compare/<family>.yaml
     (the rows of docs/ROBOT.md), its learning rate decayed to 0 over its own trainer.max_steps."""
-    compare_cfg = yaml.safe_load((REPO / "configs" / "compare" / "cheetah_vel.yaml").read_text())
-    fit_cfg = yaml.safe_load((REPO / "configs" / "rl" / f"cheetah_vel_{agent}.yaml").read_text())
+    compare_cfg = yaml.safe_load((REPO / "configs" / "compare" / f"{family}.yaml").read_text())
+    fit_cfg = yaml.safe_load((REPO / "configs" / "rl" / f"{family}_{agent}.yaml").read_text())
     spec = compare_cfg["learners"][agent]
     fit_args, compare_args = dict(fit_cfg["model"]["init_args"]), dict(spec["model"]["init_args"])
     assert fit_cfg["model"]["class_path"] == spec["model"]["class_path"]
