@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnmeta.episode import Episode
-from rnnmeta.learners import LSTMLearner, MANN
+from rnnmeta.learners import SNAIL, LSTMLearner, MANN
 from rnnmeta.learners.protonet import prototype_loss
 from rnnmeta.nets import MLP, Conv4
 
@@ -26,7 +26,11 @@ def episode(seed: int = 0) -> Episode:
 def learner(cls: type, weight: float) -> torch.nn.Module:
     torch.manual_seed(0)
     backbone = Conv4(hidden=8, image_size=16, track_running_stats=True)
-    extra = {"hidden_size": 16, "num_layers": 1} if cls is LSTMLearner else {"controller_size": 16, "memory_slots": 8}
+    extra = {
+        LSTMLearner: {"hidden_size": 16, "num_layers": 1},
+        MANN: {"controller_size": 16, "memory_slots": 8},
+        SNAIL: {"max_shots": 2, "key_sizes": [8, 8], "value_sizes": [8, 8], "tc_filters": [8], "similarity_init": True},
+    }[cls]
     return cls(backbone=backbone, n_way=N_WAY, metric_loss_weight=weight, **extra)
 
 
@@ -45,7 +49,7 @@ def test_prototype_loss_against_a_hand_computation():
     torch.testing.assert_close(prototype_loss(support_e, support_y, query_e, query_y, 2), expected)
 
 
-@pytest.mark.parametrize("cls", [LSTMLearner, MANN])
+@pytest.mark.parametrize("cls", [LSTMLearner, MANN, SNAIL])
 def test_training_loss_is_the_query_loss_plus_the_weighted_prototype_loss(cls):
     weight = 0.7
     model = learner(cls, weight).train()
@@ -62,7 +66,7 @@ def test_training_loss_is_the_query_loss_plus_the_weighted_prototype_loss(cls):
     torch.testing.assert_close(metric, (preds.argmax(-1) == batch.query_y).float().mean(1))
 
 
-@pytest.mark.parametrize("cls", [LSTMLearner, MANN])
+@pytest.mark.parametrize("cls", [LSTMLearner, MANN, SNAIL])
 def test_the_auxiliary_loss_reaches_the_backbone_and_nothing_else(cls):
     """Its gradient flows into the backbone (and the LSTMLearner's layer norm), not into the memory or the head."""
     batch = episode()
@@ -75,7 +79,7 @@ def test_the_auxiliary_loss_reaches_the_backbone_and_nothing_else(cls):
     assert changed and all(name.startswith(("backbone.", "norm.")) for name in changed), sorted(changed)
 
 
-@pytest.mark.parametrize("cls", [LSTMLearner, MANN])
+@pytest.mark.parametrize("cls", [LSTMLearner, MANN, SNAIL])
 def test_evaluation_and_weight_zero_are_unchanged(cls):
     batch = episode()
     plain, weighted = learner(cls, 0.0), learner(cls, 2.0)
@@ -87,14 +91,14 @@ def test_evaluation_and_weight_zero_are_unchanged(cls):
             torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("cls", [LSTMLearner, MANN])
+@pytest.mark.parametrize("cls", [LSTMLearner, MANN, SNAIL])
 @pytest.mark.parametrize("weight", [-0.1, True, "1", float("nan")])
 def test_bad_weights_are_refused(cls, weight):
     with pytest.raises(ValueError, match="metric_loss_weight must be a float >= 0"):
         learner(cls, weight)
 
 
-@pytest.mark.parametrize("cls", [LSTMLearner, MANN])
+@pytest.mark.parametrize("cls", [LSTMLearner, MANN, SNAIL])
 def test_regression_refuses_a_metric_loss(cls):
     with pytest.raises(ValueError, match="defined for classification.*'regression'"):
         cls(backbone=MLP(1, [8]), kind="regression", target_dim=1, metric_loss_weight=0.5)

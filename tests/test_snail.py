@@ -505,3 +505,18 @@ def test_every_shipped_classification_snail_starts_from_the_similarity_vote():
             assert init_args.get("similarity_init") is True, f"{path.relative_to(REPO)}: a classification SNAIL without similarity_init: true"
             checked.append(path.name)
     assert {"snail_5w1s.yaml", "snail_20w5s.yaml", "omniglot_5w1s.yaml", "clinc150_5w1s.yaml"} <= set(checked)
+
+
+@pytest.mark.parametrize("n_query", [1, 5])
+def test_predict_embedded_is_forward_from_the_embeddings(n_query):
+    """The path of ``metric_loss_weight`` (embed once, then :meth:`SNAIL.predict_embedded`) answers as ``forward``, for one
+    query (one sequence) and for several (support encoded once, then one step per query)."""
+    torch.manual_seed(0)
+    learner = small_snail(dtype=torch.float64).eval()
+    sx, sy, qx = image_task(n_way=3, k=2, m=n_query, dtype=torch.float64)
+    expected = learner(sx, sy, qx)
+    got = learner.predict_embedded(learner.embed_inputs(sx), sy, learner.embed_inputs(qx))
+    assert got.shape == expected.shape == (sx.shape[0], n_query, 3)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="max_shots"):
+        learner.predict_embedded(learner.embed_inputs(sx).repeat(1, 3, 1), sy.repeat(1, 3), learner.embed_inputs(qx))

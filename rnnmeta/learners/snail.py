@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
-from rnnmeta.learners.sequence import check_query, encode_labels, label_width
+from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
 from rnnmeta.learners.base import MetaLearner
+from rnnmeta.learners.sequence import check_metric_loss_weight, check_query, encode_labels, label_width
 from rnnmeta.learners.snail_blocks import AttentionBlock, BlockState, SNAILNetwork, map_state
 from rnnmeta.nets import backbone_features, resolve_backbone
 
@@ -104,7 +105,7 @@ class SNAILPredictor:
         return SNAILPredictor(self.learner, map_state(self.states, Tensor.detach), self.batch_size, self.x_shape)
 
 
-class SNAIL(MetaLearner):
+class SNAIL(MetricAuxiliaryLoss, MetaLearner):
     """SNAIL few-shot learner for classification and regression.
 
     Each sequence step is ``concat(embedding(x), label)`` where the label is the one-hot class
@@ -139,6 +140,9 @@ class SNAIL(MetaLearner):
             that the untrained SNAIL answers as an attention-weighted nearest neighbour; ``0``
             (default) keeps the output layer's default initialisation. Needs ``similarity_init``
             and classification; only initial values differ from the paper.
+        metric_loss_weight: classification: in training, add this times ProtoNet's loss on the same
+            (layer-normalised) embeddings (:class:`~rnnmeta.learners.auxiliary.MetricAuxiliaryLoss`, as
+            LSTMLearner's and MANN's); ``0`` (default) leaves training as the paper's.
         paper_dilations: TC dilations ``2, 4, ..., 2^n`` as the paper's Algorithm 2; ``False``
             (default) uses ``1, 2, ..., 2^(n-1)`` (see :class:`~rnnmeta.learners.snail_blocks.TCBlock`).
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
@@ -165,10 +169,12 @@ class SNAIL(MetaLearner):
         embedding_norm: Optional[bool] = None,
         similarity_init: bool = False,
         vote_readout: float = 0.0,
+        metric_loss_weight: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
         if max_shots < 1:
             raise ValueError(f"max_shots must be >= 1, got {max_shots}")
         backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
@@ -244,20 +250,42 @@ class SNAIL(MetaLearner):
 
     def _query_sequences(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """One sequence ``support + [query]`` per query: ``[B * M, S + 1, C]``."""
-        sup, qry = self.support_steps(support_x, support_y), self.query_steps(query_x)  # [B, S, C], [B, M, C]
+        return self._sequences(self.support_steps(support_x, support_y), self.query_steps(query_x))
+
+    @staticmethod
+    def _sequences(sup: Tensor, qry: Tensor) -> Tensor:
+        """Support steps ``[B, S, C]`` and query steps ``[B, M, C]`` -> one sequence per query ``[B * M, S + 1, C]``."""
         b, s, c = sup.shape
         m = qry.shape[1]
         return torch.cat([sup.unsqueeze(1).expand(b, m, s, c), qry.unsqueeze(2)], dim=2).reshape(b * m, s + 1, c)
 
     def support_steps(self, support_x: Tensor, support_y: Tensor) -> Tensor:
         """Sequence steps of the support set: ``concat(embedding, label channels)`` ``[B, S, C]``."""
-        e = self.embed(support_x)
+        return self.support_steps_embedded(self.embed(support_x), support_y)
+
+    def support_steps_embedded(self, e: Tensor, support_y: Tensor) -> Tensor:
+        """:meth:`support_steps` from the embeddings ``e [B, S, E]`` of :meth:`embed`."""
         return torch.cat([e, encode_labels(support_y, self.kind, self.n_way).to(e.dtype)], dim=-1)
 
     def query_steps(self, query_x: Tensor) -> Tensor:
         """Sequence steps of the queries: ``concat(embedding, zeros)`` ``[B, M, C]``."""
-        e = self.embed(query_x)
+        return self.query_steps_embedded(self.embed(query_x))
+
+    def query_steps_embedded(self, e: Tensor) -> Tensor:
+        """:meth:`query_steps` from the embeddings ``e [B, M, E]`` of :meth:`embed`."""
         return torch.cat([e, e.new_zeros(*e.shape[:2], self.label_channels)], dim=-1)
+
+    def embed_inputs(self, x: Tensor) -> Tensor:
+        """The embeddings the network reads (:meth:`embed`), for :class:`~rnnmeta.learners.auxiliary.MetricAuxiliaryLoss`."""
+        return self.embed(x)
+
+    def predict_embedded(self, support_e: Tensor, support_y: Tensor, query_e: Tensor) -> Tensor:
+        """:meth:`forward` from the embeddings of :meth:`embed`: ``[B, S, E]``, ``[B, M, E]`` -> ``[B, M, output_dim]``."""
+        self._check_length(support_e.shape[1])
+        sup, qry = self.support_steps_embedded(support_e, support_y), self.query_steps_embedded(query_e)
+        if qry.shape[1] == 1:  # as forward: one query's one sequence
+            return self.network(self._sequences(sup, qry))[:, -1].reshape(*qry.shape[:2], -1)
+        return self.network.step(qry, self.network.encode(sup))
 
     # ---------------------------------------------------------------- answers
     def encode_support(self, support_x: Tensor, support_y: Tensor) -> list[BlockState]:
