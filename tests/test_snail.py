@@ -515,6 +515,9 @@ def test_predict_embedded_is_forward_from_the_embeddings(n_query):
     learner = small_snail(dtype=torch.float64).eval()
     sx, sy, qx = image_task(n_way=3, k=2, m=n_query, dtype=torch.float64)
     expected = learner(sx, sy, qx)
+    # forward goes through predict_embedded: hold both against the paths that embed on their own
+    reference = learner.forward_naive(sx, sy, qx) if n_query == 1 else learner.answer(learner.encode_support(sx, sy), qx)
+    torch.testing.assert_close(expected, reference, rtol=1e-10, atol=1e-12)
     got = learner.predict_embedded(learner.embed_inputs(sx), sy, learner.embed_inputs(qx))
     assert got.shape == expected.shape == (sx.shape[0], n_query, 3)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)

@@ -231,15 +231,19 @@ class LearnedOptimizer(MetaLearner):
                 parameters (training); otherwise every step is cut from the graph.
         """
         params = [p if meta_graph else p.detach().requires_grad_() for _, p in self.base_parameters()]
-        if self.adapted == "head":  # the backbone's features once; each step runs the head alone
-            with torch.set_grad_enabled(meta_graph):
-                features = self.backbone(support_x)
-            forward = partial(self.head_forward, features=features)
-        else:
-            forward = partial(self.base_forward, x=support_x)
+        forward = self._support_forward(support_x, meta_graph, batched=False)
         return self._inner_loop(
             params, lambda ps: self._inner_loss(forward(ps), support_y), lambda loss: loss, steps, meta_graph
         )
+
+    def _support_forward(self, support_x: Tensor, meta_graph: bool, batched: bool) -> Callable[[list[Tensor]], Tensor]:
+        """``params -> preds`` on the support set, for the inner loop: the base network (of every task at once when
+        ``batched``), or with ``adapted="head"`` the head alone on the backbone's features, computed here once."""
+        if self.adapted == "head":
+            with torch.set_grad_enabled(meta_graph):
+                features = embed(self.backbone, support_x) if batched else self.backbone(support_x)
+            return partial(self.batched_head_forward if batched else self.head_forward, features=features)
+        return partial(self.batched_forward if batched else self.base_forward, x=support_x)
 
     def _inner_loop(
         self,
@@ -286,12 +290,7 @@ class LearnedOptimizer(MetaLearner):
         def per_coordinate(losses: Tensor) -> Tensor:  # one loss per coordinate, in the rule's flattening order
             return torch.cat([losses[:, None].expand(n_tasks, p.numel()).reshape(-1) for p in base])
 
-        if self.adapted == "head":  # the backbone's features once; each step runs the heads alone
-            with torch.set_grad_enabled(meta_graph):
-                features = embed(self.backbone, support_x)
-            forward = partial(self.batched_head_forward, features=features)
-        else:
-            forward = partial(self.batched_forward, x=support_x)
+        forward = self._support_forward(support_x, meta_graph, batched=True)
         return self._inner_loop(
             params,
             lambda ps: self.task_losses(forward(ps), support_y),

@@ -283,7 +283,7 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
         """:meth:`forward` from the embeddings of :meth:`embed`: ``[B, S, E]``, ``[B, M, E]`` -> ``[B, M, output_dim]``."""
         self._check_length(support_e.shape[1])
         sup, qry = self.support_steps_embedded(support_e, support_y), self.query_steps_embedded(query_e)
-        if qry.shape[1] == 1:  # as forward: one query's one sequence
+        if qry.shape[1] == 1:  # one query: its one sequence is cheaper than encode + step
             return self.network(self._sequences(sup, qry))[:, -1].reshape(*qry.shape[:2], -1)
         return self.network.step(qry, self.network.encode(sup))
 
@@ -299,9 +299,7 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         self.check_inputs(support_x, support_y, query_x)
-        if query_x.shape[1] == 1:  # one query: its one sequence is cheaper than encode + step
-            return self.forward_naive(support_x, support_y, query_x)
-        return self.answer(self.encode_support(support_x, support_y), query_x)
+        return self.predict_embedded(self.embed(support_x), support_y, self.embed(query_x))
 
     def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
         """Online protocol (Santoro et al. 2016): logits ``[B, T, n_way]`` for every step of a labelled stream.
