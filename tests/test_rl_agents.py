@@ -25,6 +25,8 @@ SMALL = {
     "maml": lambda fam, n: MAMLRL(fam, n, hidden_sizes=[16], inner_steps=2, inner_lr=1.0, batch_trials=4),
     # with the trial position as an input (Wang et al. 2016)
     "rl2_time": lambda fam, n: RL2(fam, n, hidden_size=16, batch_trials=4, time_input=True),
+    # with a tanh trunk over [memory output, input] before the heads
+    "rl2_trunk": lambda fam, n: RL2(fam, n, hidden_size=16, trunk_sizes=[16, 8], batch_trials=4),
     "snail_time": lambda fam, n: SNAILAgent(fam, n, layout=["tc:8", "attn:8:8", "tc:4"], embed_size=8, batch_trials=4, time_input=True),
 }
 
@@ -93,7 +95,7 @@ def _replay_logp(agent, fam, tasks, traj, steps):
     return torch.stack(out, 1)[:, steps]
 
 
-@pytest.mark.parametrize("name", ["rl2", "lstm", "snail", "rl2_time", "snail_time"])
+@pytest.mark.parametrize("name", ["rl2", "lstm", "snail", "rl2_time", "snail_time", "rl2_trunk"])
 def test_acting_step_by_step_equals_training_on_whole_trials(name):
     torch.manual_seed(0)
     fam = TabularMDPs(n_states=3, n_actions=2, horizon=3)
@@ -142,7 +144,7 @@ def test_snail_acting_cache_with_autograd_matches_whole_trials_and_leaves_the_ol
             agent.step(x[:, 0], state)
 
 
-@pytest.mark.parametrize("name", ["rl2", "snail"])
+@pytest.mark.parametrize("name", ["rl2", "snail", "rl2_trunk"])
 def test_reward_reaches_the_agent_one_step_later(name):
     torch.manual_seed(0)
     fam = BernoulliBandits(3)
@@ -236,6 +238,7 @@ def test_maml_meta_gradient_through_inner_steps_that_adapt_the_log_std_matches_f
     [
         (lambda: RL2(BernoulliBandits(2), 0), "n_episodes=0"),
         (lambda: RL2(BernoulliBandits(2), 5, cell="rnn"), "cell='rnn'"),
+        (lambda: RL2(BernoulliBandits(2), 5, trunk_sizes=[8, 0]), r"trunk_sizes=\[8, 0\]"),
         (lambda: SNAILAgent(BernoulliBandits(2), 5, layout=["conv:3"]), "conv:3"),
         (lambda: MAMLRL(BernoulliBandits(2), 1), "n_episodes=1"),
         (lambda: MAMLRL(BernoulliBandits(2), 4, adapt_log_std=True), "adapt_log_std=True needs a Gaussian policy"),
