@@ -43,7 +43,7 @@ def test_episode_returns_splits_trials_and_plots_are_written(tmp_path):
     with pytest.raises(ValueError, match="whole number of episodes"):
         episode_returns(traj, 7)
     a = plot_adaptation({"oracle (episodes)": per_ep, "oracle (steps)": per_ep}, tmp_path / "a.png",
-                        reference={"MAML paper": [-40.41, -11.68, -3.33, -3.23]})
+                        reference={"MAML paper": [-40.41, -11.68, -3.33, -3.23], "a gap": [-50.69, 293.19, None, 315.65]})
     b = plot_point_trajectories(traj, tasks["goal"], fam.horizon, tmp_path / "t.png")
     for p in (a, b):
         assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -66,7 +66,7 @@ def _save_line_plot(fig: Any, ax: Any, path: Union[str, os.PathLike], xlabel: st
 
 
 def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], title: str = "",
-                    reference: Optional[dict[str, Sequence[float]]] = None) -> Path:
+                    reference: Optional[dict[str, Sequence[Optional[float]]]] = None) -> Path:
     """Mean return per episode of a trial (or per gradient step), one line with a 95% CI band per agent.
 
     Args:
@@ -74,7 +74,7 @@ def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], ti
             name such an agent ``"... (steps)"`` and its x positions are 0..k-1, else 1..k).
         path: the PNG to write.
         reference: optional published curves (label -> values, drawn dashed), e.g. MAML's
-            ``[-40.41, -11.68, -3.33, -3.23]`` for 2D navigation.
+            ``[-40.41, -11.68, -3.33, -3.23]`` for 2D navigation; ``None`` where the source reports no value.
     """
     import matplotlib
 
@@ -87,7 +87,7 @@ def plot_adaptation(curves: dict[str, Tensor], path: Union[str, os.PathLike], ti
         x = list(range(mean.numel())) if "(steps)" in name else list(range(1, mean.numel() + 1))
         ax.plot(x, mean.numpy(), marker="o", label=name)
         ax.fill_between(x, (mean - ci).numpy(), (mean + ci).numpy(), alpha=0.2)
-    for name, values in (reference or {}).items():
+    for name, values in (reference or {}).items():  # matplotlib leaves a gap at None
         ax.plot(list(range(len(values))), list(values), "k--", marker="x", label=name)
     from matplotlib.ticker import MaxNLocator
 
