@@ -283,11 +283,25 @@ def test_the_cheetah_fit_configs_hold_the_comparisons_recipe(agent, family):
     assert compare_schedule["init_args"]["T_max"] == spec["max_steps"]
 
 
-def test_an_interrupted_robot_compare_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
+RESUMED_AGENTS = {
+    # PPO, automatic optimisation: 4 updates an iteration, a resume checkpoint every iteration
+    "rl2": {"class_path": "rnnmeta.rl.RL2", "init_args": {"n_episodes": 2, "hidden_size": 8, "batch_trials": 3,
+                                                         "normalize_observations": True}},
+    # TRPO, manual optimisation: one update an iteration, a resume checkpoint after every update
+    "maml": {"class_path": "rnnmeta.rl.MAMLRL", "init_args": {"n_episodes": 2, "hidden_sizes": [8], "batch_trials": 3,
+                                                              "normalize_observations": True, "adapt_log_std": True,
+                                                              "optimizer": {"class_path": "rnnmeta.rl.TRPO",
+                                                                            "init_args": {"max_kl": 0.01}}}},
+}
+
+
+@pytest.mark.parametrize("name, resumed_at", [("rl2", 4), ("maml", 5)])
+def test_an_interrupted_robot_compare_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(name, resumed_at, tmp_path,
+                                                                                                     monkeypatch, capsys):
     """robot_compare keeps a resume checkpoint every few iterations (``<agent>_resume/last.ckpt``, with the training
     curve and the CPU seconds so far); a rerun of the same command resumes from it, ends with the same agent, test
     table and training curve as a run that never stopped, and removes the folder. A folder left by another config
-    is refused with the path to delete."""
+    is refused with the path to delete. Both optimisation paths: PPO (automatic) and TRPO (manual)."""
     import csv
 
     import torch
@@ -296,8 +310,7 @@ def test_an_interrupted_robot_compare_run_resumes_where_it_stopped_and_ends_as_a
     cfg = {
         "name": "tiny", "threads": 1, "seed": 0, "test_trials": 4,
         "family": {"class_path": "rnnmeta.rl.navigation.PointNavigation2D", "init_args": {"horizon": 4}},
-        "learners": {"rl2": {"max_steps": 12, "model": {"class_path": "rnnmeta.rl.RL2", "init_args": {
-            "n_episodes": 2, "hidden_size": 8, "batch_trials": 3, "normalize_observations": True}}}},
+        "learners": {name: {"max_steps": 12, "model": RESUMED_AGENTS[name]}},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -311,29 +324,29 @@ def test_an_interrupted_robot_compare_run_resumes_where_it_stopped_and_ends_as_a
 
     def stop_after_update_6(self, trainer, *args):
         original(self, trainer, *args)
-        if trainer.global_step == 6:  # 4 updates an iteration: the resume checkpoint of update 4 is on disk
+        if trainer.global_step == 6:  # before the checkpoint of update 6: rl2's last is update 4, maml's update 5
             raise RuntimeError("interrupted")
 
     monkeypatch.setattr(rc.TrainingProgress, "on_train_batch_end", stop_after_update_6)
     with pytest.raises(RuntimeError, match="interrupted"):
         run("stopped")
-    resume = tmp_path / "stopped" / "rl2_resume" / "last.ckpt"
-    assert torch.load(resume, weights_only=False)["global_step"] == 4
+    resume = tmp_path / "stopped" / f"{name}_resume" / "last.ckpt"
+    assert torch.load(resume, weights_only=False)["global_step"] == resumed_at
     monkeypatch.setattr(rc.TrainingProgress, "on_train_batch_end", original)
     capsys.readouterr()
     run("stopped")
     printed = capsys.readouterr().out
-    assert "resumed from" in printed and "update 4/12" not in printed and "update 8/12" in printed, printed
+    assert "resumed from" in printed and f"update {resumed_at}/12" not in printed and "update 8/12" in printed, printed
     assert not resume.parent.exists()
-    whole, stopped = (torch.load(tmp_path / out / "rl2.ckpt", weights_only=False) for out in ("whole", "stopped"))
+    whole, stopped = (torch.load(tmp_path / out / f"{name}.ckpt", weights_only=False) for out in ("whole", "stopped"))
     for key, value in whole["state_dict"].items():
         assert torch.equal(value, stopped["state_dict"][key]), key
-    for name in ("results.csv", "training_rl2.csv"):
-        keep = [k for k in next(csv.DictReader(open(tmp_path / "whole" / name))) if k not in ("train_cpu_s", "train_wall_s", "cpu_s")]
-        rows = [[{k: r[k] for k in keep} for r in csv.DictReader(open(tmp_path / out / name))] for out in ("whole", "stopped")]
-        assert rows[0] == rows[1], name
+    for table in ("results.csv", f"training_{name}.csv"):
+        keep = [k for k in next(csv.DictReader(open(tmp_path / "whole" / table))) if k not in ("train_cpu_s", "train_wall_s", "cpu_s")]
+        rows = [[{k: r[k] for k in keep} for r in csv.DictReader(open(tmp_path / out / table))] for out in ("whole", "stopped")]
+        assert rows[0] == rows[1], table
     # a resume folder left by another budget is refused, not silently continued
-    (tmp_path / "stopped" / "rl2_resume").mkdir()
+    (tmp_path / "stopped" / f"{name}_resume").mkdir()
     torch.save({"callbacks": {"TrainingProgress": {"identity": "another"}}}, resume)
-    with pytest.raises(SystemExit, match=r"another config.*delete .*rl2_resume"):
+    with pytest.raises(SystemExit, match=rf"another config.*delete .*{name}_resume"):
         run("stopped")
