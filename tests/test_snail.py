@@ -311,9 +311,54 @@ def test_vote_readout_rejects_what_it_cannot_read(kw, message):
         small_snail(n_way=5, max_shots=1, similarity_init=True, vote_readout=1.0)  # first value size 4 < 5 ways
 
 
+def test_fixed_similarity_keeps_the_first_blocks_scores_the_embeddings_dot_products_while_the_rest_trains():
+    """``fixed_similarity``: the first attention block's query and key maps get no gradient and no optimiser slot, so
+    after training its vote still ranks the support examples by the embeddings' dot products (key size >= E)."""
+    torch.manual_seed(0)
+    learner = SNAIL(backbone=MLP(16, [32]), n_way=3, max_shots=1, key_sizes=[32, 8], value_sizes=[8, 8], tc_filters=[8],
+                    similarity_init=True, vote_readout=10.0, fixed_similarity=True, metric_loss_weight=1.0)
+    first = learner.network.blocks[0]
+    frozen = {name: p.detach().clone() for name, p in first.named_parameters() if name.startswith(("query", "key"))}
+    others = {name: p.detach().clone() for name, p in learner.named_parameters() if p.requires_grad}
+    optimizer = learner.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in held for p in (first.query.weight, first.query.bias, first.key.weight, first.key.bias))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        sx, sy = torch.randn(4, 3, 16, generator=g), torch.stack([torch.randperm(3, generator=g) for _ in range(4)])
+        qx = sx[:, torch.randperm(3, generator=g)] + 0.3 * torch.randn(4, 3, 16, generator=g)
+        loss = F.cross_entropy(learner(sx, sy, qx).flatten(0, 1), torch.randint(0, 3, (12,), generator=g))
+        optimizer.zero_grad()
+        loss.backward()
+        assert first.query.weight.grad is None and first.key.weight.grad is None
+        optimizer.step()
+    for name, p in first.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name
+    assert all(not torch.equal(p, others[name]) for name, p in learner.named_parameters() if name in others and "backbone" in name)
+    learner.eval()
+    with torch.no_grad():
+        vote = learner.attention_vote(sx, sy, qx)  # [B, M, N], one support example per class
+        scores = learner.embed(qx) @ learner.embed(sx).transpose(1, 2)  # [B, M, S]
+    nearest = torch.gather(sy, 1, scores.argmax(-1))  # the label of the support example with the largest dot product
+    assert torch.equal(vote.argmax(-1), nearest)
+
+
+@pytest.mark.parametrize(
+    "kw, error, message",
+    [(dict(fixed_similarity=True), ValueError, "needs similarity_init=True"),
+     (dict(similarity_init=True, fixed_similarity="yes"), TypeError, "fixed_similarity='yes'")],
+)
+def test_fixed_similarity_needs_the_similarity_init(kw, error, message):
+    with pytest.raises(error, match=message):
+        small_snail(**kw)
+
+
 @pytest.mark.parametrize(
     "options",
-    [dict(embedding_norm=True, similarity_init=True), dict(similarity_init=True, vote_readout=10.0), dict(paper_dilations=True)],
+    [dict(embedding_norm=True, similarity_init=True), dict(similarity_init=True, vote_readout=10.0), dict(paper_dilations=True),
+     dict(similarity_init=True, vote_readout=10.0, fixed_similarity=True)],
 )
 def test_new_options_keep_causality_query_independence_and_the_exact_batched_pass(options):
     learner = small_snail(**options)

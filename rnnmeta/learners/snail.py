@@ -140,6 +140,14 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
             that the untrained SNAIL answers as an attention-weighted nearest neighbour; ``0``
             (default) keeps the output layer's default initialisation. Needs ``similarity_init``
             and classification; only initial values differ from the paper.
+        fixed_similarity: keep the first attention block's query and key maps at their similarity
+            initialisation (no gradient), so its scores stay the embeddings' scaled dot products
+            ``e_q . e_s / sqrt(d_k)`` (with ``key_sizes[0] >= E``; a fixed orthogonal projection of them
+            with a smaller key size) and the embedding network alone learns the metric, as in a
+            matching network (Vinyals et al. 2016). Needs ``similarity_init``. Measured on CLINC150
+            (docs/TEXT.md, "SNAIL's fixed similarity"): a learned similarity overfits the 75 training
+            intents and its vote ends 6 points under a cosine nearest neighbour on the same
+            embeddings; fixed, the two agree.
         metric_loss_weight: classification: in training, add this times ProtoNet's loss on the same
             (layer-normalised) embeddings (:class:`~rnnmeta.learners.auxiliary.MetricAuxiliaryLoss`, as
             LSTMLearner's and MANN's); ``0`` (default) leaves training as the paper's.
@@ -169,6 +177,7 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
         embedding_norm: Optional[bool] = None,
         similarity_init: bool = False,
         vote_readout: float = 0.0,
+        fixed_similarity: bool = False,
         metric_loss_weight: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
@@ -208,6 +217,16 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
                     f"kind={self.kind!r}"
                 )
             vote_readout_(self.network, embed, self.n_way, vote_readout)
+        if not isinstance(fixed_similarity, bool):
+            raise TypeError(f"fixed_similarity must be true or false, got fixed_similarity={fixed_similarity!r}")
+        if fixed_similarity and not similarity_init:
+            raise ValueError("fixed_similarity=True keeps the first attention block's query and key maps at their similarity "
+                             f"initialisation: it needs similarity_init=True, got similarity_init={similarity_init}")
+        self.fixed_similarity = fixed_similarity
+        if fixed_similarity:
+            first = self.network.blocks[0]
+            for linear in (first.query, first.key):
+                linear.requires_grad_(False)
 
     # --------------------------------------------------------------- sequence
     def _check_length(self, n_support: int) -> None:
