@@ -111,7 +111,7 @@ def test_the_10_way_comparison_is_the_5_way_5_shot_one_with_10_classes_a_task() 
 
 
 @pytest.mark.slow
-def test_attention_vote_script_separates_snails_vote_from_its_output() -> None:
+def test_attention_vote_script_separates_snails_vote_from_its_output(tmp_path: Path) -> None:
     """scripts/attention_vote.py on the 1-shot comparison's SNAIL row: the untrained vote compares, the output does not yet."""
     import os
     import subprocess
@@ -132,6 +132,19 @@ def test_attention_vote_script_separates_snails_vote_from_its_output() -> None:
     assert bad.returncode != 0 and "not a SNAIL learner" in bad.stderr
     readout = accuracies("--vote-readout", "30")
     assert readout["output"] == readout["attention vote"], readout  # the output starts as the vote
+    # the fixed-similarity row at 1 shot: its scores are the dot products of layer-normalised embeddings, all of one
+    # length, so its vote is the cosine nearest neighbour (the class mean of one example)
+    fixed = accuracies("--learner", "snail_fixed_similarity")
+    assert fixed["attention vote"] == fixed["nearest mean (cosine) of its embeddings"], fixed
+    # --ckpt: the weights come from the checkpoint, not from the seed
+    import torch
+    from rnnmeta.compare.config import build_run
+
+    config = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_5w1s.yaml").read_text())
+    torch.manual_seed(0)
+    _, learner = build_run(config["learners"]["snail"]["model"], config["data"])
+    torch.save({"state_dict": learner.state_dict()}, tmp_path / "seed0.ckpt")
+    assert accuracies("--seed", "7", "--ckpt", str(tmp_path / "seed0.ckpt")) == values != accuracies("--seed", "7")
 
 
 @pytest.mark.slow
