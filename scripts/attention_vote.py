@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import yaml
 
 from rnnmeta.compare.config import build_run
+from rnnmeta.learners.protonet import class_prototypes
 
 
 def main() -> None:
@@ -74,7 +75,7 @@ def report(args: argparse.Namespace, model: dict, data_cfg: dict, variant: str) 
             ep = data.eval_episode("test", index)
             votes = learner.attention_vote(ep.support_x, ep.support_y, ep.query_x)  # [B, M, N]
             logits = learner(ep.support_x, ep.support_y, ep.query_x)
-            means = class_means(learner.embed(ep.support_x), ep.support_y, votes.shape[-1])  # [B, N, E]
+            means = class_prototypes(learner.embed(ep.support_x), ep.support_y, votes.shape[-1])  # [B, N, E]
             query = learner.embed(ep.query_x)  # [B, M, E]
             scores = {"attention vote": votes, "output": logits, "nearest mean (Euclidean)": -torch.cdist(query, means),
                       "nearest mean (cosine)": F.normalize(query, dim=-1) @ F.normalize(means, dim=-1).transpose(1, 2)}
@@ -91,12 +92,6 @@ def report(args: argparse.Namespace, model: dict, data_cfg: dict, variant: str) 
     print(f"  output cross-entropy {loss / n:.3f} (chance: log n_way)")
     for name in ("nearest mean (Euclidean)", "nearest mean (cosine)"):
         print(f"  {name} of its embeddings accuracy {right[name] / n:.3f}")
-
-
-def class_means(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
-    """Per-task class means ``[B, N, E]`` of support embeddings ``[B, S, E]`` with labels ``[B, S]`` in ``0..N-1``."""
-    one_hot = F.one_hot(labels, n_way).to(embeddings.dtype)  # [B, S, N]
-    return (one_hot.transpose(1, 2) @ embeddings) / one_hot.sum(1).unsqueeze(-1)
 
 
 if __name__ == "__main__":
