@@ -146,7 +146,7 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
             with a smaller key size) and the embedding network alone learns the metric, as in a
             matching network (Vinyals et al. 2016). Needs ``similarity_init``. Measured on CLINC150
             (docs/TEXT.md, "SNAIL's fixed similarity"): a learned similarity overfits the 75 training
-            intents and its vote ends 6 points under a cosine nearest neighbour on the same
+            intents and its vote ends 3 to 8 points under a cosine nearest neighbour on the same
             embeddings; fixed, the two agree.
         metric_loss_weight: classification: in training, add this times ProtoNet's loss on the same
             (layer-normalised) embeddings (:class:`~rnnmeta.learners.auxiliary.MetricAuxiliaryLoss`, as
