@@ -317,6 +317,9 @@ def main() -> None:
     if args.video_only:
         return
 
+    # Under manual optimisation (TRPO) Lightning warns that a checkpoint holds the weights after the batch's update;
+    # that is the state a resume continues from (tests/test_robot_configs.py checks the resumed run is exact).
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     for name, spec in cfg["learners"].items():
         if args.report_only or args.eval_only or (args.only and name not in args.only):
             continue
@@ -330,9 +333,6 @@ def main() -> None:
         resume_dir, identity = out / f"{name}_resume", run_identity(cfg, name, steps)
         resume_from = resume_checkpoint(resume_dir, identity)
         progress = TrainingProgress(name, steps, log_every, agent.train_trial_len, family.horizon, identity)
-        # Under manual optimisation (TRPO) Lightning warns that a checkpoint holds the weights after the batch's update;
-        # that is the state a resume continues from (tests/test_robot_configs.py checks the resumed run is exact).
-        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         saver = ModelCheckpoint(dirpath=resume_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every(steps, per_iter),
                                 save_on_train_epoch_end=False)
         trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=True, enable_progress_bar=False,
