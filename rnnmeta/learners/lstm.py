@@ -18,7 +18,9 @@ On 20-way tasks *sparse reads* (``output_bias`` equal to a negative ``input_bias
 dot product of the query's embedding with that class's support examples (the 20-way start that
 measured best, docs/RECURRENT.md).
 ``metric_loss_weight`` adds ProtoNet's loss on the same embeddings in training (an auxiliary
-loss: the network, its inputs and its predictions are unchanged).
+loss: the network, its inputs and its predictions are unchanged). ``label_memory`` gives the head a
+second input, the vote of a parameter-free label memory over the support set
+(:mod:`rnnmeta.learners.label_memory`), and ``vote_readout`` starts the head as that vote.
 :meth:`LSTMLearner.predict_stream` runs the same network on the online protocol of Santoro et al.
 
 References:
@@ -36,8 +38,9 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
+from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels, labels_of_steps
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
+from rnnmeta.learners.label_memory import LabelMemory, check_label_memory, vote_readout_
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
 from rnnmeta.learners.sequence import check_matching_init, encode_labels, given, key_value_init_
 from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
@@ -50,13 +53,17 @@ __all__ = ["LSTMLearner", "LSTMPredictor", "key_value_init_", "label_readout_ini
 class LSTMPredictor:
     """The state of an :class:`LSTMLearner` after a support set: answers ``query_x [B, M, *x]``."""
 
-    def __init__(self, learner: "LSTMLearner", h: Tensor, c: Tensor, support_x: Tensor) -> None:
+    def __init__(self, learner: "LSTMLearner", h: Tensor, c: Tensor, support_x: Tensor,
+                 support_e: Optional[Tensor] = None, support_y: Optional[Tensor] = None) -> None:
         self.learner, self.h, self.c = learner, h, c
         self.support_x = support_x[:, :0]  # shape reference for checking queries; holds no data
+        self.support_e = support_e  # the label memory's keys and labels (with ``label_memory``), kept as they were
+        self.support_y = None if support_y is None else support_y.clone()
 
     def __call__(self, query_x: Tensor) -> Tensor:
         check_query(self.support_x, query_x)
-        return self.learner.answer(self.h, self.c, query_x)
+        query_e = self.learner.embed_inputs(query_x)
+        return self.learner.answer_embedded(self.h, self.c, query_e, self.learner.vote(query_e, self.support_e, self.support_y))
 
 
 class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
@@ -99,6 +106,13 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
             ``j``'s support examples (docs/RECURRENT.md, "Starting as a matching network"). Replaces
             the key-value initialisation, whose ``input_bias``, ``output_bias``, ``zero_recurrent`` and
             ``label_slots`` it refuses.
+        label_memory: classification: the sharpness ``beta`` of a label memory over the support set
+            (:class:`~rnnmeta.learners.label_memory.LabelMemory`: each example's embedding is a key, its
+            one-hot label the value; a query reads ``softmax(beta * cos)`` over them), whose vote the head
+            reads beside the LSTM's output; ``0`` (default): no label memory, the head reads the LSTM alone.
+        vote_readout: with ``label_memory``: the head starts as this gain times the vote, every other
+            weight at 0 (:func:`~rnnmeta.learners.label_memory.vote_readout_`; replaces ``readout_init``);
+            ``0`` (default): nn.Linear's initialisation for the vote's inputs.
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -126,11 +140,16 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         label_slots: bool = False,
         metric_loss_weight: float = 0.0,
         matching_init: bool = False,
+        label_memory: float = 0.0,
+        vote_readout: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_positive(hidden_size=hidden_size, num_layers=num_layers)
+        check_label_memory(label_memory, vote_readout, self.kind)
+        if vote_readout and matching_init:
+            raise ValueError("vote_readout and matching_init are two starts of the same head: choose one")
         self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
         check_read_init(key_value_init, output_bias, zero_recurrent)
         if label_slots and not (key_value_init and self.kind == CLASSIFICATION):
@@ -150,12 +169,15 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
             key_value_init_(self.lstm, self.embed_dim, self.label_dim, input_bias=input_bias, label_slots=label_slots,
                             output_bias=output_bias, zero_recurrent=zero_recurrent,
                             **given(key_std=key_std, forget_bias=forget_bias))
-        self.head = nn.Linear(hidden_size, self.output_dim)
+        self.label_memory = LabelMemory(self.n_way, label_memory) if label_memory else None
+        self.head = nn.Linear(hidden_size + (self.n_way if label_memory else 0), self.output_dim)
         if matching_init:
             matching_init_(self.lstm, self.head, self.embed_dim, self.n_way,
                            **given(key_scale=key_std, readout_scale=readout_init, forget_bias=forget_bias))
         elif key_value_init and readout_init != 0 and self.kind == CLASSIFICATION and num_layers == 1:
             label_readout_init_(self.head, self.lstm, self.embed_dim, self.label_dim, **given(scale=readout_init))
+        if vote_readout:
+            vote_readout_(self.head, hidden_size, self.n_way, vote_readout)
 
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor]:
@@ -171,19 +193,28 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         """``[B, T, *x_shape] -> [B, T, E]``: backbone, then the layer norm (if enabled), in one call."""
         return self.norm(embed(self.backbone, x))
 
-    def answer(self, h: Tensor, c: Tensor, query_x: Tensor) -> Tensor:
-        """One LSTM step per query from the support state ``(h, c) [L, B, H]``: preds ``[B, M, output_dim]``."""
-        return self.answer_embedded(h, c, self.embed_inputs(query_x))
+    def vote(self, query_e: Tensor, support_e: Optional[Tensor], support_y: Optional[Tensor]) -> Optional[Tensor]:
+        """The label memory's vote ``[B, M, n_way]`` (``None`` without ``label_memory``)."""
+        if self.label_memory is None:
+            return None
+        return self.label_memory(query_e, support_e, support_y)
 
-    def answer_embedded(self, h: Tensor, c: Tensor, e: Tensor) -> Tensor:
-        """:meth:`answer` from the query embeddings ``e [B, M, E]`` of :meth:`embed_inputs`."""
+    def answer_embedded(self, h: Tensor, c: Tensor, e: Tensor, vote: Optional[Tensor] = None) -> Tensor:
+        """One LSTM step per query ``e [B, M, E]`` (of :meth:`embed_inputs`) from the support state ``(h, c) [L, B, H]``.
+
+        ``vote [B, M, n_way]``: the label memory's, read by the head beside the LSTM's output (with ``label_memory``).
+        Returns preds ``[B, M, output_dim]``.
+        """
         batch, n_query = e.shape[:2]
         steps = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim)], dim=-1).reshape(batch * n_query, 1, -1)
         # every query starts from its own task's state: [L, B, H] -> [L, B*M, H]
         layers, hidden = h.shape[0], h.shape[2]
         h0, c0 = (s.unsqueeze(2).expand(layers, batch, n_query, hidden).flatten(1, 2) for s in (h, c))
         out, _ = self.lstm(steps, (h0.contiguous(), c0.contiguous()))
-        return self.head(out[:, -1]).reshape(batch, n_query, self.output_dim)
+        features = out[:, -1].reshape(batch, n_query, -1)
+        if vote is not None:
+            features = torch.cat([features, vote], dim=-1)
+        return self.head(features)
 
     # ---------------------------------------------------------------- the contract
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
@@ -194,7 +225,8 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
 
     def predict_embedded(self, support_e: Tensor, support_y: Tensor, query_e: Tensor) -> Tensor:
         """:meth:`forward` from the embeddings of :meth:`embed_inputs`: ``[B, S, E]``, ``[B, M, E]`` -> ``[B, M, output_dim]``."""
-        return self.answer_embedded(*self.read_embedded(support_e, support_y), query_e)
+        return self.answer_embedded(*self.read_embedded(support_e, support_y), query_e,
+                                    self.vote(query_e, support_e, support_y))
 
     # ---------------------------------------------------------------- the online protocol
     def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
@@ -210,12 +242,17 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         if self.kind != CLASSIFICATION:
             raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")
         check_stream_inputs(x, prev_y, self.n_way)
-        steps = torch.cat([self.embed_inputs(x), encode_previous_labels(prev_y, self.n_way)], dim=-1)
-        out, _ = self.lstm(steps)
+        e, labels_before = self.embed_inputs(x), encode_previous_labels(prev_y, self.n_way)
+        out, _ = self.lstm(torch.cat([e, labels_before], dim=-1))
+        if self.label_memory is not None:
+            out = torch.cat([out, self.label_memory.stream(e, labels_of_steps(labels_before))], dim=-1)
         return self.head(out)
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> LSTMPredictor:
         """Read the support set once; the returned predictor holds the LSTM state after it."""
         self.check_inputs(support_x, support_y)
-        h, c = self.read_support(support_x, support_y)
-        return LSTMPredictor(self, h, c, support_x)
+        support_e = self.embed_inputs(support_x)
+        h, c = self.read_embedded(support_e, support_y)
+        if self.label_memory is None:
+            return LSTMPredictor(self, h, c, support_x)
+        return LSTMPredictor(self, h, c, support_x, support_e, support_y)

@@ -23,6 +23,8 @@ The controller's input at step ``t`` is ``[embed(x_t), label(y_t), r_{t-1}]``, i
 ``Linear([h_t, r_t])``. Queries only read, in one batched pass from the state after the support
 set, so each is answered independently. The memory starts from a small constant in every episode.
 ``metric_loss_weight`` adds ProtoNet's loss on the embeddings in training (as LSTMLearner's).
+``label_memory`` adds a parameter-free memory of (embedding, label) rows whose cosine-addressed vote
+the head reads too (:mod:`rnnmeta.learners.label_memory`; ``vote_readout`` starts the head as it).
 :meth:`MANN.predict_stream` runs the paper's online protocol (:mod:`rnnmeta.learners.online`).
 
 Reference:
@@ -43,11 +45,12 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
+from rnnmeta.learners.label_memory import LabelMemory, check_label_memory, vote_readout_
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
 from rnnmeta.learners.sequence import check_matching_init, encode_labels, given, key_value_init_
 from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
 from rnnmeta.nets import backbone_features, resolve_backbone
-from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
+from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels, labels_of_steps
 
 #: bias of the learned sharpness logit: beta starts at 1 + softplus(9) ~ 10
 _INIT_SHARPNESS_LOGIT = 9.0
@@ -210,13 +213,18 @@ class LRUAMemory(nn.Module):
 class MANNPredictor:
     """The state of a :class:`MANN` after a support set (controller and memory): answers ``query_x [B, M, *x]``."""
 
-    def __init__(self, learner: "MANN", h: Tensor, c: Tensor, state: MemoryState, support_x: Tensor) -> None:
+    def __init__(self, learner: "MANN", h: Tensor, c: Tensor, state: MemoryState, support_x: Tensor,
+                 support_e: Optional[Tensor] = None, support_y: Optional[Tensor] = None) -> None:
         self.learner, self.h, self.c, self.state = learner, h, c, state
         self.support_x = support_x[:, :0]  # shape reference for checking queries; holds no data
+        self.support_e = support_e  # the label memory's keys and labels (with ``label_memory``), kept as they were
+        self.support_y = None if support_y is None else support_y.clone()
 
     def __call__(self, query_x: Tensor) -> Tensor:
         check_query(self.support_x, query_x)
-        return self.learner.answer(self.h, self.c, self.state, query_x)
+        query_e = self.learner.embed_inputs(query_x)
+        vote = self.learner.vote(query_e, self.support_e, self.support_y)
+        return self.learner.answer_embedded(self.h, self.c, self.state, query_e, vote)
 
 
 class MANN(MetricAuxiliaryLoss, MetaLearner):
@@ -257,6 +265,12 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
             controller's cell, with the memory's reads unread by the controller and the head at first
             (their weights start at 0 and are trained). Replaces the key-value initialisation, whose
             ``input_bias``, ``output_bias`` and ``zero_recurrent`` it refuses.
+        label_memory: classification: the sharpness ``beta`` of a second, parameter-free memory of
+            (embedding, one-hot label) rows, one per support example, that each query reads with its own
+            embedding as the key (:class:`~rnnmeta.learners.label_memory.LabelMemory`); the head reads its
+            vote beside ``[h, r]``. ``0`` (default): no label memory.
+        vote_readout: with ``label_memory``: the head starts as this gain times the vote, every other
+            weight at 0 (:func:`~rnnmeta.learners.label_memory.vote_readout_`; replaces ``readout_init``).
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
         **kwargs: kind, n_way, target_dim, optimizer, lr_scheduler: see :class:`~rnnmeta.learners.base.MetaLearner`.
 
@@ -282,11 +296,16 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         readout_init: Optional[float] = None,
         metric_loss_weight: float = 0.0,
         matching_init: bool = False,
+        label_memory: float = 0.0,
+        vote_readout: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_positive(controller_size=controller_size)
+        check_label_memory(label_memory, vote_readout, self.kind)
+        if vote_readout and matching_init:
+            raise ValueError("vote_readout and matching_init are two starts of the same head: choose one")
         self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
         check_read_init(key_value_init and self.kind == CLASSIFICATION, output_bias, zero_recurrent)
         self.backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
@@ -298,7 +317,8 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         )
         read_dim = read_heads * memory_width
         self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
-        self.head = nn.Linear(controller_size + read_dim, self.output_dim)
+        self.label_memory = LabelMemory(self.n_way, label_memory) if label_memory else None
+        self.head = nn.Linear(controller_size + read_dim + (self.n_way if label_memory else 0), self.output_dim)
         if matching_init:
             check_matching_init(self.kind, 1, False, input_bias, output_bias, zero_recurrent)
             matching_init_(self.controller, self.head, self.embed_dim, self.n_way,
@@ -308,6 +328,8 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
                             output_bias=output_bias, zero_recurrent=zero_recurrent, **given(key_std=key_std))
             if readout_init != 0:
                 label_readout_init_(self.head, self.controller, self.embed_dim, self.label_dim, **given(scale=readout_init))
+        if vote_readout:
+            vote_readout_(self.head, controller_size + read_dim, self.n_way, vote_readout)
 
     # ---------------------------------------------------------------- the two phases
     def read_support(self, support_x: Tensor, support_y: Tensor) -> tuple[Tensor, Tensor, MemoryState]:
@@ -330,19 +352,25 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
             state = self.memory.write_read(h, state)
         return h, c, state
 
-    def answer(self, h: Tensor, c: Tensor, state: MemoryState, query_x: Tensor) -> Tensor:
-        """One read-only step per query from the support state: preds ``[B, M, output_dim]``."""
-        return self.answer_embedded(h, c, state, self.embed_inputs(query_x))
+    def vote(self, query_e: Tensor, support_e: Optional[Tensor], support_y: Optional[Tensor]) -> Optional[Tensor]:
+        """The label memory's vote ``[B, M, n_way]`` (``None`` without ``label_memory``)."""
+        if self.label_memory is None:
+            return None
+        return self.label_memory(query_e, support_e, support_y)
 
-    def answer_embedded(self, h: Tensor, c: Tensor, state: MemoryState, e: Tensor) -> Tensor:
-        """:meth:`answer` from the query embeddings ``e [B, M, E]``."""
+    def answer_embedded(self, h: Tensor, c: Tensor, state: MemoryState, e: Tensor, vote: Optional[Tensor] = None) -> Tensor:
+        """One read-only step per query ``e [B, M, E]`` from the support state: preds ``[B, M, output_dim]``.
+
+        ``vote [B, M, n_way]``: the label memory's, read by the head beside ``[h, r]`` (with ``label_memory``).
+        """
         batch, n_query = e.shape[:2]
         prev_reads = state.reads.flatten(1).unsqueeze(1).expand(batch, n_query, -1)
         inputs = torch.cat([e, e.new_zeros(batch, n_query, self.label_dim), prev_reads], dim=-1)
         h0, c0 = (s.unsqueeze(1).expand(batch, n_query, s.shape[-1]).flatten(0, 1) for s in (h, c))
         hq = self.controller(inputs.reshape(batch * n_query, -1), (h0, c0))[0].reshape(batch, n_query, h.shape[-1])
         reads, _ = self.memory.read(hq, state.memory)
-        return self.head(torch.cat([hq, reads.flatten(2)], dim=-1))
+        features = [hq, reads.flatten(2)] + ([] if vote is None else [vote])
+        return self.head(torch.cat(features, dim=-1))
 
     # ---------------------------------------------------------------- the contract
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
@@ -358,7 +386,7 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
     def predict_embedded(self, support_e: Tensor, support_y: Tensor, query_e: Tensor) -> Tensor:
         """:meth:`forward` from the embeddings of :meth:`embed_inputs`: ``[B, S, E]``, ``[B, M, E]`` -> ``[B, M, output_dim]``."""
         h, c, state = self.read_embedded(support_e, support_y)
-        return self.answer_embedded(h, c, state, query_e)
+        return self.answer_embedded(h, c, state, query_e, self.vote(query_e, support_e, support_y))
 
     # ---------------------------------------------------------------- the online protocol
     def predict_stream(self, x: Tensor, prev_y: Tensor) -> Tensor:
@@ -375,7 +403,9 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
             raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")
         check_stream_inputs(x, prev_y, self.n_way)
         batch, steps_n = x.shape[:2]
-        steps = torch.cat([embed(self.backbone, x), encode_previous_labels(prev_y, self.n_way)], dim=-1)
+        e, labels_before = embed(self.backbone, x), encode_previous_labels(prev_y, self.n_way)
+        steps = torch.cat([e, labels_before], dim=-1)
+        votes = None if self.label_memory is None else self.label_memory.stream(e, labels_of_steps(labels_before))
         state = self.memory.initial_state(batch, steps.device, steps.dtype)
         h = steps.new_zeros(batch, self.controller.hidden_size)
         c = torch.zeros_like(h)
@@ -383,11 +413,15 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         for t in range(steps_n):
             h, c = self.controller(torch.cat([steps[:, t], state.reads.flatten(1)], dim=-1), (h, c))
             state = self.memory.write_read(h, state)
-            outputs.append(self.head(torch.cat([h, state.reads.flatten(1)], dim=-1)))
+            features = [h, state.reads.flatten(1)] + ([] if votes is None else [votes[:, t]])
+            outputs.append(self.head(torch.cat(features, dim=-1)))
         return torch.stack(outputs, dim=1)
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> MANNPredictor:
         """Read the support set once; the returned predictor holds controller state and memory after it."""
         self.check_inputs(support_x, support_y)
-        h, c, state = self.read_support(support_x, support_y)
-        return MANNPredictor(self, h, c, state, support_x)
+        support_e = self.embed_inputs(support_x)
+        h, c, state = self.read_embedded(support_e, support_y)
+        if self.label_memory is None:
+            return MANNPredictor(self, h, c, state, support_x)
+        return MANNPredictor(self, h, c, state, support_x, support_e, support_y)

@@ -78,6 +78,14 @@ def encode_previous_labels(prev_y: Tensor, n_way: int) -> Tensor:
     return F.one_hot(prev_y.clamp(min=0), n_way).float() * given.unsqueeze(-1)
 
 
+def labels_of_steps(labels_before: Tensor) -> Tensor:
+    """``[B, T, n_way]`` one-hot labels one step late (:func:`encode_previous_labels`) -> each step's own label.
+
+    Step ``t``'s label arrives with step ``t + 1``; the last step's is not given (a row of zeros).
+    """
+    return torch.cat([labels_before[:, 1:], torch.zeros_like(labels_before[:, :1])], dim=1)
+
+
 def per_instance_accuracy(
     logits: Tensor, y: Tensor, instance: Tensor, max_instance: int = 10
 ) -> tuple[Tensor, Tensor]:
