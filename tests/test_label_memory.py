@@ -58,14 +58,15 @@ def test_in_a_stream_each_step_reads_only_the_labelled_steps_before_it():
     torch.testing.assert_close(memory.stream(later, labels_of_steps(encode_previous_labels(prev_y, 3)))[:, :4], votes[:, :4])
 
 
+@pytest.mark.parametrize("rows", ["examples", "classes"])
 @pytest.mark.parametrize("name", sorted(LEARNERS))
-def test_vote_readout_starts_the_head_as_gain_times_the_vote(name):
-    learner = built(name, label_memory=5.0, vote_readout=20.0)
+def test_vote_readout_starts_the_head_as_gain_times_the_vote(name, rows):
+    learner = built(name, label_memory=5.0, vote_readout=20.0, label_memory_rows=rows)
     sx, sy, qx = flat_task(n_way=3, k=2, m=4)
     with torch.no_grad():
         logits = learner(sx, sy, qx)
         e = lambda x: learner.embed_inputs(x)  # noqa: E731 (what the memory and the head read)
-        vote = LabelMemory(3, 5.0)(e(qx), e(sx), sy)
+        vote = LabelMemory(3, 5.0, rows)(e(qx), e(sx), sy)
     torch.testing.assert_close(logits, 20.0 * vote)
     relabelled = (sy + 1) % 3  # every support example changes class: the votes follow
     with torch.no_grad():
@@ -88,9 +89,10 @@ def test_the_head_reads_the_vote_beside_the_learners_own_features(name):
         torch.testing.assert_close(plain(sx, sy, qx), without_vote)
 
 
+@pytest.mark.parametrize("rows", ["examples", "classes"])
 @pytest.mark.parametrize("name", sorted(LEARNERS))
-def test_queries_are_answered_independently_and_adapt_reads_the_support_once(name):
-    learner = built(name, label_memory=5.0, vote_readout=20.0)
+def test_queries_are_answered_independently_and_adapt_reads_the_support_once(name, rows):
+    learner = built(name, label_memory=5.0, vote_readout=20.0, label_memory_rows=rows)
     with torch.no_grad():  # the learner's own features join the vote, as after training
         learner.head.weight.add_(0.1 * torch.randn_like(learner.head.weight))
     sx, sy, qx = flat_task(n_way=3, k=2, m=5)
@@ -120,16 +122,17 @@ def test_the_gradient_through_the_vote_matches_finite_differences_in_float64(nam
         torch.testing.assert_close(analytic, fd, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("rows", ["examples", "classes"])
 @pytest.mark.parametrize("name", sorted(LEARNERS))
-def test_the_online_protocol_reads_the_label_memory_causally(name):
-    learner = built(name, label_memory=5.0, vote_readout=20.0, readout_init=0)
+def test_the_online_protocol_reads_the_label_memory_causally(name, rows):
+    learner = built(name, label_memory=5.0, vote_readout=20.0, readout_init=0, label_memory_rows=rows)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 6, 6, generator=g)
     prev_y = torch.tensor([[-1, 0, 1, 2, 0, 1], [-1, 2, 2, 1, 0, 0]])
     with torch.no_grad():
         logits = learner.predict_stream(x, prev_y)
         e = learner.embed_inputs(x)
-        expected = 20.0 * LabelMemory(3, 5.0).stream(e, labels_of_steps(encode_previous_labels(prev_y, 3)))
+        expected = 20.0 * LabelMemory(3, 5.0, rows).stream(e, labels_of_steps(encode_previous_labels(prev_y, 3)))
         torch.testing.assert_close(logits, expected)
         later = x.clone()
         later[:, 3:] = torch.randn(2, 3, 6, generator=g)
@@ -148,5 +151,33 @@ def test_bad_label_memory_arguments_get_clear_errors(name):
     learner_class = LSTMLearner if name == "lstm" else MANN
     with pytest.raises(ValueError, match="needs kind='classification'"):
         learner_class(kind="regression", label_memory=1.0)
+    with pytest.raises(ValueError, match="label_memory_rows must be .examples. or .classes., got .prototypes."):
+        make(n_way=3, label_memory=1.0, label_memory_rows="prototypes")
     with pytest.raises(ValueError, match="vote_readout and matching_init"):
         make(n_way=3, label_memory=1.0, vote_readout=10.0, matching_init=True)
+
+
+def test_class_rows_read_the_cosine_with_each_class_sum_in_float64():
+    g = torch.Generator().manual_seed(3)
+    q, s = torch.randn(2, 4, 5, generator=g, dtype=torch.float64), torch.randn(2, 6, 5, generator=g, dtype=torch.float64)
+    y = torch.tensor([[0, 1, 2, 0, 1, 2], [2, 2, 0, 0, 2, 0]])  # the second task has no example of class 1
+    vote = LabelMemory(n_way=3, sharpness=6.0, rows="classes")(q, s, y)
+    for b in range(2):
+        present = [c for c in range(3) if (y[b] == c).any()]
+        for m in range(4):
+            cos = {c: float(F.cosine_similarity(q[b, m], s[b][y[b] == c].sum(0), dim=0)) for c in present}
+            z = sum(math.exp(6.0 * v) for v in cos.values())
+            expected = [math.exp(6.0 * cos[c]) / z if c in cos else 0.0 for c in range(3)]
+            torch.testing.assert_close(vote[b, m], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
+def test_class_rows_in_a_stream_hold_the_labelled_steps_before_each_step():
+    g = torch.Generator().manual_seed(4)
+    e = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
+    prev_y = torch.tensor([[-1, 0, 2, 0, 1, 2, 1], [-1, 1, 1, 0, 2, 2, 0]])
+    memory = LabelMemory(n_way=3, sharpness=4.0, rows="classes")
+    votes = memory.stream(e, labels_of_steps(encode_previous_labels(prev_y, 3)))
+    assert torch.equal(votes[:, 0], torch.zeros(2, 3, dtype=torch.float64))
+    for t in range(1, 7):
+        torch.testing.assert_close(votes[:, t : t + 1], memory(e[:, t : t + 1], e[:, :t], prev_y[:, 1 : t + 1]),
+                                   rtol=1e-12, atol=1e-12)

@@ -7,6 +7,13 @@ eq. 3), with the key fixed to the query's own embedding::
 
     w_s(q) = softmax_s(sharpness * cos(e_q, e_s))        vote(q) = sum_s w_s(q) one_hot(y_s)   [n_way]
 
+With ``rows="classes"`` the memory has one row per label instead, to which each support example of that
+label adds its embedding (a write addressed by the label, as MANN's least-used write is addressed by
+usage), so a query's cosine is taken with the sum of each class's embeddings, the direction of its
+prototype (Snell et al. 2017), and the read weights are the vote::
+
+    vote_c(q) = softmax_c(sharpness * cos(e_q, sum_{s: y_s = c} e_s))
+
 The similarity has no parameters (a *fixed similarity*): the embedding alone learns the metric, as in
 a matching network (Vinyals et al. 2016). :class:`~rnnmeta.learners.LSTMLearner` and
 :class:`~rnnmeta.learners.MANN` take the vote as ``n_way`` more inputs of their prediction head
@@ -22,13 +29,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from typing import Literal
+
 from rnnmeta.episode import CLASSIFICATION
 
-__all__ = ["LabelMemory", "check_label_memory", "vote_readout_"]
+__all__ = ["LabelMemory", "MemoryRows", "check_label_memory", "vote_readout_"]
+
+#: what a row of the label memory holds: one support example, or the sum of one class's examples
+MemoryRows = Literal["examples", "classes"]
 
 
-def check_label_memory(sharpness: float, gain: float, kind: str) -> None:
-    """Refuse a label memory outside classification, a negative sharpness, or a vote readout without a memory."""
+def check_label_memory(sharpness: float, gain: float, kind: str, rows: str = "examples") -> None:
+    """Refuse a label memory outside classification, a negative sharpness, a vote readout without a memory, unknown rows."""
+    if rows not in ("examples", "classes"):
+        raise ValueError(f"label_memory_rows must be 'examples' or 'classes', got {rows!r}")
     for name, value in (("label_memory", sharpness), ("vote_readout", gain)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number, got {name}={value!r}")
@@ -46,11 +60,13 @@ class LabelMemory(nn.Module):
     Args:
         n_way: classes (the width of a value).
         sharpness: ``beta`` multiplying the cosine similarities before the softmax over the rows.
+        rows: ``"examples"`` (one row per support example) or ``"classes"`` (one row per label: the sum
+            of its examples' embeddings).
     """
 
-    def __init__(self, n_way: int, sharpness: float) -> None:
+    def __init__(self, n_way: int, sharpness: float, rows: MemoryRows = "examples") -> None:
         super().__init__()
-        self.n_way, self.sharpness = n_way, float(sharpness)
+        self.n_way, self.sharpness, self.rows = n_way, float(sharpness), rows
 
     def forward(self, query_e: Tensor, support_e: Tensor, support_y: Tensor) -> Tensor:
         """The vote over the support labels of each query.
@@ -63,11 +79,14 @@ class LabelMemory(nn.Module):
         Returns:
             ``[B, M, n_way]``: non-negative, each row sums to 1.
         """
-        weights = self.weights(query_e, support_e)
-        return torch.bmm(weights, F.one_hot(support_y, self.n_way).to(weights.dtype))
+        labels = F.one_hot(support_y, self.n_way).to(support_e.dtype)  # [B, S, N]
+        if self.rows == "classes":
+            present = labels.sum(1, keepdim=True) > 0  # [B, 1, N]: a label with no support example has no row
+            return self.weights(query_e, labels.transpose(1, 2) @ support_e, present)  # rows: the class sums [B, N, E]
+        return torch.bmm(self.weights(query_e, support_e), labels)
 
     def weights(self, query_e: Tensor, support_e: Tensor, allowed: Tensor | None = None) -> Tensor:
-        """``softmax_s(sharpness * cos(e_q, e_s))`` ``[B, M, S]``; ``allowed [M, S]`` bool masks rows out (all masked: 0)."""
+        """``softmax_s(sharpness * cos(e_q, e_s))`` ``[B, M, S]``; ``allowed`` (bool, broadcast to ``[B, M, S]``) masks rows out (all masked: 0)."""
         scores = self.sharpness * torch.bmm(F.normalize(query_e, dim=-1), F.normalize(support_e, dim=-1).transpose(1, 2))
         if allowed is None:
             return torch.softmax(scores, dim=-1)
@@ -85,9 +104,14 @@ class LabelMemory(nn.Module):
             ``[B, T, n_way]``: step ``t`` reads the rows ``s < t`` only; step 0 reads nothing (zeros).
         """
         steps = e.shape[1]
+        labels = labels.to(e.dtype)
+        if self.rows == "classes":  # step t's rows: the class sums of the steps before it, [B, T, N, E]
+            sums = torch.cumsum(labels.unsqueeze(-1) * e.unsqueeze(-2), dim=1) - labels.unsqueeze(-1) * e.unsqueeze(-2)
+            seen = (torch.cumsum(labels, dim=1) - labels) > 0  # [B, T, N]: the class had a step before t
+            scores = self.sharpness * (F.normalize(e, dim=-1).unsqueeze(-2) * F.normalize(sums, dim=-1)).sum(-1)
+            return torch.softmax(scores.masked_fill(~seen, float("-inf")), dim=-1).nan_to_num(0.0)
         before = torch.ones(steps, steps, dtype=torch.bool, device=e.device).tril(-1)
-        weights = self.weights(e, e, before)
-        return torch.bmm(weights, labels.to(weights.dtype))
+        return torch.bmm(self.weights(e, e, before), labels)
 
 
 def vote_readout_(head: nn.Linear, vote_start: int, n_way: int, gain: float) -> None:

@@ -40,7 +40,7 @@ from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels, labels_of_steps
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
-from rnnmeta.learners.label_memory import LabelMemory, check_label_memory, vote_readout_
+from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, check_label_memory, vote_readout_
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
 from rnnmeta.learners.sequence import check_matching_init, encode_labels, given, key_value_init_
 from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
@@ -110,6 +110,9 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
             (:class:`~rnnmeta.learners.label_memory.LabelMemory`: each example's embedding is a key, its
             one-hot label the value; a query reads ``softmax(beta * cos)`` over them), whose vote the head
             reads beside the LSTM's output; ``0`` (default): no label memory, the head reads the LSTM alone.
+        label_memory_rows: ``"examples"`` (default: one row per support example) or ``"classes"`` (one row per
+            label holding the sum of its examples' embeddings, so the query's cosine is with each class's
+            prototype direction).
         vote_readout: with ``label_memory``: the head starts as this gain times the vote, every other
             weight at 0 (:func:`~rnnmeta.learners.label_memory.vote_readout_`; replaces ``readout_init``);
             ``0`` (default): nn.Linear's initialisation for the vote's inputs.
@@ -141,13 +144,14 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
         metric_loss_weight: float = 0.0,
         matching_init: bool = False,
         label_memory: float = 0.0,
+        label_memory_rows: MemoryRows = "examples",
         vote_readout: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_positive(hidden_size=hidden_size, num_layers=num_layers)
-        check_label_memory(label_memory, vote_readout, self.kind)
+        check_label_memory(label_memory, vote_readout, self.kind, label_memory_rows)
         if vote_readout and matching_init:
             raise ValueError("vote_readout and matching_init are two starts of the same head: choose one")
         self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
@@ -169,7 +173,7 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
             key_value_init_(self.lstm, self.embed_dim, self.label_dim, input_bias=input_bias, label_slots=label_slots,
                             output_bias=output_bias, zero_recurrent=zero_recurrent,
                             **given(key_std=key_std, forget_bias=forget_bias))
-        self.label_memory = LabelMemory(self.n_way, label_memory) if label_memory else None
+        self.label_memory = LabelMemory(self.n_way, label_memory, label_memory_rows) if label_memory else None
         self.head = nn.Linear(hidden_size + (self.n_way if label_memory else 0), self.output_dim)
         if matching_init:
             matching_init_(self.lstm, self.head, self.embed_dim, self.n_way,

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
-from rnnmeta.learners.label_memory import LabelMemory, check_label_memory, vote_readout_
+from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, check_label_memory, vote_readout_
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
 from rnnmeta.learners.sequence import check_matching_init, encode_labels, given, key_value_init_
 from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
@@ -269,6 +269,9 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
             (embedding, one-hot label) rows, one per support example, that each query reads with its own
             embedding as the key (:class:`~rnnmeta.learners.label_memory.LabelMemory`); the head reads its
             vote beside ``[h, r]``. ``0`` (default): no label memory.
+        label_memory_rows: ``"examples"`` (default: one row per support example) or ``"classes"`` (one row per
+            label holding the sum of its examples' embeddings, so the query's cosine is with each class's
+            prototype direction).
         vote_readout: with ``label_memory``: the head starts as this gain times the vote, every other
             weight at 0 (:func:`~rnnmeta.learners.label_memory.vote_readout_`; replaces ``readout_init``).
         embedding_dim: ``E``, needed only when ``backbone`` has no ``out_features`` attribute.
@@ -297,13 +300,14 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         metric_loss_weight: float = 0.0,
         matching_init: bool = False,
         label_memory: float = 0.0,
+        label_memory_rows: MemoryRows = "examples",
         vote_readout: float = 0.0,
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_positive(controller_size=controller_size)
-        check_label_memory(label_memory, vote_readout, self.kind)
+        check_label_memory(label_memory, vote_readout, self.kind, label_memory_rows)
         if vote_readout and matching_init:
             raise ValueError("vote_readout and matching_init are two starts of the same head: choose one")
         self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
@@ -317,7 +321,7 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
         )
         read_dim = read_heads * memory_width
         self.controller = nn.LSTMCell(self.embed_dim + self.label_dim + read_dim, controller_size)
-        self.label_memory = LabelMemory(self.n_way, label_memory) if label_memory else None
+        self.label_memory = LabelMemory(self.n_way, label_memory, label_memory_rows) if label_memory else None
         self.head = nn.Linear(controller_size + read_dim + (self.n_way if label_memory else 0), self.output_dim)
         if matching_init:
             check_matching_init(self.kind, 1, False, input_bias, output_bias, zero_recurrent)
