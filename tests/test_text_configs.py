@@ -273,3 +273,23 @@ def test_the_label_memory_learners_learn_clinc150_intents_beyond_their_untrained
     (trained,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     assert untrained["test/acc"] > 0.45, untrained  # the untrained vote: 0.597 here (docs/TEXT.md)
     assert trained["test/acc"] > untrained["test/acc"] + 0.04, (untrained, trained)  # 0.672 (LSTM), 0.670 (MANN)
+
+
+@pytest.mark.slow
+def test_label_memory_vote_script_reads_the_class_rows_as_the_cosine_nearest_mean(tmp_path: Path) -> None:
+    """scripts/label_memory_vote.py on the 5-shot comparison's LSTM row, untrained: the head starts as the vote, and a
+    class row's cosine is the cosine with the class mean, so the vote, the output and the cosine rule agree."""
+    import os
+    import subprocess
+
+    if not (CLINC_DIR / "data_full.json").exists():
+        pytest.skip(f"CLINC150 not found at {CLINC_DIR}")
+    out = subprocess.run([sys.executable, "scripts/label_memory_vote.py", "--config", "configs/compare/clinc150_5w5s.yaml",
+                          "--learner", "lstm_label_memory", "--episodes", "4"], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    values = {line.split(" accuracy ")[0].strip(): float(line.split()[-1]) for line in out.stdout.splitlines() if " accuracy " in line}
+    assert values["label memory vote"] == values["output"] == values["nearest mean (cosine)"] > 0.4, values
+    refused = subprocess.run([sys.executable, "scripts/label_memory_vote.py", "--config", "configs/compare/clinc150_5w5s.yaml",
+                              "--learner", "lstm", "--episodes", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "without a label memory" in refused.stderr, refused.stderr[-2000:]
