@@ -272,7 +272,7 @@ def test_the_label_memory_learners_learn_clinc150_intents_beyond_their_untrained
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     (trained,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     assert untrained["test/acc"] > 0.45, untrained  # the untrained vote: 0.597 here (docs/TEXT.md)
-    assert trained["test/acc"] > untrained["test/acc"] + 0.04, (untrained, trained)  # 0.672 (LSTM), 0.670 (MANN)
+    assert trained["test/acc"] > untrained["test/acc"] + 0.04, (untrained, trained)  # 0.673 (LSTM), 0.694 (MANN)
 
 
 @pytest.mark.slow
