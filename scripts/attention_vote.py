@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
+from comparison_config import learner_row
 from rnnmeta.compare.config import build_run
 from rnnmeta.learners.protonet import class_prototypes
 
@@ -48,10 +48,7 @@ def main() -> None:
     if args.ckpt is not None and not Path(args.ckpt).is_file():
         parser.error(f"--ckpt {args.ckpt}: no such file")
     torch.set_num_threads(1)
-    cfg = yaml.safe_load(Path(args.config).read_text())
-    if args.learner not in cfg["learners"]:
-        raise SystemExit(f"{args.config} has no learner {args.learner!r}; it has {sorted(cfg['learners'])}")
-    model = cfg["learners"][args.learner]["model"]
+    cfg, model = learner_row(args.config, args.learner)
     for gain in args.vote_readout if args.vote_readout is not None else [None]:
         if gain is not None:
             model = {**model, "init_args": {**model["init_args"], "vote_readout": gain}}

@@ -19,7 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 COMPARE_CONFIGS = REPO / "configs" / "compare"
 
-__all__ = ["COMPARE_CONFIGS", "REPO", "load", "narrowed"]
+__all__ = ["COMPARE_CONFIGS", "REPO", "learner_row", "load", "narrowed"]
 
 
 def load(name: str) -> dict[str, Any]:
@@ -29,6 +29,18 @@ def load(name: str) -> dict[str, Any]:
         known = ", ".join(sorted(p.stem for p in COMPARE_CONFIGS.glob("*.yaml")))
         raise SystemExit(f"no comparison config {path}; known: {known}")
     return yaml.safe_load(path.read_text())
+
+
+def learner_row(config_path: str, learner: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The comparison config at ``config_path`` and its learner ``learner``'s ``model`` spec.
+
+    Raises:
+        SystemExit: the config has no such learner (naming the ones it has).
+    """
+    config = yaml.safe_load(Path(config_path).read_text())
+    if learner not in config["learners"]:
+        raise SystemExit(f"{config_path} has no learner {learner!r}; it has {sorted(config['learners'])}")
+    return config, config["learners"][learner]["model"]
 
 
 def narrowed(

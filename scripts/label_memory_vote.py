@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
+from comparison_config import learner_row
 from rnnmeta.compare.config import build_run
 from rnnmeta.learners.protonet import class_prototypes
 
@@ -38,11 +38,9 @@ def main() -> None:
     if args.ckpt is not None and not Path(args.ckpt).is_file():
         parser.error(f"--ckpt {args.ckpt}: no such file")
     torch.set_num_threads(1)
-    cfg = yaml.safe_load(Path(args.config).read_text())
-    if args.learner not in cfg["learners"]:
-        raise SystemExit(f"{args.config} has no learner {args.learner!r}; it has {sorted(cfg['learners'])}")
+    cfg, model = learner_row(args.config, args.learner)
     torch.manual_seed(args.seed)
-    data, learner = build_run(cfg["learners"][args.learner]["model"], cfg["data"])
+    data, learner = build_run(model, cfg["data"])
     if getattr(learner, "label_memory", None) is None:
         raise SystemExit(f"{args.learner!r} is a {type(learner).__name__} without a label memory (label_memory: 0)")
     if args.ckpt is not None:
