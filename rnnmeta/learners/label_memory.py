@@ -25,11 +25,11 @@ while a fixed similarity of learned embeddings does not (docs/TEXT.md).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from typing import Literal
 
 from rnnmeta.episode import CLASSIFICATION
 
