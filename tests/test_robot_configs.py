@@ -285,8 +285,11 @@ def test_the_cheetah_fit_configs_hold_the_comparisons_recipe(agent, family):
 
 RESUMED_AGENTS = {
     # PPO, automatic optimisation: 4 updates an iteration, a resume checkpoint every iteration
+    # (with a learning-rate schedule: a factory among the hyperparameters that must load with weights_only=True)
     "rl2": {"class_path": "rnnmeta.rl.RL2", "init_args": {"n_episodes": 2, "hidden_size": 8, "batch_trials": 3,
-                                                         "normalize_observations": True}},
+                                                         "normalize_observations": True,
+                                                         "lr_scheduler": {"class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                                                                          "init_args": {"T_max": 12}}}},
     # TRPO, manual optimisation: one update an iteration, a resume checkpoint after every update
     "maml": {"class_path": "rnnmeta.rl.MAMLRL", "init_args": {"n_episodes": 2, "hidden_sizes": [8], "batch_trials": 3,
                                                               "normalize_observations": True, "adapt_log_std": True,
