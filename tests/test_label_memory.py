@@ -1,4 +1,4 @@
-"""The label memory of LSTMLearner and MANN: its read from the definition, causality in a stream, the vote readout,
+"""The label memory of LSTMLearner, MANN and SNAIL: its read from the definition, causality in a stream, the vote readout,
 query independence, gradients, and clear errors."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnmeta.learners import LSTMLearner, MANN
+from rnnmeta.learners import MANN, SNAIL, LSTMLearner
 from rnnmeta.learners.label_memory import LabelMemory
 from rnnmeta.learners.lstm import LSTMPredictor
 from rnnmeta.learners.mann import MANNPredictor
 from rnnmeta.learners.online import encode_previous_labels, labels_of_steps
+from rnnmeta.learners.snail import SNAILPredictor
 from rnnmeta.nets import MLP
 
 from helpers import assert_adapt_reads_the_support_once, assert_queries_answered_independently, finite_difference_grad, flat_task
@@ -21,7 +22,14 @@ from helpers import assert_adapt_reads_the_support_once, assert_queries_answered
 LEARNERS = {
     "lstm": lambda **kw: LSTMLearner(backbone=MLP(6, [8]), hidden_size=12, num_layers=1, **kw),
     "mann": lambda **kw: MANN(backbone=MLP(6, [8]), controller_size=10, memory_slots=8, memory_width=4, read_heads=2, **kw),
+    "snail": lambda **kw: SNAIL(backbone=MLP(6, [8]), max_shots=2, key_sizes=[8, 8], value_sizes=[4, 4], tc_filters=[4], **kw),
 }
+#: the layer that reads the learner's own features (LSTMLearner's and MANN's head; SNAIL's network output)
+FEATURE_HEADS = {"lstm": lambda learner: learner.head, "mann": lambda learner: learner.head,
+                 "snail": lambda learner: learner.network.output}
+PREDICTORS = {"lstm": LSTMPredictor, "mann": MANNPredictor, "snail": SNAILPredictor}
+#: LSTMLearner's and MANN's stream readout starts at the vote only without their own readout_init
+STREAM_ARGS = {"lstm": {"readout_init": 0}, "mann": {"readout_init": 0}, "snail": {}}
 
 
 def built(name: str, n_way: int = 3, **kw):
@@ -73,7 +81,7 @@ def test_vote_readout_starts_the_head_as_gain_times_the_vote(name, rows):
         torch.testing.assert_close(learner(sx, relabelled, qx), logits[..., [2, 0, 1]])
 
 
-@pytest.mark.parametrize("name", sorted(LEARNERS))
+@pytest.mark.parametrize("name", ["lstm", "mann"])
 def test_the_head_reads_the_vote_beside_the_learners_own_features(name):
     plain, with_memory = built(name), built(name, label_memory=5.0)
     assert with_memory.head.in_features == plain.head.in_features + 3
@@ -89,17 +97,32 @@ def test_the_head_reads_the_vote_beside_the_learners_own_features(name):
         torch.testing.assert_close(plain(sx, sy, qx), without_vote)
 
 
+def test_snail_adds_the_vote_heads_reading_to_the_networks_answer():
+    """SNAIL's answer is the network's output plus a linear vote head over the vote (one head over [features, vote])."""
+    plain, with_memory = built("snail"), built("snail", label_memory=5.0)
+    assert with_memory.vote_head.in_features == 3 and with_memory.vote_head.bias is None
+    sx, sy, qx = flat_task(n_way=3, k=2, m=4)
+    with torch.no_grad():
+        e = with_memory.embed_inputs
+        expected_vote = with_memory.vote_head(LabelMemory(3, 5.0)(e(qx), e(sx), sy))
+        state = {k: v for k, v in with_memory.state_dict().items() if not k.startswith("vote_head.")}
+        plain.load_state_dict(state)
+        torch.testing.assert_close(with_memory(sx, sy, qx), plain(sx, sy, qx) + expected_vote)
+        assert expected_vote.abs().max() > 0.01
+        torch.testing.assert_close(with_memory.forward_naive(sx, sy, qx), with_memory(sx, sy, qx), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("rows", ["examples", "classes"])
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_queries_are_answered_independently_and_adapt_reads_the_support_once(name, rows):
     learner = built(name, label_memory=5.0, vote_readout=20.0, label_memory_rows=rows)
+    head = FEATURE_HEADS[name](learner)
     with torch.no_grad():  # the learner's own features join the vote, as after training
-        learner.head.weight.add_(0.1 * torch.randn_like(learner.head.weight))
+        head.weight.add_(0.1 * torch.randn_like(head.weight))
     sx, sy, qx = flat_task(n_way=3, k=2, m=5)
     # logits of about 20 (the gain): float32 rounds them to about 2e-6 when a batch is split otherwise
     assert_queries_answered_independently(learner, sx, sy, qx, atol=1e-5)
-    predictor = LSTMPredictor if name == "lstm" else MANNPredictor
-    assert_adapt_reads_the_support_once(learner, predictor, sx, sy, qx, atol=1e-5)
+    assert_adapt_reads_the_support_once(learner, PREDICTORS[name], sx, sy, qx, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(LEARNERS))
@@ -113,7 +136,7 @@ def test_the_gradient_through_the_vote_matches_finite_differences_in_float64(nam
         return F.cross_entropy(learner(sx, sy, qx).flatten(0, 1), qy.flatten())
 
     # at the vote readout's start the loss reaches the backbone through the vote alone
-    params = [learner.backbone.layers[0].bias, learner.head.bias]
+    params = [learner.backbone.layers[0].bias, FEATURE_HEADS[name](learner).bias]
     grads = torch.autograd.grad(loss(), params)
     assert grads[0].abs().sum() > 0
     with torch.no_grad():
@@ -125,7 +148,7 @@ def test_the_gradient_through_the_vote_matches_finite_differences_in_float64(nam
 @pytest.mark.parametrize("rows", ["examples", "classes"])
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_the_online_protocol_reads_the_label_memory_causally(name, rows):
-    learner = built(name, label_memory=5.0, vote_readout=20.0, readout_init=0, label_memory_rows=rows)
+    learner = built(name, label_memory=5.0, vote_readout=20.0, label_memory_rows=rows, **STREAM_ARGS[name])
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 6, 6, generator=g)
     prev_y = torch.tensor([[-1, 0, 1, 2, 0, 1], [-1, 2, 2, 1, 0, 0]])
@@ -146,13 +169,17 @@ def test_bad_label_memory_arguments_get_clear_errors(name):
         make(n_way=3, label_memory=-1.0)
     with pytest.raises(TypeError, match="label_memory must be a number"):
         make(n_way=3, label_memory="sharp")
-    with pytest.raises(ValueError, match="vote_readout=10.0 reads the label memory's vote: it needs label_memory > 0"):
-        make(n_way=3, vote_readout=10.0)
-    learner_class = LSTMLearner if name == "lstm" else MANN
+    learner_class = {"lstm": LSTMLearner, "mann": MANN, "snail": SNAIL}[name]
     with pytest.raises(ValueError, match="needs kind='classification'"):
         learner_class(kind="regression", label_memory=1.0)
     with pytest.raises(ValueError, match="label_memory_rows must be .examples. or .classes., got .prototypes."):
         make(n_way=3, label_memory=1.0, label_memory_rows="prototypes")
+    if name == "snail":  # without a label memory, SNAIL's vote_readout reads its first attention block's vote
+        with pytest.raises(ValueError, match="vote_readout=10.0 reads the first attention block's similarity vote"):
+            make(n_way=3, vote_readout=10.0)
+        return
+    with pytest.raises(ValueError, match="vote_readout=10.0 reads the label memory's vote: it needs label_memory > 0"):
+        make(n_way=3, vote_readout=10.0)
     with pytest.raises(ValueError, match="vote_readout and matching_init"):
         make(n_way=3, label_memory=1.0, vote_readout=10.0, matching_init=True)
 

@@ -71,6 +71,8 @@ LEARNERS = {
                                                 vote_readout=50.0),
     "mann_label_memory": lambda bb: MANN(backbone=bb, n_way=N, controller_size=16, memory_slots=8, memory_width=6,
                                          read_heads=1, label_memory=1.0, vote_readout=50.0),
+    "snail_label_memory": lambda bb: SNAIL(backbone=bb, n_way=N, max_shots=K, key_sizes=[8, 8], value_sizes=[8, 8],
+                                           tc_filters=[8], label_memory=1.0, label_memory_rows="classes", vote_readout=50.0),
     "maml": lambda bb: MAML(backbone=bb, n_way=N, inner_steps=2, inner_lr=0.1),
     "maml_first_order": lambda bb: MAML(backbone=bb, n_way=N, inner_steps=1, inner_lr=0.1, first_order=True),
     "learned_optimizer": lambda bb: LearnedOptimizer(backbone=bb, n_way=N, inner_steps=2, lstm_hidden=4, lstm_layers=1),

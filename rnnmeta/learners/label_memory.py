@@ -19,6 +19,8 @@ a matching network (Vinyals et al. 2016). :class:`~rnnmeta.learners.LSTMLearner`
 :class:`~rnnmeta.learners.MANN` take the vote as ``n_way`` more inputs of their prediction head
 (``label_memory``), and :func:`vote_readout_` starts that head as ``gain`` times the vote
 (``vote_readout``), the counterpart of SNAIL's vote readout (:func:`~rnnmeta.learners.snail.vote_readout_`).
+:class:`~rnnmeta.learners.SNAIL` adds a linear vote head's reading of the vote to its network's answer,
+which is the same head over ``[features, vote]``.
 Why: on CLINC150 the learned comparisons of the memory learners overfit the 75 training intents,
 while a fixed similarity of learned embeddings does not (docs/TEXT.md).
 """
@@ -126,5 +128,6 @@ def vote_readout_(head: nn.Linear, vote_start: int, n_way: int, gain: float) -> 
                          f"{vote_start + n_way - 1}, got a head {head.in_features} -> {head.out_features}")
     with torch.no_grad():
         head.weight.zero_()
-        head.bias.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
         head.weight[:, vote_start : vote_start + n_way].copy_(gain * torch.eye(n_way))

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
 from rnnmeta.learners.base import MetaLearner
+from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, check_label_memory
+from rnnmeta.learners.label_memory import vote_readout_ as memory_vote_readout_
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_query, encode_labels, label_width
 from rnnmeta.learners.snail_blocks import AttentionBlock, BlockState, SNAILNetwork, map_state
 from rnnmeta.nets import backbone_features, resolve_backbone
@@ -86,23 +88,29 @@ class SNAILPredictor:
     """Answers query batches of the tasks whose support set was encoded by :meth:`SNAIL.adapt`.
 
     Holds the cached per-block states of the support prefix (and, when built with gradients
-    enabled, the graph to the learner's parameters); never re-reads the support set.
+    enabled, the graph to the learner's parameters) and, with ``label_memory``, the support
+    embeddings and labels the memory reads; never re-reads the support set.
 
     Shapes:
         ``query_x [B, M, *x_shape] -> [B, M, n_way]`` logits or ``[B, M, d_y]``.
     """
 
-    def __init__(self, learner: "SNAIL", states: list[BlockState], batch_size: int, x_shape: tuple[int, ...]) -> None:
+    def __init__(self, learner: "SNAIL", states: list[BlockState], batch_size: int, x_shape: tuple[int, ...],
+                 support_e: Optional[Tensor] = None, support_y: Optional[Tensor] = None) -> None:
         self.learner, self.states = learner, states
         self.batch_size, self.x_shape = batch_size, x_shape
+        self.support_e = support_e  # the label memory's keys and labels (with ``label_memory``), kept as they were
+        self.support_y = None if support_y is None else support_y.clone()
 
     def __call__(self, query_x: Tensor) -> Tensor:
         check_query(torch.empty(self.batch_size, 0, *self.x_shape), query_x)  # an empty shape reference
-        return self.learner.answer(self.states, query_x)
+        return self.learner.answer(self.states, query_x, self.support_e, self.support_y)
 
     def detach(self) -> "SNAILPredictor":
-        """A copy whose cached states are cut from the autograd graph."""
-        return SNAILPredictor(self.learner, map_state(self.states, Tensor.detach), self.batch_size, self.x_shape)
+        """A copy whose cached states (and label memory keys) are cut from the autograd graph."""
+        support_e = None if self.support_e is None else self.support_e.detach()
+        return SNAILPredictor(self.learner, map_state(self.states, Tensor.detach), self.batch_size, self.x_shape,
+                              support_e, self.support_y)
 
 
 class SNAIL(MetricAuxiliaryLoss, MetaLearner):
@@ -139,7 +147,17 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
             block's vote over the support labels and zero elsewhere (:func:`vote_readout_`), so
             that the untrained SNAIL answers as an attention-weighted nearest neighbour; ``0``
             (default) keeps the output layer's default initialisation. Needs ``similarity_init``
-            and classification; only initial values differ from the paper.
+            and classification; only initial values differ from the paper. With ``label_memory``
+            it starts the answer as this gain times the label memory's vote instead (the output
+            layer at 0, the vote head at ``gain * I``), as LSTMLearner's and MANN's ``vote_readout``.
+        label_memory: classification: the sharpness ``beta`` of a parameter-free label memory over
+            the support set (:class:`~rnnmeta.learners.label_memory.LabelMemory`, Kaiser et al. 2017:
+            each support embedding a key, its one-hot label the value, read by
+            ``softmax(beta * cos)`` with the query's own embedding); a linear vote head adds its
+            vote ``[B, M, n_way]`` to the network's answer (the answer reads ``[features, vote]``).
+            ``0`` (default): no memory, as the paper. docs/TEXT.md measures it on CLINC150.
+        label_memory_rows: ``"examples"`` (default: one row per support example) or ``"classes"``
+            (one row per label: the sum of its examples' embeddings, a prototype's direction).
         fixed_similarity: keep the first attention block's query and key maps at their similarity
             initialisation (no gradient), so its scores stay the embeddings' scaled dot products
             ``e_q . e_s / sqrt(d_k)`` (with ``key_sizes[0] >= E``; a fixed orthogonal projection of them
@@ -179,11 +197,14 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
         vote_readout: float = 0.0,
         fixed_similarity: bool = False,
         metric_loss_weight: float = 0.0,
+        label_memory: float = 0.0,
+        label_memory_rows: MemoryRows = "examples",
         embedding_dim: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.metric_loss_weight = check_metric_loss_weight(metric_loss_weight, self.kind)
+        check_label_memory(label_memory, 0.0, self.kind, label_memory_rows)
         if max_shots < 1:
             raise ValueError(f"max_shots must be >= 1, got {max_shots}")
         backbone = resolve_backbone(backbone, self.kind, track_running_stats=True)
@@ -207,9 +228,17 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
         self.norm = nn.LayerNorm(embed) if embedding_norm else nn.Identity()
         if similarity_init:
             similarity_init_(self.network.blocks[0], embed)
+        #: the label memory and the vote head that adds its vote to the answer (``None`` without ``label_memory``)
+        self.label_memory = LabelMemory(self.n_way, label_memory, label_memory_rows) if label_memory else None
+        self.vote_head = nn.Linear(self.n_way, self.output_dim, bias=False) if label_memory else None
         if vote_readout < 0:
             raise ValueError(f"vote_readout must be >= 0 (the gain of the initial vote readout), got {vote_readout}")
-        if vote_readout:
+        if vote_readout and self.vote_head is not None:
+            with torch.no_grad():  # the answer starts as gain * the label memory's vote
+                self.network.output.weight.zero_()
+                self.network.output.bias.zero_()
+            memory_vote_readout_(self.vote_head, 0, self.n_way, vote_readout)
+        elif vote_readout:
             if not similarity_init or self.kind != CLASSIFICATION:
                 raise ValueError(
                     f"vote_readout={vote_readout} reads the first attention block's similarity vote over class labels: "
@@ -303,8 +332,16 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
         self._check_length(support_e.shape[1])
         sup, qry = self.support_steps_embedded(support_e, support_y), self.query_steps_embedded(query_e)
         if qry.shape[1] == 1:  # one query: its one sequence is cheaper than encode + step
-            return self.network(self._sequences(sup, qry))[:, -1].reshape(*qry.shape[:2], -1)
-        return self.network.step(qry, self.network.encode(sup))
+            out = self.network(self._sequences(sup, qry))[:, -1].reshape(*qry.shape[:2], -1)
+        else:
+            out = self.network.step(qry, self.network.encode(sup))
+        return self.add_vote(out, query_e, support_e, support_y)
+
+    def add_vote(self, out: Tensor, query_e: Tensor, support_e: Optional[Tensor], support_y: Optional[Tensor]) -> Tensor:
+        """``out [B, M, output_dim]`` plus the vote head's reading of the label memory's vote (``out`` without ``label_memory``)."""
+        if self.label_memory is None:
+            return out
+        return out + self.vote_head(self.label_memory(query_e, support_e, support_y))
 
     # ---------------------------------------------------------------- answers
     def encode_support(self, support_x: Tensor, support_y: Tensor) -> list[BlockState]:
@@ -312,9 +349,12 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
         self._check_length(support_x.shape[1])
         return self.network.encode(self.support_steps(support_x, support_y))
 
-    def answer(self, states: list[BlockState], query_x: Tensor) -> Tensor:
-        """Predictions ``[B, M, out]`` for ``M`` queries, each the next step after the encoded support."""
-        return self.network.step(self.query_steps(query_x), states)
+    def answer(self, states: list[BlockState], query_x: Tensor, support_e: Optional[Tensor] = None,
+               support_y: Optional[Tensor] = None) -> Tensor:
+        """Predictions ``[B, M, out]`` for ``M`` queries, each the next step after the encoded support; with
+        ``label_memory``, plus the vote over the support embeddings ``support_e [B, S, E]`` and labels ``support_y``."""
+        query_e = self.embed(query_x)
+        return self.add_vote(self.network.step(self.query_steps_embedded(query_e), states), query_e, support_e, support_y)
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         self.check_inputs(support_x, support_y, query_x)
@@ -329,7 +369,7 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
             x: ``[B, T, *x_shape]`` with ``T <= n_way * max_shots + 1``.
             prev_y: ``[B, T]`` int64, the labels one step late.
         """
-        from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels
+        from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels, labels_of_steps
 
         if self.kind != CLASSIFICATION:
             raise ValueError(f"predict_stream is defined for classification learners; this one is {self.kind!r}")
@@ -339,18 +379,29 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
                 f"SNAIL was built for sequences of at most T={self.seq_len} steps (max_shots={self.max_shots}), "
                 f"got a stream of {x.shape[1]}; build it with max_shots >= {(x.shape[1] - 1 + self.n_way - 1) // self.n_way}"
             )
-        steps = torch.cat([self.embed(x), encode_previous_labels(prev_y, self.n_way).to(x.dtype)], dim=-1)
-        return self.network(steps)
+        e, labels_before = self.embed(x), encode_previous_labels(prev_y, self.n_way)
+        out = self.network(torch.cat([e, labels_before.to(e.dtype)], dim=-1))
+        if self.label_memory is None:
+            return out
+        return out + self.vote_head(self.label_memory.stream(e, labels_of_steps(labels_before)))
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> SNAILPredictor:
         """Encode the support set once; the predictor answers any later query batch from the cache."""
         self.check_inputs(support_x, support_y)
-        states = self.encode_support(support_x, support_y)
-        return SNAILPredictor(self, states, support_x.shape[0], tuple(support_x.shape[2:]))
+        self._check_length(support_x.shape[1])
+        support_e = self.embed(support_x)
+        states = self.network.encode(self.support_steps_embedded(support_e, support_y))
+        shape = (support_x.shape[0], tuple(support_x.shape[2:]))
+        if self.label_memory is None:
+            return SNAILPredictor(self, states, *shape)
+        return SNAILPredictor(self, states, *shape, support_e, support_y)
 
     def forward_naive(self, support_x: Tensor, support_y: Tensor, query_x: Tensor) -> Tensor:
         """Reference answer: one sequence ``support + [query]`` per query; equals :meth:`forward` up to rounding."""
         self.check_inputs(support_x, support_y, query_x)
         self._check_length(support_x.shape[1])
         out = self.network(self._query_sequences(support_x, support_y, query_x))[:, -1]  # at the query's position
-        return out.reshape(*query_x.shape[:2], -1)
+        out = out.reshape(*query_x.shape[:2], -1)
+        if self.label_memory is None:
+            return out
+        return self.add_vote(out, self.embed(query_x), self.embed(support_x), support_y)
