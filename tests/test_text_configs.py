@@ -250,10 +250,10 @@ def test_the_head_only_learned_optimizer_learns_clinc150_intents_far_above_chanc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learner", ["lstm", "mann"])
+@pytest.mark.parametrize("learner", ["lstm", "mann", "snail"])
 def test_the_label_memory_learners_learn_clinc150_intents_beyond_their_untrained_vote(learner: str, tmp_path: Path,
                                                                                        monkeypatch) -> None:
-    """The shipped 5-way 1-shot configs of LSTMLearner and MANN (a label memory with its vote readout): untrained, the
+    """The shipped 5-way 1-shot configs of LSTMLearner, MANN and SNAIL (a label memory with its vote readout): untrained, the
     vote over a random bag's cosines already compares; 400 meta-iterations on the training intents must take the
     learner clearly beyond that start on 100 test episodes of unseen intents, so the embedding learns."""
     from rnnmeta.cli import build_cli
@@ -272,7 +272,7 @@ def test_the_label_memory_learners_learn_clinc150_intents_beyond_their_untrained
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     (trained,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     assert untrained["test/acc"] > 0.45, untrained  # the untrained vote: 0.597 here (docs/TEXT.md)
-    assert trained["test/acc"] > untrained["test/acc"] + 0.04, (untrained, trained)  # 0.673 (LSTM), 0.694 (MANN)
+    assert trained["test/acc"] > untrained["test/acc"] + 0.04, (untrained, trained)  # 0.673 (LSTM), 0.694 (MANN), 0.689 (SNAIL)
 
 
 @pytest.mark.slow
@@ -290,6 +290,21 @@ def test_label_memory_vote_script_reads_the_class_rows_as_the_cosine_nearest_mea
     assert out.returncode == 0, out.stderr[-2000:]
     values = {line.split(" accuracy ")[0].strip(): float(line.split()[-1]) for line in out.stdout.splitlines() if " accuracy " in line}
     assert values["label memory vote"] == values["output"] == values["nearest mean (cosine)"] > 0.4, values
+    # the head's own weights start at 0: without the vote every query gets class 0, right for a fifth of them
+    assert values["output without the vote"] == pytest.approx(0.2), values
     refused = subprocess.run([sys.executable, "scripts/label_memory_vote.py", "--config", "configs/compare/clinc150_5w5s.yaml",
                               "--learner", "lstm", "--episodes", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "without a label memory" in refused.stderr, refused.stderr[-2000:]
+
+
+def test_the_label_memory_chain_ends_at_the_shipped_rows() -> None:
+    """configs/compare/clinc150_5w5s_label_memory.yaml, the steps of docs/TEXT.md, ends at the label-memory rows the
+    5-shot comparison ships: its last row of each learner is that row, unchanged."""
+    chain = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_5w5s_label_memory.yaml").read_text())
+    shipped = yaml.safe_load((REPO / "configs" / "compare" / "clinc150_5w5s.yaml").read_text())
+    assert chain["data"] == shipped["data"]
+    for key in ("max_cpu_minutes", "threads", "trainer", "reference"):
+        assert chain[key] == shipped[key], key
+    for step, row in (("lstm_lm_g100", "lstm_label_memory"), ("mann_lm_g100", "mann_label_memory"),
+                      ("snail_lm_micro", "snail_label_memory")):
+        assert chain["learners"][step] == shipped["learners"][row], (step, row)

@@ -27,7 +27,7 @@ while a fixed similarity of learned embeddings does not (docs/TEXT.md).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from rnnmeta.episode import CLASSIFICATION
 
-__all__ = ["LabelMemory", "MemoryRows", "check_label_memory", "vote_readout_"]
+__all__ = ["LabelMemory", "MemoryRows", "ReadsLabelMemory", "check_label_memory", "vote_readout_"]
 
 #: what a row of the label memory holds: one support example, or the sum of one class's examples
 MemoryRows = Literal["examples", "classes"]
@@ -114,6 +114,19 @@ class LabelMemory(nn.Module):
             return torch.softmax(scores.masked_fill(~seen, float("-inf")), dim=-1).nan_to_num(0.0)
         before = torch.ones(steps, steps, dtype=torch.bool, device=e.device).tril(-1)
         return torch.bmm(self.weights(e, e, before), labels)
+
+
+class ReadsLabelMemory:
+    """Mixin of a learner with an optional label memory (``self.label_memory``: a :class:`LabelMemory` or ``None``)."""
+
+    label_memory: Optional[LabelMemory]
+
+    def vote(self, query_e: Tensor, support_e: Optional[Tensor], support_y: Optional[Tensor]) -> Optional[Tensor]:
+        """The label memory's vote ``[B, M, n_way]`` over the support embeddings ``[B, S, E]`` and labels ``[B, S]``
+        for the query embeddings ``[B, M, E]`` (``None`` without ``label_memory``)."""
+        if self.label_memory is None:
+            return None
+        return self.label_memory(query_e, support_e, support_y)
 
 
 def vote_readout_(head: nn.Linear, vote_start: int, n_way: int, gain: float) -> None:

@@ -40,7 +40,7 @@ from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.online import check_stream_inputs, encode_previous_labels, labels_of_steps
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
-from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, check_label_memory, vote_readout_
+from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, ReadsLabelMemory, check_label_memory, vote_readout_
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
 from rnnmeta.learners.sequence import check_matching_init, encode_labels, given, key_value_init_
 from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
@@ -66,7 +66,7 @@ class LSTMPredictor:
         return self.learner.answer_embedded(self.h, self.c, query_e, self.learner.vote(query_e, self.support_e, self.support_y))
 
 
-class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
+class LSTMLearner(ReadsLabelMemory, MetricAuxiliaryLoss, MetaLearner):
     """An LSTM over the support set; each query answered from the state after it (see module docstring).
 
     Args:
@@ -196,12 +196,6 @@ class LSTMLearner(MetricAuxiliaryLoss, MetaLearner):
     def embed_inputs(self, x: Tensor) -> Tensor:
         """``[B, T, *x_shape] -> [B, T, E]``: backbone, then the layer norm (if enabled), in one call."""
         return self.norm(embed(self.backbone, x))
-
-    def vote(self, query_e: Tensor, support_e: Optional[Tensor], support_y: Optional[Tensor]) -> Optional[Tensor]:
-        """The label memory's vote ``[B, M, n_way]`` (``None`` without ``label_memory``)."""
-        if self.label_memory is None:
-            return None
-        return self.label_memory(query_e, support_e, support_y)
 
     def answer_embedded(self, h: Tensor, c: Tensor, e: Tensor, vote: Optional[Tensor] = None) -> Tensor:
         """One LSTM step per query ``e [B, M, E]`` (of :meth:`embed_inputs`) from the support state ``(h, c) [L, B, H]``.

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.base import MetaLearner
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
-from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, check_label_memory, vote_readout_
+from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, ReadsLabelMemory, check_label_memory, vote_readout_
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_positive, check_query, check_read_init, embed
 from rnnmeta.learners.sequence import check_matching_init, encode_labels, given, key_value_init_
 from rnnmeta.learners.sequence import label_readout_init_, label_width, matching_init_
@@ -227,7 +227,7 @@ class MANNPredictor:
         return self.learner.answer_embedded(self.h, self.c, self.state, query_e, vote)
 
 
-class MANN(MetricAuxiliaryLoss, MetaLearner):
+class MANN(ReadsLabelMemory, MetricAuxiliaryLoss, MetaLearner):
     """Memory-augmented neural network (Santoro et al. 2016); see the module docstring.
 
     Args:
@@ -355,12 +355,6 @@ class MANN(MetricAuxiliaryLoss, MetaLearner):
             h, c = self.controller(torch.cat([steps[:, t], state.reads.flatten(1)], dim=-1), (h, c))
             state = self.memory.write_read(h, state)
         return h, c, state
-
-    def vote(self, query_e: Tensor, support_e: Optional[Tensor], support_y: Optional[Tensor]) -> Optional[Tensor]:
-        """The label memory's vote ``[B, M, n_way]`` (``None`` without ``label_memory``)."""
-        if self.label_memory is None:
-            return None
-        return self.label_memory(query_e, support_e, support_y)
 
     def answer_embedded(self, h: Tensor, c: Tensor, state: MemoryState, e: Tensor, vote: Optional[Tensor] = None) -> Tensor:
         """One read-only step per query ``e [B, M, E]`` from the support state: preds ``[B, M, output_dim]``.

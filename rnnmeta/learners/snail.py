@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from rnnmeta.episode import CLASSIFICATION
 from rnnmeta.learners.auxiliary import MetricAuxiliaryLoss
 from rnnmeta.learners.base import MetaLearner
-from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, check_label_memory
+from rnnmeta.learners.label_memory import LabelMemory, MemoryRows, ReadsLabelMemory, check_label_memory
 from rnnmeta.learners.label_memory import vote_readout_ as memory_vote_readout_
 from rnnmeta.learners.sequence import check_metric_loss_weight, check_query, encode_labels, label_width
 from rnnmeta.learners.snail_blocks import AttentionBlock, BlockState, SNAILNetwork, map_state
@@ -113,7 +113,7 @@ class SNAILPredictor:
                               support_e, self.support_y)
 
 
-class SNAIL(MetricAuxiliaryLoss, MetaLearner):
+class SNAIL(ReadsLabelMemory, MetricAuxiliaryLoss, MetaLearner):
     """SNAIL few-shot learner for classification and regression.
 
     Each sequence step is ``concat(embedding(x), label)`` where the label is the one-hot class
@@ -339,9 +339,8 @@ class SNAIL(MetricAuxiliaryLoss, MetaLearner):
 
     def add_vote(self, out: Tensor, query_e: Tensor, support_e: Optional[Tensor], support_y: Optional[Tensor]) -> Tensor:
         """``out [B, M, output_dim]`` plus the vote head's reading of the label memory's vote (``out`` without ``label_memory``)."""
-        if self.label_memory is None:
-            return out
-        return out + self.vote_head(self.label_memory(query_e, support_e, support_y))
+        vote = self.vote(query_e, support_e, support_y)
+        return out if vote is None else out + self.vote_head(vote)
 
     # ---------------------------------------------------------------- answers
     def encode_support(self, support_x: Tensor, support_y: Tensor) -> list[BlockState]:
