@@ -169,6 +169,21 @@ def test_robot_compare_reports_each_agents_training_steps_and_the_median_test_go
     printed = capsys.readouterr().out
     assert printed.count("tested again from") == 2 and "update 1/" not in printed
     assert (tmp_path / "out" / "results.csv").read_text() == before
+    # --test-trials N: the same agents on N test tasks, of which the config's 6 are the first (one seeded draw)
+    monkeypatch.setattr(sys, "argv", ["robot_compare.py", "--config", str(path), "--out", str(tmp_path / "out"), "--eval-only",
+                                      "--test-trials", "9"])
+    robot_compare().main()
+    assert torch.load(tmp_path / "out" / "rl2_result.pt", weights_only=False)["stages"].shape == (9, 2)
+    assert len(list(csv.DictReader(open(tmp_path / "out" / "results.csv")))) == 2
+    from rnnmeta.rl.navigation import PointNavigation2D
+    from rnnmeta.rl.trial import eval_tasks
+
+    family = PointNavigation2D(horizon=4)
+    torch.testing.assert_close(eval_tasks(family, 9, 0)["goal"][:6], eval_tasks(family, 6, 0)["goal"])
+    monkeypatch.setattr(sys, "argv", ["robot_compare.py", "--config", str(path), "--eval-only", "--test-trials", "1"])
+    with pytest.raises(SystemExit):
+        robot_compare().main()
+    assert "--test-trials must be >= 2" in capsys.readouterr().err
 
 
 def test_linear_fit_is_the_least_squares_slope_and_the_correlation():
