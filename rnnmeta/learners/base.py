@@ -169,6 +169,12 @@ class InjectedOptimizerModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the optimiser and schedule factories among the hyperparameters as ``class_path`` specs, so that the
+        checkpoint loads with ``weights_only=True`` (Lightning's default, also when a run resumes from it)."""
+        if checkpoint.get("hyper_parameters"):
+            checkpoint["hyper_parameters"] = self.factories_as_specs(checkpoint["hyper_parameters"])
+
     def factories_as_specs(self, hparams: dict[str, Any]) -> dict[str, Any]:
         """``hparams`` with the optimiser and schedule factories as ``class_path`` specs (``weights_only`` checkpoints)."""
         hparams = dict(hparams)
@@ -520,11 +526,11 @@ class MetaLearner(InjectedOptimizerModule):
                 f"{self._lr_advice()}, set trainer.gradient_clip_val, or resume from the last good checkpoint"
             )
         checkpoint["rnnmeta"] = self.checkpoint_identity()
-        # Modules among the hyperparameters (a backbone) and the optimiser factories are stored as their
-        # class_path specs, so the checkpoint loads with weights_only=True and load_from_checkpoint rebuilds them.
+        super().on_save_checkpoint(checkpoint)  # the optimiser factories as specs
+        # Modules among the hyperparameters (a backbone) are stored as their class_path specs too, so the
+        # checkpoint loads with weights_only=True and load_from_checkpoint rebuilds them.
         hparams = checkpoint.get("hyper_parameters")
         if hparams:
-            hparams = self.factories_as_specs(hparams)
             for key, value in list(hparams.items()):
                 if isinstance(value, nn.Module):
                     why = f"{type(value).__name__} does not record its init_args, so the checkpoint cannot rebuild it"

@@ -345,8 +345,12 @@ class SNAIL(ReadsLabelMemory, MetricAuxiliaryLoss, MetaLearner):
     # ---------------------------------------------------------------- answers
     def encode_support(self, support_x: Tensor, support_y: Tensor) -> list[BlockState]:
         """Run the causal network over the support prefix once; the per-block states."""
-        self._check_length(support_x.shape[1])
-        return self.network.encode(self.support_steps(support_x, support_y))
+        return self.encode_support_embedded(self.embed(support_x), support_y)
+
+    def encode_support_embedded(self, support_e: Tensor, support_y: Tensor) -> list[BlockState]:
+        """:meth:`encode_support` from the support embeddings ``[B, S, E]`` of :meth:`embed`."""
+        self._check_length(support_e.shape[1])
+        return self.network.encode(self.support_steps_embedded(support_e, support_y))
 
     def answer(self, states: list[BlockState], query_x: Tensor, support_e: Optional[Tensor] = None,
                support_y: Optional[Tensor] = None) -> Tensor:
@@ -387,9 +391,8 @@ class SNAIL(ReadsLabelMemory, MetricAuxiliaryLoss, MetaLearner):
     def adapt(self, support_x: Tensor, support_y: Tensor) -> SNAILPredictor:
         """Encode the support set once; the predictor answers any later query batch from the cache."""
         self.check_inputs(support_x, support_y)
-        self._check_length(support_x.shape[1])
         support_e = self.embed(support_x)
-        states = self.network.encode(self.support_steps_embedded(support_e, support_y))
+        states = self.encode_support_embedded(support_e, support_y)
         shape = (support_x.shape[0], tuple(support_x.shape[2:]))
         if self.label_memory is None:
             return SNAILPredictor(self, states, *shape)

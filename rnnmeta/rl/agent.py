@@ -324,11 +324,9 @@ class MetaRLAgent(InjectedOptimizerModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Write the agent's identity and, during training, its current iteration's trials (:attr:`TRAINING_BATCH_KEY`);
-        the optimiser and schedule factories among the hyperparameters become ``class_path`` specs, so that the
-        checkpoint loads with ``weights_only=True`` (Lightning's default when a run resumes from it)."""
+        the optimiser and schedule factories become specs (:class:`~rnnmeta.learners.base.InjectedOptimizerModule`)."""
         checkpoint["rnnmeta"] = self.checkpoint_identity()
-        if checkpoint.get("hyper_parameters"):
-            checkpoint["hyper_parameters"] = self.factories_as_specs(checkpoint["hyper_parameters"])
+        super().on_save_checkpoint(checkpoint)
         batch = getattr(self, "_batch", None)
         if batch is not None:
             checkpoint[self.TRAINING_BATCH_KEY] = apply_to_collection(batch, Tensor, lambda t: t.detach().cpu())
